@@ -1,0 +1,5 @@
+"""`python -m llm_firewall` is the same as the `llm-firewall` command."""
+
+from llm_firewall.cli import main
+
+raise SystemExit(main())
