@@ -41,3 +41,49 @@ async def receiver(aiohttp_server):
     server = await aiohttp_server(app, host="127.0.0.1")
     rec.url = str(server.make_url("/hook/T0KEN-abcdef"))
     return rec
+
+
+async def eventually(predicate, timeout: float = 10.0) -> None:
+    """Wait (bounded) until `predicate()` holds; fails the test with a clear message otherwise."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached within the test's safety bound")
+        await asyncio.sleep(0.01)
+
+
+class Enforcement:
+    """Stands in for the server's enforcement layer: records what the SOC asked it to do."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.audit: list[tuple[str, dict]] = []
+        self.delay = 0.0
+
+    async def remediate(self, playbook):
+        import asyncio
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.calls.append(playbook)
+        return [{"status": "pending_approval" if a.requires_approval else "done"} for a in playbook.actions]
+
+    async def audit_append(self, kind: str, record: dict) -> int:
+        self.audit.append((kind, record))
+        return len(self.audit)
+
+    def executed(self, kind: str | None = None) -> list:
+        return [a for pb in self.calls for a in pb.actions if kind is None or a.kind == kind]
+
+
+@pytest.fixture
+def enforcement() -> Enforcement:
+    return Enforcement()
+
+
+@pytest.fixture
+def wait_for():
+    return eventually
