@@ -1,0 +1,369 @@
+"""Turns one text into the few views an attacker's obfuscation would hide behind.
+
+Rules are written once against plain text; this module makes zero-width characters, look-alike
+letters, leetspeak, reversed text, hidden Unicode tag characters and common encodings collapse
+onto that plain text, and records which transforms were needed so that a finding can say how it
+was revealed. Pure: no I/O, no clock, no aiohttp.
+
+Cost model: a plain ASCII text with nothing decodable yields one view after one scan. The engine
+folds the trigger patterns below into its single rule-set pass and hands the hits in as `hints`,
+so the common case costs nothing here beyond the base view.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import re2
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One rendering of a text; `transforms` names the steps that produced it ("" = plain)."""
+
+    text: str
+    transforms: tuple[str, ...]
+
+
+# --- invisible characters ----------------------------------------------------------------------
+
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u034f"
+_BIDI = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c"
+_INVISIBLE_RE = re.compile(
+    f"[{_ZERO_WIDTH}{_BIDI}\ufe00-\ufe0f\U000e0100-\U000e01ef\U000e0000-\U000e007f]"
+)
+# An invisible character inside a word is obfuscation; after an emoji it is ordinary emoji syntax.
+_ZW_IN_WORD_RE = re.compile(f"\\w[{_ZERO_WIDTH}\ufe00-\ufe0f]+\\w")
+_BIDI_RE = re.compile(f"[{_BIDI}]")
+_TAG_RUN_RE = re.compile("\U0001f3f4?[\U000e0000-\U000e007f]+")
+
+# --- look-alike letters (a small skeleton table: Cyrillic, Greek, Armenian, small capitals) ----
+
+_CONFUSABLES = {
+    # Cyrillic lower / upper
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d",
+    "ԛ": "q", "ԝ": "w", "ӏ": "l", "һ": "h", "ɡ": "g", "ь": "b", "ѵ": "v", "ү": "y",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S", "Ԁ": "D", "Ԛ": "Q", "Ԝ": "W",
+    "Ӏ": "l",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "ϲ": "c", "γ": "y", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H",
+    "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Armenian and Latin extensions
+    "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "ı": "i", "ȷ": "j", "ℓ": "l",
+    # small capitals
+    "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
+    "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t",
+    "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+}
+_SKELETON_TABLE = str.maketrans(_CONFUSABLES)
+_CONFUSABLE_RE = re.compile("[" + "".join(_CONFUSABLES) + "]")
+_WORD_RE = re.compile(r"[^\W\d_]+")
+
+# --- leetspeak ---------------------------------------------------------------------------------
+
+_LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
+                             "@": "a", "$": "s", "!": "i", "|": "l", "8": "b", "9": "g"})
+_LEET_TOKEN_RE = re.compile(r"[A-Za-z0-9@$!|]*[A-Za-z][A-Za-z0-9@$!|]*")
+_LEET_CHARS_RE = re.compile(r"[0134578@$!|9]")
+
+# --- triggers: cheap evidence that a derived view could differ from the base view -------------
+# RE2 syntax; the engine adds these to its rule set so one pass finds rules and triggers alike.
+
+_REVERSED_WORDS = ("erongi", "dragersid", "tegrof", "snoitcurtsni", "suoiverp", "tpmorp",
+                   "metsys", "drowssap", "laever", "terces", "selur", "edirrevo", "edom")
+_ROT13_WORDS = ("vtaber", "qvfertneq", "sbetrg", "vafgehpgvbaf", "cerivbhf", "cebzcg",
+                "flfgrz", "cnffjbeq", "erirny", "frperg", "ehyrf", "bireevqr", "ebg13", "ebg-13")
+
+TRIGGER_PATTERNS: dict[str, str] = {
+    "base64": r"[A-Za-z0-9+/_-]{16,}",
+    "base32": r"(?-i:[A-Z2-7]{16,})",
+    "hex": r"[0-9A-Fa-f]{16,}|\\x[0-9A-Fa-f]{2}|(?:[0-9A-Fa-f]{2}[ :]){7}[0-9A-Fa-f]{2}",
+    "url": r"%[0-9A-Fa-f]{2}|%u[0-9A-Fa-f]{4}",
+    "html_entities": r"&(?:#[xX]?[0-9A-Fa-f]{1,6};?|[A-Za-z]{2,10};)",
+    "js_escape": r"\\u[0-9A-Fa-f]{4}",
+    "reversed": r"(?i)\b(?:" + "|".join(_REVERSED_WORDS) + r")\b",
+    "rot13": r"(?i)\b(?:" + "|".join(_ROT13_WORDS) + r"|rot-?13)\b",
+    "leetspeak": r"(?i)[a-z][013457@$][a-z]|\b[0134@$][a-z]{2}|[a-z]{2}[013457]\b",
+}
+_DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex")
+
+
+def _trigger_set() -> tuple[re2.Set, tuple[str, ...]]:
+    opts = re2.Options()
+    opts.max_mem = 8 << 20
+    s = re2.Set.SearchSet(opts)
+    names = tuple(TRIGGER_PATTERNS)
+    for name in names:
+        s.Add(TRIGGER_PATTERNS[name])
+    s.Compile()
+    return s, names
+
+
+_TRIGGERS, _TRIGGER_NAMES = _trigger_set()
+
+
+def find_triggers(text: str) -> frozenset[str]:
+    """Names of the derived views worth computing for `text` (one linear-time pass)."""
+    hits = _TRIGGERS.Match(text)
+    return frozenset(_TRIGGER_NAMES[i] for i in hits) if hits else frozenset()
+
+
+# --- base view ---------------------------------------------------------------------------------
+
+
+def _collapse(text: str) -> str:
+    if "  " in text or "\n" in text or "\t" in text or "\r" in text:
+        return " ".join(text.split())
+    return text
+
+
+def base_view(text: str) -> View:
+    """The cheaply normalised text: NFKC, invisibles removed, whitespace collapsed."""
+    if text.isascii():
+        return View(_collapse(text), ())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: keep the rest scannable
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    transforms: list[str] = []
+    if _ZW_IN_WORD_RE.search(text):
+        transforms.append("zero_width")
+    if _BIDI_RE.search(text):
+        transforms.append("bidi")
+    stripped = _INVISIBLE_RE.sub("", text)
+    folded = unicodedata.normalize("NFKC", stripped)
+    if folded != stripped:
+        transforms.append("nfkc")
+    return View(_collapse(folded), tuple(transforms))
+
+
+# --- derived views -----------------------------------------------------------------------------
+
+
+def _mostly_printable(text: str) -> bool:
+    if len(text) < 4:
+        return False
+    good = sum(1 for ch in text if ch.isprintable() or ch in "\n\r\t")
+    letters = sum(1 for ch in text if ch.isalpha())
+    return good >= 0.9 * len(text) and letters >= 0.4 * len(text)
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        out = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return out if _mostly_printable(out) else None
+
+
+_B64_RE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_B32_RE = re.compile(r"[A-Z2-7]{16,}=*")
+_HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2}){8,}")
+_HEX_SPACED_RE = re.compile(r"(?:[0-9A-Fa-f]{2}[ :]){7,}[0-9A-Fa-f]{2}")
+_HEX_ESC_RE = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4,}")
+_PCT_U_RE = re.compile(r"%u([0-9A-Fa-f]{4})")
+_JS_ESC_RE = re.compile(r"\\u([0-9A-Fa-f]{4})")
+
+
+def _decode_base64(text: str) -> str | None:
+    parts = []
+    for m in _B64_RE.finditer(text):
+        token = m.group(0)
+        # Plain words and hex strings are not base64 worth trying.
+        if token.isalpha() and (token.islower() or token.isupper()):
+            continue
+        body = token.rstrip("=")
+        body += "=" * (-len(body) % 4)
+        try:
+            if "-" in body or "_" in body:
+                raw = base64.urlsafe_b64decode(body)
+            else:
+                raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        decoded = _utf8(raw)
+        if decoded:
+            parts.append(decoded)
+    return "\n".join(parts) or None
+
+
+def _decode_base32(text: str) -> str | None:
+    parts = []
+    for m in _B32_RE.finditer(text):
+        body = m.group(0).rstrip("=")
+        body += "=" * (-len(body) % 8)
+        try:
+            raw = base64.b32decode(body)
+        except (binascii.Error, ValueError):
+            continue
+        decoded = _utf8(raw)
+        if decoded:
+            parts.append(decoded)
+    return "\n".join(parts) or None
+
+
+def _decode_hex(text: str) -> str | None:
+    parts = []
+    for regex, clean in ((_HEX_RE, None), (_HEX_SPACED_RE, " :"), (_HEX_ESC_RE, "\\x")):
+        for m in regex.finditer(text):
+            token = m.group(0)
+            if clean == "\\x":
+                token = token.replace("\\x", "")
+            elif clean:
+                token = token.replace(" ", "").replace(":", "")
+            try:
+                decoded = _utf8(bytes.fromhex(token))
+            except ValueError:
+                continue
+            if decoded:
+                parts.append(decoded)
+    return "\n".join(parts) or None
+
+
+def _decode_url(text: str) -> str | None:
+    out = _PCT_U_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    out = unquote(out, errors="replace")
+    return out if out != text else None
+
+
+def _decode_html(text: str) -> str | None:
+    out = html.unescape(text)
+    return out if out != text else None
+
+
+def _decode_js(text: str) -> str | None:
+    out = _JS_ESC_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return out if out != text else None
+
+
+_DECODERS = {
+    "url": _decode_url,
+    "html_entities": _decode_html,
+    "js_escape": _decode_js,
+    "base64": _decode_base64,
+    "base32": _decode_base32,
+    "hex": _decode_hex,
+}
+
+
+def _skeleton(text: str) -> str | None:
+    if not _CONFUSABLE_RE.search(text):
+        return None
+    words = _WORD_RE.findall(text)
+    latinish = sum(1 for w in words if any("a" <= c.lower() <= "z" for c in w))
+    if words and latinish >= 0.6 * len(words):
+        out = text.translate(_SKELETON_TABLE)
+    else:
+        # A non-Latin text stays as written; only words that mix scripts are folded.
+        def fold(m: re.Match[str]) -> str:
+            w = m.group(0)
+            return w.translate(_SKELETON_TABLE) if any(c.isascii() for c in w) else w
+
+        out = _WORD_RE.sub(fold, text)
+    return out if out != text else None
+
+
+def _leet(text: str) -> str | None:
+    def fold(m: re.Match[str]) -> str:
+        w = m.group(0)
+        if len(w) >= 2 and _LEET_CHARS_RE.search(w):
+            return w.translate(_LEET_TABLE)
+        return w
+
+    out = _LEET_TOKEN_RE.sub(fold, text)
+    return out if out != text else None
+
+
+def _hidden_tags(text: str) -> str | None:
+    parts = []
+    for m in _TAG_RUN_RE.finditer(text):
+        run = m.group(0)
+        if run.startswith("\U0001f3f4"):  # subdivision flag such as England's: ordinary emoji
+            continue
+        decoded = "".join(chr(ord(c) - 0xE0000) for c in run if 0xE0020 <= ord(c) <= 0xE007E)
+        if decoded.strip():
+            parts.append(decoded)
+    return " ".join(parts) or None
+
+
+def derived_views(
+    text: str,
+    base: View,
+    hints: frozenset[str] | None = None,
+    *,
+    max_depth: int = 2,
+    max_decoded_chars: int = 65536,
+) -> list[View]:
+    """Views beyond the base one, each only when it differs from every earlier view.
+
+    `hints` are trigger names already found on `base.text` (see TRIGGER_PATTERNS); None means
+    find them here.
+    """
+    if hints is None:
+        hints = find_triggers(base.text)
+    non_ascii = not text.isascii()
+    if not hints and not non_ascii:
+        return []
+    seen = {base.text}
+    out: list[View] = []
+
+    def add(candidate: str | None, transforms: tuple[str, ...]) -> View | None:
+        if candidate is None:
+            return None
+        v = base_view(candidate)
+        if v.text in seen or not v.text:
+            return None
+        seen.add(v.text)
+        view = View(v.text, transforms + tuple(t for t in v.transforms if t not in transforms))
+        out.append(view)
+        return view
+
+    if non_ascii:
+        hidden = _hidden_tags(text)
+        if hidden is not None:
+            add(hidden, ("unicode_tags",))
+        add(_skeleton(base.text), base.transforms + ("confusables",))
+    if "leetspeak" in hints:
+        add(_leet(base.text), base.transforms + ("leetspeak",))
+    if "reversed" in hints:
+        add(base.text[::-1], base.transforms + ("reversed",))
+    if "rot13" in hints:
+        add(codecs.encode(base.text, "rot13"), base.transforms + ("rot13",))
+
+    budget = max_decoded_chars
+    frontier: list[tuple[View, frozenset[str]]] = [(base, hints)]
+    for _depth in range(max_depth):
+        next_frontier: list[tuple[View, frozenset[str]]] = []
+        for view, view_hints in frontier:
+            for name in _DECODERS_ORDER:
+                if name not in view_hints or budget <= 0:
+                    continue
+                decoded = _DECODERS[name](view.text)
+                if decoded is None:
+                    continue
+                decoded = decoded[:budget]
+                budget -= len(decoded)
+                new = add(decoded, view.transforms + (name,))
+                if new is not None:
+                    next_frontier.append((new, find_triggers(new.text)))
+        frontier = next_frontier
+        if not frontier:
+            break
+    return out
+
+
+def views(text: str, *, max_depth: int = 2, max_decoded_chars: int = 65536) -> list[View]:
+    """Every view of `text` worth scanning, the cheaply normalised one first."""
+    base = base_view(text)
+    return [base, *derived_views(text, base, max_depth=max_depth,
+                                 max_decoded_chars=max_decoded_chars)]

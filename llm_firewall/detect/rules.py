@@ -1,0 +1,608 @@
+"""YAML rule files → validated, compiled rules.
+
+A broken rule must never reach the proxy: the loader refuses unknown keys, duplicate ids, bad enum
+values, patterns RE2 cannot compile, patterns that would backtrack catastrophically on a
+backtracking engine (nested unbounded quantifiers, backreferences, lookarounds), response rules
+that could match more than 256 characters (they run on a sliding window over streams), and
+rules whose own tests fail. Every error names the file, line, rule id and field.
+"""
+
+from __future__ import annotations
+
+import re
+import re._constants as sre_c  # type: ignore[import-not-found]
+import re._parser as sre_parse  # type: ignore[import-not-found]
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import re2
+import yaml
+
+from llm_firewall.detect.normalize import views
+from llm_firewall.domain import SEVERITIES, THREATS
+
+DIRECTIONS = ("request", "response", "both")
+STATUSES = ("stable", "experimental")
+ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description",
+         "prompt", "input", "instructions", "embedding", "response")
+RESPONSE_MAX_WIDTH = 256
+EXCLUDE_CONTEXT = 64  # characters either side of a match that `exclude` patterns look at
+MAX_MATCHES_TRIED = 8  # per pattern, when excludes or validators discard matches
+
+_RULE_KEYS = {"id", "title", "description", "threat", "severity", "category", "status",
+              "applies_to", "match", "exclude", "validate", "falsepositives", "tests",
+              "references", "tags", "precision", "author"}
+_REQUIRED = ("id", "title", "threat", "severity", "category", "match", "falsepositives", "tests")
+_ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$")
+_CATEGORY_RE = re.compile(r"^[a-z0-9_]+$")
+
+
+class RuleError(ValueError):
+    """A rule file problem, located as precisely as the YAML allows."""
+
+    def __init__(self, file: str, rule_id: str | None, field: str | None, line: int | None,
+                 message: str) -> None:
+        self.file, self.rule_id, self.field, self.line, self.message = (
+            file, rule_id, field, line, message)
+        where = f"{file}:{line}" if line else file
+        parts = [where]
+        if rule_id:
+            parts.append(f"rule {rule_id}")
+        if field:
+            parts.append(f"field '{field}'")
+        parts.append(message)
+        super().__init__(": ".join(parts))
+
+
+# --- validators a rule may name under `validate:` ---------------------------------------------
+
+
+def luhn(candidate: str) -> bool:
+    """Payment card check digit; cuts card-number false positives on order ids and phones."""
+    digits = [int(c) for c in candidate if c.isdigit()]
+    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban(candidate: str) -> bool:
+    """ISO 13616 mod-97 check."""
+    s = "".join(c for c in candidate if c.isalnum()).upper()
+    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
+        return False
+    moved = s[4:] + s[:4]
+    try:
+        number = int("".join(str(int(c, 36)) for c in moved))
+    except ValueError:
+        return False
+    return number % 97 == 1
+
+
+VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": luhn, "iban": iban}
+
+
+# --- compiled rule -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One match/exclude entry: its RE2 source (flags included) and compiled form."""
+
+    source: str  # what the author wrote (regex, or the phrases joined by " | ")
+    regex_text: str  # the RE2 pattern actually run
+    field: str
+    regex: Any = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    threat: str
+    severity: str
+    category: str
+    status: str
+    direction: str
+    roles: tuple[str, ...]
+    any: tuple[Pattern, ...]
+    all: tuple[Pattern, ...] = ()
+    exclude: tuple[Pattern, ...] = ()
+    validate: str | None = None
+    falsepositives: tuple[str, ...] = ()
+    tests_match: tuple[str, ...] = ()
+    tests_no_match: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    precision: float | None = None
+    description: str = ""
+    file: str = ""
+    line: int | None = None
+
+    def applies(self, direction: str) -> bool:
+        return self.direction == "both" or self.direction == direction
+
+    def find(self, text: str, items: Iterable[int] | None = None) -> tuple[int, int] | None:
+        """Span of the first acceptable match in `text`, or None.
+
+        `items` restricts the search to the `any` entries already known to hit (the engine's
+        set pass); `all` entries must all be present; excludes and validators may discard a
+        match, in which case the next one is tried.
+        """
+        if not self.exclude and self.validate is None:
+            for pat in self.all:
+                if pat.regex.search(text) is None:
+                    return None
+            for idx in (range(len(self.any)) if items is None else items):
+                m = self.any[idx].regex.search(text)
+                if m is not None:
+                    return m.span()
+            return None
+        return next(self.spans(text, items, MAX_MATCHES_TRIED), None)
+
+    def spans(self, text: str, items: Iterable[int] | None = None, limit: int = 10_000
+              ) -> Iterator[tuple[int, int]]:
+        """Every acceptable match span (up to `limit` tried per pattern), pattern by pattern."""
+        for pat in self.all:
+            if pat.regex.search(text) is None:
+                return
+        check = VALIDATORS[self.validate] if self.validate else None
+        for idx in (range(len(self.any)) if items is None else items):
+            for n, m in enumerate(self.any[idx].regex.finditer(text)):
+                if n >= limit:
+                    break
+                start, end = m.span()
+                if check is not None and not check(m.group(0)):
+                    continue
+                if self.exclude:
+                    window = text[max(0, start - EXCLUDE_CONTEXT):end + EXCLUDE_CONTEXT]
+                    if any(x.regex.search(window) is not None for x in self.exclude):
+                        continue
+                yield start, end
+
+    def own_test_failures(self) -> list[tuple[str, int, str]]:
+        """(tests key, index, message) for every own test this rule fails, over all views."""
+        out: list[tuple[str, int, str]] = []
+        for i, sample in enumerate(self.tests_match):
+            if not any(self.find(v.text) for v in views(sample)):
+                out.append(("match", i, f"does not match {sample!r}"))
+        for i, sample in enumerate(self.tests_no_match):
+            if any(self.find(v.text) for v in views(sample)):
+                out.append(("no_match", i, f"matches {sample!r}"))
+        return out
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def by_id(self) -> dict[str, Rule]:
+        return {r.id: r for r in self.rules}
+
+
+# --- pattern checks ----------------------------------------------------------------------------
+
+_UNBOUNDED = sre_c.MAXREPEAT
+_REPEATS = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT}
+_POSSESSIVE = getattr(sre_c, "POSSESSIVE_REPEAT", None)
+if _POSSESSIVE is not None:
+    _REPEATS.add(_POSSESSIVE)
+
+
+def _has_unbounded_repeat(items: Any) -> bool:
+    for op, av in items:
+        if op in _REPEATS:
+            if av[1] == _UNBOUNDED or _has_unbounded_repeat(av[2]):
+                return True
+        elif op is sre_c.SUBPATTERN and _has_unbounded_repeat(av[3]):
+            return True
+        elif op is sre_c.BRANCH and any(_has_unbounded_repeat(b) for b in av[1]):
+            return True
+        elif op is getattr(sre_c, "ATOMIC_GROUP", None) and _has_unbounded_repeat(av):
+            return True
+    return False
+
+
+def _backtracking_hazard(items: Any) -> str | None:
+    for op, av in items:
+        if op in (sre_c.GROUPREF, sre_c.GROUPREF_EXISTS):
+            return "backreferences are not allowed (RE2 cannot run them)"
+        if op in (sre_c.ASSERT, sre_c.ASSERT_NOT):
+            return "lookarounds are not allowed (RE2 cannot run them)"
+        if op in _REPEATS:
+            if av[1] == _UNBOUNDED and _has_unbounded_repeat(av[2]):
+                return ("nested unbounded quantifiers (like (a+)+) can backtrack "
+                        "catastrophically; rewrite without the inner or outer repetition")
+            found = _backtracking_hazard(av[2])
+            if found:
+                return found
+        elif op is sre_c.SUBPATTERN:
+            found = _backtracking_hazard(av[3])
+            if found:
+                return found
+        elif op is sre_c.BRANCH:
+            for b in av[1]:
+                found = _backtracking_hazard(b)
+                if found:
+                    return found
+    return None
+
+
+def _phrase_regex(phrase: str) -> str:
+    words = phrase.split()
+    body = r"\s{1,16}".join(re.escape(w) for w in words)
+    left = r"\b" if words and re.match(r"\w", words[0]) else ""
+    right = r"\b" if words and re.search(r"\w$", words[-1]) else ""
+    return f"{left}{body}{right}"
+
+
+def _re2_options() -> Any:
+    opts = re2.Options()
+    opts.log_errors = False
+    return opts
+
+
+def check_pattern(regex_text: str, *, max_width: int | None) -> tuple[Any | None, str | None]:
+    """Compile with RE2 and screen for backtracking hazards; returns (compiled, error)."""
+    try:
+        parsed = sre_parse.parse(regex_text)
+    except (re.error, OverflowError, RecursionError):
+        parsed = None  # RE2-only syntax: RE2 below is the judge
+    if parsed is not None:
+        hazard = _backtracking_hazard(parsed.data)
+        if hazard:
+            return None, hazard
+    try:
+        compiled = re2.compile(regex_text, _re2_options())
+    except re2.error as exc:
+        msg = exc.args[0] if exc.args else exc
+        if isinstance(msg, bytes):
+            msg = msg.decode("utf-8", "replace")
+        return None, f"does not compile: {msg}"
+    if max_width is not None:
+        if parsed is None:
+            return None, "response rules need a pattern whose length can be bounded"
+        hi = parsed.getwidth()[1]
+        if hi > max_width:
+            return None, (f"can match more than {max_width} characters; response rules are "
+                          f"applied through a {max_width}-character window, use bounded "
+                          "quantifiers like {1,64}")
+    return compiled, None
+
+
+# --- YAML with positions -----------------------------------------------------------------------
+
+
+class _Ctx:
+    """Error collector for one file; knows where every field sits in the YAML."""
+
+    def __init__(self, file: str, root: yaml.Node | None) -> None:
+        self.file = file
+        self.root = root
+        self.errors: list[RuleError] = []
+
+    def line(self, path: list[str | int]) -> int | None:
+        node = self.root
+        last = node
+        for part in path:
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                nxt = node.value[part]
+            else:
+                nxt = None
+            if nxt is None:
+                break
+            node = last = nxt
+        return last.start_mark.line + 1 if last is not None else None
+
+    def error(self, rule_id: str | None, base: list[str | int], rel: list[str | int],
+              message: str) -> None:
+        self.errors.append(RuleError(self.file, rule_id, _fmt(rel) or None,
+                                     self.line(base + rel), message))
+
+
+def _fmt(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _duplicate_keys(node: yaml.Node, ctx: _Ctx) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = getattr(k, "value", None)
+            if isinstance(key, str):
+                if key in seen:
+                    ctx.errors.append(RuleError(ctx.file, None, key, k.start_mark.line + 1,
+                                                f"duplicate key '{key}'"))
+                seen.add(key)
+            _duplicate_keys(v, ctx)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            _duplicate_keys(v, ctx)
+
+
+def _str_list(value: Any, allow_empty: bool = True) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    if not allow_empty and not value:
+        return None
+    return tuple(value)
+
+
+def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
+    before = len(ctx.errors)
+    if not isinstance(raw, dict):
+        ctx.error(None, base, [], "a rule must be a mapping")
+        return None
+    rid = raw.get("id") if isinstance(raw.get("id"), str) else None
+
+    def err(rel: list[str | int], msg: str) -> None:
+        ctx.error(rid, base, rel, msg)
+
+    for key in raw:
+        if key not in _RULE_KEYS:
+            err([str(key)], f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    for key in _REQUIRED:
+        if key not in raw:
+            err([key], "is required")
+    if rid is None and "id" in raw:
+        err(["id"], "must be a string")
+    elif rid is not None and not _ID_RE.match(rid):
+        err(["id"], "must look like PI-001 (upper-case prefix, dash, number)")
+    for key in ("title", "description", "author"):
+        if key in raw and not isinstance(raw[key], str):
+            err([key], "must be a string")
+    threat = raw.get("threat")
+    if "threat" in raw and threat not in THREATS:
+        err(["threat"], f"{threat!r} is not one of {', '.join(THREATS)}")
+    severity = raw.get("severity")
+    if "severity" in raw and severity not in SEVERITIES:
+        err(["severity"], f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+    category = raw.get("category")
+    if "category" in raw and not (isinstance(category, str) and _CATEGORY_RE.match(category)):
+        err(["category"], "must be a snake_case name such as sql_injection")
+    status = raw.get("status", "stable")
+    if status not in STATUSES:
+        err(["status"], f"{status!r} is not one of {', '.join(STATUSES)}")
+
+    applies = raw.get("applies_to", {}) or {}
+    direction, roles = "request", ()
+    if not isinstance(applies, dict):
+        err(["applies_to"], "must be a mapping with direction and roles")
+    else:
+        for key in applies:
+            if key not in ("direction", "roles"):
+                err(["applies_to", str(key)], "unknown key (allowed: direction, roles)")
+        direction = applies.get("direction", "request")
+        if direction not in DIRECTIONS:
+            err(["applies_to", "direction"],
+                f"{direction!r} is not one of {', '.join(DIRECTIONS)}")
+        got_roles = _str_list(applies.get("roles", []))
+        if got_roles is None:
+            err(["applies_to", "roles"], "must be a list of role names")
+            got_roles = ()
+        for i, role in enumerate(got_roles):
+            if role not in ROLES:
+                err(["applies_to", "roles", i], f"{role!r} is not one of {', '.join(ROLES)}")
+        roles = got_roles
+    max_width = RESPONSE_MAX_WIDTH if direction in ("response", "both") else None
+
+    def patterns(value: Any, rel: list[str | int], width: int | None) -> tuple[Pattern, ...]:
+        out: list[Pattern] = []
+        if not isinstance(value, list) or not value:
+            err(rel, "must be a non-empty list of {regex: ...} or {phrases: [...]}")
+            return ()
+        for i, item in enumerate(value):
+            where = rel + [i]
+            if not isinstance(item, dict) or len(item) != 1 or \
+                    next(iter(item)) not in ("regex", "phrases"):
+                err(where, "each entry is exactly one of {regex: '...'} or {phrases: [...]}")
+                continue
+            kind, body = next(iter(item.items()))
+            if kind == "regex":
+                if not isinstance(body, str) or not body:
+                    err(where + ["regex"], "must be a non-empty string")
+                    continue
+                source, text = body, body
+            else:
+                phrases = _str_list(body, allow_empty=False)
+                if phrases is None or not all(p.strip() for p in phrases):
+                    err(where + ["phrases"], "must be a non-empty list of non-empty strings")
+                    continue
+                source = " | ".join(phrases)
+                text = "(?:" + "|".join(_phrase_regex(p) for p in phrases) + ")"
+            regex_text = "(?i)" + text
+            compiled, problem = check_pattern(regex_text, max_width=width)
+            if problem:
+                err(where + [kind], problem)
+                continue
+            out.append(Pattern(source, regex_text, _fmt(where + [kind]), compiled))
+        return tuple(out)
+
+    match = raw.get("match")
+    any_p: tuple[Pattern, ...] = ()
+    all_p: tuple[Pattern, ...] = ()
+    if "match" in raw:
+        if not isinstance(match, dict):
+            err(["match"], "must be a mapping with any: (and optionally all:)")
+        else:
+            for key in match:
+                if key not in ("any", "all"):
+                    err(["match", str(key)], "unknown key (allowed: any, all)")
+            if "any" not in match:
+                err(["match", "any"], "is required")
+            else:
+                any_p = patterns(match["any"], ["match", "any"], max_width)
+            if "all" in match:
+                all_p = patterns(match["all"], ["match", "all"], None)
+    exclude_p = patterns(raw["exclude"], ["exclude"], None) if "exclude" in raw else ()
+
+    validate = raw.get("validate")
+    if validate is not None and validate not in VALIDATORS:
+        err(["validate"], f"{validate!r} is not one of {', '.join(VALIDATORS)}")
+
+    fps = _str_list(raw.get("falsepositives", []))
+    if fps is None:
+        err(["falsepositives"], "must be a list of strings")
+    refs = _str_list(raw.get("references", []))
+    if refs is None:
+        err(["references"], "must be a list of strings")
+    tags = _str_list(raw.get("tags", []))
+    if tags is None:
+        err(["tags"], "must be a list of strings")
+    precision = raw.get("precision")
+    if precision is not None and (isinstance(precision, bool)
+                                  or not isinstance(precision, (int, float))
+                                  or not 0.0 <= float(precision) <= 1.0):
+        err(["precision"], "must be a number between 0 and 1")
+
+    tests = raw.get("tests")
+    t_match: tuple[str, ...] | None = ()
+    t_no: tuple[str, ...] | None = ()
+    if "tests" in raw:
+        if not isinstance(tests, dict):
+            err(["tests"], "must be a mapping with match: and no_match: lists")
+        else:
+            for key in tests:
+                if key not in ("match", "no_match"):
+                    err(["tests", str(key)], "unknown key (allowed: match, no_match)")
+            t_match = _str_list(tests.get("match"), allow_empty=False)
+            if t_match is None:
+                err(["tests", "match"], "must be a non-empty list of strings")
+            t_no = _str_list(tests.get("no_match"), allow_empty=False)
+            if t_no is None:
+                err(["tests", "no_match"], "must be a non-empty list of strings")
+
+    if len(ctx.errors) > before:
+        return None
+    rule = Rule(
+        id=rid or "", title=raw["title"], threat=threat, severity=severity, category=category,
+        status=status, direction=direction, roles=tuple(roles), any=any_p, all=all_p,
+        exclude=exclude_p, validate=validate, falsepositives=fps or (),
+        tests_match=t_match or (), tests_no_match=t_no or (), references=refs or (),
+        tags=tags or (), precision=float(precision) if precision is not None else None,
+        description=raw.get("description", ""), file=ctx.file, line=ctx.line(base),
+    )
+    for key, index, message in rule.own_test_failures():
+        err(["tests", key, index], message)
+    return None if len(ctx.errors) > before else rule
+
+
+def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [RuleError(display, None, None, None, f"cannot read: {exc}")]
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        return [], [RuleError(display, None, None, line, f"invalid YAML: {problem}")]
+    ctx = _Ctx(display, root)
+    if root is not None:
+        _duplicate_keys(root, ctx)
+    if ctx.errors:
+        return [], ctx.errors
+    entries: list[tuple[Any, list[str | int]]] = []
+    if data is None:
+        return [], []
+    if isinstance(data, dict) and "rules" in data:
+        extra = [k for k in data if k != "rules"]
+        for k in extra:
+            ctx.error(None, [], [str(k)], "unknown top-level key (a file holds one rule or rules:)")
+        if not isinstance(data["rules"], list):
+            ctx.error(None, [], ["rules"], "must be a list of rules")
+        else:
+            entries = [(r, ["rules", i]) for i, r in enumerate(data["rules"])]
+    elif isinstance(data, dict):
+        entries = [(data, [])]
+    elif isinstance(data, list):
+        entries = [(r, [i]) for i, r in enumerate(data)]
+    else:
+        ctx.error(None, [], [], "a rule file holds one rule (a mapping) or rules: [...]")
+    rules = []
+    for raw, base in entries:
+        rule = _parse_rule(raw, base, ctx)
+        if rule is not None:
+            rules.append(rule)
+    return rules, ctx.errors
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [path]
+
+
+def _display(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _parse_all(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], list[RuleError]]:
+    root = Path(path)
+    if not root.exists():
+        return [], [RuleError(str(root), None, None, None, "no such file or directory")]
+    rules: list[Rule] = []
+    errors: list[RuleError] = []
+    seen: dict[str, Rule] = {}
+    for file in _files(root):
+        got, errs = _parse_file(file, _display(file))
+        errors.extend(errs)
+        for rule in got:
+            if rule.id in seen:
+                first = seen[rule.id]
+                errors.append(RuleError(rule.file, rule.id, "id", rule.line,
+                                        f"duplicate id (first defined in {first.file}:"
+                                        f"{first.line})"))
+                continue
+            seen[rule.id] = rule
+            rules.append(rule)
+        if errors and stop_at_first:
+            break
+    return rules, errors
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Load a directory of *.yaml rule files (or one file); raise RuleError on the first error."""
+    rules, errors = _parse_all(path, stop_at_first=True)
+    if errors:
+        raise errors[0]
+    return RuleSet(tuple(rules))
+
+
+def lint_rules(path: str | Path) -> list[RuleError]:
+    """Every error in the rule files under `path` (empty when all is well)."""
+    return _parse_all(path, stop_at_first=False)[1]
+
+
+def default_rules_dir() -> Path:
+    """The checkout's top-level rules/, else the copy bundled inside the installed package."""
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent / "rules"
+    if checkout.is_dir() and any(checkout.glob("*.yaml")):
+        return checkout
+    return package / "bundled" / "rules"
