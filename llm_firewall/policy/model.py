@@ -747,7 +747,10 @@ def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> _LDict:
     where = data.key_locs.get("extends", data.loc)
     if not isinstance(parent_name, str) or not parent_name:
         raise PolicyError(f"{where[0]}:{where[1]}: field 'extends': expected a policy name or path")
-    parent_path = _resolve(parent_name, directory, relative_to=path.parent)
+    # A name is looked up next to the extending file first, then among the presets.
+    parent_path = _resolve(parent_name, path.parent, relative_to=path.parent)
+    if not parent_path.is_file():
+        parent_path = _resolve(parent_name, directory, relative_to=path.parent)
     try:
         parent = _load_chain(parent_path, directory, seen + (real,))
     except PolicyError as exc:

@@ -1,0 +1,187 @@
+"""Who sent a request: client IP (proxy-aware), hashed API key, user, session and agent.
+
+Pure: takes the peer address and headers, never a request object, so it tests without a server.
+Forwarding headers are believed only from trusted proxies; anybody can write X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+from functools import lru_cache
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, Union
+
+from llm_firewall.domain import Identity
+from llm_firewall.redact import key_fingerprint
+
+if TYPE_CHECKING:
+    from llm_firewall.policy.model import IdentityConfig, Policy
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+MAX_ID_LEN = 128  # longer user/session/agent values are hashed: bounded memory, safe logs
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """'10.0.0.0/8, 127.0.0.1' -> networks; raises ValueError naming the bad entry."""
+    out = []
+    for raw in cidrs:
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP network: {item!r}") from None
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return parse_networks(cidrs)
+
+
+def _parse_addr(value: str) -> Address | None:
+    """An address from a forwarding hop: '1.2.3.4', '1.2.3.4:80', '[::1]:80', '"[::1]"'."""
+    v = value.strip().strip('"').strip()
+    if v.startswith("["):
+        v = v[1:].split("]", 1)[0]
+    elif v.count(":") == 1:  # IPv4 with port
+        v = v.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(v)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    getall = getattr(headers, "getall", None)
+    if getall is not None:  # multidict: every occurrence, in order
+        return list(getall(name, []))
+    lower = name.lower()
+    return [v for k, v in headers.items() if k.lower() == lower]
+
+
+def _forwarded_hops(headers: Mapping[str, str]) -> list[str]:
+    """Hops from `Forwarded: for=...` (RFC 7239) when present, else X-Forwarded-For."""
+    hops: list[str] = []
+    for value in _header_values(headers, "forwarded"):
+        for element in value.split(","):
+            for pair in element.split(";"):
+                key, _, val = pair.partition("=")
+                if key.strip().lower() == "for":
+                    hops.append(val)
+    if hops:
+        return hops
+    for value in _header_values(headers, "x-forwarded-for"):
+        hops.extend(part for part in value.split(",") if part.strip())
+    return hops
+
+
+def _trusted(addr: Address, trusted: Sequence[Network]) -> bool:
+    return any(addr.version == net.version and addr in net for net in trusted)
+
+
+def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network]) -> str:
+    """The client's address: the peer, unless the peer is a trusted proxy.
+
+    Then the forwarding chain is walked right to left (nearest hop first), skipping trusted
+    proxies; the first untrusted address is the client. A malformed hop stops the walk at the
+    last address a trusted proxy vouched for.
+    """
+    peer_addr = _parse_addr(peer or "")
+    if peer_addr is None:
+        return peer or "unknown"
+    if not trusted_proxies or not _trusted(peer_addr, trusted_proxies):
+        return str(peer_addr)
+    current = peer_addr
+    for hop in reversed(_forwarded_hops(headers)):
+        addr = _parse_addr(hop)
+        if addr is None:
+            break
+        current = addr
+        if not _trusted(addr, trusted_proxies):
+            break
+    return str(current)
+
+
+def _clean_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = "".join(ch for ch in value.strip() if ch.isprintable())
+    if not value:
+        return None
+    if len(value) > MAX_ID_LEN:
+        return "h:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return value
+
+
+def _first(headers: Mapping[str, str], name: str) -> str | None:
+    values = _header_values(headers, name)
+    return values[0] if values else None
+
+
+def api_key_of(headers: Mapping[str, str]) -> str | None:
+    auth = _first(headers, "authorization")
+    if auth:
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return _first(headers, "api-key") or _first(headers, "x-api-key")
+
+
+def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
+             trusted_proxies: Sequence[Network] = ()) -> Identity:
+    """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's."""
+    trusted = tuple(trusted_proxies) + _networks(tuple(policy_identity.trusted_proxies))
+    key = api_key_of(headers)
+    return Identity(
+        ip=client_ip(peer, headers, trusted),
+        api_key_hash=key_fingerprint(key) if key else None,
+        user=_clean_id(_first(headers, policy_identity.user_header)),
+        session=_clean_id(_first(headers, policy_identity.session_header)),
+        agent=_clean_id(_first(headers, policy_identity.agent_header)),
+    )
+
+
+def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
+    """True when the client IP is in an allowlisted range or the user matches a pattern."""
+    allow = policy.allowlist
+    if allow.ips:
+        addr = _parse_addr(identity.ip)
+        if addr is not None and _trusted(addr, _networks(tuple(allow.ips))):
+            return True
+    if allow.users and identity.user:
+        return any(fnmatch.fnmatchcase(identity.user, pattern) for pattern in allow.users)
+    return False
+
+
+def subject(kind: str, value: str) -> str:
+    """A rate-limit/override subject: 'ip:1.2.3.4', 'user:alice'; key hashes are 'key:...' already."""
+    return value if kind == "key" and value.startswith("key:") else f"{kind}:{value}"
+
+
+def subject_for(identity: Identity, key: str) -> str:
+    """The subject for a rate-limit key; 'client' = user, else API key, else IP.
+
+    A key the identity lacks (say `session` on a request without one) falls back to the client.
+    """
+    if key != "client":
+        value = identity.keys().get(key)
+        if value:
+            return subject(key, value)
+    for kind in ("user", "key", "ip"):
+        value = identity.keys().get(kind)
+        if value:
+            return subject(kind, value)
+    return subject("ip", identity.ip)
+
+
+def subjects(identity: Identity) -> list[str]:
+    """Every subject an override limit may have been set on for this identity."""
+    return [subject(kind, value) for kind, value in identity.keys().items()]

@@ -1,0 +1,209 @@
+"""The decision table: findings + identity + policy -> what to do. Pure, no I/O, no clock.
+
+Kept pure so that every preset can be checked as a table in tests and so that the inline path
+pays only for a few comparisons. State (strikes, sanctions, limits) lives in llm_firewall.enforce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Sequence
+
+from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
+from llm_firewall.enforce.identity import is_allowlisted, subject_for
+from llm_firewall.policy.model import Action, Escalation, Policy, ResponseRule
+
+__all__ = ["Action", "Decision", "decide", "escalation_step", "ladders_for", "ladder_subject"]
+
+LOG = Action("log", MappingProxyType({}))
+# Action kind -> the identity field it is aimed at (None: the request itself).
+_TARGET = {
+    "block_ip": "ip",
+    "block_ip_range": "ip",
+    "terminate_session": "session",
+    "flag_session": "session",
+    "suspend_user": "user",
+    "isolate_agent": "agent",  # falls back to the API key
+}
+
+
+@dataclass
+class Decision:
+    blocked: bool
+    actions: list[Action]  # to execute now (enforce mode); only `log` in monitor mode
+    pending: list[Action] = field(default_factory=list)  # need an admin's approval first
+    mode: str = "enforce"
+    would_block: bool = False  # what enforce mode would do (equals `blocked` in enforce mode)
+    would_actions: list[Action] = field(default_factory=list)  # every action enforce mode would take
+    reasons: list[str] = field(default_factory=list)
+    matched_rules: list[str] = field(default_factory=list)
+    strikes: list[str] = field(default_factory=list)  # threats that count towards escalation ladders
+    allowlisted: bool = False
+
+    @property
+    def redact(self) -> bool:
+        return any(a.kind == "redact" for a in self.actions)
+
+    def to_dict(self) -> dict:
+        return {
+            "blocked": self.blocked,
+            "would_block": self.would_block,
+            "mode": self.mode,
+            "actions": [a.to_dict() for a in self.actions],
+            "pending": [a.to_dict() for a in self.pending],
+            "would_actions": [a.to_dict() for a in self.would_actions],
+            "reasons": list(self.reasons),
+            "matched_rules": list(self.matched_rules),
+            "strikes": list(self.strikes),
+            "allowlisted": self.allowlisted,
+        }
+
+
+def _effective(finding: Finding, policy: Policy) -> Finding | None:
+    """Apply rule_overrides; None when the rule is disabled."""
+    override = policy.rule_overrides.get(finding.rule_id)
+    if not override:
+        return finding
+    if override.get("enabled") is False:
+        return None
+    changes = {k: override[k] for k in ("severity", "status") if k in override}
+    return replace(finding, **changes) if changes else finding
+
+
+def _matches(rule: ResponseRule, f: Finding, fp: float) -> bool:
+    w = rule.when
+    return (
+        (w.threats is None or f.threat in w.threats)
+        and (w.severities is None or f.severity in w.severities)
+        and (w.fp_below is None or fp < w.fp_below)
+        and (w.fp_above is None or fp >= w.fp_above)
+        and (w.categories is None or (f.category or "") in w.categories)
+        and (w.rules is None or f.rule_id in w.rules)
+        and (w.roles is None or f.role in w.roles)
+    )
+
+
+def _aim(action: Action, identity: Identity) -> Action | None:
+    """Bind an action to the identity it concerns; None when the identity lacks that field."""
+    if action.kind == "rate_limit":
+        return replace(action, subject=subject_for(identity, action.params.get("key", "client")))
+    target = _TARGET.get(action.kind)
+    if target is None:
+        return action
+    value = getattr(identity, target)
+    if value is None and action.kind == "isolate_agent":
+        value = identity.api_key_hash
+    return replace(action, subject=value) if value else None
+
+
+def decide(policy: Policy, findings: Sequence[Finding], identity: Identity) -> Decision:
+    """Map findings to actions: the first matching response rule per finding, unioned.
+
+    Experimental or disabled rules never enforce; a false-positive probability at or above
+    `monitor_above` only logs; allowlisted identities only log; with no matching rule a finding at
+    or above `block_severity` and below `block_below` is refused. Monitor mode returns only `log`
+    and records the rest in `would_*` for the audit trail.
+    """
+    th = policy.fp_thresholds
+    block_rank = SEVERITY_RANK[policy.block_severity]
+    reasons: list[str] = []
+    matched: list[str] = []
+    chosen: list[Action] = []
+    strikes: list[str] = []
+    allowlisted = bool(findings) and is_allowlisted(identity, policy)
+
+    active = [e for f in findings if (e := _effective(f, policy)) is not None]
+    # Strongest first so that its actions (and their parameters) win de-duplication.
+    active.sort(key=lambda f: (-f.rank, f.fp_probability or 0.0))
+    for f in active:
+        fp = f.fp_probability if f.fp_probability is not None else 0.0
+        label = f"{f.rule_id} {f.threat}/{f.severity} fp={fp:.2f}"
+        if f.rule_id not in matched:
+            matched.append(f.rule_id)
+        if f.status == "experimental":
+            reasons.append(f"{label}: experimental rule, logged only")
+            continue
+        if fp >= th.monitor_above:
+            reasons.append(f"{label}: likely false positive (>= {th.monitor_above}), logged only")
+            continue
+        if allowlisted:
+            reasons.append(f"{label}: identity allowlisted, logged only")
+            continue
+        rule = next((r for r in policy.responses if _matches(r, f, fp)), None)
+        if rule is not None:
+            actions = list(rule.do)
+            reasons.append(f"{label}: responses[{rule.index}] -> {', '.join(a.kind for a in actions)}")
+        elif f.rank >= block_rank and fp < th.block_below:
+            actions = [Action("block_request", MappingProxyType({}))]
+            reasons.append(f"{label}: at or above block_severity {policy.block_severity} -> block_request")
+        else:
+            actions = []
+            reasons.append(f"{label}: no response rule, logged only")
+        if fp < th.block_below and f.threat not in strikes:
+            strikes.append(f.threat)
+        for action in actions:
+            aimed = _aim(action, identity)
+            if aimed is None:
+                reasons.append(f"{label}: {action.kind} skipped, no {_TARGET.get(action.kind)} identity")
+            elif aimed.kind != "log" and all((a.kind, a.subject) != (aimed.kind, aimed.subject) for a in chosen):
+                chosen.append(aimed)
+
+    now_actions = [a for a in chosen if not policy.needs_approval(a)]
+    pending = [a for a in chosen if policy.needs_approval(a)]
+    would_block = any(a.kind == "block_request" for a in now_actions)
+    if allowlisted:
+        strikes = []
+    if policy.mode == "monitor":
+        return Decision(
+            blocked=False, actions=[LOG] if findings else [], pending=[], mode="monitor",
+            would_block=would_block, would_actions=chosen, reasons=reasons, matched_rules=matched,
+            strikes=strikes, allowlisted=allowlisted,
+        )
+    if findings and not now_actions:
+        now_actions = [LOG]
+    return Decision(
+        blocked=would_block, actions=now_actions, pending=pending, mode="enforce",
+        would_block=would_block, would_actions=chosen, reasons=reasons, matched_rules=matched,
+        strikes=strikes, allowlisted=allowlisted,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Escalation ladders
+
+
+def ladders_for(policy: Policy, threat: str) -> list[Escalation]:
+    return [ladder for ladder in policy.escalations if threat in ladder.count]
+
+
+def ladder_subject(ladder: Escalation, identity: Identity) -> str | None:
+    """The identity value a ladder's sanction is aimed at (the user for suspend_user, ...)."""
+    aimed = _aim(Action(ladder.do, MappingProxyType({})), identity)
+    return aimed.subject if aimed else None
+
+
+def ladder_duration(ladder: Escalation, level: int) -> float | None:
+    """Duration of the sanction at `level` (1 = first time): for * factor^(level-1), capped."""
+    if ladder.for_s is None:
+        return None
+    duration = ladder.for_s * ladder.factor ** max(level - 1, 0)
+    if ladder.max_s is not None:
+        duration = min(duration, ladder.max_s)
+    return duration
+
+
+def escalation_step(ladder: Escalation, strikes: int, previous_level: int, subject: str) -> Action | None:
+    """The sanction a ladder imposes after `strikes` strikes within its window, or None.
+
+    `previous_level` is how many times this ladder already fired for the subject (remembered for
+    `reset_after`), so durations grow: 15 min, 30 min, 1 h, ... up to the cap.
+    """
+    if strikes < ladder.strikes:
+        return None
+    level = previous_level + 1
+    return Action(
+        ladder.do,
+        MappingProxyType({"duration_s": ladder_duration(ladder, level), "level": level, "ladder": ladder.ladder_id}),
+        subject,
+    )

@@ -1,0 +1,76 @@
+"""Who is asking: forwarding headers believed only from trusted proxies, keys never kept in clear."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from llm_firewall.domain import Identity
+from llm_firewall.enforce.identity import client_ip, identify, is_allowlisted, parse_networks, subject_for
+from llm_firewall.policy.model import IdentityConfig, load_policy
+
+PROXIES = parse_networks(["10.0.0.0/8", "fd00::/8"])
+
+
+@pytest.mark.parametrize(
+    "peer, headers, expected",
+    [
+        ("198.51.100.1", {"X-Forwarded-For": "1.2.3.4"}, "198.51.100.1"),  # untrusted peer: header ignored
+        ("10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4"),
+        ("10.0.0.5", {"X-Forwarded-For": "6.6.6.6, 1.2.3.4, 10.0.0.9"}, "1.2.3.4"),  # spoofed left part ignored
+        ("10.0.0.5", {"x-forwarded-for": "10.0.0.7, 10.0.0.9"}, "10.0.0.7"),  # all trusted: the farthest
+        ("10.0.0.5", {"X-Forwarded-For": "garbage, 10.0.0.9"}, "10.0.0.9"),  # malformed hop stops the walk
+        ("10.0.0.5", {}, "10.0.0.5"),
+        ("10.0.0.5", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.9'}, "2001:db8::1"),
+        ("10.0.0.5", {"Forwarded": "for=192.0.2.60:8080", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.60"),
+        ("::ffff:10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4"),  # v4-mapped peer
+        ("fd00::1", {"X-Forwarded-For": "2001:db8::2"}, "2001:db8::2"),
+    ],
+)
+def test_client_ip(peer, headers, expected):
+    assert client_ip(peer, headers, PROXIES) == expected
+
+
+def test_without_trusted_proxies_the_peer_is_the_client():
+    assert client_ip("10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, ()) == "10.0.0.5"
+
+
+def test_repeated_forwarded_headers_are_read_in_order():
+    headers = CIMultiDict([("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-For", "10.0.0.8")])
+    assert client_ip("10.0.0.5", headers, PROXIES) == "1.2.3.4"
+
+
+def test_identify_hashes_the_key_and_reads_configured_headers():
+    cfg = IdentityConfig(user_header="x-end-user", trusted_proxies=("10.0.0.0/8",))
+    headers = {"Authorization": "Bearer sk-test-abcdefghijklmnop", "X-End-User": " bob ",
+               "X-Session-ID": "s9", "X-Agent-ID": "crawler", "X-Forwarded-For": "1.2.3.4"}
+    ident = identify("10.1.1.1", headers, cfg)
+    assert ident.ip == "1.2.3.4"  # the policy's trusted proxies count
+    assert ident.user == "bob" and ident.session == "s9" and ident.agent == "crawler"
+    assert ident.api_key_hash.startswith("key:") and "abcdefghijklmnop" not in repr(ident)
+    assert identify("10.1.1.1", {"Authorization": "Bearer sk-test-abcdefghijklmnop"}, cfg).api_key_hash == ident.api_key_hash
+
+
+def test_identify_bounds_hostile_header_values():
+    ident = identify("192.0.2.1", {"X-User-ID": "u" * 5000, "X-Session-ID": "\x00\x1b[31m", "Authorization": "Basic abc"}, IdentityConfig())
+    assert ident.user.startswith("h:") and len(ident.user) < 40
+    assert ident.session == "[31m" and ident.api_key_hash is None
+
+
+def test_allowlist_by_range_and_user_pattern(tmp_path):
+    (tmp_path / "p.yaml").write_text("name: p\nallowlist: {ips: [127.0.0.0/8, '::1'], users: ['svc-*']}\n")
+    p = load_policy("p", tmp_path)
+    assert is_allowlisted(Identity(ip="127.0.0.2"), p)
+    assert is_allowlisted(Identity(ip="::1"), p)
+    assert is_allowlisted(Identity(ip="203.0.113.1", user="svc-backup"), p)
+    assert not is_allowlisted(Identity(ip="203.0.113.1", user="alice"), p)
+    assert not is_allowlisted(Identity(ip="203.0.113.1"), load_policy("production"))
+
+
+def test_rate_limit_subjects():
+    full = Identity(ip="1.2.3.4", api_key_hash="key:abc", user="u", session="s")
+    assert subject_for(full, "client") == "user:u"
+    assert subject_for(Identity(ip="1.2.3.4", api_key_hash="key:abc"), "client") == "key:abc"
+    assert subject_for(Identity(ip="1.2.3.4"), "client") == "ip:1.2.3.4"
+    assert subject_for(full, "session") == "session:s"
+    assert subject_for(Identity(ip="1.2.3.4"), "session") == "ip:1.2.3.4"
