@@ -747,10 +747,12 @@ def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> _LDict:
     where = data.key_locs.get("extends", data.loc)
     if not isinstance(parent_name, str) or not parent_name:
         raise PolicyError(f"{where[0]}:{where[1]}: field 'extends': expected a policy name or path")
-    # A name is looked up next to the extending file first, then among the presets.
-    parent_path = _resolve(parent_name, path.parent, relative_to=path.parent)
-    if not parent_path.is_file():
-        parent_path = _resolve(parent_name, directory, relative_to=path.parent)
+    # A name is looked up next to the extending file, then in the policies directory, then
+    # among the shipped presets (so an operator's own file can say `extends: production`).
+    for where_dir in (path.parent, directory, default_policies_dir()):
+        parent_path = _resolve(parent_name, where_dir, relative_to=path.parent)
+        if parent_path.is_file():
+            break
     try:
         parent = _load_chain(parent_path, directory, seen + (real,))
     except PolicyError as exc:
