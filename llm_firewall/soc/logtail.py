@@ -62,8 +62,15 @@ class FileTailer:
         self._ident: tuple[int, int] | None = None
         self._pos = 0
         self._buf = b""
-        self._skip_existing = not from_start  # only for a file present at the first poll
-        self._first = True
+        # Like `tail -F`: what a file held when watching began is history, not news. Recorded
+        # now (not at the first poll) so lines written in between are not skipped.
+        self._start_at: tuple[tuple[int, int], int] | None = None
+        if not from_start:
+            try:
+                st = os.stat(path)
+                self._start_at = ((st.st_dev, st.st_ino), st.st_size)
+            except OSError:
+                pass
         self.rotations = 0
         self.truncations = 0
         self.long_lines = 0
@@ -73,11 +80,12 @@ class FileTailer:
             self._fh.close()
             self._fh = None
 
-    def _open(self, st: os.stat_result, at_end: bool) -> None:
+    def _open(self, st: os.stat_result) -> None:
         self.close()
         self._fh = open(self.path, "rb")
         self._ident = (st.st_dev, st.st_ino)
-        self._pos = st.st_size if at_end else 0
+        start, self._start_at = self._start_at, None
+        self._pos = start[1] if start is not None and start[0] == self._ident and start[1] <= st.st_size else 0
         self._fh.seek(self._pos)
         self._buf = b""
 
@@ -96,7 +104,6 @@ class FileTailer:
         return [ln[: self.max_line].decode("utf-8", "replace").rstrip("\r") for ln in lines if ln.strip()]
 
     def read_new(self) -> list[str]:
-        first, self._first = self._first, False
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -104,13 +111,13 @@ class FileTailer:
             return self._read(self.max_read) if self._fh is not None else []
         lines: list[str] = []
         if self._fh is None:
-            self._open(st, at_end=first and self._skip_existing)
+            self._open(st)
         elif (st.st_dev, st.st_ino) != self._ident:
             lines = self._read(self.max_read)  # the rest of the rotated file
             if self._buf:
                 lines.extend(self._split(b"\n"))
             self.rotations += 1
-            self._open(st, at_end=False)
+            self._open(st)
         elif st.st_size < self._pos:
             self.truncations += 1
             self._pos = 0

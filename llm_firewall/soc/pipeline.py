@@ -130,7 +130,8 @@ class SocPipeline:
             spawn(self._housekeeping(), name="soc-housekeeping"),
         ]
         for source in self.log_sources:
-            self._tasks.append(spawn(self._tail(source), name=f"soc-tail-{source.label}"))
+            tailer = FileTailer(source.path, from_start=source.from_start)  # start offset: now
+            self._tasks.append(spawn(self._tail(source, tailer), name=f"soc-tail-{source.label}"))
 
     async def stop(self) -> None:
         """Let queued work finish for up to `stop_timeout_s`, then cancel what is left."""
@@ -232,8 +233,7 @@ class SocPipeline:
         await self.remediator.execute(pb)
 
     # -- log monitoring ---------------------------------------------------------------------
-    async def _tail(self, source: LogSource) -> None:
-        tailer = FileTailer(source.path, from_start=source.from_start)
+    async def _tail(self, source: LogSource, tailer: FileTailer) -> None:
         stats = self._tail_stats.setdefault(source.path, {"lines": 0, "unparsed": 0, "alerts": 0, "errors": 0})
         try:
             while True:

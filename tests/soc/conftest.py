@@ -20,11 +20,13 @@ class Receiver:
 
     def __init__(self) -> None:
         self.status = 200
+        self.fail_first = 0  # answer 503 to this many requests first (a target coming back)
         self.hits: list[dict] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         self.hits.append(await request.json())
-        return web.json_response({"ok": self.status < 400}, status=self.status)
+        status = 503 if len(self.hits) <= self.fail_first else self.status
+        return web.json_response({"ok": status < 400}, status=status)
 
 
 @pytest.fixture
@@ -87,3 +89,43 @@ def enforcement() -> Enforcement:
 @pytest.fixture
 def wait_for():
     return eventually
+
+
+class FakeModel:
+    """A tiny OpenAI-compatible chat endpoint whose verdict depends on the alert's rule id."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.delay = 0.0
+
+    async def chat(self, request: web.Request) -> web.Response:
+        import asyncio
+        import json
+
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        alert = body["messages"][-1]["content"]
+        if "BENIGN" in alert:
+            verdict = {"verdict": "false_positive", "confidence": 0.85, "reason": "educational question"}
+        else:
+            verdict = {"verdict": "true_positive", "confidence": 0.9, "reason": "clear override attempt"}
+        return web.json_response({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "```json\n" + json.dumps(verdict) + "\n```"}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        })
+
+
+@pytest.fixture
+async def fake_model(aiohttp_server):
+    model = FakeModel()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", model.chat)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    model.base_url = str(server.make_url("/v1"))
+    return model
