@@ -7,7 +7,6 @@ pays only for a few comparisons. State (strikes, sanctions, limits) lives in llm
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Sequence
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
@@ -16,7 +15,7 @@ from llm_firewall.policy.model import Action, Escalation, Policy, ResponseRule
 
 __all__ = ["Action", "Decision", "decide", "escalation_step", "ladders_for", "ladder_subject"]
 
-LOG = Action("log", MappingProxyType({}))
+LOG = Action("log", {})
 # Action kind -> the identity field it is aimed at (None: the request itself).
 _TARGET = {
     "block_ip": "ip",
@@ -135,7 +134,7 @@ def decide(policy: Policy, findings: Sequence[Finding], identity: Identity) -> D
             actions = list(rule.do)
             reasons.append(f"{label}: responses[{rule.index}] -> {', '.join(a.kind for a in actions)}")
         elif f.rank >= block_rank and fp < th.block_below:
-            actions = [Action("block_request", MappingProxyType({}))]
+            actions = [Action("block_request", {})]
             reasons.append(f"{label}: at or above block_severity {policy.block_severity} -> block_request")
         else:
             actions = []
@@ -179,7 +178,7 @@ def ladders_for(policy: Policy, threat: str) -> list[Escalation]:
 
 def ladder_subject(ladder: Escalation, identity: Identity) -> str | None:
     """The identity value a ladder's sanction is aimed at (the user for suspend_user, ...)."""
-    aimed = _aim(Action(ladder.do, MappingProxyType({})), identity)
+    aimed = _aim(Action(ladder.do, {}), identity)
     return aimed.subject if aimed else None
 
 
@@ -204,6 +203,6 @@ def escalation_step(ladder: Escalation, strikes: int, previous_level: int, subje
     level = previous_level + 1
     return Action(
         ladder.do,
-        MappingProxyType({"duration_s": ladder_duration(ladder, level), "level": level, "ladder": ladder.ladder_id}),
+        {"duration_s": ladder_duration(ladder, level), "level": level, "ladder": ladder.ladder_id},
         subject,
     )

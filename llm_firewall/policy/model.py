@@ -16,7 +16,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import yaml
@@ -520,7 +519,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
             entry["severity"] = v.choice(body["severity"], loc(body, "severity"), f"{path}.severity", SEVERITIES)
         if "status" in body:
             entry["status"] = v.choice(body["status"], loc(body, "status"), f"{path}.status", ("stable", "experimental"))
-        overrides[str(rule_id)] = MappingProxyType(entry)
+        overrides[str(rule_id)] = entry
 
     raw, where = get("rate_limits", [])
     rate_limits = []
@@ -573,12 +572,12 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
 
     return Policy(
         name=name, mode=mode, security_mode=security_mode, identity=identity, allowlist=allowlist,
-        rule_overrides=MappingProxyType(overrides), rate_limits=tuple(rate_limits), responses=responses,
+        rule_overrides=overrides, rate_limits=tuple(rate_limits), responses=responses,
         escalations=escalations, approval_required=approval, block_severity=block_severity,
-        fp_thresholds=thresholds, fail_modes=MappingProxyType(fail_modes),
-        token_budgets=MappingProxyType(token_budgets), response_action=response_action,
+        fp_thresholds=thresholds, fail_modes=fail_modes,
+        token_budgets=token_budgets, response_action=response_action,
         allow_security_mode_header=allow_header, canary=canary,
-        notify_targets=MappingProxyType(notify_targets), description=description.strip(),
+        notify_targets=notify_targets, description=description.strip(),
         source_path=source, sha256=digest,
     )
 
@@ -673,7 +672,7 @@ def _action(v: _V, entry: Any, where: tuple[str, int] | None, path: str, targets
         if not isinstance(params_in["note"], str):
             raise v.fail(ploc("note"), f"{p}.note", "expected a string")
         params["note"] = params_in["note"]
-    return Action(kind, MappingProxyType(params))
+    return Action(kind, params)
 
 
 def _hint(value: str, allowed: Mapping[str, Any] | tuple[str, ...]) -> str:

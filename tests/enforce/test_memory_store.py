@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
 
 from llm_firewall.domain import Identity
@@ -167,6 +168,7 @@ async def test_approval_is_resolved_once():
     store = MemoryStore(None)
     await store.add_approval(Approval("a1", Action("block_ip", {"duration_s": None}, "1.2.3.4"), ALICE, None, T0))
     done = await store.resolve_approval("a1", True, "admin", T0 + 5)
+    assert asdict(done)["action"]["params"] == {"duration_s": None}  # the admin API serialises it so
     assert done.status == "approved" and done.decided_by == "admin" and done.decided_at == T0 + 5
     assert await store.resolve_approval("a1", False, "other", T0 + 6) is None
     assert await store.resolve_approval("missing", True, "admin", T0) is None
