@@ -13,7 +13,7 @@ from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
 from llm_firewall.enforce.identity import is_allowlisted, subject_for
 from llm_firewall.policy.model import Action, Escalation, Policy, ResponseRule
 
-__all__ = ["Action", "Decision", "decide", "escalation_step", "ladders_for", "ladder_subject"]
+__all__ = ["Action", "Decision", "decide", "escalation_step", "ladder_duration", "ladder_subject", "ladders_for"]
 
 LOG = Action("log", {})
 # Action kind -> the identity field it is aimed at (None: the request itself).
