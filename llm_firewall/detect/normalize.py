@@ -19,7 +19,7 @@ import html
 import re
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import re2
 
@@ -154,8 +154,11 @@ def _mostly_printable(text: str) -> bool:
     if len(text) < 4:
         return False
     good = sum(1 for ch in text if ch.isprintable() or ch in "\n\r\t")
+    if good < 0.95 * len(text):
+        return False
+    # Mostly text, or a short ASCII payload such as a path ("../../etc/passwd").
     letters = sum(1 for ch in text if ch.isalpha())
-    return good >= 0.9 * len(text) and letters >= 0.4 * len(text)
+    return letters >= 0.4 * len(text) or (text.isascii() and letters >= 3)
 
 
 def _utf8(data: bytes) -> str | None:
@@ -230,9 +233,34 @@ def _decode_hex(text: str) -> str | None:
     return "\n".join(parts) or None
 
 
+def _lenient_utf8(data: bytes) -> str:
+    """UTF-8 that also accepts overlong forms (%c0%ae for '.'), as some servers once did."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    out: list[str] = []
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        size = 2 if 0xC0 <= b < 0xE0 else 3 if b < 0xF0 else 4 if b < 0xF8 else \
+            5 if b < 0xFC else 6 if b < 0xFE else 0
+        if b < 0x80 or size == 0 or i + size > n or \
+                any(c & 0xC0 != 0x80 for c in data[i + 1:i + size]):
+            out.append(chr(b) if b < 0x80 else "\ufffd")
+            i += 1
+            continue
+        cp = b & (0x7F >> size)
+        for c in data[i + 1:i + size]:
+            cp = (cp << 6) | (c & 0x3F)
+        out.append(chr(cp) if cp < 0x110000 else "\ufffd")
+        i += size
+    return "".join(out)
+
+
 def _decode_url(text: str) -> str | None:
     out = _PCT_U_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
-    out = unquote(out, errors="replace")
+    out = _lenient_utf8(unquote_to_bytes(out))
     return out if out != text else None
 
 
