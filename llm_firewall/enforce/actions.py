@@ -268,3 +268,9 @@ def _approval_record(a: Approval) -> dict:
 
 
 __all__ = ["Enforcer", "Refusal"]
+
+
+async def execute_action(enforcer: Enforcer, action: Action, identity: Identity, alert_id: str,
+                         reason: str, claim_key: str | None = None) -> dict:
+    """Run one action outside the inline path (the SOC remediator, approvals), exactly once."""
+    return await enforcer._execute(action, identity, {"title": reason}, alert_id, claim_key=claim_key)

@@ -1,0 +1,198 @@
+"""create_app(settings): wires the stages together and owns their lifecycle.
+
+Reading order for newcomers: config -> app (this file) -> gateway (the inline path) -> the stage
+modules it calls (proxy/, detect/, score/, policy/, enforce/) -> soc/ for the out-of-band path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from llm_firewall import __version__
+from llm_firewall.alerts import AlertHub
+from llm_firewall.api import admin, chat, ws
+from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
+from llm_firewall.audit import AuditLog
+from llm_firewall.config import Settings
+from llm_firewall.demo_upstream import start_demo_upstream
+from llm_firewall.enforce.actions import Enforcer
+from llm_firewall.enforce.memory_store import MemoryStore
+from llm_firewall.gateway import Gateway
+from llm_firewall.inspector import Inspector
+from llm_firewall.live_policy import LivePolicy
+from llm_firewall.metrics import Metrics
+from llm_firewall.middlewares import request_id, security_headers, target_hygiene
+from llm_firewall.policy.model import Policy, PolicyError
+from llm_firewall.proxy.forward import Upstream
+from llm_firewall.soc.wiring import build_pipeline
+from llm_firewall.usage import UsageTracker
+
+log = logging.getLogger("llm_firewall")
+
+
+
+def _check_overrides(inspector: Inspector) -> Any:
+    known = {rule.id for rule in inspector.engine.ruleset.rules}
+
+    def validate(policy: Policy) -> None:
+        unknown = sorted(set(policy.rule_overrides) - known)
+        if unknown:
+            raise PolicyError(f"{policy.source_path}: policy {policy.name!r}: field 'rule_overrides': "
+                              f"unknown rule id(s) {', '.join(unknown)}")
+    return validate
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application; heavy set-up (rules, policy) happens here so errors surface early."""
+    app = web.Application(client_max_size=settings.limits.max_body_bytes,
+                          middlewares=[request_id, target_hygiene, security_headers])
+    app[SETTINGS] = settings
+    metrics = Metrics()
+    inspector = Inspector.load(settings.rules_dir)
+    live = LivePolicy(settings.policy, settings.policies_dir, validate=_check_overrides(inspector))
+    if live.current.rule_overrides:
+        inspector = Inspector.load(settings.rules_dir, overrides=live.current.rule_overrides)
+    data_dir = settings.data_dir
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    store = _make_store(settings, metrics)
+    audit = AuditLog(data_dir / "audit.db" if data_dir else None)
+    enforcer = Enforcer(store, audit, clock=time.time)
+    alerts = AlertHub()
+    usage = UsageTracker(metrics=metrics)
+    gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
+                      metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "http://127.0.0.1:9", settings.timeouts),
+                      replica=os.environ.get("LLM_FIREWALL_REPLICA") or socket.gethostname())
+    app[GATEWAY] = gateway
+    app[STATE] = {"started": time.time(), "store": store, "audit": audit, "tasks": [], "ready": False}
+    metrics.rules_loaded.set(inspector.engine.rule_count)
+    metrics.soc_enabled.set(1)
+    metrics.policy_info.labels(live.current.name, live.current.sha256[:12]).set(1)
+
+    async def on_policy_change(policy: Policy | None, error: str | None) -> None:
+        if policy is None:
+            metrics.policy_reload_errors.inc()
+            await audit.append("policy_reload_failed", {"error": error, "kept": live.current.name})
+            return
+        gateway.inspector = Inspector.load(settings.rules_dir, overrides=policy.rule_overrides)
+        metrics.policy_info.clear()
+        metrics.policy_info.labels(policy.name, policy.sha256[:12]).set(1)
+        await audit.append("policy_reloaded", {"name": policy.name, "sha256": policy.sha256})
+
+    live.on_change.append(on_policy_change)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_route("*", "/v1/{tail:.*}", gateway.handle)
+    admin.setup_routes(app)
+    chat.setup_routes(app)
+    ws.setup_routes(app)
+    _add_page(app)
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+def _make_store(settings: Settings, metrics: Metrics) -> Any:
+    if settings.redis_url:
+        from llm_firewall.enforce.redis_store import RedisStore  # optional dependency
+
+        return RedisStore(settings.redis_url, metrics=metrics, fallback=MemoryStore(settings.data_dir))
+    return MemoryStore(settings.data_dir)
+
+
+def _add_page(app: web.Application) -> None:
+    web_dir = Path(__file__).with_name("web")
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        page = web_dir / "index.html"
+        if not page.exists():
+            return web.Response(text="llm-firewall is running. The demo page is not installed.")
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/", index)
+    if web_dir.is_dir():
+        app.router.add_static("/static/", web_dir, show_index=False, follow_symlinks=False)
+
+
+async def _on_startup(app: web.Application) -> None:
+    settings, gateway, state = app[SETTINGS], app[GATEWAY], app[STATE]
+    if settings.uses_demo_upstream:
+        runner, base = await start_demo_upstream()
+        state["demo_runner"] = runner
+        gateway.upstream = Upstream(base, settings.timeouts)
+        log.info("no upstream configured: serving the embedded demo model at %s", base)
+    await gateway.upstream.start()
+    state["pipeline"] = pipeline = build_pipeline(app, settings, gateway)
+    gateway.submit_event = pipeline.submit
+    await pipeline.start()
+    state["tasks"].append(asyncio.create_task(gateway.policy.watch(), name="policy-watch"))
+    if hasattr(state["store"], "start"):
+        await state["store"].start()
+    try:
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(gateway.policy.reload("SIGHUP")))
+    except (NotImplementedError, RuntimeError):
+        pass
+    state["ready"] = True
+    await state["audit"].append("startup", {"version": __version__, "policy": gateway.policy.current.name,
+                                            "upstream": "demo" if settings.uses_demo_upstream else "configured"})
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[STATE]["ready"] = False
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    state, gateway = app[STATE], app[GATEWAY]
+    for task in state["tasks"]:
+        task.cancel()
+    await asyncio.gather(*state["tasks"], return_exceptions=True)
+    if "pipeline" in state:
+        await state["pipeline"].stop()
+    await gateway.upstream.close()
+    if "demo_runner" in state:
+        await state["demo_runner"].cleanup()
+    await state["store"].close()
+    await state["audit"].close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state, gateway = request.app[STATE], request.app[GATEWAY]
+    ready = state["ready"]
+    body = {"ready": ready, "policy": gateway.policy.current.name, "policy_error": gateway.policy.error,
+            "circuit": gateway.breaker.state}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    gateway = request.app[GATEWAY]
+    state = request.app[STATE]
+    pipeline = state.get("pipeline")
+    if pipeline is not None:
+        for name, q in (pipeline.status().get("queues") or {}).items():
+            gateway.metrics.queue_depth.labels(name).set(q.get("depth", 0))
+            gateway.metrics.queue_drops.labels(name).set(q.get("drops", 0))
+    sanctions = await state["store"].list_sanctions(time.time())
+    gateway.metrics.sanctions.clear()
+    for kind in {s.kind for s in sanctions}:
+        gateway.metrics.sanctions.labels(kind).set(sum(1 for s in sanctions if s.kind == kind))
+    return web.Response(body=generate_latest(gateway.metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})

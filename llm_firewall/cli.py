@@ -1,0 +1,157 @@
+"""The `llm-firewall` command: serve | scan | rules | eval | attack | bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+import orjson
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from llm_firewall.app import create_app
+    from llm_firewall.config import ConfigError, from_env
+    from llm_firewall.logs import setup_logging
+
+    try:
+        settings = from_env()
+    except ConfigError as exc:
+        print(f"llm-firewall: {exc}", file=sys.stderr)
+        return 2
+    settings = settings.with_overrides(
+        host=args.host, port=args.port, upstream_url=args.upstream.rstrip("/") if args.upstream else None,
+        policy=args.policy, rules_dir=Path(args.rules_dir) if args.rules_dir else None,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        policies_dir=Path(args.policies_dir) if args.policies_dir else None,
+        log_format=args.log_format)
+    setup_logging(settings.log_format, settings.log_level)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
+        print(f"llm-firewall: {exc}", file=sys.stderr)
+        return 2
+    loop = None
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        pass
+    where = settings.upstream_url or "the embedded demo model"
+    print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
+                shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
+    return 0
+
+
+def _read_jsonl(source: str) -> Iterator[dict[str, Any]]:
+    stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")
+    try:
+        for lineno, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise SystemExit(f"llm-firewall scan: {source}:{lineno}: not JSON ({exc})")
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise SystemExit(f"llm-firewall scan: {source}:{lineno}: needs an object with a string 'text'")
+            yield record
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from llm_firewall.domain import Identity, TextItem
+    from llm_firewall.inspector import Inspector
+    from llm_firewall.policy.decide import decide
+    from llm_firewall.policy.model import load_policy
+
+    policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
+    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides)
+    identity = Identity(ip="0.0.0.0")
+    out = sys.stdout
+
+    def verdict(text: str, role: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        findings = inspector.inspect([TextItem(text, role, "text")], "request")
+        decision = decide(policy, findings, identity) if findings else None
+        blocked = bool(decision and (decision.blocked or (policy.mode == "monitor" and decision.would_block)))
+        return {"blocked": blocked,
+                "threats": [{"threat": f.threat, "severity": f.severity, "rule_id": f.rule_id,
+                             "fp_probability": None if f.fp_probability is None else round(f.fp_probability, 4)}
+                            for f in findings],
+                "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    if args.jsonl:
+        for record in _read_jsonl(args.jsonl):
+            result = {**record, **verdict(record["text"], str(record.get("role") or "user"))}
+            out.write(orjson.dumps(result).decode() + "\n")
+        out.flush()
+        return 0
+    if not args.text:
+        print("llm-firewall scan: give TEXT or --jsonl FILE|-", file=sys.stderr)
+        return 2
+    result = verdict(" ".join(args.text), args.role)
+    out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 1 if result["blocked"] else 0
+
+
+def _delegate(module: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(module).main(args.rest) or 0)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-firewall", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the firewall proxy")
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default 8080)")
+    serve.add_argument("--upstream", default=None, help="OpenAI-compatible base URL (default: OPENAI_BASE_URL, "
+                                                        "else the embedded demo model)")
+    serve.add_argument("--policy", default=None, help="preset name or YAML path (default production)")
+    serve.add_argument("--policies-dir", default=None)
+    serve.add_argument("--rules-dir", default=None)
+    serve.add_argument("--data-dir", default=None, help="where sanctions and the audit trail persist")
+    serve.add_argument("--log-format", choices=["text", "json"], default=None)
+    serve.set_defaults(func=_serve)
+
+    scan = sub.add_parser("scan", help="inspect texts without a server")
+    scan.add_argument("text", nargs="*")
+    scan.add_argument("--jsonl", default=None, help="JSON lines with a 'text' field (optional 'role'); - for stdin")
+    scan.add_argument("--role", default="user")
+    scan.add_argument("--policy", default="production")
+    scan.add_argument("--policies-dir", default=None)
+    scan.add_argument("--rules-dir", default=None)
+    scan.set_defaults(func=_scan)
+
+    for name, module, help_text in (
+        ("rules", "llm_firewall.detect.lint", "lint or test rule files: rules lint|test [DIR]"),
+        ("eval", "llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
+        ("attack", "llm_firewall.attack", "run attack scenarios against a running firewall"),
+        ("bench", "llm_firewall.bench", "measure throughput and latency against a baseline proxy"),
+    ):
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(module))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

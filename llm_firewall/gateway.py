@@ -1,0 +1,456 @@
+"""The inline path: identify, refuse the sanctioned, inspect, decide, enforce, forward, inspect back.
+
+This is the only place where the stages meet; each stage lives in its own module and is
+testable alone. Hooks (`on_request`, `on_alert`, `on_response`) let other parts observe traffic
+without touching this path, in the spirit of mitmproxy's addons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any, Callable
+
+import aiohttp
+import orjson
+from aiohttp import web
+from cachetools import TTLCache
+
+from llm_firewall.alerts import AlertHub, build_alert
+from llm_firewall.config import Settings
+from llm_firewall.domain import Finding, Identity, TextItem
+from llm_firewall.enforce.actions import Enforcer
+from llm_firewall.enforce.identity import identify
+from llm_firewall.inspector import Inspector
+from llm_firewall.live_policy import LivePolicy
+from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
+from llm_firewall.policy.decide import Decision, decide
+from llm_firewall.policy.model import Policy
+from llm_firewall.proxy import hardening
+from llm_firewall.proxy.forward import (ALLOWED_METHODS, Upstream, UpstreamError, downstream_headers,
+                                        upstream_headers)
+from llm_firewall.proxy.openai_wire import (ParsedRequest, WireError, error_body, parse_json_body,
+                                            request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.sse import EventSplitter
+from llm_firewall.proxy.stream_guard import StreamGuard
+from llm_firewall.reliability.circuit import CircuitBreaker
+from llm_firewall.score.fp import Bands, ScoreContext
+from llm_firewall.soc.wiring import soc_event
+from llm_firewall.usage import UsageTracker
+
+log = logging.getLogger("llm_firewall.gateway")
+
+INSPECTED = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+_JSON_TYPES = ("application/json",)
+
+
+def json_error(status: int, message: str, *, code: str, request_id: str, param: str | None = None,
+               err_type: str = "invalid_request_error", headers: dict[str, str] | None = None) -> web.Response:
+    """An OpenAI-shaped error response; the SDKs map it to their typed exceptions."""
+    hdrs = {"x-request-id": request_id}
+    if headers:
+        hdrs.update(headers)
+    return web.Response(status=status, body=error_body(message, code=code, err_type=err_type, param=param),
+                        content_type="application/json", headers=hdrs)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, *, inspector: Inspector, policy: LivePolicy, enforcer: Enforcer,
+                 alerts: AlertHub, metrics: Metrics, usage: UsageTracker, upstream: Upstream,
+                 submit_event: Callable[[dict[str, Any]], bool] | None = None, replica: str | None = None) -> None:
+        self.settings = settings
+        self.inspector = inspector
+        self.policy = policy
+        self.enforcer = enforcer
+        self.alerts = alerts
+        self.metrics = metrics
+        self.usage = usage
+        self.upstream = upstream
+        self.submit_event = submit_event or (lambda event: True)
+        self.replica = replica
+        self.soc_enabled = True
+        self.canary = f"cnry-{secrets.token_hex(8)}"
+        self.breaker = CircuitBreaker("upstream", failure_threshold=settings.circuit_failures,
+                                      reset_timeout_s=settings.circuit_reset_s)
+        self.breaker.on_change = lambda name, old, new: self.metrics.circuit_state.labels(name).set(
+            CIRCUIT_VALUES.get(new, 0))
+        self.counts = {"requests": 0, "blocked": 0, "refused": 0}
+        # Recent alerts per client, one input of the false-positive scorer (bounded, 10 minutes).
+        self._recent_alerts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=600)
+        self.inflight: set[asyncio.Task[Any]] = set()
+
+    # -- identity and refusal ---------------------------------------------------------------------
+    def identify(self, request: web.Request) -> Identity:
+        return identify(request.remote or "", request.headers, self.policy.current.identity,
+                        self.settings.trusted_proxies)
+
+    # -- the /v1 handler --------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rid: str = request["request_id"]
+        tail = request.match_info.get("tail", "")
+        route = tail if tail in INSPECTED or tail == "models" else "other"
+        started = time.perf_counter()
+        self.counts["requests"] += 1
+        try:
+            response = await self._handle(request, rid, tail)
+        except WireError as exc:
+            response = json_error(exc.status, exc.message, code=exc.code, param=exc.param,
+                                  err_type=exc.err_type, request_id=rid)
+        outcome = getattr(response, "_firewall_outcome", None) or (
+            "ok" if response.status < 400 else f"{response.status}")
+        self.metrics.requests.labels(route, outcome).inc()
+        self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: web.Request, rid: str, tail: str) -> web.StreamResponse:
+        if request.method not in ALLOWED_METHODS:
+            return json_error(405, f"method {request.method} is not allowed", code="method_not_allowed",
+                              request_id=rid)
+        identity = self.identify(request)
+        policy = self.policy.current
+        refusal = await self.enforcer.check(identity, policy)
+        if refusal is not None:
+            self.counts["refused"] += 1
+            self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,
+                               "identity": {k: v for k, v in identity.keys().items()}})
+            headers = {"x-should-retry": "false"} if refusal.status == 403 else {}
+            if refusal.retry_after:
+                headers["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
+            resp = json_error(refusal.status, refusal.message, code=refusal.code, request_id=rid,
+                              err_type="rate_limit_error" if refusal.status == 429 else "permission_error",
+                              headers=headers)
+            resp._firewall_outcome = refusal.code  # type: ignore[attr-defined]
+            return resp
+
+        body: bytes | None = None
+        parsed: ParsedRequest | None = None
+        if request.method == "POST":
+            body = await self._read_body(request)
+            if tail in INSPECTED:
+                ctype = request.content_type
+                if ctype not in _JSON_TYPES:
+                    raise WireError(f"Content-Type must be application/json, got {ctype or 'none'}",
+                                    status=415, code="unsupported_media_type")
+                parsed = validate_shape(tail, parse_json_body(body, max_depth=self.settings.limits.max_json_depth),
+                                        max_messages=self.settings.limits.max_messages)
+        elif request.can_read_body and request.method != "GET":
+            body = await self._read_body(request)
+
+        alert: dict[str, Any] | None = None
+        security_mode = policy.security_mode
+        if parsed is not None and self.soc_enabled:
+            security_mode = hardening.requested_mode(policy, request.headers.get("X-Security-Mode"))
+            decision, findings, alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
+            if decision is not None and decision.blocked:
+                self.counts["blocked"] += 1
+                resp = json_error(400, "This request was refused by the content policy.",
+                                  code="content_policy_violation", request_id=rid)
+                resp._firewall_outcome = "blocked"  # type: ignore[attr-defined]
+                return resp
+            if decision is not None and any(a.kind == "redact" for a in decision.actions):
+                parsed = self._redact_request(parsed, findings)
+                body = orjson.dumps(parsed.body)
+        if parsed is not None and tail == "chat/completions":
+            hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)
+            if hardened is not None:
+                body = orjson.dumps(hardened)
+        return await self._forward(request, rid, tail, body, parsed, identity, policy)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise WireError(f"request body larger than {self.settings.limits.max_body_bytes} bytes",
+                            status=413, code="request_too_large") from None
+
+    # -- request inspection -----------------------------------------------------------------------
+    async def _inspect_request(self, parsed: ParsedRequest, identity: Identity, policy: Policy, rid: str,
+                               security_mode: str) -> tuple[Decision | None, list[Finding], dict[str, Any] | None]:
+        items = request_texts(parsed)
+        if not items:
+            return None, [], None
+        started = time.perf_counter()
+        client = identity.user or identity.ip
+        ctx = ScoreContext(recent_alerts=self._recent_alerts.get(client, 0))
+        findings = self.inspector.inspect(items, "request", ctx=ctx, bands=self._bands(policy, security_mode))
+        self.metrics.inspect_seconds.labels("request").observe(time.perf_counter() - started)
+        if not findings:
+            return None, [], None
+        self._recent_alerts[client] = self._recent_alerts.get(client, 0) + 1
+        decision = decide(policy, findings, identity)
+        alert = self._raise_alert(findings, identity, "request", rid, parsed.endpoint)
+        actions = await self.enforcer.apply(decision, identity, alert, policy)
+        self.alerts.update_actions(alert["alert_id"], actions)
+        for action in actions:
+            self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
+        return decision, findings, alert
+
+    def _bands(self, policy: Policy, security_mode: str) -> Bands:
+        block, monitor = policy.fp_thresholds.block_below, policy.fp_thresholds.monitor_above
+        if security_mode == "strict":  # strict tightens: more alerts land in the block band
+            block, monitor = min(0.5, block + 0.2), min(0.9, monitor + 0.1)
+        return Bands(block_below=block, monitor_above=monitor)
+
+    def _raise_alert(self, findings: list[Finding], identity: Identity, direction: str, rid: str,
+                     endpoint: str) -> dict[str, Any]:
+        alert = build_alert(findings, identity, direction=direction, request_id=rid, endpoint=endpoint,
+                            replica=self.replica)
+        for f in findings:
+            self.metrics.rule_matches.labels(f.rule_id).inc()
+        self.metrics.alerts.labels(alert["threat_type"], alert["severity"]).inc()
+        if (alert.get("fp_probability") or 0.0) >= 0.7:
+            self.metrics.false_positives.inc()
+        self.alerts.add(alert)
+        self.submit_event(soc_event(alert))
+        return alert
+
+    def _redact_request(self, parsed: ParsedRequest, findings: list[Finding]) -> ParsedRequest:
+        """Mask personal data and secrets in place before the body is forwarded."""
+        threats = {f.threat for f in findings}
+        body = orjson.loads(orjson.dumps(parsed.body))
+        for item in request_texts(ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)):
+            masked, _ = self.inspector.engine.redact(item.text, threats=threats)
+            if masked != item.text:
+                _set_path(body, item.path, masked)
+        return ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)
+
+    # -- forwarding -------------------------------------------------------------------------------
+    async def _forward(self, request: web.Request, rid: str, tail: str, body: bytes | None,
+                       parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+        if not self.breaker.allow():
+            wait = self.breaker.retry_after()
+            return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
+                              code="upstream_circuit_open", err_type="server_error", request_id=rid,
+                              headers={"retry-after": str(max(1, int(wait + 0.999)))})
+        headers = upstream_headers(request.headers, api_key=self.settings.upstream_api_key, request_id=rid)
+        url = self.upstream.url_for(tail, request.query_string)
+        started = time.perf_counter()
+        try:
+            up = await self.upstream.send(request.method, url, headers, body)
+        except UpstreamError as exc:
+            self.breaker.record_failure()
+            return json_error(exc.status, exc.message, code=exc.code, err_type="server_error", request_id=rid)
+        self.metrics.ttfb_seconds.observe(time.perf_counter() - started)
+        if up.status >= 500:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
+        try:
+            if up.content_type == "text/event-stream":
+                return await self._relay_stream(request, rid, up, parsed, identity, policy)
+            return await self._relay_body(rid, up, parsed, identity, policy)
+        finally:
+            up.release()
+
+    async def _relay_body(self, rid: str, up: aiohttp.ClientResponse, parsed: ParsedRequest | None,
+                          identity: Identity, policy: Policy) -> web.Response:
+        try:
+            data = await asyncio.wait_for(up.read(), timeout=self.settings.timeouts.idle)
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            return json_error(502, "The upstream answer was cut off.", code="upstream_error",
+                              err_type="server_error", request_id=rid)
+        headers = downstream_headers(up.headers)
+        headers["x-request-id"] = rid
+        if parsed is not None and up.status < 400 and up.content_type == "application/json":
+            try:
+                answer = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                answer = None
+            if isinstance(answer, dict):
+                self.usage.record(identity, parsed.model or answer.get("model"), answer.get("usage"),
+                                  estimated_from=None)
+                if self.soc_enabled and parsed.endpoint != "embeddings":
+                    changed = self._inspect_answer(answer, parsed, identity, policy, rid)
+                    if changed is not None:
+                        data = orjson.dumps(changed)
+        return web.Response(status=up.status, body=data, headers=headers)
+
+    def _response_findings(self, text: str, policy: Policy) -> list[Finding]:
+        findings = self.inspector.engine.scan_text(text, role="response", direction="response")
+        if policy.canary and self.canary in text:
+            findings.append(Finding(rule_id="CANARY-001", title="System prompt canary echoed",
+                                    threat="system_prompt_leakage", severity="critical", role="response",
+                                    excerpt="[canary]"))
+        return findings
+
+    def _inspect_answer(self, answer: dict[str, Any], parsed: ParsedRequest, identity: Identity,
+                        policy: Policy, rid: str) -> dict[str, Any] | None:
+        """Inspect a whole JSON answer; returns the changed answer, or None when it passes."""
+        hits: dict[str, list[Finding]] = {}
+        for item in response_texts(parsed.endpoint, answer):
+            found = self._response_findings(item.text, policy)
+            if found:
+                for f in found:
+                    f.path = item.path
+                hits[item.path] = found
+        if not hits:
+            return None
+        findings = [f for fs in hits.values() for f in fs]
+        self._raise_alert(findings, identity, "response", rid, parsed.endpoint)
+        if policy.mode == "monitor":
+            return None
+        mode = policy.response_action
+        for item in response_texts(parsed.endpoint, answer):
+            if item.path not in hits:
+                continue
+            if mode == "redact":
+                masked, _ = self.inspector.engine.redact(item.text, direction="response")
+                if policy.canary:
+                    masked = masked.replace(self.canary, "[REDACTED]")
+                _set_path(answer, item.path, masked)
+            else:
+                _set_path(answer, item.path, "")
+                _mark_content_filter(answer, item.path)
+        return answer
+
+    async def _relay_stream(self, request: web.Request, rid: str, up: aiohttp.ClientResponse,
+                            parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+        headers = downstream_headers(up.headers)
+        headers["x-request-id"] = rid
+        resp = web.StreamResponse(status=up.status, headers=headers)
+        await resp.prepare(request)
+        inspect = parsed is not None and self.soc_enabled and up.status < 400
+        splitter = EventSplitter()
+        mode = policy.response_action if policy.mode == "enforce" else "monitor"
+        guard = StreamGuard(
+            scan=lambda text: self._response_findings(text, policy),
+            redact=lambda text: self.inspector.engine.redact(text, direction="response"),
+            window=self.settings.stream_window_chars,
+            mode="content_filter" if mode == "monitor" else mode)
+        usage_seen: dict[str, Any] | None = None
+        model = parsed.model if parsed else None
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(up.content.readany(), timeout=self.settings.timeouts.idle)
+                except asyncio.TimeoutError:
+                    await self._end_stream_with_error(resp, "The upstream stopped sending.", "upstream_timeout")
+                    return resp
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                    out = guard.finish() if inspect and not guard.blocked else b""
+                    if out:
+                        await resp.write(out)
+                    await self._end_stream_with_error(resp, "The upstream connection was cut mid-stream.",
+                                                      "upstream_error")
+                    return resp
+                if not chunk:
+                    break
+                if not inspect:
+                    await resp.write(chunk)
+                    continue
+                for event in splitter.feed(chunk):
+                    payload = event.json()
+                    if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
+                        usage_seen = payload["usage"]
+                    out = guard.feed(event) if mode != "monitor" else event.raw
+                    if mode == "monitor":
+                        guard.feed(event)
+                    if out:
+                        await resp.write(out)
+                if guard.blocked and mode != "monitor":
+                    break
+            if inspect and not guard.blocked:
+                tail = b"".join(e.raw for e in splitter.flush())
+                out = guard.finish()
+                if mode == "monitor":
+                    out = tail
+                if out:
+                    await resp.write(out)
+            await resp.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            log.info("client went away during a stream (request %s); closing upstream", rid)
+            up.close()
+        finally:
+            if inspect:
+                if guard.findings:
+                    self._raise_alert(guard.findings, identity, "response", rid,
+                                      parsed.endpoint if parsed else "")
+                self.usage.record(identity, model, usage_seen,
+                                  estimated_from=None if usage_seen else guard.assembled_chars)
+        return resp
+
+    async def _end_stream_with_error(self, resp: web.StreamResponse, message: str, code: str) -> None:
+        try:
+            await resp.write(b"data: " + orjson.dumps({"error": {"message": message, "type": "server_error",
+                                                                 "param": None, "code": code}}) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass
+
+    # -- used by the page and the scenario runner -------------------------------------------------
+    async def analyse_chat(self, messages: list[dict[str, Any]], identity: Identity, *,
+                           security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
+        """Run the request side of the inline path for one synthetic identity (no HTTP)."""
+        policy = self.policy.current
+        refusal = await self.enforcer.check(identity, policy)
+        if refusal is not None:
+            return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
+                    "retry_after": refusal.retry_after, "alert": None, "blocked": True}
+        parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
+        if not self.soc_enabled:
+            return {"refused": False, "blocked": False, "alert": None}
+        decision, findings, alert = await self._inspect_request(
+            parsed, identity, policy, rid, security_mode or policy.security_mode)
+        blocked = bool(decision and decision.blocked)
+        return {"refused": False, "blocked": blocked, "alert": alert,
+                "status": 400 if blocked else 200, "code": "content_policy_violation" if blocked else None}
+
+    async def chat_once(self, messages: list[dict[str, Any]], identity: Identity, *,
+                        security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
+        """Inspect, and when allowed ask the upstream and inspect its answer; for `/api/chat`."""
+        verdict = await self.analyse_chat(messages, identity, security_mode=security_mode, rid=rid)
+        if verdict["refused"] or verdict["blocked"]:
+            return {**verdict, "answer": None}
+        policy = self.policy.current
+        body: dict[str, Any] = {"model": "demo-mini", "messages": messages}
+        hardened = hardening.harden(body, security_mode or policy.security_mode,
+                                    self.canary if policy.canary else None)
+        headers = upstream_headers({"Content-Type": "application/json"}, api_key=self.settings.upstream_api_key,
+                                   request_id=rid)
+        try:
+            up = await self.upstream.send("POST", self.upstream.url_for("chat/completions", ""), headers,
+                                          orjson.dumps(hardened or body))
+        except UpstreamError as exc:
+            return {**verdict, "answer": None, "status": exc.status, "code": exc.code}
+        try:
+            answer = orjson.loads(await up.read()) if up.status < 400 else None
+        finally:
+            up.release()
+        if not isinstance(answer, dict):
+            return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
+        parsed = ParsedRequest("chat/completions", body, False, None)
+        response_alert_before = self.alerts.counts["alerts"]
+        changed = self._inspect_answer(answer, parsed, identity, policy, rid) if self.soc_enabled else None
+        final = changed or answer
+        choice = (final.get("choices") or [{}])[0]
+        return {**verdict, "answer": (choice.get("message") or {}).get("content"),
+                "finish_reason": choice.get("finish_reason"),
+                "response_alert": self.alerts.counts["alerts"] > response_alert_before}
+
+
+def _set_path(obj: Any, path: str, value: Any) -> None:
+    """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
+    import re
+
+    tokens = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    target = obj
+    for tok in tokens[:-1]:
+        target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]
+    last = tokens[-1]
+    if last.startswith("["):
+        target[int(last[1:-1])] = value
+    else:
+        target[last] = value
+
+
+def _mark_content_filter(answer: dict[str, Any], path: str) -> None:
+    if path.startswith("choices["):
+        idx = int(path[len("choices["):path.index("]")])
+        choice = answer["choices"][idx]
+        choice["finish_reason"] = "content_filter"
+        message = choice.get("message")
+        if isinstance(message, dict):
+            message.pop("tool_calls", None)

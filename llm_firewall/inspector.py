@@ -1,0 +1,40 @@
+"""Rules, the learned detector and the false-positive scorer, composed once for every caller.
+
+The proxy, `llm-firewall scan` and `llm-firewall eval` all inspect through this one object, so
+a text gets the same verdict wherever it is checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from llm_firewall.detect.engine import Engine
+from llm_firewall.detect.learned import LearnedDetector
+from llm_firewall.detect.rules import default_rules_dir, load_rules
+from llm_firewall.domain import Finding, TextItem
+from llm_firewall.score.fp import Bands, FPScorer, ScoreContext
+
+
+class Inspector:
+    def __init__(self, engine: Engine, scorer: FPScorer | None) -> None:
+        self.engine = engine
+        self.scorer = scorer
+
+    @classmethod
+    def load(cls, rules_dir: Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+             learned: bool = True) -> "Inspector":
+        ruleset = load_rules(rules_dir or default_rules_dir())
+        detectors = [LearnedDetector.load()] if learned else []
+        return cls(Engine(ruleset, overrides=overrides, detectors=detectors), FPScorer.load())
+
+    def inspect(self, items: Sequence[TextItem], direction: str = "request", *,
+                ctx: ScoreContext | None = None, bands: Bands | None = None) -> list[Finding]:
+        findings = self.engine.scan(items, direction)
+        if findings and self.scorer is not None:
+            self.scorer.score(findings, {item.path: item.text for item in items},
+                              ctx or ScoreContext(), bands or Bands())
+        return findings
+
+    def inspect_text(self, text: str, role: str = "user", direction: str = "request") -> list[Finding]:
+        return self.inspect([TextItem(text, role, "text")], direction)

@@ -1,0 +1,117 @@
+"""Talking to the upstream: target hygiene, header hygiene, timeouts.
+
+The firewall only ever calls the one configured upstream. A request target that could steer it
+elsewhere (absolute-form, `//host`, dot segments in any encoding) is refused before routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Mapping
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from llm_firewall.config import Timeouts
+
+ALLOWED_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus those the firewall recomputes itself.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    "content-encoding",
+})
+# Request headers that describe the client to us and must not be replayed upstream.
+_CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-firewall-admin",
+                          "cookie", "accept-encoding", "x-security-mode", "origin"})
+
+
+class TargetError(ValueError):
+    """A request target the firewall will not forward."""
+
+
+def check_target(raw_path: str) -> None:
+    """Refuse absolute-form targets, `//host` paths, and dot segments, plain or percent-encoded."""
+    path = raw_path.split("?", 1)[0]
+    if not path.startswith("/"):
+        raise TargetError("absolute-form or relative request targets are not accepted")
+    if path.startswith("//"):
+        raise TargetError("a request path may not start with //")
+    lowered = path.lower()
+    if "\\" in path or "%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "%00" in lowered:
+        raise TargetError("encoded dots, slashes or NUL bytes are not accepted in the path")
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            raise TargetError("dot segments are not accepted in the path")
+
+
+def upstream_headers(incoming: Mapping[str, str], *, api_key: str | None, request_id: str) -> CIMultiDict[str]:
+    """Headers to send upstream: end-to-end ones only, with our credential when configured."""
+    out: CIMultiDict[str] = CIMultiDict()
+    connection_tokens = {t.strip().lower() for t in incoming.get("Connection", "").split(",") if t.strip()}
+    for name, value in incoming.items():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in _CLIENT_ONLY or lname in connection_tokens:
+            continue
+        if lname == "authorization" and api_key:
+            continue
+        out.add(name, value)
+    if api_key:
+        out["Authorization"] = f"Bearer {api_key}"
+    out["X-Request-ID"] = request_id
+    return out
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Headers to return to the client; the body is re-framed by us, so length/encoding go."""
+    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in HOP_BY_HOP
+                       and k.lower() != "set-cookie")
+
+
+@dataclass(slots=True)
+class UpstreamError(Exception):
+    """The upstream could not be reached or did not answer in time."""
+
+    status: int
+    code: str
+    message: str
+    reached: bool  # True when the request may have reached the model (never retried)
+
+
+class Upstream:
+    """One pooled client session to the configured upstream."""
+
+    def __init__(self, base_url: str, timeouts: Timeouts) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect,
+                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
+                                              skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def url_for(self, v1_tail: str, query: str) -> str:
+        return f"{self.base_url}/{v1_tail}" + (f"?{query}" if query else "")
+
+    async def send(self, method: str, url: str, headers: CIMultiDict[str], body: bytes | None) -> aiohttp.ClientResponse:
+        """Send and wait for the response head; classify failures for the caller."""
+        assert self._session is not None, "Upstream.start() was not awaited"
+        try:
+            return await asyncio.wait_for(
+                self._session.request(method, url, headers=headers, data=body, allow_redirects=False),
+                timeout=self.timeouts.connect + self.timeouts.first_byte)
+        except asyncio.TimeoutError:
+            raise UpstreamError(504, "upstream_timeout", "The upstream did not answer in time.", True) from None
+        except aiohttp.ClientConnectorError:
+            raise UpstreamError(502, "upstream_unavailable", "The upstream could not be reached.", False) from None
+        except (aiohttp.ClientError, OSError):
+            raise UpstreamError(502, "upstream_error", "The upstream connection failed.", True) from None

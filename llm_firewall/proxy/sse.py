@@ -1,0 +1,84 @@
+"""Server-sent events framing: split an upstream byte stream into whole events, losslessly.
+
+The relay forwards each event's original bytes, so a benign stream reaches the client exactly as
+the upstream sent it; only events the firewall changes are re-encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import orjson
+
+_SEPARATORS = (b"\r\n\r\n", b"\n\n", b"\r\r")
+
+
+@dataclass(slots=True)
+class Event:
+    raw: bytes  # the event exactly as received, separator included
+    data: bytes | None  # the joined `data:` lines, or None for comment/keep-alive events
+    event: str | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self.data is not None and self.data.strip() == b"[DONE]"
+
+    def json(self) -> Any:
+        """The event's JSON payload, or None when it is not JSON."""
+        if self.data is None or self.is_done:
+            return None
+        try:
+            return orjson.loads(self.data)
+        except orjson.JSONDecodeError:
+            return None
+
+
+def _parse(raw: bytes) -> Event:
+    data_lines: list[bytes] = []
+    name: str | None = None
+    for line in raw.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data_lines.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode("utf-8", "replace")
+    return Event(raw, b"\n".join(data_lines) if data_lines else None, name)
+
+
+class EventSplitter:
+    """Feed raw chunks, get whole events; keeps at most one partial event between calls."""
+
+    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
+        self._buf = b""
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        self._buf += chunk
+        while True:
+            cut = -1
+            sep_len = 0
+            for sep in _SEPARATORS:
+                idx = self._buf.find(sep)
+                if idx != -1 and (cut == -1 or idx < cut):
+                    cut, sep_len = idx, len(sep)
+            if cut == -1:
+                break
+            raw, self._buf = self._buf[: cut + sep_len], self._buf[cut + sep_len:]
+            yield _parse(raw)
+        if len(self._buf) > self._max:
+            raise ValueError("server-sent event larger than the firewall accepts")
+
+    def flush(self) -> Iterator[Event]:
+        """Whatever the upstream left without a closing blank line (a cut stream)."""
+        if self._buf.strip():
+            raw, self._buf = self._buf, b""
+            yield _parse(raw + b"\n\n")
+
+
+def encode(payload: Any) -> bytes:
+    """One `data:` event for a JSON payload."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

@@ -1,0 +1,225 @@
+"""Hold-back inspection of streamed answers: nothing is released before it has been checked.
+
+Each choice's deltas (and each tool call's argument deltas) are assembled into one text. After
+every event the unchecked tail, plus an overlap of `window` characters, is scanned. Response
+rules match within `window` characters, so a text position that lies more than `window`
+characters behind the end can no longer be part of a future match: events whose text lies
+entirely there are released. A match that spans chunks is therefore seen before any of its
+characters reach the client. On a hit the stream is ended (finish_reason `content_filter`, or
+an in-band error event) or, in redact mode, the match is masked in the held events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from llm_firewall.domain import Finding
+from llm_firewall.proxy.sse import DONE, Event, encode
+
+Scan = Callable[[str], list[Finding]]
+Redact = Callable[[str], tuple[str, list[Finding]]]
+Key = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class _Segment:
+    key: Key
+    start: int
+    end: int
+    original: str
+
+
+@dataclass(slots=True)
+class _Held:
+    event: Event
+    payload: Any
+    segments: list[_Segment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Text:
+    text: str = ""
+    scanned_to: int = 0
+
+
+def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], None]]]:
+    """Yield (buffer key, delta text, setter) for every text delta an event carries."""
+    if not isinstance(payload, dict):
+        return
+    kind = payload.get("type")
+    if isinstance(kind, str) and kind.endswith(".delta") and isinstance(payload.get("delta"), str):
+        key: Key = ("resp", payload.get("item_id") or payload.get("output_index"), payload.get("content_index"))
+        yield key, payload["delta"], lambda v, p=payload: p.__setitem__("delta", v)
+        return
+    for choice in payload.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        idx = choice.get("index", 0)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if isinstance(delta.get("content"), str) and delta["content"]:
+                yield ("content", idx), delta["content"], lambda v, d=delta: d.__setitem__("content", v)
+            if isinstance(delta.get("refusal"), str) and delta["refusal"]:
+                yield ("refusal", idx), delta["refusal"], lambda v, d=delta: d.__setitem__("refusal", v)
+            for call in delta.get("tool_calls") or ():
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str) and fn["arguments"]:
+                    yield (("tool", idx, call.get("index", 0)), fn["arguments"],
+                           lambda v, f=fn: f.__setitem__("arguments", v))
+        elif isinstance(choice.get("text"), str) and choice["text"]:
+            yield ("text", idx), choice["text"], lambda v, c=choice: c.__setitem__("text", v)
+
+
+class StreamGuard:
+    """Feed upstream events in order; get back the bytes that are safe to send to the client."""
+
+    def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256,
+                 mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None) -> None:
+        self._scan = scan
+        self._redact = redact
+        self._window = max(1, window)
+        self._mode = mode  # content_filter | error_event | redact
+        self._on_findings = on_findings
+        self._texts: dict[Key, _Text] = {}
+        self._held: list[_Held] = []
+        self._last_payload: dict[str, Any] | None = None
+        self.blocked = False
+        self.findings: list[Finding] = []
+        self.assembled_chars = 0
+
+    # -- public -------------------------------------------------------------------------------
+    def feed(self, event: Event) -> bytes:
+        """Take one upstream event; return what may be released now (possibly b"")."""
+        if self.blocked:
+            return b""
+        if event.is_done:
+            return self.finish(done=event.raw)
+        payload = event.json()
+        held = _Held(event, payload)
+        if isinstance(payload, dict):
+            self._last_payload = payload
+            for key, delta, _ in _text_segments(payload):
+                buf = self._texts.setdefault(key, _Text())
+                start = len(buf.text)
+                buf.text += delta
+                self.assembled_chars += len(delta)
+                held.segments.append(_Segment(key, start, len(buf.text), delta))
+        self._held.append(held)
+        if held.segments and not self._check(final=False):
+            return self._terminate()
+        return self._release(final=False)
+
+    def finish(self, done: bytes | None = None) -> bytes:
+        """The upstream ended: check what is left, release it, and close with [DONE] if it did."""
+        if self.blocked:
+            return b""
+        if not self._check(final=True):
+            return self._terminate()
+        return self._release(final=True) + (done or b"")
+
+    # -- internals ----------------------------------------------------------------------------
+    def _check(self, *, final: bool) -> bool:
+        """Scan each buffer's unchecked tail (with overlap); False when the stream must stop."""
+        for key, buf in self._texts.items():
+            end = len(buf.text)
+            if end == buf.scanned_to and not final:
+                continue
+            start = max(0, buf.scanned_to - self._window)
+            region = buf.text[start:end]
+            if not region:
+                continue
+            findings = self._scan(region)
+            if findings:
+                if self._mode == "redact" and self._redact is not None:
+                    masked, masked_findings = self._redact(region)
+                    self._record(findings)
+                    if masked != region and self._masked_everything(region, masked):
+                        self._replace(key, start, end, masked)
+                        buf = self._texts[key]
+                        buf.scanned_to = len(buf.text)
+                        continue
+                    return False
+                self._record(findings)
+                return False
+            buf.scanned_to = end
+        return True
+
+    def _masked_everything(self, region: str, masked: str) -> bool:
+        return not self._scan(masked)
+
+    def _record(self, findings: list[Finding]) -> None:
+        self.findings.extend(findings)
+        if self._on_findings is not None:
+            self._on_findings(findings)
+
+    def _replace(self, key: Key, start: int, end: int, new: str) -> None:
+        """Swap buf[start:end] for `new` and move the held segments' offsets to match."""
+        buf = self._texts[key]
+        delta = len(new) - (end - start)
+        buf.text = buf.text[:start] + new + buf.text[end:]
+        for held in self._held:
+            for seg in held.segments:
+                if seg.key != key:
+                    continue
+                if seg.start >= end:
+                    seg.start += delta
+                elif seg.start > start:
+                    seg.start = start + len(new)
+                if seg.end >= end:
+                    seg.end += delta
+                elif seg.end > start:
+                    seg.end = start + len(new)
+
+    def _safe_until(self, key: Key) -> int:
+        buf = self._texts[key]
+        return buf.scanned_to - self._window
+
+    def _release(self, *, final: bool) -> bytes:
+        out: list[bytes] = []
+        while self._held:
+            held = self._held[0]
+            if not final and any(seg.end > self._safe_until(seg.key) for seg in held.segments):
+                break
+            self._held.pop(0)
+            out.append(self._encode(held))
+        return b"".join(out)
+
+    def _encode(self, held: _Held) -> bytes:
+        changed = False
+        if held.segments:
+            for (key, _, setter), seg in zip(_text_segments(held.payload), held.segments):
+                current = self._texts[key].text[seg.start:seg.end]
+                if current != seg.original:
+                    setter(current)
+                    changed = True
+        return encode(held.payload) if changed else held.event.raw
+
+    def _terminate(self) -> bytes:
+        """End the stream without releasing anything still held."""
+        self.blocked = True
+        self._held.clear()
+        if self._mode == "error_event":
+            return encode({"error": {"message": "The response was stopped by the content policy.",
+                                     "type": "invalid_request_error", "param": None,
+                                     "code": "content_policy_violation"}}) + DONE
+        base = self._last_payload or {}
+        if isinstance(base.get("type"), str):  # Responses API stream
+            return (b"event: response.incomplete\n" + b"data: " + orjson.dumps(
+                {"type": "response.incomplete", "response": {"status": "incomplete",
+                 "incomplete_details": {"reason": "content_filter"}}}) + b"\n\n")
+        indices = sorted({k[1] for k in self._texts if k[0] in ("content", "refusal", "text", "tool")} or {0})
+        obj = "text_completion" if any(k[0] == "text" for k in self._texts) else "chat.completion.chunk"
+        out = []
+        for idx in indices:
+            choice: dict[str, Any] = {"index": idx, "finish_reason": "content_filter"}
+            if obj == "chat.completion.chunk":
+                choice["delta"] = {}
+            else:
+                choice["text"] = ""
+            out.append(encode({"id": base.get("id", "chatcmpl-firewall"), "object": obj,
+                               "created": base.get("created", 0), "model": base.get("model", ""),
+                               "choices": [choice]}))
+        return b"".join(out) + DONE

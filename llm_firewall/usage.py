@@ -1,0 +1,110 @@
+"""Token and cost accounting per user, API key and model, from the upstream's own `usage`.
+
+When a stream carries no usage, the count is estimated (about four characters a token) and
+marked as an estimate, never passed off as the provider's figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from llm_firewall.domain import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    prompt_per_1k: float
+    completion_per_1k: float
+
+
+def load_prices(path: Path | None = None) -> dict[str, Price]:
+    """The price table (US dollars per 1,000 tokens) from YAML; unknown models cost 0."""
+    path = path or Path(__file__).with_name("data") / "prices.yaml"
+    if not path.exists():
+        return {}
+    raw = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for model, entry in (raw.get("models") or {}).items():
+        try:
+            out[str(model)] = Price(float(entry["prompt_per_1k"]), float(entry["completion_per_1k"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: model {model!r}: needs numeric prompt_per_1k and completion_per_1k ({exc})") from None
+    return out
+
+
+@dataclass(slots=True)
+class Totals:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_tokens: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "estimated_tokens": self.estimated_tokens, "requests": self.requests,
+                "cost_usd": round(self.cost_usd, 6)}
+
+
+@dataclass
+class UsageTracker:
+    prices: dict[str, Price] = field(default_factory=load_prices)
+    max_subjects: int = 10_000
+    by_model: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
+    by_user: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
+    by_key: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
+    metrics: Any = None
+
+    def price_for(self, model: str | None) -> Price | None:
+        if not model:
+            return None
+        if model in self.prices:
+            return self.prices[model]
+        best = max((m for m in self.prices if model.startswith(m)), key=len, default=None)
+        return self.prices.get(best) if best else None
+
+    def record(self, identity: Identity, model: str | None, usage: Mapping[str, Any] | None,
+               *, estimated_from: int | None) -> None:
+        """Add one answer's usage; `estimated_from` is the answer's length when usage is missing."""
+        prompt = completion = estimated = 0
+        if isinstance(usage, Mapping):
+            prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+        elif estimated_from:
+            completion = estimated = math.ceil(estimated_from / 4)
+        else:
+            return
+        model_name = model or "unknown"
+        price = self.price_for(model_name)
+        cost = (prompt * price.prompt_per_1k + completion * price.completion_per_1k) / 1000 if price else 0.0
+        targets = [self.by_model[model_name]]
+        if identity.user and (identity.user in self.by_user or len(self.by_user) < self.max_subjects):
+            targets.append(self.by_user[identity.user])
+        if identity.api_key_hash and (identity.api_key_hash in self.by_key or len(self.by_key) < self.max_subjects):
+            targets.append(self.by_key[identity.api_key_hash])
+        for t in targets:
+            t.prompt_tokens += prompt
+            t.completion_tokens += completion
+            t.estimated_tokens += estimated
+            t.requests += 1
+            t.cost_usd += cost
+        if self.metrics is not None:
+            self.metrics.tokens.labels(model_name, "prompt").inc(prompt)
+            self.metrics.tokens.labels(model_name, "completion").inc(completion)
+            self.metrics.cost.labels(model_name).inc(cost)
+
+    def tokens_today(self, subject: str) -> int:
+        t = self.by_user.get(subject) or self.by_key.get(subject)
+        return (t.prompt_tokens + t.completion_tokens) if t else 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"by_model": {k: v.as_dict() for k, v in self.by_model.items()},
+                "by_user": {k: v.as_dict() for k, v in self.by_user.items()},
+                "by_key": {k: v.as_dict() for k, v in self.by_key.items()}}
