@@ -304,7 +304,9 @@ def _skeleton(text: str) -> str | None:
 def _leet(text: str) -> str | None:
     def fold(m: re.Match[str]) -> str:
         w = m.group(0)
-        if len(w) >= 2 and _LEET_CHARS_RE.search(w):
+        # Random identifiers (long, or mixed case inside the word) are not leetspeak.
+        if 2 <= len(w) <= 20 and not any(c.isupper() for c in w[1:]) \
+                and _LEET_CHARS_RE.search(w):
             return w.translate(_LEET_TABLE)
         return w
 

@@ -586,6 +586,11 @@ def _parse_all(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], li
     return rules, errors
 
 
+def parse_rules(path: str | Path) -> tuple[list[Rule], list[RuleError]]:
+    """Every valid rule and every error under `path` (for linters that report all at once)."""
+    return _parse_all(path, stop_at_first=False)
+
+
 def load_rules(path: str | Path) -> RuleSet:
     """Load a directory of *.yaml rule files (or one file); raise RuleError on the first error."""
     rules, errors = _parse_all(path, stop_at_first=True)

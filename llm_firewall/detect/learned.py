@@ -1,0 +1,250 @@
+"""A small linear model that scores prompt attacks the rule patterns miss.
+
+Logistic regression over hashed features of the normalised, case-folded text: character
+n-grams (3-5 bytes) inside each whitespace token plus word unigrams and bigrams. Inference is
+pure Python on purpose (no numpy in the package): a token's n-gram weights are summed once and
+cached, so a 2 KB prompt costs a few hundred dictionary lookups. Features use CRC-32, which is
+stable across processes (Python's ``hash()`` is salted). Weights are trained by
+``scripts/train_learned.py`` and shipped in ``llm_firewall/data/learned_pi.json`` (weights and
+hash parameters only, never corpus text).
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import json
+import math
+import sys
+import unicodedata
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from llm_firewall.domain import Finding
+from llm_firewall.redact import redact_secrets
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "learned_pi.json"
+
+RULE_ID = "ML-PI-001"
+TITLE = "Learned prompt-attack detector"
+
+# Work bounds: huge texts are scored on their head and tail only.
+HEAD_TAIL_CHARS = 8192
+MAX_TOKEN_BYTES = 48  # n-grams of a longer token (a base64 blob, a URL) use its first bytes only
+NGRAM_SIZES = (3, 4, 5)
+_CACHE_LIMIT = 50_000
+
+# Seeds separate the feature families inside one hash space.
+_SEED_CHAR = 0x11
+_SEED_WORD = 0x22
+_SEED_SHAPE = 0x33
+_BIGRAM_MUL = 0x9E3779B1
+
+_STRIP = "\"'`.,;:!?()[]{}<>*_~|#-=+/\\"
+
+# Roles whose text a prompt attack can arrive in (the model is not run on answers).
+SCANNED_ROLES = frozenset(
+    {"user", "tool", "input", "prompt", "instructions", "tool_description", "tool_call",
+     "embedding", "developer", "system", "function"}
+)
+
+
+def _basic_normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
+
+
+def _views_normalize() -> Callable[[str], str] | None:
+    try:
+        from llm_firewall.detect.normalize import base_view
+    except ImportError:
+        return None
+
+    def first_view(text: str) -> str:
+        return base_view(text).text
+
+    return first_view
+
+
+def bound_text(text: str, limit: int = HEAD_TAIL_CHARS) -> str:
+    """Head and tail of a huge text, so the work per text is bounded."""
+    if len(text) <= 2 * limit:
+        return text
+    return text[:limit] + "\n" + text[-limit:]
+
+
+def tokens_of(normalized: str) -> list[str]:
+    return normalized.split()
+
+
+def _shape(token: str) -> str:
+    """Character-class outline of a token with runs collapsed ("Here!," -> "Aap")."""
+    out = []
+    last = ""
+    for ch in token[:24]:
+        cls = "a" if ch.islower() else "A" if ch.isupper() else "9" if ch.isdigit() else (
+            ch if ch in _STRIP else "p")
+        if cls != last:
+            out.append(cls)
+            last = cls
+    return "".join(out[:8])
+
+
+def token_features(token: str, mask: int) -> tuple[list[int], int]:
+    """Hashed char n-grams (with token boundaries), the token's shape and its word hash."""
+    shape = _shape(token)
+    token = token.casefold()
+    raw = (" " + token + " ").encode("utf-8", "surrogatepass")[: MAX_TOKEN_BYTES + 2]
+    crc = zlib.crc32
+    feats = []
+    size = len(raw)
+    for n in NGRAM_SIZES:
+        for i in range(size - n + 1):
+            feats.append(crc(raw[i : i + n], _SEED_CHAR) & mask)
+    word = token.strip(_STRIP) or token
+    word_hash = crc(word.encode("utf-8", "surrogatepass"), _SEED_WORD)
+    feats.append(word_hash & mask)
+    feats.append(crc(shape.encode(), _SEED_SHAPE) & mask)
+    return feats, word_hash
+
+
+def bigram_feature(prev_hash: int, word_hash: int, mask: int) -> int:
+    return ((prev_hash * _BIGRAM_MUL) ^ word_hash) & mask
+
+
+def features(text: str, mask: int, normalize: Callable[[str], str]) -> list[int]:
+    """Every feature index of a text, with repeats (the training path; inference caches)."""
+    out: list[int] = []
+    prev: int | None = None
+    for tok in tokens_of(normalize(bound_text(text))):
+        feats, wh = token_features(tok, mask)
+        out.extend(feats)
+        if prev is not None:
+            out.append(bigram_feature(prev, wh, mask))
+        prev = wh
+    return out
+
+
+def pack_weights(weights: Iterable[float]) -> tuple[str, float]:
+    """Quantise float weights to int16 and pack them (zlib + base64) with their scale."""
+    values = list(weights)
+    top = max((abs(w) for w in values), default=0.0) or 1.0
+    scale = top / 32767.0
+    q = array.array("h", (max(-32767, min(32767, round(w / scale))) for w in values))
+    if sys.byteorder != "little":
+        q.byteswap()
+    return base64.b64encode(zlib.compress(q.tobytes(), 9)).decode("ascii"), scale
+
+
+def unpack_weights(blob: str) -> array.array:
+    q = array.array("h")
+    q.frombytes(zlib.decompress(base64.b64decode(blob)))
+    if sys.byteorder != "little":
+        q.byteswap()
+    return q
+
+
+class LearnedDetector:
+    """Scores a text's probability of being a prompt attack; emits ML-PI-001 findings."""
+
+    def __init__(self, weights: array.array, scale: float, bias: float, bits: int,
+                 normalizer: str = "views", meta: dict | None = None) -> None:
+        self._w = weights
+        self._scale = scale
+        self._bias = bias
+        self._mask = (1 << bits) - 1
+        self.bits = bits
+        self.meta = meta or {}
+        fn = _views_normalize() if normalizer == "views" else None
+        self._normalize: Callable[[str], str] = fn or _basic_normalize
+        self.normalizer = "views" if fn else "basic"
+        self._cache: dict[str, tuple[int, int, int]] = {}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "LearnedDetector":
+        p = Path(path) if path is not None else DEFAULT_PATH
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            weights = unpack_weights(doc["weights"])
+            bits = int(doc["bits"])
+            if len(weights) != 1 << bits:
+                raise ValueError(f"expected {1 << bits} weights, found {len(weights)}")
+            return cls(weights, float(doc["scale"]), float(doc["bias"]), bits,
+                       str(doc.get("normalizer", "views")), doc.get("meta", {}))
+        except (OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
+            raise ValueError(f"{p}: cannot load learned model ({exc})") from exc
+
+    def _token(self, tok: str) -> tuple[int, int, int]:
+        hit = self._cache.get(tok)
+        if hit is None:
+            feats, wh = token_features(tok, self._mask)
+            w = self._w
+            hit = (sum(w[f] for f in feats), len(feats), wh)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[tok] = hit
+        return hit
+
+    def margin(self, text: str) -> float:
+        """The model's log-odds that `text` is a prompt attack."""
+        toks = tokens_of(self._normalize(bound_text(text)))
+        if not toks:
+            return self._bias
+        w = self._w
+        mask = self._mask
+        total = 0
+        count = 0
+        prev = None
+        token = self._token
+        for tok in toks:
+            s, c, wh = token(tok)
+            total += s
+            count += c
+            if prev is not None:
+                total += w[((prev * _BIGRAM_MUL) ^ wh) & mask]
+                count += 1
+            prev = wh
+        return self._bias + self._scale * total / math.sqrt(count)
+
+    def probability(self, text: str) -> float:
+        z = self.margin(text)
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def detect(self, text: str, role: str, path: str, direction: str) -> list[Finding]:
+        if direction != "request" or role not in SCANNED_ROLES or not text.strip():
+            return []
+        p = self.probability(text)
+        severity = severity_for(p)
+        if severity is None:
+            return []
+        return [
+            Finding(
+                rule_id=RULE_ID,
+                title=TITLE,
+                threat="prompt_injection",
+                severity=severity,
+                role=role,
+                path=path,
+                category="learned",
+                excerpt=redact_secrets(_excerpt(text)),
+                span=(0, len(text)),
+            )
+        ]
+
+
+def severity_for(p: float) -> str | None:
+    if p >= 0.98:
+        return "critical"
+    if p >= 0.9:
+        return "high"
+    if p >= 0.7:
+        return "medium"
+    return None
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
