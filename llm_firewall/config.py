@@ -90,7 +90,7 @@ class Settings:
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
-    stream_window_chars: int = 256
+    stream_window_chars: int = 128
     ws_allowed_origins: tuple[str, ...] = ()
     analyst_base_url: str | None = None
     analyst_api_key: str | None = None
@@ -141,7 +141,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             first_byte=_float(env, "LLM_FIREWALL_FIRST_BYTE_TIMEOUT", dt.first_byte),
             idle=_float(env, "LLM_FIREWALL_IDLE_TIMEOUT", dt.idle),
         ),
-        stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 256),
+        stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 128),
         ws_allowed_origins=origins,
         analyst_base_url=env.get("LLM_FIREWALL_ANALYST_BASE_URL") or None,
         analyst_api_key=env.get("LLM_FIREWALL_ANALYST_API_KEY") or None,

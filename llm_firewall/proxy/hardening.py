@@ -26,12 +26,13 @@ _PREAMBLES = {
 
 
 def requested_mode(policy: Any, header: str | None) -> str:
-    """The policy's mode, or the request header's when the policy lets callers choose it."""
-    if header and getattr(policy, "allow_security_mode_header", False):
-        mode = header.strip().lower()
-        if mode in MODES:
-            return mode
-    return policy.security_mode
+    """The mode for one request: a caller may always ask for a stricter mode than the policy's,
+    and for a weaker one only when the policy allows it (`allow_security_mode_header`)."""
+    mode = (header or "").strip().lower()
+    if mode not in MODES:
+        return policy.security_mode
+    stricter = MODES.index(mode) >= MODES.index(policy.security_mode)
+    return mode if stricter or getattr(policy, "allow_security_mode_header", False) else policy.security_mode
 
 
 def harden(body: Mapping[str, Any], mode: str, canary: str | None) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ class Script:
     include_usage: bool = True
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    echo_system: bool = False  # answer with the system prompt it was sent (a leaking model)
 
 
 @dataclass
@@ -73,6 +74,10 @@ class TestUpstream:
             return web.json_response({"error": {"message": "upstream failure", "type": "server_error",
                                                 "param": None, "code": None}}, status=s.status)
         body = orjson.loads(raw)
+        if s.echo_system:
+            system = [m.get("content") for m in body.get("messages", []) if m.get("role") == "system"]
+            s = Script(**{**s.__dict__, "reply": "My instructions say: " + " ".join(map(str, system)),
+                          "chunks": None})
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         usage = {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
                  "total_tokens": s.prompt_tokens + s.completion_tokens}
