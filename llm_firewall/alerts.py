@@ -86,20 +86,29 @@ class AlertHub:
 
     def add(self, alert: dict[str, Any], *, local: bool = True) -> None:
         """Record an alert; `local=False` for alerts that arrived from another replica."""
-        if alert["alert_id"] in self._by_id:
+        if not self._remember(alert):
             return
+        self.broadcast({"type": "security_alert", "data": ws_view(alert)})
+        if local and self.publish_hook is not None:
+            self.publish_hook(alert)
+
+    def _remember(self, alert: dict[str, Any]) -> bool:
+        if not alert.get("alert_id") or alert["alert_id"] in self._by_id:
+            return False
         if len(self._recent) == self._recent.maxlen:
-            old = self._recent[0]
-            self._by_id.pop(old["alert_id"], None)
+            self._by_id.pop(self._recent[0]["alert_id"], None)
         self._recent.append(alert)
         self._by_id[alert["alert_id"]] = alert
         self.counts["alerts"] += 1
         if (alert.get("fp_probability") or 0.0) >= 0.7:
             self.counts["false_positives"] += 1
         self.counts["actions"] += len(alert.get("remediation_taken") or ())
-        self.broadcast({"type": "security_alert", "data": ws_view(alert)})
-        if local and self.publish_hook is not None:
-            self.publish_hook(alert)
+        return True
+
+    def restore(self, alerts: Iterable[dict[str, Any]]) -> None:
+        """Reload recent alerts (oldest first) from the audit trail after a restart."""
+        for alert in alerts:
+            self._remember(alert)
 
     def update_actions(self, alert_id: str, actions: Iterable[dict[str, Any]]) -> None:
         alert = self._by_id.get(alert_id)

@@ -135,6 +135,8 @@ async def _on_startup(app: web.Application) -> None:
         gateway.upstream = Upstream(base, settings.timeouts)
         log.info("no upstream configured: serving the embedded demo model at %s", base)
     await gateway.upstream.start()
+    keep = gateway.alerts._recent.maxlen or 1000
+    gateway.alerts.restore(r["record"] for r in await state["audit"].aquery(kind="alert", limit=keep))
     state["pipeline"] = pipeline = build_pipeline(app, settings, gateway)
     gateway.submit_event = pipeline.submit
     await pipeline.start()

@@ -183,6 +183,7 @@ class Gateway:
         alert = self._raise_alert(findings, identity, "request", rid, parsed.endpoint)
         actions = await self.enforcer.apply(decision, identity, alert, policy)
         self.alerts.update_actions(alert["alert_id"], actions)
+        await self.enforcer.audit.append("alert", alert)
         for action in actions:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
         return decision, findings, alert
@@ -204,7 +205,14 @@ class Gateway:
             self.metrics.false_positives.inc()
         self.alerts.add(alert)
         self.submit_event(soc_event(alert))
+        if direction == "response":  # request alerts are persisted once their actions are known
+            self._background(self.enforcer.audit.append("alert", alert))
         return alert
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
 
     def _redact_request(self, parsed: ParsedRequest, findings: list[Finding]) -> ParsedRequest:
         """Mask personal data and secrets in place before the body is forwarded."""

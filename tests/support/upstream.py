@@ -46,6 +46,8 @@ class Recorded:
 
 @dataclass
 class TestUpstream:
+    __test__ = False  # a fixture, not a test class
+
     host: str = "127.0.0.1"
     port: int = 0
     script: Script = field(default_factory=Script)
