@@ -94,6 +94,7 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "reversed": r"(?i)\b(?:" + "|".join(_REVERSED_WORDS) + r")\b",
     "rot13": r"(?i)\b(?:" + "|".join(_ROT13_WORDS) + r"|rot-?13)\b",
     "leetspeak": r"(?i)[a-z][013457@$][a-z]|\b[0134@$][a-z]{2}|[a-z]{2}[013457]\b",
+    "whitespace": r"\s{12,}",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex")
 
@@ -122,15 +123,18 @@ def find_triggers(text: str) -> frozenset[str]:
 
 
 def _collapse(text: str) -> str:
-    if "  " in text or "\n" in text or "\t" in text or "\r" in text:
-        return " ".join(text.split())
-    return text
+    return " ".join(text.split())
 
 
 def base_view(text: str) -> View:
-    """The cheaply normalised text: NFKC, invisibles removed, whitespace collapsed."""
+    r"""The cheaply normalised text: NFKC, invisibles removed, whitespace collapsed.
+
+    A plain ASCII text is returned as written: rules tolerate whitespace (\s+, and phrases
+    allow up to 16 whitespace characters between words), and re-joining every word costs more
+    than the whole rule pass. A run long enough to matter triggers a collapsed derived view.
+    """
     if text.isascii():
-        return View(_collapse(text), ())
+        return View(text, ())
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: keep the rest scannable
@@ -363,6 +367,8 @@ def derived_views(
         if hidden is not None:
             add(hidden, ("unicode_tags",))
         add(_skeleton(base.text), base.transforms + ("confusables",))
+    if "whitespace" in hints:
+        add(_collapse(base.text), base.transforms + ("whitespace",))
     if "leetspeak" in hints:
         add(_leet(base.text), base.transforms + ("leetspeak",))
     if "reversed" in hints:

@@ -73,7 +73,10 @@ def test_plain_ascii_text_gives_one_untransformed_view() -> None:
 
 
 def test_whitespace_is_collapsed() -> None:
-    assert views("a \n\t  b")[0].text == "a b"
+    assert views("café \n\t  au lait")[0].text == "café au lait"
+    padded = "ignore" + " " * 40 + "previous instructions"
+    assert ("ignore previous instructions", ("whitespace",)) in [
+        (v.text, v.transforms) for v in views(padded)]
 
 
 @pytest.mark.parametrize("text", [
