@@ -1,0 +1,657 @@
+"""`llm-firewall bench`: what the firewall costs, measured side by side with a minimal proxy.
+
+One run starts, on 127.0.0.1 and free ports, the reference baseline's fast mock upstream, its
+minimal pass-through aiohttp proxy (the floor any aiohttp proxy pays) and the firewall, then drives
+the same load at each of them from a separate process, so every figure is a ratio taken on the
+same machine at the same moment: absolute numbers do not carry over between machines, ratios do.
+
+    llm-firewall bench [--concurrency 1,16,64] [--duration 5] [--policy production]
+                       [--stream] [--scan] [--identities N] [--json] [--quick]
+
+Throughput rows: requests/s, p50/p99 latency, p50 added over the mock called directly, the
+firewall's throughput as a share of the baseline proxy's, errors, CPU time per request and peak
+RSS of the process under test. --stream: time to first token and per-event cost through each
+proxy, against a mock that paces its SSE events. --scan: rules-engine MB/s on 1.5 KB prompts and
+the time for a 1 MiB prompt, in-process. --identities N: RSS growth of a fresh firewall while every
+request comes from one of N distinct identities (run it with --duration 60).
+
+When `taskset` exists, the mock and the load generator share CPU 0 and the proxy under test gets
+CPU 1, as the baseline's README prescribes. The load generator is `wrk` when installed, else the
+built-in asyncio one in bench_assets/loadgen.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+ASSETS = Path(__file__).resolve().parent / "bench_assets"
+PAYLOADS = ASSETS / "payloads"
+TARGETS = ("direct", "baseline", "firewall")
+LABELS = {"direct": "direct", "baseline": "baseline proxy", "firewall": "firewall"}
+MOCK_CPU, PROXY_CPU = 0, 1
+SSE_DELAY_MS = 2.0
+GOALS = {"share": 0.85, "added_p50_ms": 0.4, "event_us": 10.0, "ttft_ms": 1.0,
+         "scan_mb_s": 100.0, "mib_ms": 100.0, "rss_growth_mib": 20.0}
+
+
+# --------------------------------------------------------------------------- processes
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinning_available() -> bool:
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        return False
+    return shutil.which("taskset") is not None and {MOCK_CPU, PROXY_CPU} <= cpus
+
+
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] + cmd if cpu is not None else cmd
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for every child: no real upstream credentials or base URL leak in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Processes:
+    """Every child this run starts, so a finally block can stop them all."""
+
+    workdir: Path
+    pin: bool
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, cmd: list[str], cpu: int, env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")
+        try:
+            proc = subprocess.Popen(pinned(cmd, cpu if self.pin else None), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)
+        finally:
+            log.close()
+        self.procs[name] = proc
+        return proc
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        try:
+            return "\n".join((self.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, PermissionError):
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+def wait_ready(check: Callable[[], bool], proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def port_open(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    return check
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+    return check
+
+
+# --------------------------------------------------------------------------- /proc readings
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (a server may fork workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, ()))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of pid and its descendants, from /proc/PID/stat."""
+    ticks = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def vm_kib(pid: int, key: str) -> int:
+    """A /proc/PID/status figure such as VmRSS or VmHWM, in KiB (0 when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------- load generation
+
+@dataclass
+class Load:
+    """How load is driven: wrk with a lua script when installed, else the built-in generator."""
+
+    use_wrk: bool
+    pin: bool
+    workdir: Path
+
+    def command(self, url: str, connections: int, duration: float, body: Path, identities: int) -> tuple[list[str], dict]:
+        if self.use_wrk:
+            script = ASSETS / ("identities.lua" if identities else "post.lua")
+            cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+                   "-s", str(script), url]
+            env = child_env(BODY_FILE=str(body), IDENTITIES=str(identities or 100000))
+        else:
+            cmd = [sys.executable, str(ASSETS / "loadgen.py"), "load", url, "--body", str(body),
+                   "--connections", str(connections), "--duration", str(duration),
+                   "--identities", str(identities)]
+            env = child_env()
+        return pinned(cmd, MOCK_CPU if self.pin else None), env
+
+    def start(self, url: str, connections: int, duration: float, body: Path, identities: int = 0) -> subprocess.Popen:
+        cmd, env = self.command(url, connections, duration, body, identities)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, process_group=0)
+
+    @staticmethod
+    def finish(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=5)
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("WRKJSON "):
+                return json.loads(line[len("WRKJSON "):])
+        raise RuntimeError(f"load generator printed no result: {err.decode(errors='replace')[-500:]}")
+
+    def run(self, url: str, connections: int, duration: float, body: Path, identities: int = 0) -> dict[str, Any]:
+        return self.finish(self.start(url, connections, duration, body, identities), duration + 60)
+
+
+def measure(load: Load, url: str, pid: int, connections: int, duration: float) -> dict[str, Any]:
+    """One load run against url, with the CPU and memory of the process serving it."""
+    cpu0 = cpu_seconds(pid)
+    raw = load.run(url, connections, duration, PAYLOADS / "request.json")
+    cpu = cpu_seconds(pid) - cpu0
+    requests = raw["requests"]
+    seconds = raw["duration_us"] / 1e6 or 1.0
+    errors = sum(v for k, v in raw.items() if k.startswith("err_"))
+    return {"concurrency": connections, "requests": requests, "rps": requests / seconds,
+            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "errors": errors,
+            "error_detail": {k[4:]: v for k, v in raw.items() if k.startswith("err_") and v},
+            "cpu_us_per_req": cpu / requests * 1e6 if requests else None,
+            "peak_rss_mib": vm_kib(pid, "VmHWM") / 1024}
+
+
+# --------------------------------------------------------------------------- the stack under test
+
+@dataclass
+class Stack:
+    """A mock upstream, the baseline proxy in front of it and the firewall in front of it."""
+
+    procs: Processes
+    policy: str
+    targets: Sequence[str]
+    mock_env: dict[str, str] = field(default_factory=dict)
+    suffix: str = ""
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def url(self, target: str) -> str:
+        return f"http://127.0.0.1:{self.ports[target]}"
+
+    def up(self) -> None:
+        python = sys.executable
+        self.ports["direct"] = port = free_port()
+        mock = self.procs.start("mock" + self.suffix, [python, str(ASSETS / "mock_upstream.py"), str(port)],
+                                MOCK_CPU, child_env(MOCK_UVLOOP=_uvloop_flag(), **self.mock_env))
+        self._await("mock" + self.suffix, mock, port_open(port), 30)
+        self.pids["direct"] = mock.pid
+        if "baseline" in self.targets:
+            self.ports["baseline"] = bport = free_port()
+            base = self.procs.start("baseline" + self.suffix,
+                                    [python, str(ASSETS / "mini_proxy.py"), str(bport), f"http://127.0.0.1:{port}"],
+                                    PROXY_CPU, child_env(PROXY_UVLOOP=_uvloop_flag()))
+            self._await("baseline" + self.suffix, base, port_open(bport), 30)
+            self.pids["baseline"] = base.pid
+        if "firewall" in self.targets:
+            self.ports["firewall"], self.pids["firewall"] = start_firewall(self.procs, "firewall" + self.suffix,
+                                                                          port, self.policy)
+
+    def _await(self, name: str, proc: subprocess.Popen, check: Callable[[], bool], timeout: float) -> None:
+        if not wait_ready(check, proc, timeout):
+            raise RuntimeError(f"{name} did not start within {timeout:.0f} s:\n{self.procs.log_tail(name)}")
+
+
+def _uvloop_flag() -> str:
+    """The firewall runs on uvloop when it is installed; give the baseline the same advantage."""
+    try:
+        import uvloop  # noqa: F401
+        return "1"
+    except ImportError:
+        return "0"
+
+
+def start_firewall(procs: Processes, name: str, mock_port: int, policy: str) -> tuple[int, int]:
+    port = free_port()
+    data_dir = procs.workdir / f"{name}-data"
+    data_dir.mkdir()
+    cmd = [sys.executable, "-m", "llm_firewall", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--upstream", f"http://127.0.0.1:{mock_port}/v1", "--policy", policy, "--data-dir", str(data_dir)]
+    proc = procs.start(name, cmd, PROXY_CPU, child_env(LLM_FIREWALL_TRUSTED_PROXIES="127.0.0.1/32"))
+    if not wait_ready(http_ok(f"http://127.0.0.1:{port}/healthz"), proc, 90):
+        raise RuntimeError(f"the firewall did not become healthy:\n{procs.log_tail(name)}")
+    return port, proc.pid
+
+
+# --------------------------------------------------------------------------- phases
+
+def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], duration: float,
+                     warmup: float) -> list[dict[str, Any]]:
+    """Interleave the targets at each concurrency, so slow drift of a noisy machine hits all alike."""
+    for target in stack.targets:
+        load.run(stack.url(target), 16, warmup, PAYLOADS / "request.json")
+    rows = []
+    for c in concurrencies:
+        for target in stack.targets:
+            row = measure(load, stack.url(target), stack.pids[target], c, duration)
+            rows.append({"target": target, **row})
+    add_comparisons(rows)
+    return rows
+
+
+def add_comparisons(rows: list[dict[str, Any]]) -> None:
+    """Added p50 versus direct and throughput share of the baseline, per concurrency."""
+    by = {(r["target"], r["concurrency"]): r for r in rows}
+    for r in rows:
+        direct = by.get(("direct", r["concurrency"]))
+        base = by.get(("baseline", r["concurrency"]))
+        r["added_p50_ms"] = r["p50_ms"] - direct["p50_ms"] if direct and r["target"] != "direct" else None
+        r["share_of_baseline"] = (r["rps"] / base["rps"] if base and base["rps"] and r["target"] == "firewall"
+                                  else None)
+
+
+def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[str], requests: int) -> dict[str, Any]:
+    """TTFT and per-event cost through each proxy, against a mock pacing its SSE events."""
+    stack = Stack(procs, policy, targets, mock_env={"MOCK_SSE_DELAY_MS": str(SSE_DELAY_MS)}, suffix="-sse")
+    stack.up()
+    body = PAYLOADS / "request_stream.json"
+    results: dict[str, Any] = {"sse_delay_ms": SSE_DELAY_MS, "requests": requests, "targets": {}}
+    for target in targets:
+        sse_probe(load, stack.url(target), body, 2)  # warm-up
+        cpu0 = cpu_seconds(stack.pids[target])
+        runs = sse_probe(load, stack.url(target), body, requests)
+        cpu = cpu_seconds(stack.pids[target]) - cpu0
+        results["targets"][target] = summarise_stream(runs, cpu)
+    add_stream_comparisons(results["targets"])
+    for name in [n for n in procs.procs if n.endswith("-sse")]:
+        procs.stop(name)
+    return results
+
+
+def sse_probe(load: Load, url: str, body: Path, requests: int) -> list[dict[str, Any]]:
+    cmd = pinned([sys.executable, str(ASSETS / "loadgen.py"), "sse", url, "--body", str(body),
+                  "--requests", str(requests)], MOCK_CPU if load.pin else None)
+    out = subprocess.run(cmd, env=child_env(), capture_output=True, timeout=60 + 10 * requests, check=False)
+    for line in out.stdout.decode(errors="replace").splitlines():
+        if line.startswith("SSEJSON "):
+            return json.loads(line[len("SSEJSON "):])["requests"]
+    raise RuntimeError(f"stream probe printed no result: {out.stderr.decode(errors='replace')[-500:]}")
+
+
+def summarise_stream(runs: list[dict[str, Any]], cpu: float) -> dict[str, Any]:
+    ok = [r for r in runs if r["status"] == 200 and r["events"]]
+    ttft = [next((t for t, content in r["events"] if content), r["events"][-1][0]) for r in ok]
+    events = sum(len(r["events"]) for r in ok)
+    width = min((len(r["events"]) for r in ok), default=0)
+    arrival = [statistics.median(r["events"][i][0] for r in ok) for i in range(width)]
+    return {"ok": len(ok), "errors": len(runs) - len(ok), "events_per_stream": events / len(ok) if ok else 0,
+            "ttft_ms": statistics.median(ttft) * 1000 if ttft else None,
+            "arrival_ms": [a * 1000 for a in arrival],
+            "cpu_us_per_event": cpu / events * 1e6 if events else None}
+
+
+def add_stream_comparisons(targets: dict[str, dict[str, Any]]) -> None:
+    """Versus the baseline: TTFT difference, median event delay, extra CPU per event."""
+    base = targets.get("baseline")
+    for name, t in targets.items():
+        if base is None or name in ("baseline", "direct"):
+            continue
+        t["ttft_added_ms"] = (t["ttft_ms"] - base["ttft_ms"]
+                              if t["ttft_ms"] is not None and base["ttft_ms"] is not None else None)
+        width = min(len(t["arrival_ms"]), len(base["arrival_ms"]))
+        t["event_delay_ms"] = (statistics.median(t["arrival_ms"][i] - base["arrival_ms"][i] for i in range(width))
+                               if width else None)
+        t["event_cpu_added_us"] = (t["cpu_us_per_event"] - base["cpu_us_per_event"]
+                                   if t["cpu_us_per_event"] is not None and base["cpu_us_per_event"] is not None
+                                   else None)
+
+
+def scan_phase(quick: bool) -> dict[str, Any]:
+    """Rules-engine speed in this process: the same Inspector the proxy uses."""
+    from llm_firewall.inspector import Inspector
+
+    prompt = benchmark_prompt(1536)
+    big = benchmark_prompt(1 << 20)
+    results: dict[str, Any] = {"prompt_bytes": len(prompt.encode()), "big_bytes": len(big.encode())}
+    for label, learned in (("full", True), ("rules_only", False)):
+        t0 = time.perf_counter()
+        inspector = Inspector.load(learned=learned)
+        load_s = time.perf_counter() - t0
+        inspector.inspect_text(prompt)
+        per_prompt = timed_loop(lambda: inspector.inspect_text(prompt), 0.5 if quick else 3.0)
+        big_runs = [timed_once(lambda: inspector.inspect_text(big)) for _ in range(1 if quick else 3)]
+        results[label] = {"load_s": load_s, "prompt_p50_us": statistics.median(per_prompt) * 1e6,
+                          "prompts": len(per_prompt),
+                          "mb_s": len(prompt.encode()) / statistics.median(per_prompt) / 1e6,
+                          "big_ms": statistics.median(big_runs) * 1000}
+    return results
+
+
+def benchmark_prompt(size: int) -> str:
+    """Ordinary text of `size` bytes built from the baseline's request payload."""
+    doc = json.loads((PAYLOADS / "request.json").read_bytes())
+    text = "\n".join(m["content"] for m in doc["messages"] if isinstance(m.get("content"), str))
+    out = (text + "\n") * (size // (len(text) + 1) + 1)
+    return out.encode()[:size].decode("ascii", errors="ignore")
+
+
+def timed_loop(fn: Callable[[], Any], seconds: float, max_runs: int = 200_000) -> list[float]:
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and len(times) < max_runs:
+        times.append(timed_once(fn))
+    return times
+
+
+def timed_once(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def memory_phase(procs: Processes, load: Load, policy: str, identities: int, connections: int,
+                 duration: float) -> dict[str, Any]:
+    """RSS of a fresh firewall while requests come from `identities` distinct identities."""
+    mock_port = free_port()
+    mock = procs.start("mock-mem", [sys.executable, str(ASSETS / "mock_upstream.py"), str(mock_port)],
+                       MOCK_CPU, child_env(MOCK_UVLOOP=_uvloop_flag()))
+    if not wait_ready(port_open(mock_port), mock, 30):
+        raise RuntimeError(f"mock did not start:\n{procs.log_tail('mock-mem')}")
+    port, pid = start_firewall(procs, "firewall-mem", mock_port, policy)
+    url = f"http://127.0.0.1:{port}"
+    load.run(url, connections, 2.0, PAYLOADS / "request.json")  # warm-up: caches, arenas, lazy imports
+    rss0 = vm_kib(pid, "VmRSS")
+    samples = [(0.0, rss0)]
+    t0 = time.monotonic()
+    gen = load.start(url, connections, duration, PAYLOADS / "request.json", identities)
+    while gen.poll() is None and time.monotonic() - t0 < duration + 60:
+        time.sleep(min(1.0, duration / 20))
+        samples.append((time.monotonic() - t0, vm_kib(pid, "VmRSS")))
+    raw = Load.finish(gen, 30)
+    rss1 = vm_kib(pid, "VmRSS")
+    procs.stop("firewall-mem")
+    procs.stop("mock-mem")
+    requests = raw["requests"]
+    return {"identities": identities, "distinct_identities_sent": min(requests, identities),
+            "requests": requests, "rps": requests / (raw["duration_us"] / 1e6 or 1),
+            "errors": sum(v for k, v in raw.items() if k.startswith("err_")),
+            "rss_start_mib": rss0 / 1024, "rss_end_mib": rss1 / 1024,
+            "rss_max_mib": max(s[1] for s in samples) / 1024, "rss_growth_mib": (rss1 - rss0) / 1024,
+            "samples": [(round(t, 1), round(k / 1024, 1)) for t, k in samples[:: max(1, len(samples) // 12)]]}
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt(value: Any, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> Iterator[str]:
+    head = (f"{'target':<15}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
+            f"{'% base':>8}{'errors':>8}{'CPU us/req':>12}{'peak RSS MiB':>14}")
+    yield head
+    yield "-" * len(head)
+    for r in rows:
+        share = None if r["share_of_baseline"] is None else r["share_of_baseline"] * 100
+        yield (f"{LABELS[r['target']]:<15}{r['concurrency']:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
+               f"{r['p99_ms']:>9.2f}{fmt(r['added_p50_ms'], '+.2f'):>9}{fmt(share, '.0f'):>8}"
+               f"{r['errors']:>8}{fmt(r['cpu_us_per_req'], '.0f'):>12}{r['peak_rss_mib']:>14.1f}")
+
+
+def stream_table(stream: dict[str, Any]) -> Iterator[str]:
+    yield (f"Streaming ({stream['requests']} sequential streams per target, mock paces events every "
+           f"{stream['sse_delay_ms']:g} ms):")
+    head = (f"{'target':<15}{'streams':>8}{'events':>8}{'TTFT ms':>9}{'+TTFT ms':>10}{'event delay ms':>16}"
+            f"{'CPU us/event':>14}{'+CPU us/event':>15}")
+    yield head
+    yield "-" * len(head)
+    for name, t in stream["targets"].items():
+        yield (f"{LABELS[name]:<15}{t['ok']:>8}{t['events_per_stream']:>8.0f}{fmt(t['ttft_ms'], '.2f'):>9}"
+               f"{fmt(t.get('ttft_added_ms'), '+.2f'):>10}{fmt(t.get('event_delay_ms'), '+.3f'):>16}"
+               f"{fmt(t['cpu_us_per_event'], '.1f'):>14}{fmt(t.get('event_cpu_added_us'), '+.1f'):>15}")
+    yield "(+ columns are versus the baseline proxy; event delay = median over events of the arrival-time difference)"
+
+
+def scan_lines(scan: dict[str, Any]) -> Iterator[str]:
+    yield f"Scanning (in-process Inspector.inspect_text; {scan['prompt_bytes']} B prompt, {scan['big_bytes']} B prompt):"
+    for label, text in (("full", "rules + learned detector + scorer"), ("rules_only", "rules only (no learned detector)")):
+        s = scan[label]
+        yield (f"  {text:<36} {s['mb_s']:>8.2f} MB/s  ({s['prompt_p50_us']:.0f} us p50 per 1.5 KB prompt, "
+               f"{s['prompts']} runs)   1 MiB prompt: {s['big_ms']:.0f} ms")
+
+
+def memory_lines(mem: dict[str, Any]) -> Iterator[str]:
+    yield (f"Memory: {mem['requests']} requests ({mem['rps']:.0f}/s, {mem['errors']} errors) from "
+           f"{mem['distinct_identities_sent']} distinct identities (cycle of {mem['identities']})")
+    yield (f"  firewall RSS {mem['rss_start_mib']:.1f} MiB -> {mem['rss_end_mib']:.1f} MiB "
+           f"(growth {mem['rss_growth_mib']:+.1f} MiB, max {mem['rss_max_mib']:.1f} MiB)")
+    yield "  samples (s, MiB): " + " ".join(f"{t:g}:{m:g}" for t, m in mem["samples"])
+
+
+def goal_lines(result: dict[str, Any]) -> Iterator[str]:
+    """Each figure next to the issue's target, so a reader sees where the firewall stands."""
+    def line(name: str, value: float | None, goal: str, ok: bool | None) -> str:
+        verdict = "n/a" if ok is None else ("met" if ok else "NOT met")
+        return f"  {name:<44}{'-' if value is None else format(value, '.3g'):>10}  target {goal:<12}{verdict}"
+
+    rows = {(r["target"], r["concurrency"]): r for r in result.get("throughput", [])}
+    for c in (16, 64):
+        fw = rows.get(("firewall", c))
+        if fw and fw["share_of_baseline"] is not None:
+            share = fw["share_of_baseline"] * 100
+            yield line(f"throughput share of baseline at c={c} (%)", share, ">= 85", share >= GOALS["share"] * 100)
+    fw1 = rows.get(("firewall", 1))
+    if fw1 and fw1["added_p50_ms"] is not None:
+        yield line("added p50 over direct at c=1 (ms)", fw1["added_p50_ms"], "<= 0.4",
+                   fw1["added_p50_ms"] <= GOALS["added_p50_ms"])
+    fw_rows = [r for r in result.get("throughput", []) if r["target"] == "firewall"]
+    if fw_rows:
+        errors = sum(r["errors"] for r in fw_rows)
+        yield line("firewall errors (all runs)", errors, "0", errors == 0)
+    fw_stream = result.get("stream", {}).get("targets", {}).get("firewall")
+    if fw_stream:
+        v = fw_stream.get("event_cpu_added_us")
+        yield line("stream: extra CPU per SSE event (us)", v, "<= 10", None if v is None else v <= GOALS["event_us"])
+        v = fw_stream.get("ttft_added_ms")
+        yield line("stream: TTFT over baseline (ms)", v, "<= 1", None if v is None else v <= GOALS["ttft_ms"])
+    scan = result.get("scan")
+    if scan:
+        yield line("rules engine on 1.5 KB prompts (MB/s)", scan["full"]["mb_s"], ">= 100",
+                   scan["full"]["mb_s"] >= GOALS["scan_mb_s"])
+        yield line("1 MiB prompt (ms)", scan["full"]["big_ms"], "<= 100", scan["full"]["big_ms"] <= GOALS["mib_ms"])
+    mem = result.get("memory")
+    if mem:
+        yield line("RSS growth over the identities run (MiB)", mem["rss_growth_mib"], "<= 20",
+                   mem["rss_growth_mib"] <= GOALS["rss_growth_mib"])
+
+
+def report(result: dict[str, Any]) -> str:
+    env = result["environment"]
+    lines = [f"llm-firewall bench: policy {env['policy']}, load generator {env['load_generator']}, "
+             f"{env['cpus']} CPUs, pinning {'on (mock+load CPU 0, proxy CPU 1)' if env['pinned'] else 'off'}, "
+             f"{env['duration_s']:g} s per run"]
+    if result.get("throughput"):
+        lines += ["", *throughput_table(result["throughput"]),
+                  "(+p50: added over direct at the same concurrency; % base: firewall req/s as a share of the "
+                  "baseline proxy's; CPU and RSS are of the process serving the target)"]
+    if result.get("stream"):
+        lines += ["", *stream_table(result["stream"])]
+    if result.get("scan"):
+        lines += ["", *scan_lines(result["scan"])]
+    if result.get("memory"):
+        lines += ["", *memory_lines(result["memory"])]
+    goals = list(goal_lines(result))
+    if goals:
+        lines += ["", "Against the issue's targets (one run; only ratios carry over between machines):", *goals]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- entry point
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="llm-firewall bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", default=None, help="comma-separated connection counts (default 1,16,64)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5)")
+    parser.add_argument("--policy", default="production", help="firewall policy preset or YAML path")
+    parser.add_argument("--stream", action="store_true", help="also measure TTFT and per-event cost")
+    parser.add_argument("--scan", action="store_true", help="also measure the rules engine in-process")
+    parser.add_argument("--identities", type=int, default=0,
+                        help="memory run only: N distinct client identities (use with --duration 60)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,baseline,firewall")
+    parser.add_argument("--load-generator", choices=["auto", "wrk", "builtin"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    parser.add_argument("--quick", action="store_true", help="1 s runs at 1,16, few streams: a smoke run")
+    args = parser.parse_args(argv)
+    args.duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
+    default_conc = "1,16" if args.quick else "1,16,64"
+    try:
+        args.concurrency = [int(c) for c in (args.concurrency or default_conc).split(",") if c.strip()]
+    except ValueError:
+        parser.error("--concurrency takes comma-separated integers, e.g. 1,16,64")
+    if not args.concurrency or min(args.concurrency) < 1 or max(args.concurrency) > 10_000:
+        parser.error("--concurrency values must be between 1 and 10000")
+    if not 0.5 <= args.duration <= 3600:
+        parser.error("--duration must be between 0.5 and 3600 seconds")
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown or "direct" not in args.targets:
+        parser.error("--targets is a subset of direct,baseline,firewall that includes direct")
+    args.targets = [t for t in TARGETS if t in args.targets]
+    if args.identities < 0:
+        parser.error("--identities must be positive")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    use_wrk = args.load_generator == "wrk" or (args.load_generator == "auto" and shutil.which("wrk") is not None)
+    if use_wrk and shutil.which("wrk") is None:
+        print("llm-firewall bench: --load-generator wrk but wrk is not installed", file=sys.stderr)
+        return 2
+    pin = not args.no_pin and pinning_available()
+    workdir = Path(tempfile.mkdtemp(prefix="llm-firewall-bench-"))
+    procs = Processes(workdir, pin)
+    load = Load(use_wrk, pin, workdir)
+    result: dict[str, Any] = {"environment": {
+        "policy": args.policy, "load_generator": "wrk" if use_wrk else "built-in asyncio",
+        "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "python": sys.version.split()[0]}}
+    try:
+        if args.identities:
+            result["memory"] = memory_phase(procs, load, args.policy, args.identities,
+                                            max(c for c in args.concurrency if c <= 64) if min(args.concurrency) <= 64
+                                            else 64, args.duration)
+        else:
+            stack = Stack(procs, args.policy, args.targets)
+            stack.up()
+            result["throughput"] = throughput_phase(stack, load, args.concurrency, args.duration,
+                                                    0.5 if args.quick else 2.0)
+        if args.stream:
+            result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 30)
+        if args.scan:
+            result["scan"] = scan_phase(args.quick)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"llm-firewall bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result, indent=2) if args.json else report(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
