@@ -126,7 +126,7 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     if not args.target.startswith(("http://", "https://")):
         print("llm-firewall attack: --target must be an http(s) URL", file=sys.stderr)
         return 2
-    names = args.scenario or list(scenario_catalog.SCENARIOS)
+    names = scenario_catalog.run_order(args.scenario or list(scenario_catalog.SCENARIOS))
     run_id = secrets.token_hex(3)
     subnet = secrets.randbelow(256)  # 198.18.0.0/15 is reserved for testing; a new /24 per run
     results: list[Result] = []
@@ -141,6 +141,10 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     print("", file=out)
     for line in summarise(results):
         print(line, file=out)
+    if any(r.code == "ip_blocked" for r in results):
+        print("\nnote: the firewall blocked the address it sees for this client. If that is this host (the "
+              "firewall does not trust it as a proxy, so X-Forwarded-For was ignored), lift it with "
+              "DELETE /api/blocks/ip/<address> or the demo page's Active sanctions list.", file=out)
     missed = [r for r in results if r.attack and r.outcome in ("allowed", "error")]
     return 1 if missed else 0
 

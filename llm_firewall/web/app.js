@@ -50,6 +50,11 @@
     if (m) return `${m} min ${String(s).padStart(2, "0")} s`;
     return `${s} s`;
   }
+  function coarse(seconds) {
+    if (seconds >= 3600) return Math.round(seconds / 3600) + " h";
+    if (seconds >= 60) return Math.round(seconds / 60) + " min";
+    return Math.max(0, Math.round(seconds)) + " s";
+  }
   function setNumber(id, value) {
     const node = $(id);
     const text = String(value ?? 0);
@@ -216,7 +221,7 @@
   }
   function actionLabel(a) {
     let label = human(a.action || "action");
-    if (a.sanction === "ip" && a.expires_at && a.action === "block_ip") label += " " + duration(a.expires_at - Date.now() / 1000);
+    if (a.sanction && a.expires_at) label += " " + coarse(a.expires_at - Date.now() / 1000);
     if (a.limit && a.window_s) label += ` ${a.limit}/${Math.round(a.window_s)}s`;
     return label;
   }
@@ -254,7 +259,9 @@
     li.setAttribute("data-testid", "alert");
 
     const top = el("div", "alert-top");
-    top.append(el("span", "alert-title", a.title || human(a.threat_type)));
+    const title = el("span", "alert-title", a.title || human(a.threat_type));
+    title.title = title.textContent;
+    top.append(title);
     top.append(el("span", `sev sev-tag-${sev}`, sev));
     top.append(el("span", "threat", human(a.threat_type)));
     const p = a.fp_probability;
@@ -270,7 +277,7 @@
     actions.setAttribute("data-testid", "alert-actions");
     renderActions(actions, a.remediation_taken);
     foot.append(actions);
-    if (a.recommendation) foot.append(el("span", null, "· " + human(a.recommendation)));
+    if (a.recommendation) foot.append(el("span", null, "· recommend " + human(a.recommendation)));
     const who = [a.user, a.ip].filter(Boolean).join(" @ ");
     foot.append(el("span", "who", `${timeOf(a.time)}${who ? " · " + who : ""}`));
     li.append(foot);
