@@ -134,34 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     started = time.perf_counter()
     norm, norm_name = normalizer()
-    train_ex: list[Example] = []
-    held_ex: list[Example] = []
-    for ex in read_jsonl(args.corpus):
-        if learned_label(ex) is None:
-            continue
-        (held_ex if is_heldout(ex.text) else train_ex).append(ex)
-    synthetic = [Example(t, "benign", "synthetic/benign") for t in benign_examples()]
-    synthetic += [Example(t, "attack", "synthetic/attack") for t in attack_examples()]
-    rows = [(vectorize(ex.text, norm), learned_label(ex), 1.0) for ex in train_ex]
-    rows += [(vectorize(ex.text, norm), int(ex.is_attack), SYNTHETIC_WEIGHT) for ex in synthetic]
+    train_ex, held_ex, synthetic = load_training(args.corpus)
+    rows = training_rows(train_ex, synthetic, norm)
     print(f"normaliser={norm_name} train={len(train_ex)} (+{len(synthetic)} written) heldout={len(held_ex)}",
           file=sys.stderr)
 
     # Out-of-fold margins over the training part: they set the operating point (below) and
     # give honest figures that never touch the held-out fifth.
     folds = args.folds or 5
-    oof: list[tuple[Example, float]] = []
-    for k in range(folds):
-        fit = [r for r, ex in zip(rows, train_ex) if fold_of(ex.text, folds) != k]
-        fit += rows[len(train_ex):]
-        w, b = train(fit)
-        oof += [(ex, margin(w, b, r[0])) for r, ex in zip(rows, train_ex) if fold_of(ex.text, folds) == k]
-    # Operating point: shift the bias so that "high" (p >= 0.9) flags at most
-    # BENIGN_HIGH_RATE of benign texts out-of-fold. The balanced-class probability is not a
-    # prior-calibrated one anyway; this makes the severity bands mean a measured benign rate.
-    benign = sorted(z for ex, z in oof if not ex.is_attack)
-    cut = benign[min(len(benign) - 1, int(len(benign) * (1 - BENIGN_HIGH_RATE)))]
-    shift = math.log(9.0) - cut
+    _, oof, shift = fit_out_of_fold(train_ex, rows, folds)
     oof_p = [(ex, sigmoid(z + shift)) for ex, z in oof]
     if args.folds:
         report(f"{folds}-fold out-of-fold (training part of the corpus, shifted bias)", oof_p)
@@ -169,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     w, b = train(rows)
     b += shift
     print(f"bias shift {shift:+.3f}", file=sys.stderr)
-    blob, scale = pack_weights_checked(w)
+    blob, scale = learned.pack_weights(w)
     doc = {
         "format": 1,
         "model": "logistic regression over hashed char 3-5-grams and word 1-2-grams",
@@ -196,8 +177,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def pack_weights_checked(w: list[float]) -> tuple[str, float]:
-    return learned.pack_weights(w)
+def fit_out_of_fold(train_ex: list[Example], rows: list, folds: int = 5
+                    ) -> tuple[list[tuple[list[float], float]], list[tuple[Example, float]], float]:
+    """Fold models (each without its fold's corpus texts), out-of-fold margins, bias shift.
+
+    The shift puts the operating point where "high" (p >= 0.9) flags at most
+    BENIGN_HIGH_RATE of benign texts out-of-fold: the balanced-class probability is not a
+    prior-calibrated one anyway, and this makes the severity bands mean a measured benign rate.
+    `rows` holds the corpus rows (aligned with `train_ex`) followed by the written examples.
+    """
+    models = []
+    oof: list[tuple[Example, float]] = []
+    for k in range(folds):
+        fit = [r for r, ex in zip(rows, train_ex) if fold_of(ex.text, folds) != k]
+        fit += rows[len(train_ex):]
+        w, b = train(fit)
+        models.append((w, b))
+        oof += [(ex, margin(w, b, r[0])) for r, ex in zip(rows, train_ex) if fold_of(ex.text, folds) == k]
+    benign = sorted(z for ex, z in oof if not ex.is_attack)
+    cut = benign[min(len(benign) - 1, int(len(benign) * (1 - BENIGN_HIGH_RATE)))]
+    return models, oof, math.log(9.0) - cut
+
+
+def to_detector(w: list[float], b: float, norm_name: str) -> learned.LearnedDetector:
+    """An in-memory detector from float weights, quantised exactly as the shipped file is."""
+    blob, scale = learned.pack_weights(w)
+    return learned.LearnedDetector(learned.unpack_weights(blob), scale, b, BITS, norm_name)
+
+
+def load_training(corpus: str | Path) -> tuple[list[Example], list[Example], list[Example]]:
+    """(corpus texts for training, held-out corpus texts, written examples) of the learned model."""
+    train_ex: list[Example] = []
+    held_ex: list[Example] = []
+    for ex in read_jsonl(corpus):
+        if learned_label(ex) is None:
+            continue
+        (held_ex if is_heldout(ex.text) else train_ex).append(ex)
+    synthetic = [Example(t, "benign", "synthetic/benign") for t in benign_examples()]
+    synthetic += [Example(t, "attack", "synthetic/attack") for t in attack_examples()]
+    return train_ex, held_ex, synthetic
+
+
+def training_rows(train_ex: list[Example], synthetic: list[Example], norm) -> list:
+    rows = [(vectorize(ex.text, norm), learned_label(ex), 1.0) for ex in train_ex]
+    rows += [(vectorize(ex.text, norm), int(ex.is_attack), SYNTHETIC_WEIGHT) for ex in synthetic]
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
