@@ -142,7 +142,12 @@ async def _on_startup(app: web.Application) -> None:
     await pipeline.start()
     state["tasks"].append(asyncio.create_task(gateway.policy.watch(), name="policy-watch"))
     if hasattr(state["store"], "start"):
-        await state["store"].start()
+        await state["store"].start(fail_modes=lambda: gateway.policy.current.fail_modes)
+    if settings.redis_url:  # every replica sees every replica's alerts
+        from llm_firewall.enforce.fanout import AlertFanout
+
+        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts, replica=gateway.replica)
+        await state["fanout"].start()
     try:
         asyncio.get_running_loop().add_signal_handler(
             signal.SIGHUP, lambda: asyncio.ensure_future(gateway.policy.reload("SIGHUP")))
@@ -165,6 +170,8 @@ async def _on_cleanup(app: web.Application) -> None:
     if "pipeline" in state:
         await state["pipeline"].stop()
     await gateway.upstream.close()
+    if "fanout" in state:
+        await state["fanout"].stop()
     if "demo_runner" in state:
         await state["demo_runner"].cleanup()
     await state["store"].close()
