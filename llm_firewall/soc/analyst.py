@@ -19,7 +19,7 @@ from cachetools import TTLCache
 
 from llm_firewall.domain import SEVERITY_RANK
 from llm_firewall.soc.llm_analyst import Verdict
-from llm_firewall.soc.playbook import Playbook, PlaybookError, normalise_action
+from llm_firewall.soc.playbook import INLINE_ONLY, Playbook, PlaybookError, normalise_action
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -162,6 +162,8 @@ class Analyst:
             specs += [{"notify": {"target": t, "fmt": self.notify_fmt}} for t in self.notify_targets]
         actions = []
         for i, spec in enumerate(specs):
+            if _kind_of(spec) in INLINE_ONLY:
+                continue
             try:
                 action = normalise_action(spec, identity, where=f"alert {alert.get('alert_id')} soc_actions[{i}]")
             except PlaybookError as exc:
@@ -197,3 +199,11 @@ class Analyst:
 
 def _rec_rank(rec: str) -> int:
     return {"monitor": 1, "investigate": 2, "block": 3}.get(rec, 0)
+
+
+def _kind_of(spec: Any) -> str | None:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return spec.get("kind") if "kind" in spec else next(iter(spec), None)
+    return getattr(spec, "kind", None)

@@ -147,6 +147,7 @@ class SocPipeline:
         for t in [*self._tasks, *self._llm_tasks]:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._llm_tasks, return_exceptions=True)
+        await self.remediator.cancel_pending()
         self._tasks.clear()
         self._llm_tasks.clear()
         if self._own_notifier and self.notifier is not None:
@@ -154,7 +155,8 @@ class SocPipeline:
 
     def _idle(self) -> bool:
         queues_empty = self.intake.empty() and self.analysis.empty() and self.remediation.empty()
-        return queues_empty and not any(self._busy.values()) and not self._llm_tasks
+        return (queues_empty and not any(self._busy.values()) and not self._llm_tasks
+                and not self.remediator.pending)
 
     # -- stages -----------------------------------------------------------------------------
     async def _stage(self, name: str, queue: BoundedQueue, handle: Callable[[Any], Awaitable[None]]) -> None:
@@ -251,7 +253,7 @@ class SocPipeline:
                         await asyncio.sleep(0)  # let requests run between batches
                 await asyncio.sleep(source.poll_interval_s)
         finally:
-            await asyncio.to_thread(tailer.close)
+            tailer.close()
 
     def _scan_log_line(self, source: LogSource, line: str, stats: dict[str, Any]) -> None:
         record = parse_line(line, source.format)
@@ -318,6 +320,7 @@ class SocPipeline:
             "notifier": self.notifier.status() if self.notifier is not None else None,
             "llm": self.llm.stats() if self.llm is not None else None,
             "llm_inflight": len(self._llm_tasks),
+            "notifications_inflight": self.remediator.pending,
             "log_sources": {s.path: {"format": s.format, **self._tail_stats.get(s.path, {})}
                             for s in self.log_sources},
         }

@@ -38,11 +38,18 @@ def _short_str(v: Any) -> bool:
     return isinstance(v, str) and 0 < len(v) <= 2048
 
 
+def _prefix(lo: int, hi: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+# Parameter names follow the policy model's normalised actions (llm_firewall/policy/model.py).
 ACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "block_ip": (("ip",), {"duration_s": _duration}),
-    "rate_limit": (SUBJECT_KINDS, {"limit": _pos_int, "window_s": _pos_num, "key": lambda v: v in SUBJECT_KINDS}),
-    "terminate_session": (("session",), {}),
-    "flag_session": (("session",), {}),
+    "block_ip_range": (("ip",), {"duration_s": _duration, "prefix_v4": _prefix(8, 32), "prefix_v6": _prefix(16, 128)}),
+    "rate_limit": (SUBJECT_KINDS, {"limit": _pos_int, "window_s": _pos_num, "duration_s": _pos_num,
+                                   "key": lambda v: v in SUBJECT_KINDS}),
+    "terminate_session": (("session",), {"duration_s": _duration}),
+    "flag_session": (("session",), {"note": lambda v: isinstance(v, str) and len(v) <= 500}),
     "suspend_user": (("user",), {"duration_s": _duration}),
     "isolate_agent": (("agent", "key"), {"duration_s": _duration}),
     "notify": ((), {"target": _short_str, "fmt": lambda v: v in ("json", "slack")}),
@@ -50,8 +57,14 @@ ACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 }
 REQUIRED_PARAMS = {"rate_limit": ("limit", "window_s"), "notify": ("target",)}
 # Which subject an action addresses when the spec does not say.
+# A sanction with no duration would otherwise be permanent downstream: same defaults as the
+# policy model, so an action means the same whether the policy or the SOC wrote it.
+DEFAULT_DURATIONS = {"terminate_session": 86400.0, "suspend_user": 900.0, "isolate_agent": 3600.0,
+                     "block_ip": 3600.0, "block_ip_range": 3600.0}
+INLINE_ONLY = frozenset({"block_request", "redact"})  # done by the proxy on the request itself
 DEFAULT_SUBJECT = {
     "block_ip": "ip",
+    "block_ip_range": "ip",
     "terminate_session": "session",
     "flag_session": "session",
     "suspend_user": "user",
@@ -160,6 +173,8 @@ def normalise_action(spec: Any, identity: dict[str, str], *, where: str = "actio
     """Turn a policy-style action spec into an Action addressed at `identity`."""
     if isinstance(spec, Action):
         return spec
+    if not isinstance(spec, (str, dict)) and callable(getattr(spec, "to_dict", None)):
+        spec = spec.to_dict()  # a policy-model Action: {"kind", "params", "subject": str | None}
     if isinstance(spec, str):
         kind, params, subject = spec, {}, None
     elif isinstance(spec, dict) and "kind" in spec:
@@ -176,11 +191,17 @@ def normalise_action(spec: Any, identity: dict[str, str], *, where: str = "actio
         params["duration_s"] = parse_duration(params.pop("duration"), f"{where}.{kind}.duration")
     if "window" in params:
         params["window_s"] = parse_duration(params.pop("window"), f"{where}.{kind}.window")
+    if "for" in params:
+        params["duration_s"] = parse_duration(params.pop("for"), f"{where}.{kind}.for")
+    if kind in DEFAULT_DURATIONS and "duration_s" not in params:
+        params["duration_s"] = DEFAULT_DURATIONS[kind]
+    if kind == "rate_limit" and params.get("key") in (None, "client"):
+        # "client": the most specific subject this identity has
+        params["key"] = next((k for k in ("user", "key", "ip") if identity.get(k)), "ip")
+    if isinstance(subject, str):
+        subject = {params["key"] if kind == "rate_limit" else DEFAULT_SUBJECT.get(kind, "ip"): subject}
     if subject is None:
         wanted = params.get("key") if kind == "rate_limit" else DEFAULT_SUBJECT.get(kind)
-        if kind == "rate_limit" and wanted is None:
-            wanted = "user" if identity.get("user") else "ip"
-            params["key"] = wanted
         if kind == "isolate_agent" and not identity.get("agent") and identity.get("key"):
             wanted = "key"
         subject = {wanted: identity[wanted]} if wanted and identity.get(wanted) else {}

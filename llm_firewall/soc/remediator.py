@@ -39,6 +39,7 @@ class Remediator:
         self._audit = audit_append
         self.tracker = tracker or ExecutionTracker()
         self.notifier = notifier
+        self._pending: set[asyncio.Task] = set()
         self.counts = {"playbooks": 0, "rejected": 0, "executed": 0, "duplicates": 0, "failed": 0,
                        "pending_approval": 0, "audit_errors": 0}
 
@@ -71,25 +72,45 @@ class Remediator:
                 continue
             await self.audit("soc.action.intent", {**base, "reason": pb.reason, "threat": pb.threat,
                                                    "severity": pb.severity, "source": pb.source})
-            try:
-                outcome = await self._run(pb, action)
-            except asyncio.CancelledError:
-                await self.tracker.release(action.key)
-                raise
-            except Exception as exc:
-                outcome = {"status": "failed", "error": redact_secrets(f"{type(exc).__name__}: {exc}")[:300]}
-            status = outcome.get("status", "done")
-            if status == "failed":
-                self.counts["failed"] += 1
-                await self.tracker.release(action.key)  # a later submission may try again
-            elif status == "pending_approval":
-                self.counts["pending_approval"] += 1
-            else:
-                self.counts["executed"] += 1
-            result = {**base, **outcome, "status": status}
-            await self.audit("soc.action.result", result)
-            results.append(result)
+            if action.kind == "notify":
+                # a webhook may retry for seconds: it must not hold up the next ban
+                task = asyncio.get_running_loop().create_task(self._finish(pb, action, base))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+                results.append({**base, "status": "sending"})
+                continue
+            results.append(await self._finish(pb, action, base))
         return results
+
+    async def _finish(self, pb: Playbook, action: Any, base: dict[str, Any]) -> dict[str, Any]:
+        try:
+            outcome = await self._run(pb, action)
+        except asyncio.CancelledError:
+            await self.tracker.release(action.key)
+            raise
+        except Exception as exc:
+            outcome = {"status": "failed", "error": redact_secrets(f"{type(exc).__name__}: {exc}")[:300]}
+        status = outcome.get("status", "done")
+        if status == "failed":
+            self.counts["failed"] += 1
+            await self.tracker.release(action.key)  # a later submission may try again
+        elif status == "pending_approval":
+            self.counts["pending_approval"] += 1
+        else:
+            self.counts["executed"] += 1
+        result = {**base, **outcome, "status": status}
+        await self.audit("soc.action.result", result)
+        return result
+
+    @property
+    def pending(self) -> int:
+        """Notifications still being delivered."""
+        return len(self._pending)
+
+    async def cancel_pending(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _run(self, pb: Playbook, action: Any) -> dict[str, Any]:
         if action.kind == "log":

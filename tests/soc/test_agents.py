@@ -106,3 +106,20 @@ async def test_notification_to_a_dead_target_is_dead_lettered_in_the_audit(unuse
     (dead,) = [r for k, r in enforcement.audit if k == "soc.notify.dead_letter"]
     assert "secret-path" not in str(dead) and dead["error"]
     assert soc.notifier.counts["attempts"] == soc.notifier.attempts
+
+
+async def test_slow_webhook_does_not_hold_up_the_next_ban(receiver, enforcement, wait_for):
+    receiver.status = 503
+    soc = SocPipeline(remediate=enforcement.remediate, audit_append=enforcement.audit_append,
+                      notify_targets=[receiver.url], stop_timeout_s=0.2)
+    soc.notifier.base_s = soc.notifier.max_s = 30.0  # the first notification backs off for a long time
+    await soc.start()
+    try:
+        for i, ip in enumerate(["192.0.2.31", "192.0.2.32"]):
+            soc.submit({"type": "alert", "alert_id": f"n{i}", "threat": "data_exfiltration", "severity": "critical",
+                        "fp_probability": 0.1, "identity": {"ip": ip}, "soc_actions": [{"block_ip": {}}]})
+        await wait_for(lambda: len(enforcement.executed("block_ip")) == 2)
+        assert soc.status()["notifications_inflight"] >= 1
+    finally:
+        await soc.stop()  # bounded: pending deliveries are cancelled
+    assert soc.status()["notifications_inflight"] == 0

@@ -28,7 +28,7 @@ async def test_same_playbook_twice_and_raced_executes_once(enforcement):
     assert all(x["status"] == "duplicate" for res in raced for x in res)
     assert [(a.kind, a.subject, a.params) for a in enforcement.executed()] == [
         ("block_ip", {"ip": "203.0.113.7"}, {"duration_s": 3600.0}),
-        ("terminate_session", {"session": "s-1"}, {}),
+        ("terminate_session", {"session": "s-1"}, {"duration_s": 86400.0}),  # default, never permanent
     ]
     kinds = [k for k, _ in enforcement.audit]
     assert kinds == ["soc.action.intent", "soc.action.result"] * 2
@@ -110,3 +110,34 @@ async def test_approval_required_actions_are_handed_over_as_pending(enforcement,
         await soc.stop()
     (action,) = enforcement.executed()
     assert action.requires_approval and action.subject == {"user": "mallory"}
+
+
+def test_policy_style_and_policy_model_actions_normalise_to_checked_actions():
+    identity = {"ip": "192.0.2.3", "user": "eve", "session": "s-2"}
+    rl = normalise_action({"rate_limit": {"limit": 5, "window": "120s", "key": "client", "for": "1h"}}, identity)
+    assert rl.subject == {"user": "eve"} and rl.params == {"limit": 5, "window_s": 120.0, "key": "user",
+                                                          "duration_s": 3600.0}
+    validate_action(rl)
+
+    class PolicyAction:  # the shape of llm_firewall.policy.model.Action
+        kind, params, subject = "block_ip_range", {"duration_s": 600.0, "prefix_v4": 24}, "192.0.2.3"
+
+        def to_dict(self):
+            return {"kind": self.kind, "params": dict(self.params), "subject": self.subject}
+
+    rng = normalise_action(PolicyAction(), identity)
+    assert rng.subject == {"ip": "192.0.2.3"}
+    validate_action(rng)
+
+
+def test_inline_only_actions_are_left_to_the_proxy():
+    from llm_firewall.soc.analyst import Analyst
+    from llm_firewall.soc.builder import Builder
+
+    a = Analyst()
+    al = Builder().normalise_alert({"threat": "prompt_injection", "severity": "high", "fp_probability": 0.1,
+                                    "identity": {"ip": "192.0.2.1", "session": "s"},
+                                    "soc_actions": ["block_request", "redact", "terminate_session"]})
+    d = a.decide(al, a.incident_for(al))
+    assert [x.kind for x in d.playbook.actions] == ["terminate_session"]
+    assert a.counts["invalid_actions"] == 0
