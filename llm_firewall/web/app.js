@@ -51,8 +51,8 @@
     return `${s} s`;
   }
   function coarse(seconds) {
-    if (seconds >= 3600) return Math.round(seconds / 3600) + " h";
-    if (seconds >= 60) return Math.round(seconds / 60) + " min";
+    if (seconds >= 3540) return Math.round(seconds / 3600) + " h";
+    if (seconds >= 59) return Math.round(seconds / 60) + " min";
     return Math.max(0, Math.round(seconds)) + " s";
   }
   function setNumber(id, value) {
@@ -574,6 +574,7 @@
       }
     }
     state.history.push({ role: "user", content: text }, { role: "assistant", content: answer });
+    scheduleStatus(300);
   }
 
   $("chat-form").addEventListener("submit", async (ev) => {

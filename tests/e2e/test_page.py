@@ -243,6 +243,37 @@ def test_rate_limited_client_sees_the_time_left(browser: Any, tmp_path: Path) ->
     assert errors == [], errors
 
 
+def test_pending_approval_is_approved_from_the_page(browser: Any, tmp_path: Path) -> None:
+    # A policy that asks an admin before suspending a user: the escalation of the injection
+    # scenario waits on the page until someone approves it.
+    policy = tmp_path / "approvals.yaml"
+    policy.write_text("name: page-approvals\nextends: production\n"
+                      "approval_required: [suspend_user, block_ip_range, permanent]\n")
+    server = Firewall(data_dir=tmp_path / "data", policy=str(policy)).start()
+    tab = Page(browser, server.url + "/")
+    try:
+        page = tab.page
+        tab.wait_live()
+        page.get_by_test_id("scenario-prompt_injection").click()
+        page.locator("[data-testid=scenario-run][data-scenario=prompt_injection]").wait_for()
+        approval = page.get_by_test_id("approval").first
+        approval.wait_for()
+        assert "suspend user" in approval.inner_text()
+        assert page.get_by_test_id("approvals-count").inner_text() == "1"
+        until(page, "[...document.querySelectorAll('[data-testid=alert-actions]')]"
+                    ".some(e => /suspend user · awaiting approval/.test(e.textContent))")
+        blocked_before = tab.metric("blocked")
+        approval.get_by_test_id("approve").click()
+        until(page, "document.querySelectorAll('[data-testid=approval]').length === 0")
+        assert page.get_by_test_id("approvals-count").inner_text() == "0"
+        until(page, f"Number(document.getElementById('metric-blocked').textContent) > {blocked_before}")
+        assert "user scenario-prompt_injection-" in page.get_by_test_id("sanctions").inner_text()
+    finally:
+        errors = tab.close()
+        server.stop()
+    assert errors == [], errors
+
+
 def test_admin_token_is_asked_once_and_kept_for_the_tab(browser: Any, tmp_path: Path) -> None:
     server = Firewall(data_dir=tmp_path, env={"LLM_FIREWALL_ADMIN_TOKEN": "page-admin-token-42"}).start()
     tab = Page(browser, server.url + "/")
