@@ -142,6 +142,8 @@ async def _on_startup(app: web.Application) -> None:
     await pipeline.start()
     state["tasks"].append(asyncio.create_task(gateway.policy.watch(), name="policy-watch"))
     if hasattr(state["store"], "start"):
+        if hasattr(state["store"], "on_state_change"):  # Redis down/up shows on the live feed
+            state["store"].on_state_change = lambda info: gateway.alerts.broadcast({"type": "store_status", "data": info})
         await state["store"].start(fail_modes=lambda: gateway.policy.current.fail_modes)
     if settings.redis_url:  # every replica sees every replica's alerts
         from llm_firewall.enforce.fanout import AlertFanout

@@ -189,6 +189,7 @@ class RedisStore:
         self._clock = clock
         self.fail_modes = fail_modes or (lambda: {"store": "closed", "rate_limit": "open"})
         self._health = _Health()
+        self.on_state_change: Callable[[dict[str, Any]], None] | None = None  # e.g. a live-feed event
         self._probe: asyncio.Task[None] | None = None
         self._unreconciled = False  # the fallback may hold writes Redis has not seen yet
         self._pending_ops: list[tuple[str, tuple[Any, ...]]] = []  # limits/levels/releases made while down
@@ -232,7 +233,15 @@ class RedisStore:
             log.error("shared state unavailable (redis at %s: %s); degrading to the local store: "
                       "rate limits per fail_modes.rate_limit, sanction checks per fail_modes.store",
                       self._url_safe, h.last_error)
+            self._notify({"redis": "down", "error": h.last_error, "fail_modes": dict(self.fail_modes())})
             self._ensure_probe()
+
+    def _notify(self, info: dict[str, Any]) -> None:
+        if self.on_state_change is not None:
+            try:
+                self.on_state_change(info)
+            except Exception:  # noqa: BLE001 - a broken listener must not break the store
+                log.exception("store state listener failed")
 
     def _ensure_probe(self) -> None:
         if self._probe is None or self._probe.done():
@@ -262,6 +271,7 @@ class RedisStore:
         except StoreUnavailable:
             return  # failed again; the probe keeps going
         log.warning("shared state available again after %.1fs; reconciled %s", down_for, counts)
+        self._notify({"redis": "up", "down_for_s": round(down_for, 3), "reconciled": counts})
 
     async def start(self, fail_modes: Callable[[], Mapping[str, str]] | None = None) -> None:
         """Connect, and push anything a previous run left in the fallback (crash during an outage)."""

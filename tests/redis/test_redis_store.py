@@ -245,6 +245,8 @@ async def test_rate_limit_fail_mode_closed_raises(fresh_redis, prefix):
 
 async def test_redis_killed_and_restarted_gets_what_happened_meanwhile(fresh_redis, prefix, tmp_path):
     store = make(fresh_redis.url, prefix, tmp_path / "fb")
+    events: list[dict] = []
+    store.on_state_change = events.append
     now = time.time()
     fresh_redis.kill()
     started = time.perf_counter()
@@ -267,6 +269,8 @@ async def test_redis_killed_and_restarted_gets_what_happened_meanwhile(fresh_red
     assert await other.override_limit("ip:192.0.2.9", now) == (5, 120)
     assert [a.id for a in await other.list_approvals("pending")] == ["ap-down"]
     assert await store.reconcile() == {"sanctions": 0, "approvals": 0, "ops": 0}
+    assert [e["redis"] for e in events] == ["down", "up"]
+    assert events[1]["reconciled"] == {"sanctions": 1, "approvals": 1, "ops": 1}
     await store.close()
     await other.close()
 
