@@ -239,10 +239,10 @@ class Load:
         return self.finish(self.start(url, connections, duration, body, identities), duration + 60)
 
 
-def measure(load: Load, url: str, pid: int, connections: int, duration: float) -> dict[str, Any]:
+def measure(load: Load, url: str, pid: int, connections: int, duration: float, body: Path) -> dict[str, Any]:
     """One load run against url, with the CPU and memory of the process serving it."""
     cpu0 = cpu_seconds(pid)
-    raw = load.run(url, connections, duration, PAYLOADS / "request.json")
+    raw = load.run(url, connections, duration, body)
     cpu = cpu_seconds(pid) - cpu0
     requests = raw["requests"]
     seconds = raw["duration_us"] / 1e6 or 1.0
@@ -267,6 +267,7 @@ class Stack:
     suffix: str = ""
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    preflight: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def url(self, target: str) -> str:
         return f"http://127.0.0.1:{self.ports[target]}"
@@ -317,15 +318,36 @@ def start_firewall(procs: Processes, name: str, mock_port: int, policy: str) -> 
 
 # --------------------------------------------------------------------------- phases
 
+def preflight(url: str, body: Path) -> dict[str, Any]:
+    """One request with the benchmark payload: a refusal would make every timed request an error."""
+    req = urllib.request.Request(url + "/v1/chat/completions", data=body.read_bytes(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": "Bearer sk-bench-7f3a9c2e41d84b6aa0e5f1c2d3b4a596",
+        "X-Forwarded-For": "198.51.100.7", "X-User-ID": "bench-preflight", "X-Session-ID": "bench-preflight"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+            return {"status": resp.status}
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode(errors="replace")
+        try:
+            detail = json.loads(detail)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        return {"status": exc.code, "detail": detail}
+    except OSError as exc:
+        return {"status": 0, "detail": str(exc)}
+
+
 def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], duration: float,
-                     warmup: float) -> list[dict[str, Any]]:
+                     warmup: float, body: Path) -> list[dict[str, Any]]:
     """Interleave the targets at each concurrency, so slow drift of a noisy machine hits all alike."""
+    stack.preflight = {t: preflight(stack.url(t), body) for t in stack.targets}
     for target in stack.targets:
-        load.run(stack.url(target), 16, warmup, PAYLOADS / "request.json")
+        load.run(stack.url(target), 16, warmup, body)
     rows = []
     for c in concurrencies:
         for target in stack.targets:
-            row = measure(load, stack.url(target), stack.pids[target], c, duration)
+            row = measure(load, stack.url(target), stack.pids[target], c, duration, body)
             rows.append({"target": target, **row})
     add_comparisons(rows)
     return rows
@@ -348,6 +370,7 @@ def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[st
     stack.up()
     body = PAYLOADS / "request_stream.json"
     results: dict[str, Any] = {"sse_delay_ms": SSE_DELAY_MS, "requests": requests, "targets": {}}
+    results["preflight"] = {t: preflight(stack.url(t), body) for t in targets}
     for target in targets:
         sse_probe(load, stack.url(target), body, 2)  # warm-up
         cpu0 = cpu_seconds(stack.pids[target])
@@ -442,7 +465,7 @@ def timed_once(fn: Callable[[], Any]) -> float:
 
 
 def memory_phase(procs: Processes, load: Load, policy: str, identities: int, connections: int,
-                 duration: float) -> dict[str, Any]:
+                 duration: float, body: Path) -> dict[str, Any]:
     """RSS of a fresh firewall while requests come from `identities` distinct identities."""
     mock_port = free_port()
     mock = procs.start("mock-mem", [sys.executable, str(ASSETS / "mock_upstream.py"), str(mock_port)],
@@ -451,11 +474,11 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
         raise RuntimeError(f"mock did not start:\n{procs.log_tail('mock-mem')}")
     port, pid = start_firewall(procs, "firewall-mem", mock_port, policy)
     url = f"http://127.0.0.1:{port}"
-    load.run(url, connections, 2.0, PAYLOADS / "request.json")  # warm-up: caches, arenas, lazy imports
+    load.run(url, connections, 2.0, body)  # warm-up: caches, arenas, lazy imports
     rss0 = vm_kib(pid, "VmRSS")
     samples = [(0.0, rss0)]
     t0 = time.monotonic()
-    gen = load.start(url, connections, duration, PAYLOADS / "request.json", identities)
+    gen = load.start(url, connections, duration, body, identities)
     while gen.poll() is None and time.monotonic() - t0 < duration + 60:
         time.sleep(min(1.0, duration / 20))
         samples.append((time.monotonic() - t0, vm_kib(pid, "VmRSS")))
@@ -559,7 +582,7 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
 
 def report(result: dict[str, Any]) -> str:
     env = result["environment"]
-    lines = [f"llm-firewall bench: policy {env['policy']}, load generator {env['load_generator']}, "
+    lines = [f"llm-firewall bench: policy {env['policy']}, payload {env['payload']}, load generator {env['load_generator']}, "
              f"{env['cpus']} CPUs, pinning {'on (mock+load CPU 0, proxy CPU 1)' if env['pinned'] else 'off'}, "
              f"{env['duration_s']:g} s per run"]
     if result.get("throughput"):
@@ -572,6 +595,12 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", *scan_lines(result["scan"])]
     if result.get("memory"):
         lines += ["", *memory_lines(result["memory"])]
+    for where, checks in (("load", result.get("preflight", {})),
+                          ("stream", result.get("stream", {}).get("preflight", {}))):
+        for target, check in checks.items():
+            if check["status"] != 200:
+                lines += ["", f"WARNING: {LABELS[target]} answered the {where} payload with HTTP {check['status']} "
+                              f"({check.get('detail', '')}): its figures measure that answer, not a forwarded request"]
     goals = list(goal_lines(result))
     if goals:
         lines += ["", "Against the issue's targets (one run; only ratios carry over between machines):", *goals]
@@ -581,6 +610,8 @@ def report(result: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- entry point
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    if argv[:1] == ["--"]:  # `llm-firewall bench -- --quick` hands the separator through
+        argv = argv[1:]
     parser = argparse.ArgumentParser(prog="llm-firewall bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default=None, help="comma-separated connection counts (default 1,16,64)")
@@ -590,6 +621,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scan", action="store_true", help="also measure the rules engine in-process")
     parser.add_argument("--identities", type=int, default=0,
                         help="memory run only: N distinct client identities (use with --duration 60)")
+    parser.add_argument("--payload", type=Path, default=PAYLOADS / "request.json",
+                        help="chat request body to post (default: the baseline's 1.5 KB request)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,baseline,firewall")
     parser.add_argument("--load-generator", choices=["auto", "wrk", "builtin"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -613,6 +646,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.targets = [t for t in TARGETS if t in args.targets]
     if args.identities < 0:
         parser.error("--identities must be positive")
+    if not args.payload.is_file():
+        parser.error(f"--payload {args.payload}: no such file")
+    args.payload = args.payload.resolve()
     return args
 
 
@@ -627,18 +663,19 @@ def main(argv: list[str]) -> int:
     procs = Processes(workdir, pin)
     load = Load(use_wrk, pin, workdir)
     result: dict[str, Any] = {"environment": {
-        "policy": args.policy, "load_generator": "wrk" if use_wrk else "built-in asyncio",
+        "policy": args.policy, "payload": args.payload.name, "load_generator": "wrk" if use_wrk else "built-in asyncio",
         "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "python": sys.version.split()[0]}}
     try:
         if args.identities:
-            result["memory"] = memory_phase(procs, load, args.policy, args.identities,
-                                            max(c for c in args.concurrency if c <= 64) if min(args.concurrency) <= 64
-                                            else 64, args.duration)
+            result["memory"] = memory_phase(procs, load, args.policy, args.identities, min(max(args.concurrency), 64),
+                                            args.duration, args.payload)
         else:
             stack = Stack(procs, args.policy, args.targets)
+            result["environment"]["ports"] = stack.ports
             stack.up()
             result["throughput"] = throughput_phase(stack, load, args.concurrency, args.duration,
-                                                    0.5 if args.quick else 2.0)
+                                                    0.5 if args.quick else 2.0, args.payload)
+            result["preflight"] = stack.preflight
         if args.stream:
             result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 30)
         if args.scan:
