@@ -42,6 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from llm_firewall.domain import Identity
+from llm_firewall.enforce.identity import subjects
 from llm_firewall.enforce.state import SANCTION_KINDS, Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ class RedisStore:
         self._probe: asyncio.Task[None] | None = None
         self._unreconciled = False  # the fallback may hold writes Redis has not seen yet
         self._pending_ops: list[tuple[str, tuple[Any, ...]]] = []  # limits/levels/releases made while down
+        # override limits read in the same round trip as the sanction lookup, for the same instant
+        self._prefetched: tuple[float, dict[str, list[str | None]]] = (0.0, {})
         parts = urlsplit(url)  # never log the password
         self._url_safe = f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}"
         r = self._redis
@@ -217,7 +220,8 @@ class RedisStore:
         if not self._health.up:
             raise StoreUnavailable("redis is down")
         try:
-            return await asyncio.wait_for(fn(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await fn()
         except _FAILURES as exc:
             self._failed(op, exc)
             raise StoreUnavailable(f"redis {op} failed: {type(exc).__name__}") from exc
@@ -329,16 +333,21 @@ class RedisStore:
             self._health.fallback_reads += 1
         keys = identity.keys()
         order = [(kind, keys[kind]) for kind in SANCTION_KINDS if keys.get(kind) is not None]
+        subs = subjects(identity)
 
-        async def lookup() -> tuple[list[dict[str, str]], list[str]]:
+        async def lookup() -> tuple[list[dict[str, str]], list[str], list[list[str | None]]]:
             pipe = self._redis.pipeline(transaction=False)
             for kind, value in order:
                 pipe.hgetall(self._k("s", kind, value))
             pipe.zrangebyscore(self._k("s", "ranges"), f"({now!r}", "+inf", start=0, num=self._max_list)
+            for subj in subs:  # the Enforcer asks for these next, with the same `now`
+                pipe.hmget(self._k("ov", subj), "limit", "window_s", "until")
             res = await pipe.execute()
-            return res[:-1], res[-1]
+            n = len(order)
+            return res[:n], res[n], res[n + 1:]
 
-        found, ranges = await self._call("active_sanction", lookup)
+        found, ranges, overrides = await self._call("active_sanction", lookup)
+        self._prefetched = (now, dict(zip(subs, overrides)))
         for (kind, value), data in zip(order, found):
             if data:
                 s = _sanction(data)
@@ -435,6 +444,10 @@ class RedisStore:
             await self._degraded_write()
 
     async def override_limit(self, subject: str, now: float) -> tuple[int, float] | None:
+        at, cached = self._prefetched
+        v = cached.pop(subject, None) if at == now else None
+        if v is not None:
+            return None if v[0] is None or float(v[2]) <= now else (int(v[0]), float(v[1]))
         try:
             v = await self._call("override_limit",
                                  lambda: self._redis.hmget(self._k("ov", subject), "limit", "window_s", "until"))
