@@ -277,3 +277,19 @@ async def test_redis_killed_and_restarted_gets_what_happened_meanwhile(fresh_red
 
 async def _up(store: RedisStore) -> bool:
     return store.available and not (await store.stats())["unreconciled"]
+
+
+async def test_a_limit_imposed_on_one_replica_is_enforced_by_the_other(pair):
+    from llm_firewall.enforce.identity import subject
+
+    a, b = pair
+    policy = load_policy("production")
+    audit = AuditLog(None)
+    enforcer_b = Enforcer(b, audit, clock=time.time)
+    who = Identity(ip="198.51.100.33", user="carol", session="s-33")
+    assert await enforcer_b.check(who, policy) is None
+    await a.set_override_limit(subject("user", "carol"), 2, 120, time.time() + 3600)
+    refusals = [await enforcer_b.check(who, policy) for _ in range(3)]
+    assert refusals[:2] == [None, None] and refusals[2].code == "rate_limit_exceeded"
+    assert refusals[2].retry_after == pytest.approx(60, abs=1)
+    await audit.close()
