@@ -105,10 +105,12 @@ def _scan(args: argparse.Namespace) -> int:
     return 1 if result["blocked"] else 0
 
 
-def _delegate(module: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        return int(importlib.import_module(module).main(args.rest) or 0)
-    return run
+_DELEGATED = {
+    "rules": ("llm_firewall.detect.lint", "lint or test rule files: rules lint|test [DIR]"),
+    "eval": ("llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
+    "attack": ("llm_firewall.attack", "run attack scenarios against a running firewall"),
+    "bench": ("llm_firewall.bench", "measure throughput and latency against a baseline proxy"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,19 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--rules-dir", default=None)
     scan.set_defaults(func=_scan)
 
-    for name, module, help_text in (
-        ("rules", "llm_firewall.detect.lint", "lint or test rule files: rules lint|test [DIR]"),
-        ("eval", "llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
-        ("attack", "llm_firewall.attack", "run attack scenarios against a running firewall"),
-        ("bench", "llm_firewall.bench", "measure throughput and latency against a baseline proxy"),
-    ):
-        p = sub.add_parser(name, help=help_text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_delegate(module))
+    for name, (_, help_text) in _DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _DELEGATED:  # these subcommands parse their own options
+        return int(importlib.import_module(_DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -44,9 +44,10 @@ _BIGRAM_MUL = 0x9E3779B1
 _STRIP = "\"'`.,;:!?()[]{}<>*_~|#-=+/\\"
 
 # Roles whose text a prompt attack can arrive in (the model is not run on answers).
+# Operator-authored text (system, developer, Responses API instructions) is not scored: it is
+# written by the deployer, and system prompts are full of "never reveal these instructions".
 SCANNED_ROLES = frozenset(
-    {"user", "tool", "input", "prompt", "instructions", "tool_description", "tool_call",
-     "embedding", "developer", "system", "function"}
+    {"user", "tool", "input", "prompt", "tool_description", "tool_call", "embedding", "function"}
 )
 
 
