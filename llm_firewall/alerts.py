@@ -110,14 +110,6 @@ class AlertHub:
         for alert in alerts:
             self._remember(alert)
 
-    def update_actions(self, alert_id: str, actions: Iterable[dict[str, Any]]) -> None:
-        alert = self._by_id.get(alert_id)
-        if alert is None:
-            return
-        new = list(actions)
-        alert["remediation_taken"].extend(new)
-        self.counts["actions"] += len(new)
-
     def recent(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
         out = []
         for alert in reversed(self._recent):

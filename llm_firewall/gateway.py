@@ -180,10 +180,10 @@ class Gateway:
             return None, [], None
         self._recent_alerts[client] = self._recent_alerts.get(client, 0) + 1
         decision = decide(policy, findings, identity)
-        alert = self._raise_alert(findings, identity, "request", rid, parsed.endpoint)
+        alert = self._new_alert(findings, identity, "request", rid, parsed.endpoint)
         actions = await self.enforcer.apply(decision, identity, alert, policy)
-        self.alerts.update_actions(alert["alert_id"], actions)
-        await self.enforcer.audit.append("alert", alert)
+        alert["remediation_taken"] = list(actions)
+        self._publish(alert)
         for action in actions:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
         return decision, findings, alert
@@ -194,8 +194,9 @@ class Gateway:
             block, monitor = min(0.5, block + 0.2), min(0.9, monitor + 0.1)
         return Bands(block_below=block, monitor_above=monitor)
 
-    def _raise_alert(self, findings: list[Finding], identity: Identity, direction: str, rid: str,
-                     endpoint: str) -> dict[str, Any]:
+    def _new_alert(self, findings: list[Finding], identity: Identity, direction: str, rid: str,
+                   endpoint: str) -> dict[str, Any]:
+        """Build and count an alert; it is published once the actions taken are known."""
         alert = build_alert(findings, identity, direction=direction, request_id=rid, endpoint=endpoint,
                             replica=self.replica)
         for f in findings:
@@ -203,10 +204,18 @@ class Gateway:
         self.metrics.alerts.labels(alert["threat_type"], alert["severity"]).inc()
         if (alert.get("fp_probability") or 0.0) >= 0.7:
             self.metrics.false_positives.inc()
+        return alert
+
+    def _publish(self, alert: dict[str, Any]) -> None:
+        """To the live feed, the SOC pipeline and (off the request path) the audit trail."""
         self.alerts.add(alert)
         self.submit_event(soc_event(alert))
-        if direction == "response":  # request alerts are persisted once their actions are known
-            self._background(self.enforcer.audit.append("alert", alert))
+        self._background(self.enforcer.audit.append("alert", alert))
+
+    def _raise_alert(self, findings: list[Finding], identity: Identity, direction: str, rid: str,
+                     endpoint: str) -> dict[str, Any]:
+        alert = self._new_alert(findings, identity, direction, rid, endpoint)
+        self._publish(alert)
         return alert
 
     def _background(self, coro: Any) -> None:

@@ -50,7 +50,7 @@ class Totals:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
                 "estimated_tokens": self.estimated_tokens, "requests": self.requests,
-                "cost_usd": round(self.cost_usd, 6)}
+                "cost_usd": round(self.cost_usd, 10)}
 
 
 @dataclass

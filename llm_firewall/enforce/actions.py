@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import is_allowlisted, subject_for, subjects
-from llm_firewall.enforce.state import Approval, Sanction, Store
+from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
 from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for
 from llm_firewall.policy.model import Action, Policy
 
@@ -74,8 +74,8 @@ class Enforcer:
         now = self.clock()
         try:
             sanction = await self.store.active_sanction(identity, now)
-        except Exception:  # noqa: BLE001 - the store is external (Redis): never a 500
-            log.exception("sanction lookup failed")
+        except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
+            _log_store_failure("sanction lookup", exc)
             if policy.fail_modes.get("store", "closed") == "closed":
                 return Refusal(503, "enforcement_unavailable", "Enforcement state is unavailable; try again shortly.", 5.0)
             sanction = None
@@ -87,8 +87,8 @@ class Enforcer:
             return None
         try:
             return await self._rate_limits(identity, policy, now)
-        except Exception:  # noqa: BLE001
-            log.exception("rate limit check failed")
+        except Exception as exc:  # noqa: BLE001
+            _log_store_failure("rate limit check", exc)
             if policy.fail_modes.get("rate_limit", "open") == "closed":
                 return Refusal(503, "enforcement_unavailable", "Rate limiting is unavailable; try again shortly.", 5.0)
             return None
@@ -252,6 +252,13 @@ class Enforcer:
         removed = await self.store.remove_sanction(kind, key)
         await self.audit.append("sanction_released", {"kind": kind, "key": key, "by": by, "removed": removed})
         return removed
+
+
+def _log_store_failure(what: str, exc: Exception) -> None:
+    if isinstance(exc, StoreUnavailable):  # the store reports its own outage once
+        log.debug("%s: %s", what, exc)
+    else:
+        log.exception("%s failed", what)
 
 
 def _rate_refusal(retry_after: float) -> Refusal:

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import subjects
-from llm_firewall.enforce.state import SANCTION_KINDS, Approval, RateResult, Sanction
+from llm_firewall.enforce.state import StoreUnavailable, SANCTION_KINDS, Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ _SEEN_TTL_MS = 7 * 86400 * 1000  # an approval id pushed once is never pushed ag
 _GRACE_MS = 5000  # server-side expiry trails the absolute expiry a little (clock skew)
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 T = TypeVar("T")
-
-
-class StoreUnavailable(RuntimeError):
-    """The shared state could not be read in time; the policy's fail mode decides what happens."""
 
 
 # KEYS: sanction, idx, ranges. ARGV: kind, key, reason, created_at, expires_at ('' = never),

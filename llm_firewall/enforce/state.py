@@ -135,3 +135,8 @@ class Store(Protocol):
     async def stats(self) -> dict: ...
 
     async def close(self) -> None: ...
+
+
+class StoreUnavailable(RuntimeError):
+    """The shared state could not be read in time; the policy's fail mode decides what happens."""
+

@@ -109,6 +109,7 @@ class TestUpstream:
         chunks = s.chunks if s.chunks is not None else ([] if s.tool_args is not None else [s.reply])
         for i, part in enumerate(chunks):
             if s.reset_after_chunks is not None and i >= s.reset_after_chunks:
+                await asyncio.sleep(0.3)  # let what was sent arrive before the connection drops
                 request.transport.close()  # type: ignore[union-attr]
                 return resp
             await resp.write(ev({"content": part}))
