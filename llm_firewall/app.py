@@ -30,6 +30,7 @@ from llm_firewall.gateway import Gateway
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import Metrics
+from llm_firewall.notify import WebhookNotifier
 from llm_firewall.middlewares import request_id, security_headers, target_hygiene
 from llm_firewall.policy.model import Policy, PolicyError
 from llm_firewall.proxy.forward import Upstream
@@ -66,14 +67,16 @@ def create_app(settings: Settings) -> web.Application:
         data_dir.mkdir(parents=True, exist_ok=True)
     store = _make_store(settings, metrics)
     audit = AuditLog(data_dir / "audit.db" if data_dir else None)
-    enforcer = Enforcer(store, audit, clock=time.time)
+    notifier = _make_notifier(settings, live, audit)
+    enforcer = Enforcer(store, audit, clock=time.time, notifier=notifier.deliver if notifier else None)
     alerts = AlertHub()
     usage = UsageTracker(metrics=metrics)
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
                       metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "http://127.0.0.1:9", settings.timeouts),
                       replica=os.environ.get("LLM_FIREWALL_REPLICA") or socket.gethostname())
     app[GATEWAY] = gateway
-    app[STATE] = {"started": time.time(), "store": store, "audit": audit, "tasks": [], "ready": False}
+    app[STATE] = {"started": time.time(), "store": store, "audit": audit, "tasks": [], "ready": False,
+                  "notifier": notifier}
     metrics.rules_loaded.set(inspector.engine.rule_count)
     metrics.soc_enabled.set(1)
     metrics.policy_info.labels(live.current.name, live.current.sha256[:12]).set(1)
@@ -103,6 +106,44 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
+
+
+class InlineNotifier:
+    """Webhook delivery for the policy's `notify` action, off the request path.
+
+    Retries with backoff can take seconds; the request that triggered the alert must not wait
+    for them, so delivery runs as a background task and a final failure lands in the audit trail.
+    """
+
+    def __init__(self, webhooks: WebhookNotifier, defaults: tuple[str, ...]) -> None:
+        self.webhooks = webhooks
+        self.defaults = defaults
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def deliver(self, action: Any, alert: dict[str, Any]) -> None:
+        targets = [action.params["target"]] if action.params.get("target") else list(self.defaults)
+        payload = {k: alert.get(k) for k in ("alert_id", "threat_type", "severity", "title", "ip", "user",
+                                              "session", "rule_ids", "fp_probability")}
+        for target in targets:
+            task = asyncio.ensure_future(self.webhooks.send(target, payload, fmt=action.params.get("fmt", "json")))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.webhooks.close()
+
+
+def _make_notifier(settings: Settings, live: LivePolicy, audit: AuditLog) -> InlineNotifier | None:
+    targets = dict(live.current.notify_targets)
+    if not settings.webhook_urls and not targets:
+        return None
+
+    async def dead_letter(target: str, payload: dict[str, Any], error: str) -> None:
+        await audit.append("notify_dead_letter", {"target": target, "payload": payload, "error": error})
+
+    webhooks = WebhookNotifier(on_dead_letter=dead_letter, targets=targets)
+    return InlineNotifier(webhooks, tuple(settings.webhook_urls) or tuple(targets))
 
 
 def _make_store(settings: Settings, metrics: Metrics) -> Any:
@@ -172,6 +213,8 @@ async def _on_cleanup(app: web.Application) -> None:
     if "pipeline" in state:
         await state["pipeline"].stop()
     await gateway.upstream.close()
+    if state.get("notifier") is not None:
+        await state["notifier"].close()
     if "fanout" in state:
         await state["fanout"].stop()
     if "demo_runner" in state:
