@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import time
@@ -73,7 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     usage = UsageTracker(metrics=metrics)
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
                       metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "http://127.0.0.1:9", settings.timeouts),
-                      replica=os.environ.get("LLM_FIREWALL_REPLICA") or socket.gethostname())
+                      replica=settings.replica or socket.gethostname())
     app[GATEWAY] = gateway
     app[STATE] = {"started": time.time(), "store": store, "audit": audit, "tasks": [], "ready": False,
                   "notifier": notifier}

@@ -6,6 +6,7 @@ Precedence: command-line flag, then environment variable, then default.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,6 +99,8 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     circuit_failures: int = 5
     circuit_reset_s: float = 10.0
+    watch_logs: tuple[dict[str, object], ...] = ()  # log files the SOC tails, like fail2ban
+    replica: str | None = None  # name shown in alerts when several replicas run
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -149,4 +152,19 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         webhook_urls=hooks,
         circuit_failures=_int(env, "LLM_FIREWALL_CIRCUIT_FAILURES", 5),
         circuit_reset_s=_float(env, "LLM_FIREWALL_CIRCUIT_RESET", 10.0),
+        watch_logs=_watch_logs(env.get("LLM_FIREWALL_WATCH_LOGS", "")),
+        replica=env.get("LLM_FIREWALL_REPLICA") or None,
     )
+
+
+def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:
+    """LLM_FIREWALL_WATCH_LOGS: a JSON list of {"path", "format": json|combined|common, "ban"}."""
+    if not raw.strip():
+        return ()
+    try:
+        specs = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"LLM_FIREWALL_WATCH_LOGS: not JSON ({exc})") from None
+    if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str) for s in specs):
+        raise ConfigError("LLM_FIREWALL_WATCH_LOGS: expected a JSON list of objects with a 'path'")
+    return tuple(specs)

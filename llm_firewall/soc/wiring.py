@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from llm_firewall.config import Settings
@@ -43,15 +42,6 @@ def _identity(pb: Playbook) -> Identity:
                     session=ident.get("session"), agent=ident.get("agent"))
 
 
-def _log_sources() -> list[LogSource]:
-    """Log files to watch, from LLM_FIREWALL_WATCH_LOGS: JSON list of {path, format, ban}."""
-    import os
-
-    raw = os.environ.get("LLM_FIREWALL_WATCH_LOGS", "").strip()
-    if not raw:
-        return []
-    specs = orjson.loads(raw)
-    return [LogSource(**spec) for spec in specs]
 
 
 def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> SocPipeline:
@@ -97,7 +87,7 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
     if settings.analyst_base_url:
         llm = LlmAnalyst(base_url=settings.analyst_base_url, api_key=settings.analyst_api_key or "unused",
                          model=settings.analyst_model)
-    sources = _log_sources()
+    sources = [LogSource(**spec) for spec in settings.watch_logs]  # type: ignore[arg-type]
     policy = gateway.policy.current
     return SocPipeline(
         remediate=remediate, audit_append=audit.append, on_alert=on_alert, llm=llm,
