@@ -4,7 +4,9 @@
 
 Rows: every finding the rules and the learned detector raise on the training part of
 ../shared/datasets/dev.jsonl (all categories; the held-out fifth is excluded by
-llm_firewall.score.corpus.is_heldout), plus the hand-written examples of train_learned.py.
+llm_firewall.score.corpus.is_heldout), plus the hand-written examples of train_learned.py. A written benign text that no rule flags is
+given the finding a naive trigger-word rule would raise on it (labelled FP), so the scorer learns
+what such false positives look like even when today's rules are too precise to show any.
 Label: 1 (false positive) when the text is benign, 0 when it is an attack. To keep the
 training honest, each corpus text sees the learned model of the fold that did not train on it
 and per-rule precision measured without its own fold (stacking); the shipped precision table
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections import defaultdict
@@ -47,7 +50,7 @@ from llm_firewall.score.fp import DEFAULT_PATH, FPScorer  # noqa: E402
 FOLDS = 5
 SMOOTHING = 2.0  # pseudo-counts pulling a rarely seen rule's precision towards the average
 RIDGE = 1.0
-SYNTHETIC_WEIGHT = 3.0
+SYNTHETIC_WEIGHT = 1.0
 # Prior coefficients (log-odds of FP per unit of the raw feature) and their design signs.
 PRIOR: dict[str, float] = {
     "rule_precision": -0.5, "severity": -0.3, "code_context": 1.0, "question": 0.5,
@@ -137,6 +140,19 @@ def fit_constrained(X: list[dict[str, float]], y: list[int], wt: list[float]) ->
         notes.append(f"{worst}: fitted {fitted[worst]:+.3f} against the design sign, pinned to {pinned[worst]:+.3f}")
 
 
+_TRIGGER = re.compile(r"(?i)\b(ignore|disregard|forget|override|bypass|system prompt|prompt injection|"
+                      r"jailbreak|developer mode|act as|pretend|instructions|reveal|execute|sudo|kill|password|api key)")
+
+
+def naive_finding(text: str, rule_id: str) -> list[Finding]:
+    """What a naive trigger-word rule would raise on a written benign text (a known FP shape)."""
+    m = _TRIGGER.search(text)
+    if m is None:
+        return []
+    return [Finding(rule_id=rule_id, title="naive trigger word", threat="prompt_injection", severity="high",
+                    path="text", span=m.span(), excerpt=m.group(0))]
+
+
 def scan(engine: Engine, detector: LearnedDetector, text: str) -> list[Finding]:
     findings = engine.scan_text(text, "user", "request", "text")
     findings += detector.detect(text, "user", "text", "request")
@@ -181,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             k = fold_of(ex.text, FOLDS)
             train_items.append((ex, scan(engine, fold_detectors[k], ex.text), k))
-    for ex in synthetic:
-        train_items.append((ex, scan(engine, shipped, ex.text), -1))
+    naive_ids = sorted(r.id for r in engine.rules if r.threat in ("prompt_injection", "data_exfiltration"))
+    for i, ex in enumerate(synthetic):
+        found = scan(engine, shipped, ex.text)
+        if not ex.is_attack and not found:
+            found = naive_finding(ex.text, naive_ids[i % len(naive_ids)]) if naive_ids else []
+        train_items.append((ex, found, -1))
 
     pairs = [(f, int(not ex.is_attack), k) for ex, fs, k in train_items for f in fs]
     corpus_pairs = [(f, fp) for f, fp, k in pairs if k >= 0]

@@ -34,7 +34,7 @@ EPOCHS = 12
 LEARNING_RATE = 0.4
 L2 = 1e-5
 SYNTHETIC_WEIGHT = 3.0
-BENIGN_HIGH_RATE = 0.004
+BENIGN_HIGH_RATE = 0.008
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dev.jsonl"
 PROMPT_ATTACK_TOPS = ("prompt_injection", "jailbreak", "data_exfiltration", "indirect_injection_payload")
 
