@@ -364,11 +364,11 @@ def add_comparisons(rows: list[dict[str, Any]]) -> None:
                                   else None)
 
 
-def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[str], requests: int) -> dict[str, Any]:
+def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[str], requests: int,
+                 body: Path) -> dict[str, Any]:
     """TTFT and per-event cost through each proxy, against a mock pacing its SSE events."""
     stack = Stack(procs, policy, targets, mock_env={"MOCK_SSE_DELAY_MS": str(SSE_DELAY_MS)}, suffix="-sse")
     stack.up()
-    body = PAYLOADS / "request_stream.json"
     results: dict[str, Any] = {"sse_delay_ms": SSE_DELAY_MS, "requests": requests, "targets": {}}
     results["preflight"] = {t: preflight(stack.url(t), body) for t in targets}
     for target in targets:
@@ -474,6 +474,7 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
         raise RuntimeError(f"mock did not start:\n{procs.log_tail('mock-mem')}")
     port, pid = start_firewall(procs, "firewall-mem", mock_port, policy)
     url = f"http://127.0.0.1:{port}"
+    check = preflight(url, body)
     load.run(url, connections, 2.0, body)  # warm-up: caches, arenas, lazy imports
     rss0 = vm_kib(pid, "VmRSS")
     samples = [(0.0, rss0)]
@@ -487,7 +488,7 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
     procs.stop("firewall-mem")
     procs.stop("mock-mem")
     requests = raw["requests"]
-    return {"identities": identities, "distinct_identities_sent": min(requests, identities),
+    return {"preflight": {"firewall": check}, "identities": identities, "distinct_identities_sent": min(requests, identities),
             "requests": requests, "rps": requests / (raw["duration_us"] / 1e6 or 1),
             "errors": sum(v for k, v in raw.items() if k.startswith("err_")),
             "rss_start_mib": rss0 / 1024, "rss_end_mib": rss1 / 1024,
@@ -547,7 +548,8 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
     """Each figure next to the issue's target, so a reader sees where the firewall stands."""
     def line(name: str, value: float | None, goal: str, ok: bool | None) -> str:
         verdict = "n/a" if ok is None else ("met" if ok else "NOT met")
-        return f"  {name:<44}{'-' if value is None else format(value, '.3g'):>10}  target {goal:<12}{verdict}"
+        shown = "-" if value is None else format(value, ".0f" if abs(value) >= 100 else ".3g")
+        return f"  {name:<44}{shown:>10}  target {goal:<12}{verdict}"
 
     rows = {(r["target"], r["concurrency"]): r for r in result.get("throughput", [])}
     for c in (16, 64):
@@ -596,7 +598,8 @@ def report(result: dict[str, Any]) -> str:
     if result.get("memory"):
         lines += ["", *memory_lines(result["memory"])]
     for where, checks in (("load", result.get("preflight", {})),
-                          ("stream", result.get("stream", {}).get("preflight", {}))):
+                          ("stream", result.get("stream", {}).get("preflight", {})),
+                          ("memory", result.get("memory", {}).get("preflight", {}))):
         for target, check in checks.items():
             if check["status"] != 200:
                 lines += ["", f"WARNING: {LABELS[target]} answered the {where} payload with HTTP {check['status']} "
@@ -623,6 +626,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="memory run only: N distinct client identities (use with --duration 60)")
     parser.add_argument("--payload", type=Path, default=PAYLOADS / "request.json",
                         help="chat request body to post (default: the baseline's 1.5 KB request)")
+    parser.add_argument("--stream-payload", type=Path, default=PAYLOADS / "request_stream.json",
+                        help="streaming chat request body for --stream (default: the baseline's)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,baseline,firewall")
     parser.add_argument("--load-generator", choices=["auto", "wrk", "builtin"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -649,6 +654,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.payload.is_file():
         parser.error(f"--payload {args.payload}: no such file")
     args.payload = args.payload.resolve()
+    if not args.stream_payload.is_file():
+        parser.error(f"--stream-payload {args.stream_payload}: no such file")
     return args
 
 
@@ -677,7 +684,8 @@ def main(argv: list[str]) -> int:
                                                     0.5 if args.quick else 2.0, args.payload)
             result["preflight"] = stack.preflight
         if args.stream:
-            result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 30)
+            result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 30,
+                                            args.stream_payload)
         if args.scan:
             result["scan"] = scan_phase(args.quick)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
