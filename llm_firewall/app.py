@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from llm_firewall import __version__
 from llm_firewall.alerts import AlertHub
@@ -234,9 +235,8 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    """Refresh the gauges that are read from state, then serve with prometheus-client's handler."""
     gateway = request.app[GATEWAY]
     state = request.app[STATE]
     pipeline = state.get("pipeline")
@@ -248,5 +248,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     gateway.metrics.sanctions.clear()
     for kind in {s.kind for s in sanctions}:
         gateway.metrics.sanctions.labels(kind).set(sum(1 for s in sanctions if s.kind == kind))
-    return web.Response(body=generate_latest(gateway.metrics.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    if "metrics_handler" not in state:
+        state["metrics_handler"] = make_aiohttp_handler(gateway.metrics.registry)
+    return await state["metrics_handler"](request)

@@ -76,7 +76,9 @@ async def status_summary(request: web.Request) -> dict[str, Any]:
         "sanctions": [_plain(s) for s in sanctions],
         "rate_limits": [_plain(r) for r in policy.rate_limits],
         "queues": pipeline.status() if pipeline is not None else {},
-        "circuits": {"upstream": {"state": gw.breaker.state, "retry_after": round(gw.breaker.retry_after(), 2)}},
+        "circuits": {"upstream": {"state": gw.breaker.state, "retry_after": round(gw.breaker.retry_after(), 2)},
+                     **{name: {"state": st} for name, st in
+                        ((pipeline.status().get("circuits") or {}) if pipeline is not None else {}).items()}},
         "store": await state["store"].stats(),
         "pending_approvals": len(await state["store"].list_approvals("pending")),
     }
