@@ -15,7 +15,7 @@ import pytest
 
 
 def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llm_firewall.bench", *args],
+    return subprocess.run([sys.executable, "-m", "llm_firewall", "bench", *args],
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
