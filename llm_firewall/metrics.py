@@ -7,6 +7,8 @@ come from fixed vocabularies or from the loaded rule set, never from request dat
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
@@ -16,6 +18,7 @@ _INSPECT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = "llm_firewall_"
         self.requests = Counter(p + "requests_total", "Requests by route and outcome", ["route", "outcome"], registry=r)
@@ -46,6 +49,17 @@ class Metrics:
         self.soc_enabled = Gauge(p + "soc_enabled", "1 when inspection is on", registry=r)
         self.store_errors = Counter(p + "store_errors_total", "Shared-state calls that failed or timed out",
                                     ["op"], registry=r)
+
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, cached: labels() costs microseconds on every request.
+
+        Only for metrics that are never cleared; the label values are bounded vocabularies."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}

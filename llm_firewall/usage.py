@@ -57,6 +57,7 @@ class Totals:
 class UsageTracker:
     prices: dict[str, Price] = field(default_factory=load_prices)
     max_subjects: int = 10_000
+    max_models: int = 64
     by_model: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
     by_user: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
     by_key: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
@@ -81,7 +82,7 @@ class UsageTracker:
             completion = estimated = math.ceil(estimated_from / 4)
         else:
             return
-        model_name = model or "unknown"
+        model_name = self._model_label(model)
         price = self.price_for(model_name)
         cost = (prompt * price.prompt_per_1k + completion * price.completion_per_1k) / 1000 if price else 0.0
         targets = [self.by_model[model_name]]
@@ -96,9 +97,17 @@ class UsageTracker:
             t.requests += 1
             t.cost_usd += cost
         if self.metrics is not None:
-            self.metrics.tokens.labels(model_name, "prompt").inc(prompt)
-            self.metrics.tokens.labels(model_name, "completion").inc(completion)
-            self.metrics.cost.labels(model_name).inc(cost)
+            m = self.metrics
+            m.child(m.tokens, model_name, "prompt").inc(prompt)
+            m.child(m.tokens, model_name, "completion").inc(completion)
+            m.child(m.cost, model_name).inc(cost)
+
+    def _model_label(self, model: str | None) -> str:
+        """Model names come from requests: bound them so neither memory nor metric labels grow."""
+        name = (model or "unknown")[:64]
+        if name in self.by_model or self.price_for(name) is not None or len(self.by_model) < self.max_models:
+            return name
+        return "other"
 
     def tokens_today(self, subject: str) -> int:
         t = self.by_user.get(subject) or self.by_key.get(subject)

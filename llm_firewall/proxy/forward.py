@@ -106,9 +106,8 @@ class Upstream:
         """Send and wait for the response head; classify failures for the caller."""
         assert self._session is not None, "Upstream.start() was not awaited"
         try:
-            return await asyncio.wait_for(
-                self._session.request(method, url, headers=headers, data=body, allow_redirects=False),
-                timeout=self.timeouts.connect + self.timeouts.first_byte)
+            async with asyncio.timeout(self.timeouts.connect + self.timeouts.first_byte):
+                return await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
         except asyncio.TimeoutError:
             raise UpstreamError(504, "upstream_timeout", "The upstream did not answer in time.", True) from None
         except aiohttp.ClientConnectorError:
