@@ -5,7 +5,8 @@ every event the unchecked tail, plus an overlap of `window` characters, is scann
 rules match within `window` characters, so a text position that lies more than `window`
 characters behind the end can no longer be part of a future match: events whose text lies
 entirely there are released. A match that spans chunks is therefore seen before any of its
-characters reach the client. On a hit the stream is ended (finish_reason `content_filter`, or
+characters reach the client. Scans run once `scan_every` new characters have arrived, so the
+text held back is at most `window + scan_every` characters. On a hit the stream is ended (finish_reason `content_filter`, or
 an in-band error event) or, in redact mode, the match is masked in the held events.
 """
 
@@ -76,11 +77,15 @@ def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], Non
 class StreamGuard:
     """Feed upstream events in order; get back the bytes that are safe to send to the client."""
 
-    def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256,
+    def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256, scan_every: int = 32,
                  mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None) -> None:
         self._scan = scan
         self._redact = redact
         self._window = max(1, window)
+        # Scanning after every few-character delta costs more than it buys: text is only released
+        # once it is `window` characters behind the scanned end, so scan once `scan_every` new
+        # characters have arrived (and always at the end of the stream).
+        self._scan_every = max(1, scan_every)
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
@@ -125,7 +130,7 @@ class StreamGuard:
         """Scan each buffer's unchecked tail (with overlap); False when the stream must stop."""
         for key, buf in self._texts.items():
             end = len(buf.text)
-            if end == buf.scanned_to and not final:
+            if not final and end - buf.scanned_to < self._scan_every:
                 continue
             start = max(0, buf.scanned_to - self._window)
             region = buf.text[start:end]
