@@ -14,6 +14,7 @@ bound they are still kept, and the overflow is counted in `stats()` for the stat
 from __future__ import annotations
 
 import asyncio
+import heapq
 import ipaddress
 import os
 from dataclasses import replace
@@ -52,6 +53,9 @@ class MemoryStore:
         self._ranges: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
         self._overrides: dict[str, tuple[int, float, float]] = {}
         self._buckets = _CountingLRU(max_entries)
+        # (arrival time, bucket): a bucket whose arrival time has passed is the same as a fresh
+        # one, so it is dropped; memory then follows recent traffic, not every client ever seen.
+        self._expiry: list[tuple[float, str]] = []
         self._strikes = _CountingLRU(max_entries)
         self._levels = _CountingLRU(max_entries)
         self._claims = _CountingLRU(max_entries)
@@ -263,9 +267,15 @@ class MemoryStore:
     # ---------------------------------------------------------------- rate limits
 
     async def hit(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            tat, old = heapq.heappop(expiry)
+            if self._buckets.get(old) == tat:
+                del self._buckets[old]
         new_tat, result = gcra(self._buckets.get(bucket), limit, window_s, now)
         if new_tat is not None:
             self._buckets[bucket] = new_tat
+            heapq.heappush(expiry, (new_tat, bucket))
         return result
 
     async def set_override_limit(self, subject: str, limit: int, window_s: float, until: float) -> None:
