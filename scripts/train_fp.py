@@ -172,6 +172,40 @@ def reliability(pairs: list[tuple[float, int]]) -> list[dict[str, float]]:
     return out
 
 
+def decision_report(train_items: list, held_items: list, model: FPScorer, fold_tables: dict) -> None:
+    """Refusal shares per category over the WHOLE corpus, every text judged out-of-fold.
+
+    A training-part text is scanned by the learned fold model that did not see it and scored
+    with the precision table measured without its fold; a held-out text by the shipped models.
+    The decision is the production policy's (as in `llm-firewall eval`). Small held-out
+    categories are noisy; this figure uses five times as many texts. (The scorer's fifteen
+    coefficients are fitted on the training part, so they are not out-of-fold.)
+    """
+    import dataclasses
+
+    from llm_firewall.evaluate import _decider
+
+    refused, overrides, _ = _decider(None)
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    items = [(ex, fs, k) for ex, fs, k in train_items if k >= 0] + [(ex, fs, -1) for ex, fs in held_items]
+    for ex, fs, k in items:
+        fs = [dataclasses.replace(f, **{a: o[a] for a in ("severity", "status") if a in o})
+              if (o := overrides.get(f.rule_id)) else f
+              for f in fs if overrides.get(f.rule_id, {}).get("enabled", True) is not False]
+        if fs:
+            prec, pbase = fold_tables[k]
+            FPScorer(model.coef, model.intercept, model.reference, prec, pbase).score(fs, {"text": ex.text})
+        hit = refused(fs)
+        for name in {ex.top, ex.sub, "ALL attacks" if ex.is_attack else "ALL benign"}:
+            stats[name][0] += 1
+            stats[name][1] += hit
+    print("\n## Whole corpus, out-of-fold, production decision\n")
+    print("| category | texts | refused |\n|---|---:|---:|")
+    for name in sorted(stats, key=lambda n: (not n.startswith("ALL"), n)):
+        n, hit = stats[name]
+        print(f"| {name} | {n} | {hit / n:.1%} ({hit}) |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", default=str(TL.DEFAULT_CORPUS))
@@ -245,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| feature | coefficient |\n|---|---:|")
     for n in FEATURES:
         print(f"| {n}{' (fixed prior)' if n in FIXED else ''} | {coef[n]:+.3f} |")
+
+    decision_report(train_items, held_items, model, fold_tables)
 
     doc = {
         "format": 1,

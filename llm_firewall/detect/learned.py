@@ -43,6 +43,11 @@ _BIGRAM_MUL = 0x9E3779B1
 
 _STRIP = "\"'`.,;:!?()[]{}<>*_~|#-=+/\\"
 
+# A prompt attack is an instruction, and an instruction needs words: a text with fewer letters
+# than this (a lone backtick, "1", "*", a bare operator) is not scored. With so few features
+# the length-normalised margin is dominated by one or two hashed n-grams and means nothing.
+MIN_LETTERS = 4
+
 # Roles whose text a prompt attack can arrive in (the model is not run on answers).
 # Operator-authored text (system, developer, Responses API instructions) is not scored: it is
 # written by the deployer, and system prompts are full of "never reveal these instructions".
@@ -65,6 +70,17 @@ def _views_normalize() -> Callable[[str], str] | None:
         return base_view(text).text
 
     return first_view
+
+
+def scorable(text: str) -> bool:
+    """True when a text has enough letters for the model's score to mean anything."""
+    count = 0
+    for ch in text:
+        if ch.isalpha():
+            count += 1
+            if count >= MIN_LETTERS:
+                return True
+    return False
 
 
 def bound_text(text: str, limit: int = HEAD_TAIL_CHARS) -> str:
@@ -215,7 +231,7 @@ class LearnedDetector:
         return e / (1.0 + e)
 
     def detect(self, text: str, role: str, path: str, direction: str) -> list[Finding]:
-        if direction != "request" or role not in SCANNED_ROLES or not text.strip():
+        if direction != "request" or role not in SCANNED_ROLES or not scorable(bound_text(text)):
             return []
         p = self.probability(text)
         severity = severity_for(p)
