@@ -54,9 +54,10 @@ class _Compiled:
         rset.Compile()
         self.match = rset._set.Match  # the raw binding: bytes in, indices out, no wrapper cost
 
-    def hits(self, text: str) -> tuple[dict[int, list[int]], frozenset[str]]:
-        """Candidate rules (index → `any` items that hit) and trigger names found in `text`."""
-        found = self.match(text.encode("utf-8"))
+    def hits(self, data: bytes) -> tuple[dict[int, list[int]], frozenset[str]]:
+        """Candidate rules (index → `any` items that hit) and trigger names found in `data`
+        (a text's UTF-8 bytes, encoded once by the caller and reused for the rules' searches)."""
+        found = self.match(data)
         if not found:
             return {}, frozenset()
         n_items = len(self.owners)
@@ -138,7 +139,8 @@ class Engine:
 
     def _scan_view(self, comp: _Compiled, view: View, role: str, path: str,
                    found: dict[str, Finding]) -> frozenset[str]:
-        cands, trig = comp.hits(view.text)
+        data = view.text.encode("utf-8", "surrogatepass")
+        cands, trig = comp.hits(data)
         for r_index, items in cands.items():
             rule = comp.rules[r_index]
             if rule.roles and role not in rule.roles:
@@ -146,7 +148,7 @@ class Engine:
             prior = found.get(rule.id)
             if prior is not None and len(prior.transforms) <= len(view.transforms):
                 continue
-            span = rule.find(view.text, items)
+            span = rule.find(view.text, items, data)
             if span is None:
                 continue
             found[rule.id] = Finding(
@@ -202,14 +204,15 @@ class Engine:
         """
         wanted = frozenset(threats) if threats is not None else _MASKED_THREATS
         comp = self._compiled[direction]
-        cands, _ = comp.hits(text)
+        data = text.encode("utf-8", "surrogatepass")
+        cands, _ = comp.hits(data)
         spans: list[tuple[int, int]] = []
         findings: list[Finding] = []
         for r_index, items in cands.items():
             rule = comp.rules[r_index]
             if rule.threat not in wanted:
                 continue
-            got = list(rule.spans(text, items))
+            got = list(rule.spans(text, items, data=data))
             if not got:
                 continue
             spans.extend(got)

@@ -23,6 +23,8 @@ from urllib.parse import unquote_to_bytes
 
 import re2
 
+from llm_firewall.detect.re2raw import search_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class View:
@@ -73,8 +75,13 @@ _WORD_RE = re.compile(r"[^\W\d_]+")
 
 _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
                              "@": "a", "$": "s", "!": "i", "|": "l", "8": "b", "9": "g"})
-_LEET_TOKEN_RE = re.compile(r"[A-Za-z0-9@$!|]*[A-Za-z][A-Za-z0-9@$!|]*")
-_LEET_CHARS_RE = re.compile(r"[0134578@$!|9]")
+_LEET_MAX_TOKEN = 20  # longer runs are identifiers, hashes or base64, not leetspeak words
+_LEET_BYTES = bytes.maketrans(b"0134578@$!|9", b"oieastbasilg")
+_LEET_RUN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789@$!|")
+_LEET_RUN_RE = re.compile(rb"[A-Za-z0-9@$!|]+")
+# Where a letter touches a leet character: the only places a folded view can differ.
+_LEET_SPOT_RE2 = re2.compile(r"[A-Za-z][0134578@$!|9]|[0134578@$!|9][A-Za-z]")
+_DOMAIN_AFTER_RE = re.compile(rb"\.[A-Za-z]")
 
 # --- triggers: cheap evidence that a derived view could differ from the base view -------------
 # RE2 syntax; the engine adds these to its rule set so one pass finds rules and triggers alike.
@@ -306,16 +313,39 @@ def _skeleton(text: str) -> str | None:
 
 
 def _leet(text: str) -> str | None:
-    def fold(m: re.Match[str]) -> str:
-        w = m.group(0)
-        # Random identifiers (long, or mixed case inside the word) are not leetspeak.
-        if 2 <= len(w) <= 20 and not any(c.isupper() for c in w[1:]) \
-                and _LEET_CHARS_RE.search(w):
-            return w.translate(_LEET_TABLE)
-        return w
+    """Leetspeak folded, word by word, only where a letter touches a leet digit or symbol.
 
-    out = _LEET_TOKEN_RE.sub(fold, text)
-    return out if out != text else None
+    Only the few tokens that mix letters with leet characters are visited, found by one native
+    RE2 pass over the UTF-8 bytes (a per-word Python callback over the whole text cost ~0.7 µs
+    a word). Not folded: numbers ("4421", "A-48213-77": no letter touches a leet character),
+    e-mail addresses ("jane.doe@example.com" is an address, not "doeaexample"), random
+    identifiers (long, or mixed case inside the word). Every character involved is ASCII, so
+    working on bytes keeps multi-byte text intact.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    pieces: list[bytes] = []
+    pos = 0
+    spot = search_bytes(_LEET_SPOT_RE2, data)
+    while spot is not None:
+        start = spot[0]
+        floor = max(0, start - _LEET_MAX_TOKEN)
+        while start > floor and data[start - 1] in _LEET_RUN_BYTES:
+            start -= 1
+        end = _LEET_RUN_RE.match(data, spot[0]).end()  # type: ignore[union-attr]
+        word = data[start:end]
+        if 2 <= len(word) <= _LEET_MAX_TOKEN and word[1:] == word[1:].lower() \
+                and not (start > 0 and data[start - 1] in _LEET_RUN_BYTES) \
+                and not (b"@" in word and _DOMAIN_AFTER_RE.match(data, end)):
+            folded = word.translate(_LEET_BYTES)
+            if folded != word:
+                pieces.append(data[pos:start])
+                pieces.append(folded)
+                pos = end
+        spot = search_bytes(_LEET_SPOT_RE2, data, end)
+    if not pieces:
+        return None
+    pieces.append(data[pos:])
+    return b"".join(pieces).decode("utf-8", "surrogatepass")
 
 
 def _hidden_tags(text: str) -> str | None:

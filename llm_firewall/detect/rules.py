@@ -21,6 +21,7 @@ import re2
 import yaml
 
 from llm_firewall.detect.normalize import views
+from llm_firewall.detect.re2raw import found, iter_spans, search_bytes, search_span
 from llm_firewall.domain import SEVERITIES, THREATS
 
 DIRECTIONS = ("request", "response", "both")
@@ -130,41 +131,46 @@ class Rule:
     def applies(self, direction: str) -> bool:
         return self.direction == "both" or self.direction == direction
 
-    def find(self, text: str, items: Iterable[int] | None = None) -> tuple[int, int] | None:
+    def find(self, text: str, items: Iterable[int] | None = None,
+             data: bytes | None = None) -> tuple[int, int] | None:
         """Span of the first acceptable match in `text`, or None.
 
         `items` restricts the search to the `any` entries already known to hit (the engine's
         set pass); `all` entries must all be present; excludes and validators may discard a
-        match, in which case the next one is tried.
+        match, in which case the next one is tried. `data` is `text` as UTF-8, when the caller
+        already has it.
         """
         if not self.exclude and self.validate is None:
+            if data is None:
+                data = text.encode("utf-8", "surrogatepass")
             for pat in self.all:
-                if pat.regex.search(text) is None:
+                if search_bytes(pat.regex, data) is None:
                     return None
             for idx in (range(len(self.any)) if items is None else items):
-                m = self.any[idx].regex.search(text)
-                if m is not None:
-                    return m.span()
+                span = search_span(self.any[idx].regex, text, data)
+                if span is not None:
+                    return span
             return None
-        return next(self.spans(text, items, MAX_MATCHES_TRIED), None)
+        return next(self.spans(text, items, MAX_MATCHES_TRIED, data), None)
 
-    def spans(self, text: str, items: Iterable[int] | None = None, limit: int = 10_000
-              ) -> Iterator[tuple[int, int]]:
+    def spans(self, text: str, items: Iterable[int] | None = None, limit: int = 10_000,
+              data: bytes | None = None) -> Iterator[tuple[int, int]]:
         """Every acceptable match span (up to `limit` tried per pattern), pattern by pattern."""
+        if data is None:
+            data = text.encode("utf-8", "surrogatepass")
         for pat in self.all:
-            if pat.regex.search(text) is None:
+            if search_bytes(pat.regex, data) is None:
                 return
         check = VALIDATORS[self.validate] if self.validate else None
         for idx in (range(len(self.any)) if items is None else items):
-            for n, m in enumerate(self.any[idx].regex.finditer(text)):
+            for n, (start, end) in enumerate(iter_spans(self.any[idx].regex, text, data)):
                 if n >= limit:
                     break
-                start, end = m.span()
-                if check is not None and not check(m.group(0)):
+                if check is not None and not check(text[start:end]):
                     continue
                 if self.exclude:
                     window = text[max(0, start - EXCLUDE_CONTEXT):end + EXCLUDE_CONTEXT]
-                    if any(x.regex.search(window) is not None for x in self.exclude):
+                    if any(found(x.regex, window) for x in self.exclude):
                         continue
                 yield start, end
 
