@@ -100,7 +100,9 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "js_escape": r"\\u[0-9A-Fa-f]{4}",
     "reversed": r"(?i)\b(?:" + "|".join(_REVERSED_WORDS) + r")\b",
     "rot13": r"(?i)\b(?:" + "|".join(_ROT13_WORDS) + r"|rot-?13)\b",
-    "leetspeak": r"(?i)[a-z][013457@$][a-z]|\b[0134@$][a-z]{2}|[a-z]{2}[013457]\b",
+    # An "@" between letters counts unless a domain follows (an e-mail address is not leet).
+    "leetspeak": r"(?i)[a-z][013457$][a-z]|[a-z]@[a-z]+(?:[^a-z.]|\.[^a-z]|\.?$)"
+                 r"|\b[0134][a-z]{2}|(?:^|[^a-z0-9@$])[@$][a-z]{2}|[a-z]{2}[013457]\b",
     "whitespace": r"\s{12,}",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex")
