@@ -7,7 +7,8 @@ already-decoded path and would happily match `/v1/../admin`.
 from __future__ import annotations
 
 import logging
-import uuid
+import itertools
+import secrets
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -24,11 +25,20 @@ def _error(status: int, message: str, code: str, rid: str, err_type: str = "inva
                         content_type="application/json", headers={"x-request-id": rid})
 
 
+_PREFIX = f"req_{secrets.token_hex(6)}"
+_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique per process start and cheap: a random prefix plus a counter (no uuid per request)."""
+    return f"{_PREFIX}{next(_counter):x}"
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id (kept from the client when it is short and printable)."""
     given = request.headers.get("X-Request-ID", "")
-    rid = given if 0 < len(given) <= 64 and given.isascii() and given.isprintable() else f"req_{uuid.uuid4().hex}"
+    rid = given if 0 < len(given) <= 64 and given.isascii() and given.isprintable() else new_request_id()
     request["request_id"] = rid
     try:
         response = await handler(request)

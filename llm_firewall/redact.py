@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 # Shapes of credentials that must never be written anywhere in clear.
 _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
@@ -38,6 +39,7 @@ def redact_secrets(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def key_fingerprint(api_key: str) -> str:
     """A short, stable, non-reversible name for an API key (for limits, sanctions, audit)."""
     digest = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()

@@ -62,14 +62,19 @@ class UsageTracker:
     by_user: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
     by_key: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
     metrics: Any = None
+    _price_cache: dict[str, Price | None] = field(default_factory=dict)
 
     def price_for(self, model: str | None) -> Price | None:
+        """The longest price-table prefix of `model`; remembered, since models repeat."""
         if not model:
             return None
-        if model in self.prices:
-            return self.prices[model]
+        if model in self._price_cache:
+            return self._price_cache[model]
         best = max((m for m in self.prices if model.startswith(m)), key=len, default=None)
-        return self.prices.get(best) if best else None
+        price = self.prices.get(best) if best else None
+        if len(self._price_cache) < self.max_models * 4:
+            self._price_cache[model] = price
+        return price
 
     def record(self, identity: Identity, model: str | None, usage: Mapping[str, Any] | None,
                *, estimated_from: int | None) -> None:

@@ -88,6 +88,14 @@ def _trusted(addr: Address, trusted: Sequence[Network]) -> bool:
 
 
 def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network]) -> str:
+    """The client's address (see `_client_ip`); cached, since the same hops recur constantly."""
+    fwd = ",".join(_header_values(headers, "forwarded"))
+    xff = ",".join(_header_values(headers, "x-forwarded-for"))
+    return _client_ip(peer, fwd, xff, tuple(trusted_proxies))
+
+
+@lru_cache(maxsize=8192)
+def _client_ip(peer: str, fwd: str, xff: str, trusted_proxies: tuple[Network, ...]) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy.
 
     Then the forwarding chain is walked right to left (nearest hop first), skipping trusted
@@ -100,6 +108,7 @@ def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[N
     if not trusted_proxies or not _trusted(peer_addr, trusted_proxies):
         return str(peer_addr)
     current = peer_addr
+    headers = {k: v for k, v in (("forwarded", fwd), ("x-forwarded-for", xff)) if v}
     for hop in reversed(_forwarded_hops(headers)):
         addr = _parse_addr(hop)
         if addr is None:
@@ -113,7 +122,10 @@ def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[N
 def _clean_id(value: str | None) -> str | None:
     if value is None:
         return None
-    value = "".join(ch for ch in value.strip() if ch.isprintable())
+    value = value.strip()
+    if len(value) <= MAX_ID_LEN and value.isprintable():  # the common case, without a per-char loop
+        return value or None
+    value = "".join(ch for ch in value if ch.isprintable())
     if not value:
         return None
     if len(value) > MAX_ID_LEN:

@@ -90,8 +90,9 @@ class Upstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        # Read timeouts are applied by the caller around each read (first byte, then idle gaps).
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect,
-                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+                                        sock_connect=self.timeouts.connect)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
                                               skip_auto_headers=("User-Agent",))
 
