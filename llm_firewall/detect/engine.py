@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import re2
 
 from llm_firewall.detect.normalize import TRIGGER_PATTERNS, View, base_view, derived_views
-from llm_firewall.detect.rules import STATUSES, Rule, RuleSet
+from llm_firewall.detect.rules import STATUSES, Rule, RuleSet, pattern_width
 from llm_firewall.domain import SEVERITIES, Finding, TextItem
 from llm_firewall.redact import redact_secrets
 
@@ -23,6 +23,7 @@ EXCERPT_CONTEXT = 40
 EXCERPT_MAX = 200
 _MASKED_THREATS = frozenset({"secret_leakage", "privacy_violation"})
 _OVERRIDE_KEYS = {"enabled", "severity", "status"}
+NON_ASCII_ANCHOR = r"[^\x00-\x7f]"
 
 
 class Detector(Protocol):
@@ -134,6 +135,7 @@ class Engine:
             direction: _Compiled([r for r in self.rules if r.applies(direction)])
             for direction in ("request", "response")
         }
+        self._anchors: dict[str, tuple[Any | None, int]] = {}
 
     # --- scanning ------------------------------------------------------------------------------
 
@@ -172,8 +174,7 @@ class Engine:
     def scan_text(self, text: str, role: str = "user", direction: str = "request",
                   path: str = "") -> list[Finding]:
         """Every finding for one text: rules over all its views, then the extra detectors."""
-        if direction not in self._compiled:
-            raise ValueError(f"direction must be request or response, not {direction!r}")
+        self._check_direction(direction)
         findings = self._rule_findings(text, role, direction, path)
         for detector in self.detectors:
             for f in detector.detect(text, role, path, direction):
@@ -191,6 +192,45 @@ class Engine:
         for item in items:
             out.extend(self.scan_text(item.text, item.role, direction, item.path))
         return out
+
+    # --- streaming ------------------------------------------------------------------------------
+
+    def stream_anchor(self, direction: str = "response") -> Any | None:
+        """One compiled RE2 pattern matching wherever a match of an enabled rule may start.
+
+        The union of every enabled rule's `stream_anchor` for `direction`, plus any non-ASCII
+        character (normalised views make matches out of non-ASCII text, at offsets that differ
+        from the raw text's). Raw answer text before the first anchor match can be released:
+        no rule match starts there. The last `stream_anchor_width() - 1` characters must still
+        be held, since an anchor may be incomplete at the end of the text so far. Matches that
+        only a decoding view reveals (base64, hex, percent-encoding of ASCII text) are not
+        anchored. None when an enabled rule of `direction` declares no anchor: then hold a full
+        window.
+        """
+        self._check_direction(direction)
+        if direction not in self._anchors:
+            rules = self._compiled[direction].rules
+            if not rules or any(r.stream_anchor is None for r in rules):
+                self._anchors[direction] = (None, 0)
+            else:
+                parts = [f"(?i:{r.stream_anchor.source})" for r in rules
+                         if r.stream_anchor is not None]
+                parts.append(NON_ASCII_ANCHOR)
+                opts = re2.Options()
+                opts.max_mem = 64 << 20
+                width = max(pattern_width(r.stream_anchor.regex_text) for r in rules
+                            if r.stream_anchor is not None)
+                self._anchors[direction] = (re2.compile("|".join(parts), opts), max(width, 1))
+        return self._anchors[direction][0]
+
+    def stream_anchor_width(self, direction: str = "response") -> int:
+        """Most characters one anchor match spans (0 when `stream_anchor` is None)."""
+        self.stream_anchor(direction)
+        return self._anchors[direction][1]
+
+    def _check_direction(self, direction: str) -> None:
+        if direction not in self._compiled:
+            raise ValueError(f"direction must be request or response, not {direction!r}")
 
     # --- masking -------------------------------------------------------------------------------
 

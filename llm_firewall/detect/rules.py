@@ -5,6 +5,15 @@ values, patterns RE2 cannot compile, patterns that would backtrack catastrophica
 backtracking engine (nested unbounded quantifiers, backreferences, lookarounds), response rules
 that could match more than 256 characters (they run on a sliding window over streams), and
 rules whose own tests fail. Every error names the file, line, rule id and field.
+
+`stream_anchor` (optional, rules whose direction is response or both): an RE2 pattern that
+matches, on the raw text, at or before every position where a match of the rule can start, e.g.
+`sk-|AKIA` for API keys or `-----BEGIN` for private keys. A stream guard that knows every rule's
+anchor can release answer text in which no anchor occurs instead of holding a full window (see
+`Engine.stream_anchor`). The loader checks it against the rule's own `tests.match` examples: an
+anchor match must start at or before the start of the rule's match. Anchors are bounded
+(STREAM_ANCHOR_MAX_WIDTH characters) so that a guard knows how many trailing characters could
+still be the beginning of an anchor that is not complete yet.
 """
 
 from __future__ import annotations
@@ -31,10 +40,11 @@ ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_
 RESPONSE_MAX_WIDTH = 256
 EXCLUDE_CONTEXT = 64  # characters either side of a match that `exclude` patterns look at
 MAX_MATCHES_TRIED = 8  # per pattern, when excludes or validators discard matches
+STREAM_ANCHOR_MAX_WIDTH = 64
 
 _RULE_KEYS = {"id", "title", "description", "threat", "severity", "category", "status",
               "applies_to", "match", "exclude", "validate", "falsepositives", "tests",
-              "references", "tags", "precision", "author"}
+              "references", "tags", "precision", "author", "stream_anchor"}
 _REQUIRED = ("id", "title", "threat", "severity", "category", "match", "falsepositives", "tests")
 _ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$")
 _CATEGORY_RE = re.compile(r"^[a-z0-9_]+$")
@@ -127,6 +137,7 @@ class Rule:
     description: str = ""
     file: str = ""
     line: int | None = None
+    stream_anchor: Pattern | None = None
 
     def applies(self, direction: str) -> bool:
         return self.direction == "both" or self.direction == direction
@@ -183,7 +194,31 @@ class Rule:
         for i, sample in enumerate(self.tests_no_match):
             if any(self.find(v.text) for v in views(sample)):
                 out.append(("no_match", i, f"matches {sample!r}"))
+        if self.stream_anchor is not None:
+            for i, sample in enumerate(self.tests_match):
+                problem = self.anchor_problem(sample)
+                if problem:
+                    out.append(("match", i, problem))
         return out
+
+    def anchor_problem(self, sample: str) -> str | None:
+        """Why `stream_anchor` fails to cover this rule's match in `sample` (None: it covers).
+
+        Non-ASCII samples are covered by the engine's non-ASCII anchor (normalised views make
+        matches out of such text, with offsets that differ from the raw text's).
+        """
+        if self.stream_anchor is None or not sample.isascii():
+            return None
+        start = min((span[0] for span in (self.find(v.text) for v in views(sample)[:1])
+                     if span is not None), default=None)
+        if start is None:
+            return (f"stream_anchor: {sample!r} matches only in a decoded view, which no "
+                    "anchor on the raw text can cover")
+        anchor = search_span(self.stream_anchor.regex, sample)
+        if anchor is None or anchor[0] > start:
+            return (f"stream_anchor does not match at or before position {start} of {sample!r}, "
+                    "where the rule's match starts")
+        return None
 
 
 @dataclass(frozen=True)
@@ -285,6 +320,11 @@ def check_pattern(regex_text: str, *, max_width: int | None) -> tuple[Any | None
                           f"applied through a {max_width}-character window, use bounded "
                           "quantifiers like {1,64}")
     return compiled, None
+
+
+def pattern_width(regex_text: str) -> int:
+    """Most characters a pattern can match (patterns that passed `check_pattern` with a width)."""
+    return int(sre_parse.parse(regex_text).getwidth()[1])
 
 
 # --- YAML with positions -----------------------------------------------------------------------
@@ -461,6 +501,24 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
                 all_p = patterns(match["all"], ["match", "all"], None)
     exclude_p = patterns(raw["exclude"], ["exclude"], None) if "exclude" in raw else ()
 
+    anchor: Pattern | None = None
+    if "stream_anchor" in raw:
+        body = raw["stream_anchor"]
+        if direction not in ("response", "both"):
+            err(["stream_anchor"], "only rules that apply to responses (applies_to.direction: "
+                "response or both) can declare a stream anchor")
+        elif not isinstance(body, str) or not body:
+            err(["stream_anchor"], "must be a non-empty regex string")
+        else:
+            compiled, problem = check_pattern("(?i)" + body, max_width=STREAM_ANCHOR_MAX_WIDTH)
+            if problem and problem.startswith("can match more than"):
+                problem = (f"can match more than {STREAM_ANCHOR_MAX_WIDTH} characters; an anchor "
+                           "marks where a match can start, keep it short")
+            if problem:
+                err(["stream_anchor"], problem)
+            else:
+                anchor = Pattern(body, "(?i)" + body, "stream_anchor", compiled)
+
     validate = raw.get("validate")
     if validate is not None and validate not in VALIDATORS:
         err(["validate"], f"{validate!r} is not one of {', '.join(VALIDATORS)}")
@@ -506,6 +564,7 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         tests_match=t_match or (), tests_no_match=t_no or (), references=refs or (),
         tags=tags or (), precision=float(precision) if precision is not None else None,
         description=raw.get("description", ""), file=ctx.file, line=ctx.line(base),
+        stream_anchor=anchor,
     )
     for key, index, message in rule.own_test_failures():
         err(["tests", key, index], message)
