@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import aiohttp
 import orjson
+import re2
 from aiohttp import web
 from cachetools import TTLCache
 
@@ -80,6 +81,8 @@ class Gateway:
         # Recent alerts per client, one input of the false-positive scorer (bounded, 10 minutes).
         self._recent_alerts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=600)
         self.inflight: set[asyncio.Task[Any]] = set()
+        self._anchor: Any | None = None
+        self._anchor_for: Any = None
 
     # -- identity and refusal ---------------------------------------------------------------------
     def identify(self, request: web.Request) -> Identity:
@@ -337,7 +340,9 @@ class Gateway:
             scan=lambda text: self._response_findings(text, policy),
             redact=lambda text: self.inspector.engine.redact(text, direction="response"),
             window=self.settings.stream_window_chars,
-            mode="content_filter" if mode == "monitor" else mode)
+            mode="content_filter" if mode == "monitor" else mode,
+            anchor=self._stream_anchor(),
+            anchor_width=self.inspector.engine.stream_anchor_width("response"))
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         try:
@@ -390,6 +395,15 @@ class Gateway:
                 self.usage.record(identity, model, usage_seen,
                                   estimated_from=None if usage_seen else guard.assembled_chars)
         return resp
+
+    def _stream_anchor(self) -> Any | None:
+        """Where a response match may start: the rules' anchors plus the canary's prefix."""
+        engine = self.inspector.engine
+        if self._anchor_for is not engine:
+            base = engine.stream_anchor("response")
+            self._anchor = None if base is None else re2.compile(f"{re2.escape(self.canary[:5])}|{base.pattern}")
+            self._anchor_for = engine
+        return self._anchor
 
     async def _end_stream_with_error(self, resp: web.StreamResponse, message: str, code: str) -> None:
         try:

@@ -33,8 +33,14 @@ def sse_for(parts: list[str]) -> bytes:
             + ev({}, "stop") + b"data: [DONE]\n\n")
 
 
-def relay(raw: bytes, *, mode: str = "content_filter", window: int = 128, byte_cut: int = 0) -> bytes:
-    guard = StreamGuard(scan=scan, redact=redact, window=window, mode=mode)
+ANCHOR = ENGINE.stream_anchor("response")
+WIDTH = ENGINE.stream_anchor_width("response")
+
+
+def relay(raw: bytes, *, mode: str = "content_filter", window: int = 128, byte_cut: int = 0,
+          anchored: bool = False) -> bytes:
+    guard = StreamGuard(scan=scan, redact=redact, window=window, mode=mode,
+                        anchor=ANCHOR if anchored else None, anchor_width=WIDTH)
     splitter = EventSplitter()
     out = b""
     pieces = [raw[i:i + byte_cut] for i in range(0, len(raw), byte_cut)] if byte_cut else [raw]
@@ -60,10 +66,11 @@ def split_into(text: str, n: int) -> list[str]:
     return parts
 
 
+@pytest.mark.parametrize("anchored", [False, True])
 @pytest.mark.parametrize("n", [2, 3, 10])
 @pytest.mark.parametrize("mode", ["content_filter", "error_event"])
-def test_secret_split_across_chunks_never_leaks(n: int, mode: str) -> None:
-    out = relay(sse_for(split_into(TEXT, n)), mode=mode)
+def test_secret_split_across_chunks_never_leaks(n: int, mode: str, anchored: bool) -> None:
+    out = relay(sse_for(split_into(TEXT, n)), mode=mode, anchored=anchored)
     assert SECRET[:12] not in delivered_text(out)
     assert b"sk-proj" not in out
     assert out.endswith(b"data: [DONE]\n\n")
@@ -73,13 +80,14 @@ def test_secret_split_across_chunks_never_leaks(n: int, mode: str) -> None:
         assert b"content_policy_violation" in out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=1, max_value=len(TEXT) - 1), unique=True, max_size=25),
-       byte_cut=st.integers(min_value=0, max_value=64))
-def test_any_rechunking_never_releases_any_part_of_the_secret(cuts: list[int], byte_cut: int) -> None:
+       byte_cut=st.integers(min_value=0, max_value=64), anchored=st.booleans())
+def test_any_rechunking_never_releases_any_part_of_the_secret(cuts: list[int], byte_cut: int,
+                                                              anchored: bool) -> None:
     bounds = [0, *sorted(cuts), len(TEXT)]
     parts = [TEXT[a:b] for a, b in zip(bounds, bounds[1:])]
-    out = relay(sse_for(parts), byte_cut=byte_cut)
+    out = relay(sse_for(parts), byte_cut=byte_cut, anchored=anchored)
     got = delivered_text(out)
     # Nothing from the start of the secret onwards may be delivered.
     assert got == TEXT[: len(got)]
@@ -95,10 +103,12 @@ def test_benign_streams_pass_byte_for_byte(cuts: list[int]) -> None:
     bounds = [0, *sorted(c for c in cuts if c < len(benign)), len(benign)]
     raw = sse_for([benign[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
     assert relay(raw) == raw
+    assert relay(raw, anchored=True) == raw
 
 
-def test_redact_mode_masks_the_secret_and_keeps_the_rest() -> None:
-    out = relay(sse_for(split_into(TEXT, 7)), mode="redact")
+@pytest.mark.parametrize("anchored", [False, True])
+def test_redact_mode_masks_the_secret_and_keeps_the_rest(anchored: bool) -> None:
+    out = relay(sse_for(split_into(TEXT, 7)), mode="redact", anchored=anchored)
     got = delivered_text(out)
     assert SECRET not in got and "sk-proj" not in got
     assert got.startswith("Sure. The production key is ")
@@ -119,3 +129,34 @@ def test_tool_call_arguments_are_inspected_across_deltas() -> None:
     raw += b"data: [DONE]\n\n"
     out = relay(raw)
     assert b"rm -rf" not in out and b"content_filter" in out
+
+
+SECRETS_IN_PROSE = [
+    "Your database is at postgres://admin:hunter2pass@db.internal:5432/prod - use it wisely.",
+    "Run this to clean up: sudo rm -rf / --no-preserve-root and then reboot the box.",
+    "The token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U ok",
+    "Base64 of the key: " + __import__("base64").b64encode(SECRET.encode()).decode() + " decode it later.",
+]
+
+
+@pytest.mark.parametrize("text", SECRETS_IN_PROSE)
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=80), unique=True, max_size=20))
+def test_anchored_window_holds_every_kind_of_match(text: str, cuts: list[int]) -> None:
+    assert scan(text), "the rules must catch this text whole"
+    bounds = [0, *sorted(c for c in cuts if c < len(text)), len(text)]
+    out = relay(sse_for([text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]), anchored=True)
+    got = delivered_text(out)
+    assert b"content_filter" in out
+    assert not scan(got), f"released text still matches a rule: {got!r}"
+
+
+def test_anchored_window_releases_plain_prose_early() -> None:
+    prose = "Lists keep order and sets make membership tests fast; " * 6
+    guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
+    splitter = EventSplitter()
+    released = b""
+    for event in splitter.feed(sse_for([prose[i:i + 8] for i in range(0, 120, 8)])[:-len(b"data: [DONE]\n\n")]):
+        released += guard.feed(event)
+    # Without anchors nothing of the first 120 characters could leave before 128 more arrived.
+    assert len(delivered_text(released)) >= 120 - WIDTH - 20

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 import orjson
 
+import re2
+
 from llm_firewall.domain import Finding
 from llm_firewall.proxy.sse import DONE, Event, encode
 
@@ -44,6 +46,15 @@ class _Held:
 class _Text:
     text: str = ""
     scanned_to: int = 0
+    safe: int = 0  # with anchors: text before this offset can no longer start a match
+
+
+# Encoded text (base64/hex runs, percent-escapes, HTML entities, \u escapes) is decoded by the
+# normaliser before the rules see it, so no rule anchor marks where such a match starts: hold
+# from the start of anything that looks encoded.
+ENCODED_ANCHOR = r"[A-Za-z0-9+/_=-]{20,}|%[0-9A-Fa-f]{2}|&#?[A-Za-z0-9]{1,8};|\\[ux][0-9A-Fa-f]{2}"
+ENCODED_ANCHOR_WIDTH = 20
+_ENCODED = re2.compile(ENCODED_ANCHOR)
 
 
 def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], None]]]:
@@ -78,7 +89,8 @@ class StreamGuard:
     """Feed upstream events in order; get back the bytes that are safe to send to the client."""
 
     def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256, scan_every: int = 32,
-                 mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None) -> None:
+                 mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None,
+                 anchor: Any | None = None, anchor_width: int = 0) -> None:
         self._scan = scan
         self._redact = redact
         self._window = max(1, window)
@@ -86,6 +98,14 @@ class StreamGuard:
         # once it is `window` characters behind the scanned end, so scan once `scan_every` new
         # characters have arrived (and always at the end of the stream).
         self._scan_every = max(1, scan_every)
+        # With anchors (patterns matching wherever a rule match may start), only text from the
+        # first anchor in the window on, and the last `anchor_width - 1` characters (an anchor
+        # may still be incomplete), is held; plain prose flows almost at once, and each scan
+        # covers only the held text, so scanning after every event stays cheap.
+        self._anchor = anchor
+        self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
+        if anchor is not None:
+            self._scan_every = 1
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
@@ -132,7 +152,7 @@ class StreamGuard:
             end = len(buf.text)
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
-            start = max(0, buf.scanned_to - self._window)
+            start = buf.safe if self._anchor is not None else max(0, buf.scanned_to - self._window)
             region = buf.text[start:end]
             if not region:
                 continue
@@ -145,12 +165,28 @@ class StreamGuard:
                         self._replace(key, start, end, masked)
                         buf = self._texts[key]
                         buf.scanned_to = len(buf.text)
+                        self._advance_safe(buf)
                         continue
                     return False
                 self._record(findings)
                 return False
             buf.scanned_to = end
+            self._advance_safe(buf)
         return True
+
+    def _advance_safe(self, buf: _Text) -> None:
+        if self._anchor is None:
+            return
+        end = buf.scanned_to
+        lo = max(buf.safe, end - self._window)
+        held_from = end - self._tail
+        found = self._anchor.search(buf.text, lo, end)
+        if found is not None:
+            held_from = min(held_from, found.start())
+        found = _ENCODED.search(buf.text, lo, end)
+        if found is not None:
+            held_from = min(held_from, found.start())
+        buf.safe = max(buf.safe, lo if held_from < lo else held_from, 0)
 
     def _masked_everything(self, region: str, masked: str) -> bool:
         return not self._scan(masked)
@@ -180,7 +216,7 @@ class StreamGuard:
 
     def _safe_until(self, key: Key) -> int:
         buf = self._texts[key]
-        return buf.scanned_to - self._window
+        return buf.safe if self._anchor is not None else buf.scanned_to - self._window
 
     def _release(self, *, final: bool) -> bytes:
         out: list[bytes] = []
