@@ -81,8 +81,8 @@ class Gateway:
         # Recent alerts per client, one input of the false-positive scorer (bounded, 10 minutes).
         self._recent_alerts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=600)
         self.inflight: set[asyncio.Task[Any]] = set()
-        self._anchor: Any | None = None
-        self._anchor_for: Any = None
+        self._anchor: tuple[Any | None, int] = (None, 0)
+        self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
 
     # -- identity and refusal ---------------------------------------------------------------------
     def identify(self, request: web.Request) -> Identity:
@@ -297,6 +297,13 @@ class Gateway:
                                     excerpt="[canary]"))
         return findings
 
+    def _actionable(self, findings: list[Finding], identity: Identity, policy: Policy) -> bool:
+        """Whether the policy acts on these answer findings (refuse or mask), not just logs them."""
+        if not findings or policy.mode != "enforce":
+            return False
+        decision = decide(policy, findings, identity)
+        return decision.blocked or decision.redact
+
     def _inspect_answer(self, answer: dict[str, Any], parsed: ParsedRequest, identity: Identity,
                         policy: Policy, rid: str) -> dict[str, Any] | None:
         """Inspect a whole JSON answer; returns the changed answer, or None when it passes."""
@@ -309,15 +316,14 @@ class Gateway:
                 hits[item.path] = found
         if not hits:
             return None
-        findings = [f for fs in hits.values() for f in fs]
-        self._raise_alert(findings, identity, "response", rid, parsed.endpoint)
-        if policy.mode == "monitor":
+        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, parsed.endpoint)
+        acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
+        if not acted:
             return None
-        mode = policy.response_action
         for item in response_texts(parsed.endpoint, answer):
-            if item.path not in hits:
+            if item.path not in acted:
                 continue
-            if mode == "redact":
+            if policy.response_action == "redact":
                 masked, _ = self.inspector.engine.redact(item.text, direction="response")
                 if policy.canary:
                     masked = masked.replace(self.canary, "[REDACTED]")
@@ -335,14 +341,19 @@ class Gateway:
         await resp.prepare(request)
         inspect = parsed is not None and self.soc_enabled and up.status < 400
         splitter = EventSplitter()
-        mode = policy.response_action if policy.mode == "enforce" else "monitor"
+        observed: dict[tuple[str, str], Finding] = {}
+
+        def scan(text: str) -> list[Finding]:
+            found = self._response_findings(text, policy)
+            for f in found:  # the held window is rescanned: remember each finding once
+                observed.setdefault((f.rule_id, f.excerpt), f)
+            return found if self._actionable(found, identity, policy) else []
+
+        anchor, width = self._stream_anchor(policy)
         guard = StreamGuard(
-            scan=lambda text: self._response_findings(text, policy),
-            redact=lambda text: self.inspector.engine.redact(text, direction="response"),
-            window=self.settings.stream_window_chars,
-            mode="content_filter" if mode == "monitor" else mode,
-            anchor=self._stream_anchor(),
-            anchor_width=self.inspector.engine.stream_anchor_width("response"))
+            scan=scan, redact=lambda text: self.inspector.engine.redact(text, direction="response"),
+            window=self.settings.stream_window_chars, mode=policy.response_action,
+            anchor=anchor, anchor_width=width)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         try:
@@ -369,18 +380,17 @@ class Gateway:
                     payload = event.json()
                     if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
                         usage_seen = payload["usage"]
-                    out = guard.feed(event) if mode != "monitor" else event.raw
-                    if mode == "monitor":
-                        guard.feed(event)
+                    out = guard.feed(event)
                     if out:
                         await resp.write(out)
-                if guard.blocked and mode != "monitor":
+                if guard.blocked:
                     break
             if inspect and not guard.blocked:
-                tail = b"".join(e.raw for e in splitter.flush())
+                for event in splitter.flush():
+                    out = guard.feed(event)
+                    if out:
+                        await resp.write(out)
                 out = guard.finish()
-                if mode == "monitor":
-                    out = tail
                 if out:
                     await resp.write(out)
             await resp.write_eof()
@@ -389,20 +399,30 @@ class Gateway:
             up.close()
         finally:
             if inspect:
-                if guard.findings:
-                    self._raise_alert(guard.findings, identity, "response", rid,
+                if observed:
+                    self._raise_alert(list(observed.values()), identity, "response", rid,
                                       parsed.endpoint if parsed else "")
                 self.usage.record(identity, model, usage_seen,
                                   estimated_from=None if usage_seen else guard.assembled_chars)
         return resp
 
-    def _stream_anchor(self) -> Any | None:
-        """Where a response match may start: the rules' anchors plus the canary's prefix."""
+    def _stream_anchor(self, policy: Policy) -> tuple[Any | None, int]:
+        """Where a match the policy would act on may start in an answer, and the anchor width.
+
+        Only rules whose findings this policy refuses or masks need text held back for them;
+        the canary's prefix is added when the policy plants one."""
         engine = self.inspector.engine
-        if self._anchor_for is not engine:
-            base = engine.stream_anchor("response")
-            self._anchor = None if base is None else re2.compile(f"{re2.escape(self.canary[:5])}|{base.pattern}")
-            self._anchor_for = engine
+        if self._anchor_key is None or self._anchor_key[0] is not engine or self._anchor_key[1] is not policy:
+            probe = Identity(ip="192.0.2.1")
+            acted = [r.id for r in engine.rules_for("response") if self._actionable(
+                [Finding(rule_id=r.id, title=r.title, threat=r.threat, severity=r.severity, category=r.category,
+                         status=r.status, role="response")], probe, policy)]
+            base = engine.stream_anchor("response", only=acted)
+            width = engine.stream_anchor_width("response", only=acted)
+            if base is not None and policy.canary:
+                base = re2.compile(f"{re2.escape(self.canary[:5])}|{base.pattern}")
+                width = max(width, 5)
+            self._anchor, self._anchor_key = (base, width), (engine, policy)
         return self._anchor
 
     async def _end_stream_with_error(self, resp: web.StreamResponse, message: str, code: str) -> None:

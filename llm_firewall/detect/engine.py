@@ -135,7 +135,7 @@ class Engine:
             direction: _Compiled([r for r in self.rules if r.applies(direction)])
             for direction in ("request", "response")
         }
-        self._anchors: dict[str, tuple[Any | None, int]] = {}
+        self._anchors: dict[tuple[str, frozenset[str] | None], tuple[Any | None, int]] = {}
 
     # --- scanning ------------------------------------------------------------------------------
 
@@ -195,38 +195,45 @@ class Engine:
 
     # --- streaming ------------------------------------------------------------------------------
 
-    def stream_anchor(self, direction: str = "response") -> Any | None:
+    def stream_anchor(self, direction: str = "response", only: Collection[str] | None = None) -> Any | None:
         """One compiled RE2 pattern matching wherever a match of an enabled rule may start.
 
-        The union of every enabled rule's `stream_anchor` for `direction`, plus any non-ASCII
-        character (normalised views make matches out of non-ASCII text, at offsets that differ
-        from the raw text's). Raw answer text before the first anchor match can be released:
-        no rule match starts there. The last `stream_anchor_width() - 1` characters must still
-        be held, since an anchor may be incomplete at the end of the text so far. Matches that
-        only a decoding view reveals (base64, hex, percent-encoding of ASCII text) are not
-        anchored. None when an enabled rule of `direction` declares no anchor: then hold a full
-        window.
+        The union of every enabled rule's `stream_anchor` for `direction` (or of the rules named
+        in `only`: those whose findings the policy would act on), plus any non-ASCII character
+        (normalised views make matches out of non-ASCII text, at offsets that differ from the raw
+        text's). Raw answer text before the first anchor match can be released: no rule match
+        starts there. The last `stream_anchor_width() - 1` characters must still be held, since an
+        anchor may be incomplete at the end of the text so far. Matches that only a decoding view
+        reveals (base64, hex, percent-encoding of ASCII text) are not anchored. None when a
+        selected rule declares no anchor: then hold a full window.
         """
+        return self._anchor_entry(direction, only)[0]
+
+    def stream_anchor_width(self, direction: str = "response", only: Collection[str] | None = None) -> int:
+        """Most characters one anchor match spans (0 when `stream_anchor` is None)."""
+        return self._anchor_entry(direction, only)[1]
+
+    def _anchor_entry(self, direction: str, only: Collection[str] | None) -> tuple[Any | None, int]:
         self._check_direction(direction)
-        if direction not in self._anchors:
-            rules = self._compiled[direction].rules
-            if not rules or any(r.stream_anchor is None for r in rules):
-                self._anchors[direction] = (None, 0)
+        key = (direction, None if only is None else frozenset(only))
+        if key not in self._anchors:
+            rules = [r for r in self._compiled[direction].rules if only is None or r.id in only]
+            if any(r.stream_anchor is None for r in rules):
+                self._anchors[key] = (None, 0)
             else:
-                parts = [f"(?i:{r.stream_anchor.source})" for r in rules
-                         if r.stream_anchor is not None]
+                parts = [f"(?i:{r.stream_anchor.source})" for r in rules if r.stream_anchor is not None]
                 parts.append(NON_ASCII_ANCHOR)
                 opts = re2.Options()
                 opts.max_mem = 64 << 20
-                width = max(pattern_width(r.stream_anchor.regex_text) for r in rules
-                            if r.stream_anchor is not None)
-                self._anchors[direction] = (re2.compile("|".join(parts), opts), max(width, 1))
-        return self._anchors[direction][0]
+                width = max((pattern_width(r.stream_anchor.regex_text) for r in rules
+                             if r.stream_anchor is not None), default=1)
+                self._anchors[key] = (re2.compile("|".join(parts), opts), max(width, 1))
+        return self._anchors[key]
 
-    def stream_anchor_width(self, direction: str = "response") -> int:
-        """Most characters one anchor match spans (0 when `stream_anchor` is None)."""
-        self.stream_anchor(direction)
-        return self._anchors[direction][1]
+    def rules_for(self, direction: str) -> list[Rule]:
+        """The enabled rules of one direction (after overrides)."""
+        self._check_direction(direction)
+        return list(self._compiled[direction].rules)
 
     def _check_direction(self, direction: str) -> None:
         if direction not in self._compiled:

@@ -35,6 +35,9 @@ class Event:
 
 
 def _parse(raw: bytes) -> Event:
+    # Fast path: the usual `data: {...}\n\n` event, one line, no other fields.
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.count(b"\n") == 2 and b"\r" not in raw:
+        return Event(raw, raw[6:-2], None)
     data_lines: list[bytes] = []
     name: str | None = None
     for line in raw.splitlines():
@@ -54,18 +57,25 @@ class EventSplitter:
         self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
-        self._buf += chunk
+        buf = self._buf + chunk if self._buf else chunk
+        pos = 0
+        crlf = b"\r" in buf  # the common case (LF only) needs one search per event
         while True:
-            cut = -1
-            sep_len = 0
-            for sep in _SEPARATORS:
-                idx = self._buf.find(sep)
-                if idx != -1 and (cut == -1 or idx < cut):
-                    cut, sep_len = idx, len(sep)
+            if crlf:
+                cut, sep_len = -1, 0
+                for sep in _SEPARATORS:
+                    idx = buf.find(sep, pos)
+                    if idx != -1 and (cut == -1 or idx < cut):
+                        cut, sep_len = idx, len(sep)
+            else:
+                cut, sep_len = buf.find(b"\n\n", pos), 2
             if cut == -1:
                 break
-            raw, self._buf = self._buf[: cut + sep_len], self._buf[cut + sep_len:]
-            yield _parse(raw)
+            yield _parse(buf[pos: cut + sep_len])
+            pos = cut + sep_len
+        self._buf = buf[pos:]
+        if len(self._buf) > self._max:
+            raise ValueError("server-sent event larger than the firewall accepts")
         if len(self._buf) > self._max:
             raise ValueError("server-sent event larger than the firewall accepts")
 

@@ -19,6 +19,7 @@ import orjson
 
 import re2
 
+from llm_firewall.detect.re2raw import search_span
 from llm_firewall.domain import Finding
 from llm_firewall.proxy.sse import DONE, Event, encode
 
@@ -54,7 +55,6 @@ class _Text:
 # from the start of anything that looks encoded.
 ENCODED_ANCHOR = r"[A-Za-z0-9+/_=-]{20,}|%[0-9A-Fa-f]{2}|&#?[A-Za-z0-9]{1,8};|\\[ux][0-9A-Fa-f]{2}"
 ENCODED_ANCHOR_WIDTH = 20
-_ENCODED = re2.compile(ENCODED_ANCHOR)
 
 
 def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], None]]]:
@@ -102,7 +102,7 @@ class StreamGuard:
         # first anchor in the window on, and the last `anchor_width - 1` characters (an anchor
         # may still be incomplete), is held; plain prose flows almost at once, and each scan
         # covers only the held text, so scanning after every event stays cheap.
-        self._anchor = anchor
+        self._anchor = None if anchor is None else re2.compile(f"{anchor.pattern}|{ENCODED_ANCHOR}")
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
         if anchor is not None:
             self._scan_every = 1
@@ -152,6 +152,10 @@ class StreamGuard:
             end = len(buf.text)
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
+            if self._anchor is not None and not final and self._first_anchor(buf, buf.safe, end) is None:
+                buf.scanned_to = end  # no match can start in text with no anchor: nothing to scan
+                buf.safe = max(buf.safe, end - self._tail)
+                continue
             start = buf.safe if self._anchor is not None else max(0, buf.scanned_to - self._window)
             region = buf.text[start:end]
             if not region:
@@ -180,13 +184,16 @@ class StreamGuard:
         end = buf.scanned_to
         lo = max(buf.safe, end - self._window)
         held_from = end - self._tail
-        found = self._anchor.search(buf.text, lo, end)
-        if found is not None:
-            held_from = min(held_from, found.start())
-        found = _ENCODED.search(buf.text, lo, end)
-        if found is not None:
-            held_from = min(held_from, found.start())
+        first = self._first_anchor(buf, lo, end)
+        if first is not None:
+            held_from = min(held_from, first)
         buf.safe = max(buf.safe, lo if held_from < lo else held_from, 0)
+
+    def _first_anchor(self, buf: _Text, lo: int, end: int) -> int | None:
+        """Offset of the first place in text[lo:end] where a match could start, if any."""
+        assert self._anchor is not None
+        span = search_span(self._anchor, buf.text[lo:end])
+        return None if span is None else lo + span[0]
 
     def _masked_everything(self, region: str, masked: str) -> bool:
         return not self._scan(masked)

@@ -145,3 +145,10 @@ def test_metrics_parse_and_move(firewall: Firewall, upstream: TestUpstream) -> N
         assert metric_value(after, name, **labels) > metric_value(before, name, **labels), (name, labels)
     assert metric_value(after, "llm_firewall_rules_loaded") > 20
     assert metric_value(after, "llm_firewall_sanctions_active", kind="session") >= 0
+
+
+def test_answer_findings_the_policy_only_logs_do_not_cut_the_stream(firewall: Firewall, upstream: TestUpstream) -> None:
+    reply = "You can reach our support team at help.desk@example.com any day of the week."
+    upstream.script.chunks = [reply[i:i + 6] for i in range(0, len(reply), 6)]
+    text, finish = stream_text(make_client(firewall, Who()))
+    assert text == reply and finish == "stop"
