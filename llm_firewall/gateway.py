@@ -397,6 +397,11 @@ class Gateway:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             log.info("client went away during a stream (request %s); closing upstream", rid)
             up.close()
+        except ValueError as exc:  # an event larger than the firewall accepts: stop, never pass it unread
+            log.warning("stream stopped (request %s): %s", rid, exc)
+            up.close()
+            await self._end_stream_with_error(resp, "The upstream sent an event too large to inspect.",
+                                              "upstream_error")
         finally:
             if inspect:
                 if observed:

@@ -76,8 +76,6 @@ class EventSplitter:
         self._buf = buf[pos:]
         if len(self._buf) > self._max:
             raise ValueError("server-sent event larger than the firewall accepts")
-        if len(self._buf) > self._max:
-            raise ValueError("server-sent event larger than the firewall accepts")
 
     def flush(self) -> Iterator[Event]:
         """Whatever the upstream left without a closing blank line (a cut stream)."""
