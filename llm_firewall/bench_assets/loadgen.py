@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import sys
 import time
 from urllib.parse import urlsplit
 

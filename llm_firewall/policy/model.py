@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import yaml
 
 from llm_firewall.domain import SEVERITIES, SEVERITY_RANK, THREATS
+from llm_firewall.durations import DEFAULT_DURATIONS, PERMANENT, parse_seconds
 
 PRESETS: tuple[str, ...] = ("production", "development", "medical", "financial")
 DEFAULT_PRESET = "production"
@@ -50,15 +51,8 @@ ACTION_PARAMS: dict[str, frozenset[str]] = {
 # Kinds an escalation ladder may end in (timed sanctions against one subject).
 LADDER_ACTIONS = ("block_ip", "terminate_session", "suspend_user", "isolate_agent")
 # Extra approval_required entry: any sanction without an expiry.
-PERMANENT = "permanent"
 
-_DEFAULT_DURATIONS = {
-    "terminate_session": 86400.0,  # session ids are ephemeral; a day outlives any real session
-    "suspend_user": 900.0,
-    "isolate_agent": 3600.0,
-    "block_ip": 3600.0,
-    "block_ip_range": 3600.0,
-}
+_DEFAULT_DURATIONS = DEFAULT_DURATIONS
 
 
 class PolicyError(ValueError):
@@ -306,8 +300,6 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -382,11 +374,9 @@ class _V:
         """'90s', '10m', '1h', '2d', a number of seconds; 'permanent' (or null) where allowed."""
         if allow_permanent and (value is None or value == PERMANENT):
             return None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str) and (m := _DURATION.match(value)):
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
-        else:
+        try:
+            seconds = parse_seconds(value)
+        except ValueError:
             also = " or 'permanent'" if allow_permanent else ""
             raise self.fail(where, path, f"expected a duration such as 90s, 10m, 1h, 2d{also}; got {value!r}")
         if seconds <= 0 or seconds > 10 * 365 * 86400:

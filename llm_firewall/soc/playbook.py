@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from llm_firewall.durations import DEFAULT_DURATIONS, parse_seconds
 
 SUBJECT_KINDS = ("ip", "user", "session", "key", "agent")
 
@@ -59,8 +60,6 @@ REQUIRED_PARAMS = {"rate_limit": ("limit", "window_s"), "notify": ("target",)}
 # Which subject an action addresses when the spec does not say.
 # A sanction with no duration would otherwise be permanent downstream: same defaults as the
 # policy model, so an action means the same whether the policy or the SOC wrote it.
-DEFAULT_DURATIONS = {"terminate_session": 86400.0, "suspend_user": 900.0, "isolate_agent": 3600.0,
-                     "block_ip": 3600.0, "block_ip_range": 3600.0}
 INLINE_ONLY = frozenset({"block_request", "redact"})  # done by the proxy on the request itself
 DEFAULT_SUBJECT = {
     "block_ip": "ip",
@@ -71,20 +70,16 @@ DEFAULT_SUBJECT = {
     "isolate_agent": "agent",
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(value: Any, where: str) -> float | None:
     """Seconds from 90, "90s", "10m", "1h", "1d"; None for "permanent"."""
     if value is None or value in ("permanent", "forever"):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise PlaybookError(f"{where}: duration {value!r} is not a number of seconds or like '10m', '1h'")
-    return float(m.group(1)) * _UNIT[m.group(2)]
+    try:
+        return parse_seconds(value)
+    except ValueError:
+        raise PlaybookError(f"{where}: duration {value!r} is not a number of seconds or like '10m', '1h'") from None
 
 
 @dataclass(slots=True)
