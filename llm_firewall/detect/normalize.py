@@ -246,29 +246,37 @@ def _decode_hex(text: str) -> str | None:
     return "\n".join(parts) or None
 
 
+def _overlong_step(data: bytes, i: int) -> tuple[str, int]:
+    """Decode the one sequence at `data[i]` arithmetically, overlong forms included."""
+    b = data[i]
+    n = len(data)
+    size = 2 if 0xC0 <= b < 0xE0 else 3 if b < 0xF0 else 4 if b < 0xF8 else \
+        5 if b < 0xFC else 6 if b < 0xFE else 0
+    if b < 0x80 or size == 0 or i + size > n or \
+            any(c & 0xC0 != 0x80 for c in data[i + 1:i + size]):
+        return (chr(b) if b < 0x80 else "\ufffd"), i + 1
+    cp = b & (0x7F >> size)
+    for c in data[i + 1:i + size]:
+        cp = (cp << 6) | (c & 0x3F)
+    return (chr(cp) if cp < 0x110000 else "\ufffd"), i + size
+
+
+def _overlong_errors(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return _overlong_step(exc.object, exc.start)
+
+
+codecs.register_error("llm_firewall.overlong", _overlong_errors)
+
+
 def _lenient_utf8(data: bytes) -> str:
-    """UTF-8 that also accepts overlong forms (%c0%ae for '.'), as some servers once did."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    out: list[str] = []
-    i, n = 0, len(data)
-    while i < n:
-        b = data[i]
-        size = 2 if 0xC0 <= b < 0xE0 else 3 if b < 0xF0 else 4 if b < 0xF8 else \
-            5 if b < 0xFC else 6 if b < 0xFE else 0
-        if b < 0x80 or size == 0 or i + size > n or \
-                any(c & 0xC0 != 0x80 for c in data[i + 1:i + size]):
-            out.append(chr(b) if b < 0x80 else "\ufffd")
-            i += 1
-            continue
-        cp = b & (0x7F >> size)
-        for c in data[i + 1:i + size]:
-            cp = (cp << 6) | (c & 0x3F)
-        out.append(chr(cp) if cp < 0x110000 else "\ufffd")
-        i += size
-    return "".join(out)
+    """UTF-8 that also accepts overlong forms (%c0%ae for '.'), as some servers once did.
+
+    The codec decodes natively; Python runs only at the invalid sequences (a per-byte Python
+    loop over a whole decoded text cost ~0.5 ms per 2 KB).
+    """
+    return data.decode("utf-8", "llm_firewall.overlong")
 
 
 def _decode_url(text: str) -> str | None:

@@ -322,6 +322,64 @@ def check_pattern(regex_text: str, *, max_width: int | None) -> tuple[Any | None
     return compiled, None
 
 
+_COUNTED = re.compile(r"\{(\d+)(?:(,)(\d*))?\}")
+PREFILTER_MAX_COUNT = 3
+
+
+def prefilter_regex(regex_text: str, max_count: int = PREFILTER_MAX_COUNT) -> str:
+    """A looser form of an RE2 pattern for the engine's set pass: every counted repeat with a
+    bound above `max_count` (`{0,300}`, `\\s{1,16}`, `{16,}`) becomes `*` or `+`.
+
+    Why: the set's lazily built DFA tracks every live counter of every pattern at once, so on
+    unseen text nearly every byte reached a new state (~1 µs a byte, with periodic cache
+    resets). Without the counters the states repeat and the pass stays native-speed. The
+    looser pattern matches a superset of the original's texts; the rule's own pattern then
+    confirms each candidate, so findings are unchanged.
+    """
+    out: list[str] = []
+    i, n = 0, len(regex_text)
+    p = regex_text
+    while i < n:
+        c = p[i]
+        if c == "\\":
+            j = i + 2
+            if i + 1 < n and p[i + 1] in "pPx" and j < n and p[j] == "{":
+                j = p.index("}", j) + 1
+            elif i + 1 < n and p[i + 1] == "Q":
+                k = p.find("\\E", i)
+                j = n if k < 0 else k + 2
+            out.append(p[i:j])
+            i = j
+            continue
+        if c == "[":  # a character class: copied as written
+            j = i + 1
+            if j < n and p[j] == "^":
+                j += 1
+            if j < n and p[j] == "]":
+                j += 1
+            while j < n and p[j] != "]":
+                if p[j] == "\\":
+                    j += 2
+                elif p.startswith("[:", j) and ":]" in p[j:]:
+                    j = p.index(":]", j) + 2
+                else:
+                    j += 1
+            out.append(p[i:j + 1])
+            i = j + 1
+            continue
+        m = _COUNTED.match(p, i) if c == "{" else None
+        if m:
+            lo = int(m.group(1))
+            hi = None if m.group(2) and not m.group(3) else int(m.group(3) or lo)
+            if hi is None or hi > max_count:
+                out.append("*" if lo == 0 else "+")
+                i = m.end()
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def pattern_width(regex_text: str) -> int:
     """Most characters a pattern can match (patterns that passed `check_pattern` with a width)."""
     return int(sre_parse.parse(regex_text).getwidth()[1])

@@ -187,3 +187,31 @@ def test_hostile_text_shapes_do_not_break_scanning(engine: Engine) -> None:
     for text in ["", "\ud800 lone surrogate", "a" * 200_000, "%" * 5000, "=" * 3000,
                  "\u202e" * 100 + "txt.exe", "\U000e0041" * 10_000]:
         engine.scan_text(text)
+
+
+def test_counted_repeats_are_honoured_exactly(tmp_path) -> None:
+    """The engine's set pass loosens counted repeats to stay fast; findings must not."""
+    (tmp_path / "gap.yaml").write_text(
+        "rules:\n"
+        "  - id: GAP-001\n"
+        "    title: Bounded gap\n"
+        "    threat: prompt_injection\n"
+        "    category: test\n"
+        "    severity: high\n"
+        "    status: stable\n"
+        "    applies_to: {direction: request}\n"
+        "    match:\n"
+        "      any:\n"
+        "        - regex: 'launch\\s+[a-z ]{0,20}\\s+missiles\\b'\n"
+        "        - regex: '\\bcode\\s*[0-9]{6}\\b'\n"
+        "    falsepositives: [none known]\n"
+        "    tests:\n"
+        "      match: ['launch the missiles', 'code 123456']\n"
+        "      no_match: ['launch them all right now later, then the missiles', 'code 1234567']\n",
+        encoding="utf-8")
+    gap = Engine(load_rules(tmp_path))
+    assert [f.rule_id for f in gap.scan_text("please launch all the missiles")] == ["GAP-001"]
+    assert gap.scan_text("launch " + "x y " * 20 + " missiles") == []
+    assert [f.rule_id for f in gap.scan_text("my code 654321 works")] == ["GAP-001"]
+    assert gap.scan_text("my code 6543210 works") == []
+    assert gap.run_tests() == []
