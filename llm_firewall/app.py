@@ -31,7 +31,7 @@ from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import Metrics
 from llm_firewall.notify import WebhookNotifier
-from llm_firewall.middlewares import request_id, security_headers, target_hygiene
+from llm_firewall.middlewares import http_frame
 from llm_firewall.policy.model import Policy, PolicyError
 from llm_firewall.proxy.forward import Upstream
 from llm_firewall.soc.wiring import build_pipeline
@@ -55,7 +55,7 @@ def _check_overrides(inspector: Inspector) -> Any:
 def create_app(settings: Settings) -> web.Application:
     """Build the application; heavy set-up (rules, policy) happens here so errors surface early."""
     app = web.Application(client_max_size=settings.limits.max_body_bytes,
-                          middlewares=[request_id, target_hygiene, security_headers])
+                          middlewares=[http_frame])
     app[SETTINGS] = settings
     metrics = Metrics()
     inspector = Inspector.load(settings.rules_dir)

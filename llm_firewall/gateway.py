@@ -23,7 +23,7 @@ from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
 from llm_firewall.domain import Finding, Identity, TextItem
 from llm_firewall.enforce.actions import Enforcer
-from llm_firewall.enforce.identity import identify
+from llm_firewall.enforce.identity import identify, trust_for
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
@@ -83,11 +83,16 @@ class Gateway:
         self.inflight: set[asyncio.Task[Any]] = set()
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
+        self._trust_key: Any = None
+        self._trust = trust_for(settings.trusted_proxies, policy.current.identity)
 
     # -- identity and refusal ---------------------------------------------------------------------
     def identify(self, request: web.Request) -> Identity:
-        return identify(request.remote or "", request.headers, self.policy.current.identity,
-                        self.settings.trusted_proxies)
+        config = self.policy.current.identity
+        if self._trust_key is not config:  # prepared once per policy, not per request
+            self._trust = trust_for(self.settings.trusted_proxies, config)
+            self._trust_key = config
+        return identify(request.remote or "", request.headers, config, trust=self._trust)
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -114,7 +119,8 @@ class Gateway:
                               request_id=rid)
         identity = self.identify(request)
         policy = self.policy.current
-        refusal = await self.enforcer.check(identity, policy)
+        enforcer = self.enforcer
+        refusal = enforcer.check_now(identity, policy) if enforcer.inline else await enforcer.check(identity, policy)
         if refusal is not None:
             self.counts["refused"] += 1
             self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,

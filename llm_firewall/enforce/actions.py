@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Awaitable, Callable, Mapping
 
 from llm_firewall.audit import AuditLog
@@ -20,7 +21,7 @@ from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
 from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for
-from llm_firewall.policy.model import Action, Policy
+from llm_firewall.policy.model import Action, Policy, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Enforcer:
         Store failures follow the policy's fail modes: sanctions fail closed (503) by default,
         rate limits fail open.
         """
+        if self.inline:
+            return self.check_now(identity, policy)
         now = self.clock()
         try:
             sanction = await self.store.active_sanction(identity, now)
@@ -80,9 +83,7 @@ class Enforcer:
                 return Refusal(503, "enforcement_unavailable", "Enforcement state is unavailable; try again shortly.", 5.0)
             sanction = None
         if sanction is not None:
-            status, code, message = _REFUSALS[sanction.kind]
-            retry = None if sanction.expires_at is None else max(sanction.expires_at - now, 0.0)
-            return Refusal(status, code, message, retry)
+            return _sanction_refusal(sanction, now)
         if is_allowlisted(identity, policy):
             return None
         try:
@@ -93,6 +94,37 @@ class Enforcer:
                 return Refusal(503, "enforcement_unavailable", "Rate limiting is unavailable; try again shortly.", 5.0)
             return None
 
+    @property
+    def inline(self) -> bool:
+        """True when the store answers synchronously (in memory): then `check_now` is the check."""
+        return getattr(self.store, "answers_inline", False)
+
+    def check_now(self, identity: Identity, policy: Policy) -> Refusal | None:
+        """`check` without an await per lookup, for a store that answers inline.
+
+        Same order and outcomes as `check`; an in-memory store cannot be unavailable, so the
+        fail modes do not arise. Called on every request, hence the shortcuts: no override
+        lookups when no override exists, one bucket key per rate limit."""
+        store = self.store
+        now = self.clock()
+        sanction = store.active_sanction_now(identity, now)
+        if sanction is not None:
+            return _sanction_refusal(sanction, now)
+        if is_allowlisted(identity, policy):
+            return None
+        if store.has_overrides():
+            for subj in subjects(identity):
+                override = store.override_limit_now(subj, now)
+                if override is not None:
+                    result = store.hit_now(f"override:{subj}", override[0], override[1], now)
+                    if not result.allowed:
+                        return _rate_refusal(result.retry_after)
+        for rl in policy.rate_limits:
+            result = store.hit_now(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s, now)
+            if not result.allowed:
+                return _rate_refusal(result.retry_after)
+        return None
+
     async def _rate_limits(self, identity: Identity, policy: Policy, now: float) -> Refusal | None:
         for subj in subjects(identity):  # limits imposed after an offence come first
             override = await self.store.override_limit(subj, now)
@@ -102,7 +134,7 @@ class Enforcer:
                     return _rate_refusal(result.retry_after)
         for rl in policy.rate_limits:
             subj = subject_for(identity, rl.key)
-            result = await self.store.hit(f"rl:{rl.key}:{rl.limit}/{rl.window_s:g}:{subj}", rl.limit, rl.window_s, now)
+            result = await self.store.hit(_bucket(rl, subj), rl.limit, rl.window_s, now)
             if not result.allowed:
                 return _rate_refusal(result.retry_after)
         return None
@@ -263,6 +295,22 @@ def _log_store_failure(what: str, exc: Exception) -> None:
 
 def _rate_refusal(retry_after: float) -> Refusal:
     return Refusal(429, "rate_limit_exceeded", "Rate limit exceeded; retry later.", retry_after)
+
+
+def _sanction_refusal(sanction: Sanction, now: float) -> Refusal:
+    status, code, message = _REFUSALS[sanction.kind]
+    retry = None if sanction.expires_at is None else max(sanction.expires_at - now, 0.0)
+    return Refusal(status, code, message, retry)
+
+
+def _bucket(rl: RateLimit, subj: str) -> str:
+    """The store key of one rate limit for one subject."""
+    return f"{_bucket_prefix(rl.key, rl.limit, rl.window_s)}{subj}"
+
+
+@lru_cache(maxsize=256)
+def _bucket_prefix(key: str, limit: int, window_s: float) -> str:
+    return f"rl:{key}:{limit}/{window_s:g}:"
 
 
 def _public(result: dict) -> dict:

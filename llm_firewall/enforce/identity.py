@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import ipaddress
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, Union
 
@@ -87,36 +88,81 @@ def _trusted(addr: Address, trusted: Sequence[Network]) -> bool:
     return any(addr.version == net.version and addr in net for net in trusted)
 
 
-def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network]) -> str:
+# A plain dotted quad without leading zeros: exactly what `str(ip_address(x))` returns for it.
+_DOTTED_QUAD = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
+
+
+class Trust:
+    """The trusted proxies of one configuration, ready for cheap per-request checks.
+
+    Hashes by identity (a cache key that costs nothing), and answers for plain dotted quads
+    with integer masks instead of building `ipaddress` objects: forwarding hops are almost
+    always such quads, and this runs on every request."""
+
+    __slots__ = ("networks", "_v4")
+
+    def __init__(self, networks: Sequence[Network]) -> None:
+        self.networks = tuple(networks)
+        self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def resolve(self, value: str) -> tuple[str, bool] | None:
+        """(normalised address, trusted?) for a hop or peer string; None when it is no address."""
+        v = value.strip()
+        if _DOTTED_QUAD.fullmatch(v):
+            a, b, c, d = v.split(".")
+            n = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+            return v, any(n & mask == net for net, mask in self._v4)
+        addr = _parse_addr(value)
+        if addr is None:
+            return None
+        return str(addr), _trusted(addr, self.networks)
+
+
+@lru_cache(maxsize=64)
+def trust_of(networks: tuple[Network, ...]) -> Trust:
+    """One `Trust` per distinct set of networks (they come from settings and policies: few)."""
+    return Trust(networks)
+
+
+def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network] | Trust) -> str:
     """The client's address (see `_client_ip`); cached, since the same hops recur constantly."""
-    fwd = ",".join(_header_values(headers, "forwarded"))
-    xff = ",".join(_header_values(headers, "x-forwarded-for"))
-    return _client_ip(peer, fwd, xff, tuple(trusted_proxies))
+    trust = trusted_proxies if isinstance(trusted_proxies, Trust) else trust_of(tuple(trusted_proxies))
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        fwd = ",".join(getall("forwarded", ()))
+        xff = ",".join(getall("x-forwarded-for", ()))
+    else:
+        fwd = ",".join(_header_values(headers, "forwarded"))
+        xff = ",".join(_header_values(headers, "x-forwarded-for"))
+    return _client_ip(peer, fwd, xff, trust)
 
 
 @lru_cache(maxsize=8192)
-def _client_ip(peer: str, fwd: str, xff: str, trusted_proxies: tuple[Network, ...]) -> str:
+def _client_ip(peer: str, fwd: str, xff: str, trust: Trust) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy.
 
     Then the forwarding chain is walked right to left (nearest hop first), skipping trusted
     proxies; the first untrusted address is the client. A malformed hop stops the walk at the
     last address a trusted proxy vouched for.
     """
-    peer_addr = _parse_addr(peer or "")
-    if peer_addr is None:
+    found = trust.resolve(peer or "")
+    if found is None:
         return peer or "unknown"
-    if not trusted_proxies or not _trusted(peer_addr, trusted_proxies):
-        return str(peer_addr)
-    current = peer_addr
+    current, trusted = found
+    if not trusted:
+        return current
     headers = {k: v for k, v in (("forwarded", fwd), ("x-forwarded-for", xff)) if v}
     for hop in reversed(_forwarded_hops(headers)):
-        addr = _parse_addr(hop)
-        if addr is None:
+        found = trust.resolve(hop)
+        if found is None:
             break
-        current = addr
-        if not _trusted(addr, trusted_proxies):
+        current, trusted = found
+        if not trusted:
             break
-    return str(current)
+    return current
 
 
 def _clean_id(value: str | None) -> str | None:
@@ -134,6 +180,8 @@ def _clean_id(value: str | None) -> str | None:
 
 
 def _first(headers: Mapping[str, str], name: str) -> str | None:
+    if hasattr(headers, "getall"):  # multidict: case-insensitive, first occurrence
+        return headers.get(name)
     values = _header_values(headers, name)
     return values[0] if values else None
 
@@ -147,18 +195,33 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
     return _first(headers, "api-key") or _first(headers, "x-api-key")
 
 
+@lru_cache(maxsize=4096)
+def _fingerprint(key: str) -> str:
+    """Clients reuse their key on every request: hash each one once."""
+    return key_fingerprint(key)
+
+
 def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
-             trusted_proxies: Sequence[Network] = ()) -> Identity:
-    """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's."""
-    trusted = tuple(trusted_proxies) + _networks(tuple(policy_identity.trusted_proxies))
+             trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None) -> Identity:
+    """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's.
+
+    `trust`, when given, is that union already prepared (see `trust_for`): the gateway keeps
+    one per policy instead of rebuilding it on every request."""
+    if trust is None:
+        trust = trust_for(trusted_proxies, policy_identity)
     key = api_key_of(headers)
     return Identity(
-        ip=client_ip(peer, headers, trusted),
-        api_key_hash=key_fingerprint(key) if key else None,
+        ip=client_ip(peer, headers, trust),
+        api_key_hash=_fingerprint(key) if key else None,
         user=_clean_id(_first(headers, policy_identity.user_header)),
         session=_clean_id(_first(headers, policy_identity.session_header)),
         agent=_clean_id(_first(headers, policy_identity.agent_header)),
     )
+
+
+def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConfig") -> Trust:
+    """The proxies trusted for a request: the deployment's plus the policy's."""
+    return trust_of(tuple(trusted_proxies) + _networks(tuple(policy_identity.trusted_proxies)))
 
 
 def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
@@ -178,19 +241,24 @@ def subject(kind: str, value: str) -> str:
     return value if kind == "key" and value.startswith("key:") else f"{kind}:{value}"
 
 
+_ATTR_OF = {"ip": "ip", "key": "api_key_hash", "user": "user", "session": "session", "agent": "agent"}
+
+
 def subject_for(identity: Identity, key: str) -> str:
     """The subject for a rate-limit key; 'client' = user, else API key, else IP.
 
     A key the identity lacks (say `session` on a request without one) falls back to the client.
+    Reads the fields directly (no `keys()` dict): this runs per rate limit on every request.
     """
     if key != "client":
-        value = identity.keys().get(key)
+        attr = _ATTR_OF.get(key)
+        value = getattr(identity, attr) if attr else None
         if value:
             return subject(key, value)
-    for kind in ("user", "key", "ip"):
-        value = identity.keys().get(kind)
-        if value:
-            return subject(kind, value)
+    if identity.user:
+        return subject("user", identity.user)
+    if identity.api_key_hash:
+        return subject("key", identity.api_key_hash)
     return subject("ip", identity.ip)
 
 

@@ -69,6 +69,10 @@ class MemoryStore:
         self._snapshot_lines = 0  # journal size right after the last compaction (or load)
         self._torn = 0
         self._corrupt = 0
+        # A subclass that redefines a lookup (a stand-in for an unreachable store, say) is
+        # asked through its async methods, never behind its back.
+        self.answers_inline = all(getattr(type(self), name) is getattr(MemoryStore, name)
+                                  for name in ("active_sanction", "hit", "override_limit"))
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
             self._replay(self._dir / JOURNAL)
@@ -214,7 +218,15 @@ class MemoryStore:
         for k in [k for k, v in self._overrides.items() if v[2] <= now]:
             del self._overrides[k]
 
+    # The in-memory store answers synchronously; the `*_now` twins let the inline check skip an
+    # await per lookup (the async methods are the Store protocol and delegate to them).
+
     async def active_sanction(self, identity: Identity, now: float) -> Sanction | None:
+        return self.active_sanction_now(identity, now)
+
+    def active_sanction_now(self, identity: Identity, now: float) -> Sanction | None:
+        if not self._sanctions:  # the common case: nobody is sanctioned
+            return None
         keys = identity.keys()
         for kind in SANCTION_KINDS:
             value = keys.get(kind)
@@ -267,6 +279,9 @@ class MemoryStore:
     # ---------------------------------------------------------------- rate limits
 
     async def hit(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
+        return self.hit_now(bucket, limit, window_s, now)
+
+    def hit_now(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
             tat, old = heapq.heappop(expiry)
@@ -294,10 +309,16 @@ class MemoryStore:
         await self._flush(fsync=True)
 
     async def override_limit(self, subject: str, now: float) -> tuple[int, float] | None:
+        return self.override_limit_now(subject, now)
+
+    def override_limit_now(self, subject: str, now: float) -> tuple[int, float] | None:
         entry = self._overrides.get(subject)
         if entry is None or entry[2] <= now:
             return None
         return entry[0], entry[1]
+
+    def has_overrides(self) -> bool:
+        return bool(self._overrides)
 
     # ---------------------------------------------------------------- escalation
 
