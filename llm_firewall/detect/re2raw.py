@@ -30,24 +30,32 @@ def _chars(data: bytes, offset: int) -> int:
     return len(data[:offset].decode("utf-8", "surrogatepass"))
 
 
-def iter_spans(regex: Any, text: str, data: bytes | None = None) -> Iterator[tuple[int, int]]:
-    """Character spans of successive non-overlapping matches (like `finditer`), lazily."""
-    if data is None:
-        data = text.encode("utf-8", "surrogatepass")
-    ascii_ = len(data) == len(text)
+def byte_spans(regex: Any, data: bytes) -> Iterator[tuple[int, int]]:
+    """Byte spans of successive non-overlapping matches in `data` (like `finditer`), lazily."""
     match = regex._regexp.Match
     pos, end = 0, len(data)
     while pos <= end:
         start, stop = match(_UNANCHORED, data, pos, end)[0]
         if start < 0:
             return
-        yield (start, stop) if ascii_ else (_chars(data, start), _chars(data, stop))
+        yield start, stop
         if stop > start:
             pos = stop
         else:  # empty match: step over one whole character
             pos = stop + 1
             while pos < end and data[pos] & 0xC0 == 0x80:
                 pos += 1
+
+
+def iter_spans(regex: Any, text: str, data: bytes | None = None) -> Iterator[tuple[int, int]]:
+    """Character spans of successive non-overlapping matches (like `finditer`), lazily."""
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
+    if len(data) == len(text):
+        yield from byte_spans(regex, data)
+        return
+    for start, stop in byte_spans(regex, data):
+        yield _chars(data, start), _chars(data, stop)
 
 
 def search_span(regex: Any, text: str, data: bytes | None = None) -> tuple[int, int] | None:
