@@ -183,7 +183,9 @@ class Gateway:
             return None, [], None
         started = time.perf_counter()
         client = identity.user or identity.ip
-        ctx = ScoreContext(recent_alerts=self._recent_alerts.get(client, 0))
+        recent = self._recent_alerts
+        # An empty TTLCache answers `len` at once, `get` only after its expiry bookkeeping.
+        ctx = ScoreContext(recent_alerts=recent.get(client, 0) if len(recent) else 0)
         findings = self.inspector.inspect(items, "request", ctx=ctx, bands=self._bands(policy, security_mode))
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:

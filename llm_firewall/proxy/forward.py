@@ -28,6 +28,12 @@ _CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-fi
                           "cookie", "accept-encoding", "x-security-mode", "origin"})
 
 
+# One set lookup per header on every request instead of three.
+_DROPPED = HOP_BY_HOP | _CLIENT_ONLY
+_DROPPED_WITH_KEY = _DROPPED | {"authorization"}  # replaced by the firewall's own credential
+_NOT_DOWNSTREAM = HOP_BY_HOP | {"set-cookie"}
+
+
 class TargetError(ValueError):
     """A request target the firewall will not forward."""
 
@@ -50,14 +56,13 @@ def check_target(raw_path: str) -> None:
 def upstream_headers(incoming: Mapping[str, str], *, api_key: str | None, request_id: str) -> CIMultiDict[str]:
     """Headers to send upstream: end-to-end ones only, with our credential when configured."""
     out: CIMultiDict[str] = CIMultiDict()
-    connection_tokens = {t.strip().lower() for t in incoming.get("Connection", "").split(",") if t.strip()}
+    connection = incoming.get("Connection")
+    dropped = _DROPPED_WITH_KEY if api_key else _DROPPED
+    if connection:
+        dropped = dropped | {t.strip().lower() for t in connection.split(",") if t.strip()}
     for name, value in incoming.items():
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in _CLIENT_ONLY or lname in connection_tokens:
-            continue
-        if lname == "authorization" and api_key:
-            continue
-        out.add(name, value)
+        if name.lower() not in dropped:
+            out.add(name, value)
     if api_key:
         out["Authorization"] = f"Bearer {api_key}"
     out["X-Request-ID"] = request_id
@@ -66,8 +71,7 @@ def upstream_headers(incoming: Mapping[str, str], *, api_key: str | None, reques
 
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Headers to return to the client; the body is re-framed by us, so length/encoding go."""
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in HOP_BY_HOP
-                       and k.lower() != "set-cookie")
+    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in _NOT_DOWNSTREAM])
 
 
 @dataclass(slots=True)
