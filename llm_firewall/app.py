@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ def create_app(settings: Settings) -> web.Application:
                       metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "http://127.0.0.1:9", settings.timeouts),
                       replica=settings.replica or socket.gethostname())
     app[GATEWAY] = gateway
+    if hasattr(store, "on_overflow"):
+        store.on_overflow = lambda what, count: gateway.alerts.add(_overflow_alert(what, count, gateway.replica))
     app[STATE] = {"started": time.time(), "store": store, "audit": audit, "tasks": [], "ready": False,
                   "notifier": notifier}
     metrics.rules_loaded.set(inspector.engine.rule_count)
@@ -144,6 +147,16 @@ def _make_notifier(settings: Settings, live: LivePolicy, audit: AuditLog) -> Inl
 
     webhooks = WebhookNotifier(on_dead_letter=dead_letter, targets=targets)
     return InlineNotifier(webhooks, tuple(settings.webhook_urls) or tuple(targets))
+
+
+def _overflow_alert(what: str, count: int, replica: str | None) -> dict[str, Any]:
+    """An operator-visible alert: the store holds more than its bound (nothing was dropped)."""
+    return {"alert_id": f"alrt_store_{uuid.uuid4().hex[:12]}", "time": time.time(), "direction": "system",
+            "threat_type": "rate_limit_abuse", "threats": ["rate_limit_abuse"], "severity": "high",
+            "title": "Enforcement state over its memory bound",
+            "description": f"{count} {what} kept beyond the configured bound; active sanctions are never dropped.",
+            "rule_ids": [], "fp_probability": None, "recommendation": "investigate", "findings": [],
+            "remediation_taken": [], "ip": None, "user": None, "session": None, "replica": replica}
 
 
 def _make_store(settings: Settings, metrics: Metrics) -> Any:

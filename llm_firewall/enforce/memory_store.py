@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import ipaddress
+import logging
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from cachetools import LRUCache
@@ -27,6 +29,8 @@ from cachetools import LRUCache
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.ratelimit import gcra
 from llm_firewall.enforce.state import SANCTION_KINDS, Approval, RateResult, Sanction
+
+log = logging.getLogger(__name__)
 
 JOURNAL = "state.jsonl"
 _RESOLVED_KEPT = 1000  # decided approvals kept for the admin page; pending ones always kept
@@ -61,6 +65,10 @@ class MemoryStore:
         self._claims = _CountingLRU(max_entries)
         self._approvals: dict[str, Approval] = {}
         self._overflow = 0
+        # Called (at most once a minute) when more state must be kept than `max_entries`: the
+        # server turns it into an alert, so an operator hears of it rather than reading stats.
+        self.on_overflow: Callable[[str, int], None] | None = None
+        self._overflow_reported = 0.0
         self._now = 0.0  # latest clock value seen: compaction drops what expired before it
         self._pending: list[bytes] = []
         self._lock = asyncio.Lock()
@@ -246,6 +254,16 @@ class MemoryStore:
                         return s
         return None
 
+    def _overflowed(self, what: str) -> None:
+        self._overflow += 1
+        now = time.monotonic()
+        if now - self._overflow_reported >= 60.0:
+            self._overflow_reported = now
+            log.warning("state store is over its %d-entry bound (%s); kept, not dropped (%d so far)",
+                        self._max, what, self._overflow)
+            if self.on_overflow is not None:
+                self.on_overflow(what, self._overflow)
+
     async def add_sanction(self, s: Sanction) -> None:
         self._tick(s.created_at)
         existing = self._sanctions.get((s.kind, s.key))
@@ -259,7 +277,7 @@ class MemoryStore:
         if (s.kind, s.key) not in self._sanctions and len(self._sanctions) >= self._max:
             self._purge(s.created_at)
             if len(self._sanctions) >= self._max:
-                self._overflow += 1  # kept anyway: an active sanction is never dropped
+                self._overflowed("sanctions")  # kept anyway: an active sanction is never dropped
         self._put_sanction(s)
         self._log({"op": "sanction", "s": s.to_dict()})
         await self._flush(fsync=True)
@@ -303,7 +321,7 @@ class MemoryStore:
             if existing is None and len(self._overrides) >= self._max:
                 self._purge(self._now)
                 if len(self._overrides) >= self._max:
-                    self._overflow += 1
+                    self._overflowed("override limits")
         self._overrides[subject] = (limit, window_s, until)
         self._log({"op": "override", "subject": subject, "limit": limit, "window_s": window_s, "until": until})
         await self._flush(fsync=True)

@@ -172,3 +172,17 @@ async def test_approval_is_resolved_once():
     assert done.status == "approved" and done.decided_by == "admin" and done.decided_at == T0 + 5
     assert await store.resolve_approval("a1", False, "other", T0 + 6) is None
     assert await store.resolve_approval("missing", True, "admin", T0) is None
+
+
+async def test_overflow_is_reported_once_and_nothing_active_is_dropped() -> None:
+    from llm_firewall.enforce.memory_store import MemoryStore as Store
+    from llm_firewall.enforce.state import Sanction as S
+
+    store = Store(None, max_entries=2)
+    reports: list[tuple[str, int]] = []
+    store.on_overflow = lambda what, count: reports.append((what, count))
+    for i in range(5):
+        await store.add_sanction(S("ip", f"192.0.2.{i}", "test", 1000.0, 10_000.0))
+    assert len(await store.list_sanctions(1001.0)) == 5
+    assert reports == [("sanctions", 1)]  # once a minute at most, not once per entry
+    assert (await store.stats())["sanction_overflow"] == 3
