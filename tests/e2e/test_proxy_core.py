@@ -202,3 +202,21 @@ def test_firewall_still_serves_after_hostile_inputs(client: openai.OpenAI) -> No
 def test_every_response_carries_a_request_id(firewall: Firewall) -> None:
     status, data = raw_http(firewall.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200 and b"x-request-id" in data.lower()
+
+
+def test_gzip_bodies_are_inspected_after_decoding_and_bombs_are_413(firewall: Firewall, upstream: TestUpstream) -> None:
+    import gzip
+
+    attack = json.dumps({"model": "m", "messages": [{"role": "user", "content": INJECTION}]}).encode()
+    status, data = post(firewall.port, "/v1/chat/completions", gzip.compress(attack), extra="Content-Encoding: gzip\r\n")
+    assert status == 400 and b"content_policy_violation" in data
+    bomb = json.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * (20 * 1024 * 1024)}]}).encode()
+    status, data = post(firewall.port, "/v1/chat/completions", gzip.compress(bomb), extra="Content-Encoding: gzip\r\n")
+    assert status == 413, data[:200]
+    assert upstream.requests == []
+    benign = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hello there"}]}).encode()
+    status, _ = post(firewall.port, "/v1/chat/completions", gzip.compress(benign), extra="Content-Encoding: gzip\r\n")
+    assert status == 200
+    sent = upstream.requests[-1]
+    assert "content-encoding" not in {k.lower() for k in sent.headers}  # decoded once, forwarded plain
+    assert sent.json()["messages"][-1]["content"] == "Hello there"
