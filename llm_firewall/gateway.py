@@ -1,8 +1,9 @@
 """The inline path: identify, refuse the sanctioned, inspect, decide, enforce, forward, inspect back.
 
 This is the only place where the stages meet; each stage lives in its own module and is
-testable alone. Hooks (`on_request`, `on_alert`, `on_response`) let other parts observe traffic
-without touching this path, in the spirit of mitmproxy's addons.
+testable alone. Observers never sit on this path: every alert is handed to the live feed
+(AlertHub), the SOC pipeline (`submit_event`, which never blocks) and the audit trail, in that
+order, through `_publish`.
 """
 
 from __future__ import annotations
@@ -133,6 +134,14 @@ class Gateway:
                               headers=headers)
             resp._firewall_outcome = refusal.code  # type: ignore[attr-defined]
             return resp
+        if policy.token_budgets and tail in INSPECTED:
+            over = self._over_budget(identity, policy)
+            if over is not None:
+                resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
+                                  err_type="rate_limit_error", request_id=rid,
+                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1)})
+                resp._firewall_outcome = "token_budget_exceeded"  # type: ignore[attr-defined]
+                return resp
 
         body: bytes | None = None
         parsed: ParsedRequest | None = None
@@ -167,6 +176,14 @@ class Gateway:
             if hardened is not None:
                 body = orjson.dumps(hardened)
         return await self._forward(request, rid, tail, body, parsed, identity, policy)
+
+    def _over_budget(self, identity: Identity, policy: Policy) -> str | None:
+        """'user' or 'key' when that subject has used its daily token budget, else None."""
+        for kind, subject in (("user", identity.user), ("key", identity.api_key_hash)):
+            budget = policy.token_budgets.get(kind)
+            if budget and subject and self.usage.tokens_today(kind, subject) >= budget:
+                return kind
+        return None
 
     async def _read_body(self, request: web.Request) -> bytes:
         try:

@@ -7,6 +7,7 @@ marked as an estimate, never passed off as the provider's figure.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class UsageTracker:
     by_key: dict[str, Totals] = field(default_factory=lambda: defaultdict(Totals))
     metrics: Any = None
     _price_cache: dict[str, Price | None] = field(default_factory=dict)
+    _day: int = -1
+    _today: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def price_for(self, model: str | None) -> Price | None:
         """The longest price-table prefix of `model`; remembered, since models repeat."""
@@ -95,6 +98,7 @@ class UsageTracker:
             targets.append(self.by_user[identity.user])
         if identity.api_key_hash and (identity.api_key_hash in self.by_key or len(self.by_key) < self.max_subjects):
             targets.append(self.by_key[identity.api_key_hash])
+        self._count_today(identity, prompt + completion)
         for t in targets:
             t.prompt_tokens += prompt
             t.completion_tokens += completion
@@ -114,9 +118,20 @@ class UsageTracker:
             return name
         return "other"
 
-    def tokens_today(self, subject: str) -> int:
-        t = self.by_user.get(subject) or self.by_key.get(subject)
-        return (t.prompt_tokens + t.completion_tokens) if t else 0
+    def tokens_today(self, kind: str, subject: str, now: float | None = None) -> int:
+        """Tokens used since midnight UTC by one user or API key (kind 'user' or 'key')."""
+        day = int((time.time() if now is None else now) // 86400)
+        if self._day != day:
+            return 0
+        return self._today.get((kind, subject), 0)
+
+    def _count_today(self, identity: Identity, tokens: int) -> None:
+        day = int(time.time() // 86400)
+        if day != self._day:  # a new UTC day: budgets start again
+            self._day, self._today = day, {}
+        for kind, subject in (("user", identity.user), ("key", identity.api_key_hash)):
+            if subject and ((kind, subject) in self._today or len(self._today) < 2 * self.max_subjects):
+                self._today[(kind, subject)] = self._today.get((kind, subject), 0) + tokens
 
     def summary(self) -> dict[str, Any]:
         return {"by_model": {k: v.as_dict() for k, v in self.by_model.items()},

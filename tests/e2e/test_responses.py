@@ -152,3 +152,22 @@ def test_answer_findings_the_policy_only_logs_do_not_cut_the_stream(firewall: Fi
     upstream.script.chunks = [reply[i:i + 6] for i in range(0, len(reply), 6)]
     text, finish = stream_text(make_client(firewall, Who()))
     assert text == reply and finish == "stop"
+
+
+def test_daily_token_budget_refuses_once_used_up(upstream: TestUpstream, tmp_path: Path) -> None:
+    fw = start_firewall(upstream, tmp_path / "d", policy=_policy(
+        tmp_path, "name: budgeted\nextends: production\ntoken_budgets: {user: 40}\n"))
+    try:
+        who = Who()
+        client = make_client(fw, who)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])  # 18 tokens
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])  # 36
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])  # 54: over now
+        with pytest.raises(openai.RateLimitError) as err:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert err.value.code == "token_budget_exceeded"
+        assert int(err.value.response.headers["retry-after"]) <= 86400
+        # Another user still has a budget.
+        assert make_client(fw, Who()).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+    finally:
+        fw.stop()
