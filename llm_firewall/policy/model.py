@@ -170,6 +170,9 @@ class Policy:
     allow_security_mode_header: bool = False
     canary: bool = True
     notify_targets: Mapping[str, str] = field(default_factory=dict)  # name -> webhook URL
+    # Other services' logs the SOC tails and runs the request rules on (like fail2ban):
+    # ({"path", "format": json|combined|common, "ban": action spec}, ...)
+    scan_logs: tuple[Mapping[str, Any], ...] = ()
     description: str = ""
     source_path: str = ""
     sha256: str = ""
@@ -440,8 +443,10 @@ _TOP_KEYS = frozenset({
     "name", "extends", "description", "mode", "security_mode", "identity", "allowlist",
     "rule_overrides", "rate_limits", "responses", "escalations", "approval_required",
     "block_severity", "fp_thresholds", "fail_modes", "token_budgets", "response_action",
-    "allow_security_mode_header", "canary", "notify_targets",
+    "allow_security_mode_header", "canary", "notify_targets", "scan_logs",
 })
+_SCAN_LOG_KEYS = frozenset({"path", "format", "ban"})
+LOG_FORMATS = ("json", "combined", "common")
 _RULE_OVERRIDE_KEYS = frozenset({"enabled", "severity", "status"})
 _WHEN_KEYS = frozenset({"threat", "severity", "min_severity", "fp_below", "fp_above", "category", "rule", "role"})
 
@@ -554,6 +559,20 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
     for key, value in fm_in.items():
         fail_modes[key] = v.choice(value, loc(fm_in, key), f"fail_modes.{key}", FAIL_MODES[key])
 
+    raw, where = get("scan_logs", [])
+    scan_logs = []
+    for i, item in enumerate(v.seq(raw, where, "scan_logs")):
+        path = f"scan_logs[{i}]"
+        item = v.mapping(item, loc(raw, i), path, _SCAN_LOG_KEYS)
+        if not isinstance(item.get("path"), str) or not item["path"].strip():
+            raise v.fail(loc(raw, i), f"{path}.path", "required: the log file to watch")
+        entry: dict[str, Any] = {"path": item["path"],
+                                 "format": v.choice(item.get("format", "combined"), loc(item, "format"),
+                                                    f"{path}.format", LOG_FORMATS)}
+        if "ban" in item:
+            entry["ban"] = _plain(item["ban"])
+        scan_logs.append(entry)
+
     raw, where = get("token_budgets", {})
     tb_in = v.mapping(raw, where, "token_budgets", {"user", "key"})
     token_budgets = {
@@ -567,7 +586,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
         fp_thresholds=thresholds, fail_modes=fail_modes,
         token_budgets=token_budgets, response_action=response_action,
         allow_security_mode_header=allow_header, canary=canary,
-        notify_targets=notify_targets, description=description.strip(),
+        notify_targets=notify_targets, description=description.strip(), scan_logs=tuple(scan_logs),
         source_path=source, sha256=digest,
     )
 

@@ -87,8 +87,9 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
     if settings.analyst_base_url:
         llm = LlmAnalyst(base_url=settings.analyst_base_url, api_key=settings.analyst_api_key or "unused",
                          model=settings.analyst_model)
-    sources = [LogSource(**spec) for spec in settings.watch_logs]  # type: ignore[arg-type]
     policy = gateway.policy.current
+    specs = {spec["path"]: spec for spec in (*policy.scan_logs, *settings.watch_logs)}  # env wins per path
+    sources = [LogSource(**spec) for spec in specs.values()]  # type: ignore[arg-type]
     return SocPipeline(
         remediate=remediate, audit_append=audit.append, on_alert=on_alert, llm=llm,
         log_sources=sources,

@@ -29,11 +29,19 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyp
     return False
 
 
-def test_sql_injection_in_a_watched_access_log_bans_the_client(upstream: TestUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("configured_in", ["environment", "policy"])
+def test_sql_injection_in_a_watched_access_log_bans_the_client(upstream: TestUpstream, tmp_path: Path,
+                                                              configured_in: str) -> None:
     log = tmp_path / "access.log"
     log.write_text('198.51.100.3 - - [26/Nov/2026:03:00:00 +0000] "GET / HTTP/1.1" 200 10 "-" "curl/8"\n')
-    fw = start_firewall(upstream, tmp_path / "d", env={
-        "LLM_FIREWALL_WATCH_LOGS": json.dumps([{"path": str(log), "format": "combined", "poll_interval_s": 0.1}])})
+    if configured_in == "environment":
+        fw = start_firewall(upstream, tmp_path / "d", env={
+            "LLM_FIREWALL_WATCH_LOGS": json.dumps([{"path": str(log), "format": "combined"}])})
+    else:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"name: web\nextends: production\nscan_logs:\n  - path: {log}\n    format: combined\n"
+                          f"    ban: {{block_ip: {{duration: 2h}}}}\n")
+        fw = start_firewall(upstream, tmp_path / "d", policy=str(policy))
     try:
         hostile = "203.0.113.50"
         time.sleep(0.3)  # the tailer has opened the file and sits at its end

@@ -125,6 +125,8 @@ responses:
         ("name: x\nescalations:\n  - {count: [prompt_injection], strikes: 3, within: 10m, do: ban}\n", 3, "escalations[0].do", "unknown escalation action"),
         ("name: x\napproval_required: [suspend_usr]\n", 2, "approval_required[0]", "suspend_user"),
         ("name: x\ncanary: 'yes'\n", 2, "canary", "true or false"),
+        ("name: x\nscan_logs:\n  - {path: /var/log/nginx/access.log, format: apache}\n", 3, "scan_logs[0].format", "apache"),
+        ("name: x\nscan_logs:\n  - {format: json}\n", 3, "scan_logs[0].path", "required"),
     ],
 )
 def test_validation_errors_are_located(tmp_path: Path, body: str, line: int, field: str, words: str):
