@@ -157,9 +157,8 @@ async def audit(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(q.get("limit", "100"))))
     except ValueError:
         return _bad(request, 400, "since and limit must be integers", "invalid_request_error")
-    records = request.app[STATE]["audit"].query(kind=q.get("kind"), since_seq=since, limit=limit)
-    if hasattr(records, "__await__"):
-        records = await records
+    records = await request.app[STATE]["audit"].aquery(kind=q.get("kind"), since_seq=since, limit=limit,
+                                                        identity=q.get("identity"), alert_id=q.get("alert_id"))
     return web.json_response({"records": records})
 
 
