@@ -90,6 +90,9 @@ def create_app(settings: Settings) -> web.Application:
             await audit.append("policy_reload_failed", {"error": error, "kept": live.current.name})
             return
         gateway.inspector = Inspector.load(settings.rules_dir, overrides=policy.rule_overrides)
+        pipeline = app[STATE].get("pipeline")
+        if pipeline is not None:  # the SOC holds actions for approval by the policy in force
+            pipeline.analyst.approval_required = frozenset(policy.approval_required)
         metrics.policy_info.clear()
         metrics.policy_info.labels(policy.name, policy.sha256[:12]).set(1)
         await audit.append("policy_reloaded", {"name": policy.name, "sha256": policy.sha256})
