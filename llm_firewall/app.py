@@ -44,6 +44,7 @@ log = logging.getLogger("llm_firewall")
 
 def _check_overrides(inspector: Inspector) -> Any:
     known = {rule.id for rule in inspector.engine.ruleset.rules}
+    known |= {getattr(d, "rule_id", "") for d in inspector.engine.detectors} - {""}  # e.g. ML-PI-001
 
     def validate(policy: Policy) -> None:
         unknown = sorted(set(policy.rule_overrides) - known)

@@ -163,6 +163,8 @@ def unpack_weights(blob: str) -> array.array:
 class LearnedDetector:
     """Scores a text's probability of being a prompt attack; emits ML-PI-001 findings."""
 
+    rule_id = RULE_ID  # what a policy's rule_overrides calls this detector
+
     def __init__(self, weights: array.array, scale: float, bias: float, bits: int,
                  normalizer: str = "views", meta: dict | None = None) -> None:
         self._w = weights

@@ -181,3 +181,15 @@ def test_broken_policy_on_reload_keeps_the_old_one(upstream: TestUpstream, tmp_p
         assert any(r["kind"] == "policy_reload_failed" for r in audit_kinds(fw))
     finally:
         fw.stop()
+
+
+def test_a_policy_can_relevel_the_learned_detector(upstream: TestUpstream, tmp_path: Path) -> None:
+    policy = _policy(tmp_path, "name: calm\nextends: production\nrule_overrides: {ML-PI-001: {severity: medium}}\n")
+    fw = start_firewall(upstream, tmp_path / "data", policy=policy)
+    try:
+        client = make_client(fw, Who())
+        assert ask(client, "Please pretend to be a friendly tour guide and describe Paris.").choices
+        with pytest.raises(openai.BadRequestError):
+            ask(make_client(fw, Who()), INJECTION)  # the rules still refuse what they recognise
+    finally:
+        fw.stop()
