@@ -4,6 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llm_firewall ./llm_firewall
+COPY rules ./rules
+COPY policies ./policies
 RUN pip install --no-cache-dir --prefix=/install ".[redis,fast]"
 
 FROM python:3.11-slim
