@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tests.support.firewall import Firewall
 
@@ -31,6 +31,22 @@ def start_replica(name: str, redis_url: str, upstream_url: str, data_dir: Path, 
            "LLM_FIREWALL_TRUSTED_PROXIES": "127.0.0.1/32", "LLM_FIREWALL_ADMIN_TOKEN": ADMIN,
            "LLM_FIREWALL_REPLICA": name}
     return Firewall(upstream=upstream_url, data_dir=data_dir, policy=str(policy), env=env).start()
+
+
+def start_pair(redis_url: str, upstream_url: str, tmp: Path, policy_a: Path, policy_b: Path
+               ) -> Iterator[tuple[Firewall, Firewall]]:
+    """Two replicas on one Redis; both are stopped afterwards, even if the second fails to start."""
+    a = start_replica("a", redis_url, upstream_url, tmp / "a", policy_a)
+    try:
+        b = start_replica("b", redis_url, upstream_url, tmp / "b", policy_b)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
 
 
 def chat(fw: Firewall, text: str, ip: str, session: str = "sess-1", timeout: float = 10) -> tuple[int, dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.redis.replicas import (BENIGN, EXFIL, admin_get, chat, code, poll, start_replica, timed_chat,
+from tests.redis.replicas import (BENIGN, EXFIL, admin_get, chat, code, poll, start_pair, timed_chat,
                                   write_policy)
 from tests.support.firewall import Firewall
 
@@ -21,15 +21,7 @@ BOUND_S = 2.0  # generous bound on any one request while Redis is away (timeout 
 def pair(fresh_redis, upstream, tmp_path) -> Iterator[tuple[Firewall, Firewall]]:
     closed = write_policy(tmp_path / "closed.yaml", "fail-closed", limit=LIMIT, fail_store="closed")
     opened = write_policy(tmp_path / "open.yaml", "fail-open", limit=LIMIT, fail_store="open")
-    a = start_replica("a", fresh_redis.url, upstream.base_url, tmp_path / "a", closed)
-    try:
-        b = start_replica("b", fresh_redis.url, upstream.base_url, tmp_path / "b", opened)
-    except BaseException:
-        a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+    yield from start_pair(fresh_redis.url, upstream.base_url, tmp_path, closed, opened)
 
 
 def outage(a: Firewall, b: Firewall, label: str, offender: str, client: str) -> None:

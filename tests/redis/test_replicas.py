@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.redis.replicas import BENIGN, EXFIL, admin_get, chat, code, poll, start_replica, write_policy
+from tests.redis.replicas import BENIGN, EXFIL, admin_get, chat, code, poll, start_pair, write_policy
 from tests.support.firewall import Firewall
 
 LIMIT = 10
@@ -18,15 +18,7 @@ LIMIT = 10
 def replicas(redis_server, upstream, tmp_path_factory) -> Iterator[tuple[Firewall, Firewall]]:
     tmp = tmp_path_factory.mktemp("replicas")
     policy = write_policy(tmp / "scaled.yaml", "scaled", limit=LIMIT)
-    a = start_replica("a", redis_server.url, upstream.base_url, tmp / "a", policy)
-    try:
-        b = start_replica("b", redis_server.url, upstream.base_url, tmp / "b", policy)
-    except BaseException:
-        a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+    yield from start_pair(redis_server.url, upstream.base_url, tmp, policy, policy)
 
 
 def test_an_ip_block_raised_on_a_is_enforced_on_b(replicas, upstream):
