@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     alerts = AlertHub()
     usage = UsageTracker(metrics=metrics)
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
-                      metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "http://127.0.0.1:9", settings.timeouts),
+                      metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "", settings.timeouts),  # demo: set at startup
                       replica=settings.replica or socket.gethostname())
     app[GATEWAY] = gateway
     if hasattr(store, "on_overflow"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from cachetools import TTLCache
 
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
-from llm_firewall.domain import Finding, Identity, TextItem
+from llm_firewall.domain import Finding, Identity
 from llm_firewall.enforce.actions import Enforcer
 from llm_firewall.enforce.identity import identify, trust_for
 from llm_firewall.inspector import Inspector
@@ -515,11 +516,12 @@ class Gateway:
                 "response_alert": self.alerts.counts["alerts"] > response_alert_before}
 
 
+_PATH_TOKENS = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
 def _set_path(obj: Any, path: str, value: Any) -> None:
     """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
-    import re
-
-    tokens = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    tokens = _PATH_TOKENS.findall(path)
     target = obj
     for tok in tokens[:-1]:
         target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]

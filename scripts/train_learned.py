@@ -230,7 +230,6 @@ def training_rows(train_ex: list[Example], synthetic: list[Example], norm) -> li
 # Hand-written examples (no corpus text). Deterministic templated expansion.
 
 import itertools
-import random
 
 _BENIGN_FIXED = [
     "How do I ignore errors in my Python code?",

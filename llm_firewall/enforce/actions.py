@@ -279,6 +279,15 @@ class Enforcer:
         return {"action": approval.action.kind, "subject": approval.action.subject, "status": "denied",
                 "approval_id": approval.id, "approval_status": approval.status}
 
+    async def execute(self, action: Action, identity: Identity, alert_id: str, reason: str,
+                      claim_key: str | None = None) -> dict:
+        """Run one action outside the inline path (the SOC remediator), exactly once per claim key."""
+        return await self._execute(action, identity, {"title": reason}, alert_id, claim_key=claim_key)
+
+    async def request_approval(self, action: Action, identity: Identity, alert_id: str, policy: Policy) -> dict:
+        """Queue one action for an admin's decision (the SOC remediator's held actions)."""
+        return await self._request_approval(action, identity, alert_id, policy)
+
     async def release(self, kind: str, key: str, by: str) -> bool:
         """Lift a sanction (DELETE /api/blocks/{kind}/{key}); audited with who did it."""
         removed = await self.store.remove_sanction(kind, key)
@@ -324,8 +333,3 @@ def _approval_record(a: Approval) -> dict:
 
 __all__ = ["Enforcer", "Refusal"]
 
-
-async def execute_action(enforcer: Enforcer, action: Action, identity: Identity, alert_id: str,
-                         reason: str, claim_key: str | None = None) -> dict:
-    """Run one action outside the inline path (the SOC remediator, approvals), exactly once."""
-    return await enforcer._execute(action, identity, {"title": reason}, alert_id, claim_key=claim_key)

@@ -198,6 +198,13 @@ def _tool_descriptions(tools: Any) -> Iterator[TextItem]:
                 yield TextItem(blob, "tool_description", f"tools[{i}].parameters")
 
 
+def _string_items(value: Any, role: str, field: str) -> Iterator[TextItem]:
+    """The non-empty strings of a field that holds a string or a list of them (token lists skipped)."""
+    for i, item in enumerate(value if isinstance(value, list) else [value]):
+        if isinstance(item, str) and item:
+            yield TextItem(item, role, f"{field}[{i}]")
+
+
 def request_texts(parsed: ParsedRequest) -> list[TextItem]:
     """Every text the model would read, with the role it came from."""
     body, out = parsed.body, []
@@ -213,20 +220,12 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
         out.extend(_tool_descriptions(body.get("tools")))
         out.extend(_tool_descriptions(body.get("functions")))
     elif ep == "completions":
-        prompt = body.get("prompt")
-        prompts = prompt if isinstance(prompt, list) else [prompt]
-        for i, p in enumerate(prompts):
-            if isinstance(p, str) and p:
-                out.append(TextItem(p, "prompt", f"prompt[{i}]"))
+        out.extend(_string_items(body.get("prompt"), "prompt", "prompt"))
         suffix = body.get("suffix")
         if isinstance(suffix, str) and suffix:
             out.append(TextItem(suffix, "prompt", "suffix"))
     elif ep == "embeddings":
-        inp = body.get("input")
-        items = inp if isinstance(inp, list) else [inp]
-        for i, p in enumerate(items):
-            if isinstance(p, str) and p:
-                out.append(TextItem(p, "embedding", f"input[{i}]"))
+        out.extend(_string_items(body.get("input"), "embedding", "input"))
     elif ep == "responses":
         ins = body.get("instructions")
         if isinstance(ins, str) and ins:

@@ -163,9 +163,9 @@ class StreamGuard:
             findings = self._scan(region)
             if findings:
                 if self._mode == "redact" and self._redact is not None:
-                    masked, masked_findings = self._redact(region)
+                    masked, _ = self._redact(region)
                     self._record(findings)
-                    if masked != region and self._masked_everything(region, masked):
+                    if masked != region and self._masked_everything(masked):
                         self._replace(key, start, end, masked)
                         buf = self._texts[key]
                         buf.scanned_to = len(buf.text)
@@ -195,7 +195,7 @@ class StreamGuard:
         span = search_span(self._anchor, buf.text[lo:end])
         return None if span is None else lo + span[0]
 
-    def _masked_everything(self, region: str, masked: str) -> bool:
+    def _masked_everything(self, masked: str) -> bool:
         return not self._scan(masked)
 
     def _record(self, findings: list[Finding]) -> None:

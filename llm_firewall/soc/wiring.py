@@ -12,7 +12,6 @@ from aiohttp import web
 
 from llm_firewall.config import Settings
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.actions import execute_action
 from llm_firewall.enforce.identity import subject
 from llm_firewall.policy.model import Action as PolicyAction
 from llm_firewall.soc.llm_analyst import LlmAnalyst
@@ -59,11 +58,11 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
             target = subject(kind, value) if action.kind == "rate_limit" and kind else value
             policy_action = PolicyAction(action.kind, dict(action.params), target)
             if action.requires_approval:
-                result = await enforcer._request_approval(policy_action, identity, pb.alert_id,
-                                                          gateway.policy.current)
+                result = await enforcer.request_approval(policy_action, identity, pb.alert_id,
+                                                         gateway.policy.current)
             else:
-                result = await execute_action(enforcer, policy_action, identity, pb.alert_id, pb.reason,
-                                              claim_key=f"soc:{action.key}")
+                result = await enforcer.execute(policy_action, identity, pb.alert_id, pb.reason,
+                                                claim_key=f"soc:{action.key}")
             out.append(result)
         return out
 

@@ -13,7 +13,7 @@ import pytest
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.actions import Enforcer, execute_action
+from llm_firewall.enforce.actions import Enforcer
 from llm_firewall.enforce.memory_store import MemoryStore
 from llm_firewall.enforce.redis_store import RedisStore, StoreUnavailable
 from llm_firewall.enforce.state import Approval, Sanction, Store
@@ -189,7 +189,7 @@ async def test_the_same_action_raced_from_two_replicas_executes_once(pair, tmp_p
     enforcers = [Enforcer(a, audits[0], clock=time.time), Enforcer(b, audits[1], clock=time.time)]
     action = Action("block_ip", {"duration_s": 3600.0}, "198.51.100.9")
     who = Identity(ip="198.51.100.9")
-    results = await asyncio.gather(*[execute_action(enforcers[i % 2], action, who, "al-race", "exfil")
+    results = await asyncio.gather(*[enforcers[i % 2].execute(action, who, "al-race", "exfil")
                                      for i in range(6)])
     assert sorted(r["status"] for r in results) == ["done"] + ["duplicate"] * 5
     assert (await b.active_sanction(who, time.time())).kind == "ip"
