@@ -6,14 +6,29 @@ the same load at each of them from a separate process, so every figure is a rati
 same machine at the same moment: absolute numbers do not carry over between machines, ratios do.
 
     llm-firewall bench [--concurrency 1,16,64] [--duration 5] [--policy production]
-                       [--stream] [--scan] [--identities N] [--json] [--quick]
+                       [--stream] [--scan] [--identities N] [--no-unique] [--json] [--quick]
 
 Throughput rows: requests/s, p50/p99 latency, p50 added over the mock called directly, the
 firewall's throughput as a share of the baseline proxy's, errors, CPU time per request and peak
-RSS of the process under test. --stream: time to first token and per-event cost through each
-proxy, against a mock that paces its SSE events. --scan: rules-engine MB/s on 1.5 KB prompts and
-the time for a 1 MiB prompt, in-process. --identities N: RSS growth of a fresh firewall while every
-request comes from one of N distinct identities (run it with --duration 60).
+RSS of the process under test.
+
+Every request of those rows posts the same body, so a firewall that keeps verdicts for texts it
+has already inspected (an application's system prompt, resent conversation history) may answer
+all but the first from that cache. So, unless --quick or --no-unique, each concurrency also gets
+a "firewall (unique)" row: the same firewall process, driven with the same payload except that
+the last message's text ends in a suffix no other request of the bench carries (" (ref R-T-N)":
+run, wrk thread, request number; bench_assets/post_unique.lua, or loadgen.py --unique). That
+text must be inspected afresh every time, so the row shows what inspecting new text costs; its
+"% base" is its req/s over the baseline proxy's on the fixed payload at the same concurrency.
+The other messages (and the mock's answer) stay the same, as an application's system prompt
+would, so a per-text cache may still serve those; only the last message is new. The issue's
+targets are judged on the fixed-payload rows, the reference yardstick; the unique rows' share
+is printed beside them for information.
+
+--stream: time to first token and per-event cost through each proxy, against a mock that paces
+its SSE events. --scan: rules-engine MB/s on 1.5 KB prompts and the time for a 1 MiB prompt,
+in-process. --identities N: RSS growth of a fresh firewall while every request comes from one of
+N distinct identities (run it with --duration 60).
 
 When `taskset` exists, the mock and the load generator share CPU 0 and the proxy under test gets
 CPU 1, as the baseline's README prescribes. The load generator is `wrk` when installed, else the
@@ -23,6 +38,7 @@ built-in asyncio one in bench_assets/loadgen.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -39,10 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from llm_firewall.bench_assets.loadgen import unique_bodies, unique_template
+
 ASSETS = Path(__file__).resolve().parent / "bench_assets"
 PAYLOADS = ASSETS / "payloads"
 TARGETS = ("direct", "baseline", "firewall")
-LABELS = {"direct": "direct", "baseline": "baseline proxy", "firewall": "firewall"}
+LABELS = {"direct": "direct", "baseline": "baseline proxy", "firewall": "firewall",
+          "firewall-unique": "firewall (unique)"}
+FIXED, UNIQUE = "fixed", "unique"  # the two load variants: one body for all, or a new text per request
 MOCK_CPU, PROXY_CPU = 0, 1
 SSE_DELAY_MS = 2.0
 GOALS = {"share": 0.85, "added_p50_ms": 0.4, "event_us": 10.0, "ttft_ms": 1.0,
@@ -205,21 +225,26 @@ class Load:
     pin: bool
     workdir: Path
 
-    def command(self, url: str, connections: int, duration: float, body: Path, identities: int) -> tuple[list[str], dict]:
+    def command(self, url: str, connections: int, duration: float, body: Path, identities: int,
+                unique_run: str | None = None) -> tuple[list[str], dict]:
+        """unique_run: post a new text per request, tagged with this run name (see the module doc)."""
         if self.use_wrk:
-            script = ASSETS / ("identities.lua" if identities else "post.lua")
+            script = ASSETS / ("post_unique.lua" if unique_run else "identities.lua" if identities else "post.lua")
             cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
                    "-s", str(script), url]
-            env = child_env(BODY_FILE=str(body), IDENTITIES=str(identities or 100000))
+            env = child_env(BODY_FILE=str(body), IDENTITIES=str(identities or 100000), UNIQUE_RUN=unique_run or "")
         else:
             cmd = [sys.executable, str(ASSETS / "loadgen.py"), "load", url, "--body", str(body),
                    "--connections", str(connections), "--duration", str(duration),
                    "--identities", str(identities)]
+            if unique_run:
+                cmd += ["--unique", "--run-id", unique_run]
             env = child_env()
         return pinned(cmd, MOCK_CPU if self.pin else None), env
 
-    def start(self, url: str, connections: int, duration: float, body: Path, identities: int = 0) -> subprocess.Popen:
-        cmd, env = self.command(url, connections, duration, body, identities)
+    def start(self, url: str, connections: int, duration: float, body: Path, identities: int = 0,
+              unique_run: str | None = None) -> subprocess.Popen:
+        cmd, env = self.command(url, connections, duration, body, identities, unique_run)
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, process_group=0)
 
@@ -235,14 +260,16 @@ class Load:
                 return json.loads(line[len("WRKJSON "):])
         raise RuntimeError(f"load generator printed no result: {err.decode(errors='replace')[-500:]}")
 
-    def run(self, url: str, connections: int, duration: float, body: Path, identities: int = 0) -> dict[str, Any]:
-        return self.finish(self.start(url, connections, duration, body, identities), duration + 60)
+    def run(self, url: str, connections: int, duration: float, body: Path, identities: int = 0,
+            unique_run: str | None = None) -> dict[str, Any]:
+        return self.finish(self.start(url, connections, duration, body, identities, unique_run), duration + 60)
 
 
-def measure(load: Load, url: str, pid: int, connections: int, duration: float, body: Path) -> dict[str, Any]:
+def measure(load: Load, url: str, pid: int, connections: int, duration: float, body: Path,
+            unique_run: str | None = None) -> dict[str, Any]:
     """One load run against url, with the CPU and memory of the process serving it."""
     cpu0 = cpu_seconds(pid)
-    raw = load.run(url, connections, duration, body)
+    raw = load.run(url, connections, duration, body, unique_run=unique_run)
     cpu = cpu_seconds(pid) - cpu0
     requests = raw["requests"]
     seconds = raw["duration_us"] / 1e6 or 1.0
@@ -318,9 +345,10 @@ def start_firewall(procs: Processes, name: str, mock_port: int, policy: str) -> 
 
 # --------------------------------------------------------------------------- phases
 
-def preflight(url: str, body: Path) -> dict[str, Any]:
+def preflight(url: str, body: Path | bytes) -> dict[str, Any]:
     """One request with the benchmark payload: a refusal would make every timed request an error."""
-    req = urllib.request.Request(url + "/v1/chat/completions", data=body.read_bytes(), method="POST", headers={
+    data = body if isinstance(body, bytes) else body.read_bytes()
+    req = urllib.request.Request(url + "/v1/chat/completions", data=data, method="POST", headers={
         "Content-Type": "application/json", "Authorization": "Bearer sk-bench-7f3a9c2e41d84b6aa0e5f1c2d3b4a596",
         "X-Forwarded-For": "198.51.100.7", "X-User-ID": "bench-preflight", "X-Session-ID": "bench-preflight"})
     try:
@@ -339,23 +367,45 @@ def preflight(url: str, body: Path) -> dict[str, Any]:
 
 
 def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], duration: float,
-                     warmup: float, body: Path) -> list[dict[str, Any]]:
-    """Interleave the targets at each concurrency, so slow drift of a noisy machine hits all alike."""
+                     warmup: float, body: Path, unique_body: Path | None = None) -> list[dict[str, Any]]:
+    """Interleave the targets at each concurrency, so slow drift of a noisy machine hits all alike.
+
+    With unique_body (a template from unique_template), the firewall is also driven with a new
+    text per request right after its fixed-payload run at each concurrency; every such run has
+    its own run name, so no text recurs across runs either.
+    """
     stack.preflight = {t: preflight(stack.url(t), body) for t in stack.targets}
+    unique = unique_body is not None and "firewall" in stack.targets
+    if unique:
+        sample = unique_bodies(unique_body.read_bytes(), "preflight")(0)
+        stack.preflight["firewall-unique"] = preflight(stack.url("firewall"), sample)
     for target in stack.targets:
         load.run(stack.url(target), 16, warmup, body)
     rows = []
+    runs = itertools.count(1)
     for c in concurrencies:
         for target in stack.targets:
             row = measure(load, stack.url(target), stack.pids[target], c, duration, body)
-            rows.append({"target": target, **row})
+            rows.append({"target": target, "variant": FIXED, **row})
+            if target == "firewall" and unique:
+                row = measure(load, stack.url(target), stack.pids[target], c, duration, unique_body,
+                              unique_run=str(next(runs)))
+                rows.append({"target": target, "variant": UNIQUE, **row})
     add_comparisons(rows)
     return rows
 
 
+def row_label(row: dict[str, Any]) -> str:
+    return LABELS["firewall-unique" if row.get("variant") == UNIQUE else row["target"]]
+
+
 def add_comparisons(rows: list[dict[str, Any]]) -> None:
-    """Added p50 versus direct and throughput share of the baseline, per concurrency."""
-    by = {(r["target"], r["concurrency"]): r for r in rows}
+    """Added p50 versus direct and throughput share of the baseline, per concurrency.
+
+    Both are taken against the fixed-payload direct and baseline rows, whatever the row's variant:
+    the mock and the minimal proxy read no text, so a new text per request costs them nothing.
+    """
+    by = {(r["target"], r["concurrency"]): r for r in rows if r.get("variant", FIXED) == FIXED}
     for r in rows:
         direct = by.get(("direct", r["concurrency"]))
         base = by.get(("baseline", r["concurrency"]))
@@ -503,13 +553,13 @@ def fmt(value: Any, spec: str, none: str = "-") -> str:
 
 
 def throughput_table(rows: list[dict[str, Any]]) -> Iterator[str]:
-    head = (f"{'target':<15}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
+    head = (f"{'target':<18}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
             f"{'% base':>8}{'errors':>8}{'CPU us/req':>12}{'peak RSS MiB':>14}")
     yield head
     yield "-" * len(head)
     for r in rows:
         share = None if r["share_of_baseline"] is None else r["share_of_baseline"] * 100
-        yield (f"{LABELS[r['target']]:<15}{r['concurrency']:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
+        yield (f"{row_label(r):<18}{r['concurrency']:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
                f"{r['p99_ms']:>9.2f}{fmt(r['added_p50_ms'], '+.2f'):>9}{fmt(share, '.0f'):>8}"
                f"{r['errors']:>8}{fmt(r['cpu_us_per_req'], '.0f'):>12}{r['peak_rss_mib']:>14.1f}")
 
@@ -551,12 +601,18 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
         shown = "-" if value is None else format(value, ".0f" if abs(value) >= 100 else ".3g")
         return f"  {name:<44}{shown:>10}  target {goal:<12}{verdict}"
 
-    rows = {(r["target"], r["concurrency"]): r for r in result.get("throughput", [])}
+    throughput = result.get("throughput", [])
+    rows = {(r["target"], r["concurrency"]): r for r in throughput if r.get("variant", FIXED) == FIXED}
     for c in (16, 64):
         fw = rows.get(("firewall", c))
         if fw and fw["share_of_baseline"] is not None:
             share = fw["share_of_baseline"] * 100
             yield line(f"throughput share of baseline at c={c} (%)", share, ">= 85", share >= GOALS["share"] * 100)
+    unique = {r["concurrency"]: r["share_of_baseline"] for r in throughput
+              if r.get("variant") == UNIQUE and r["share_of_baseline"] is not None}
+    if unique.keys() & {16, 64}:
+        shown = " / ".join(fmt(None if c not in unique else unique[c] * 100, ".3g") for c in (16, 64))
+        yield f"  {'unique prompts: share at c=16 / c=64 (%)':<44}{shown:>10}  informational"
     fw1 = rows.get(("firewall", 1))
     if fw1 and fw1["added_p50_ms"] is not None:
         yield line("added p50 over direct at c=1 (ms)", fw1["added_p50_ms"], "<= 0.4",
@@ -591,6 +647,10 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", *throughput_table(result["throughput"]),
                   "(+p50: added over direct at the same concurrency; % base: firewall req/s as a share of the "
                   "baseline proxy's; CPU and RSS are of the process serving the target)"]
+        if any(r.get("variant") == UNIQUE for r in result["throughput"]):
+            lines.append("(firewall (unique): the same firewall, every request's last message ending in a text no "
+                         "other request carries, so that text's verdict cannot come from a cache; compared with "
+                         "the fixed-payload direct and baseline rows)")
     if result.get("stream"):
         lines += ["", *stream_table(result["stream"])]
     if result.get("scan"):
@@ -632,7 +692,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--load-generator", choices=["auto", "wrk", "builtin"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    parser.add_argument("--quick", action="store_true", help="1 s runs at 1,16, few streams: a smoke run")
+    parser.add_argument("--no-unique", action="store_true",
+                        help="skip the 'firewall (unique)' rows (a new text per request; see above)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 s runs at 1,16, few streams, no unique rows: a smoke run")
     args = parser.parse_args(argv)
     args.duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
     default_conc = "1,16" if args.quick else "1,16,64"
@@ -654,6 +717,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.payload.is_file():
         parser.error(f"--payload {args.payload}: no such file")
     args.payload = args.payload.resolve()
+    args.unique_template = None
+    if not (args.quick or args.no_unique or args.identities) and "firewall" in args.targets:
+        try:
+            args.unique_template = unique_template(args.payload.read_bytes())
+        except ValueError as exc:
+            parser.error(f"--payload {args.payload}: {exc} (or pass --no-unique)")
     if not args.stream_payload.is_file():
         parser.error(f"--stream-payload {args.stream_payload}: no such file")
     return args
@@ -671,7 +740,8 @@ def main(argv: list[str]) -> int:
     load = Load(use_wrk, pin, workdir)
     result: dict[str, Any] = {"environment": {
         "policy": args.policy, "payload": args.payload.name, "load_generator": "wrk" if use_wrk else "built-in asyncio",
-        "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "python": sys.version.split()[0]}}
+        "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "python": sys.version.split()[0],
+        "variants": [FIXED] + ([UNIQUE] if args.unique_template is not None else [])}}
     try:
         if args.identities:
             result["memory"] = memory_phase(procs, load, args.policy, args.identities, min(max(args.concurrency), 64),
@@ -680,8 +750,12 @@ def main(argv: list[str]) -> int:
             stack = Stack(procs, args.policy, args.targets)
             result["environment"]["ports"] = stack.ports
             stack.up()
+            unique_body = None
+            if args.unique_template is not None:
+                unique_body = workdir / f"unique-{args.payload.name}"
+                unique_body.write_bytes(args.unique_template)
             result["throughput"] = throughput_phase(stack, load, args.concurrency, args.duration,
-                                                    0.5 if args.quick else 2.0, args.payload)
+                                                    0.5 if args.quick else 2.0, args.payload, unique_body)
             result["preflight"] = stack.preflight
         if args.stream:
             result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 30,

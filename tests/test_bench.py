@@ -1,17 +1,28 @@
-"""`llm-firewall bench` in a tiny mode: it runs end to end, prints the expected rows, stops its servers.
+"""`llm-firewall bench` in a tiny mode: it runs end to end, prints the expected rows, stops its servers;
+and its unique-prompt load sends a new, still valid chat request every time.
 
 Speed itself is never asserted here: the benchmark prints figures, a person reads them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from llm_firewall.bench import Load, add_comparisons, parse_args, report
+from llm_firewall.bench_assets.loadgen import REF_SUFFIX, unique_template
+from llm_firewall.domain import TextItem
+from llm_firewall.proxy.openai_wire import parse_json_body, request_texts, validate_shape
 
 
 def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -64,3 +75,168 @@ def test_bad_concurrency_is_a_clear_usage_error() -> None:
     out = bench("--concurrency", "many")
     assert out.returncode == 2
     assert "--concurrency takes comma-separated integers" in out.stderr
+
+
+# --------------------------------------------------------------------------- unique prompts
+
+PAYLOAD = Path(__file__).resolve().parents[1] / "llm_firewall" / "bench_assets" / "payloads" / "request.json"
+REF = re.compile(r" \(ref (\w+)-(\d+)-(\d+)\)$")
+GENERATORS = ["builtin"] + (["wrk"] if shutil.which("wrk") else [])
+
+
+def test_unique_template_changes_only_the_last_message_text() -> None:
+    original = PAYLOAD.read_bytes()
+    template = unique_template(original)
+    assert template.replace(REF_SUFFIX.encode(), b"") == original  # byte for byte apart from the suffix
+    doc, want = json.loads(template), json.loads(original)
+    want["messages"][-1]["content"] += REF_SUFFIX
+    assert doc == want
+    assert unique_template(template) == template
+
+
+def test_unique_template_handles_content_parts_escapes_and_fields_after_messages() -> None:
+    raw = ('{"messages": [{"role": "system", "content": "Say \\"hi\\"."},\n'
+           ' {"role": "user", "content": [{"type": "text", "text": "Caf\\u00e9 hours?"},'
+           ' {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}],\n'
+           ' "tools": [{"type": "function", "function": {"name": "f", "description": "x"}}], "model": "m"}').encode()
+    doc = json.loads(unique_template(raw))
+    assert doc["messages"][-1]["content"][0]["text"] == "Café hours?" + REF_SUFFIX
+    assert doc["messages"][0]["content"] == 'Say "hi".'
+    assert doc["tools"] == json.loads(raw)["tools"]
+    with pytest.raises(ValueError, match="messages"):
+        unique_template(b'{"prompt": "no chat here"}')
+
+
+async def capture(command: list[str], env: dict[str, str]) -> tuple[dict, list[tuple[bytes, dict[str, str]]]]:
+    """Run a load generator against a local server that records every request it receives."""
+    seen: list[tuple[bytes, dict[str, str]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((await request.read(), dict(request.headers)))
+        return web.json_response({"choices": []})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        cmd = [part.replace("URL", f"http://127.0.0.1:{port}") for part in command]
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await runner.cleanup()
+    lines = [line for line in out.decode().splitlines() if line.startswith("WRKJSON ")]
+    assert proc.returncode == 0 and lines, err.decode()
+    return json.loads(lines[0][len("WRKJSON "):]), seen
+
+
+def chat_texts(body: bytes) -> list[TextItem]:
+    """The texts the firewall would inspect, through its own request parser."""
+    parsed = validate_shape("chat/completions", parse_json_body(body, max_depth=64), max_messages=100)
+    return request_texts(parsed)
+
+
+def check_unique_bodies(seen: list[tuple[bytes, dict[str, str]]], run: str) -> list[tuple[int, int]]:
+    original = json.loads(PAYLOAD.read_bytes())
+    refs = []
+    for body, headers in seen:
+        texts = chat_texts(body)
+        assert [t.text for t in texts[:-1]] == [m["content"] for m in original["messages"][:-1]]
+        last = original["messages"][-1]["content"]
+        assert texts[-1].text.startswith(last) and texts[-1].role == "user"
+        match = REF.fullmatch(texts[-1].text[len(last):])
+        assert match and match[1] == run, texts[-1].text[len(last):]
+        refs.append((int(match[2]), int(match[3])))
+        assert {k: v for k, v in json.loads(body).items() if k != "messages"} == \
+            {k: v for k, v in original.items() if k != "messages"}
+        assert headers["Authorization"].startswith("Bearer sk-bench-")  # post.lua's identity scheme
+        assert re.fullmatch(r"198\.18\.\d+\.\d+", headers["X-Forwarded-For"])
+        assert headers["X-User-ID"].startswith("bench-") and headers["X-Session-ID"].startswith("bench-session-")
+    assert len(set(refs)) == len(refs) == len({body for body, _ in seen}), "a text was sent twice"
+    return refs
+
+
+@pytest.mark.parametrize("body", ["template", "plain payload"])
+@pytest.mark.parametrize("generator", GENERATORS)
+async def test_unique_load_sends_a_new_valid_chat_request_every_time(generator: str, body: str, tmp_path: Path) -> None:
+    path = PAYLOAD
+    if body == "template":
+        path = tmp_path / "unique.json"
+        path.write_bytes(unique_template(PAYLOAD.read_bytes()))
+    command, env = Load(generator == "wrk", False, tmp_path).command("URL", 3, 1.0, path, 0, unique_run="5")
+    result, seen = await capture(command, env)
+    assert result["requests"] > 0 and len(seen) >= result["requests"]
+    check_unique_bodies(seen, "5")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+async def test_wrk_threads_never_send_the_same_text(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "llm_firewall" / "bench_assets" / "post_unique.lua"
+    env = {**os.environ, "BODY_FILE": str(PAYLOAD), "UNIQUE_RUN": "9"}
+    _, seen = await capture(["wrk", "-t2", "-c4", "-d1s", "-s", str(script), "URL"], env)
+    refs = check_unique_bodies(seen, "9")
+    assert {thread for thread, _ in refs} == {0, 1}
+
+
+async def test_runs_with_different_names_share_no_text(tmp_path: Path) -> None:
+    load = Load(False, False, tmp_path)
+    texts = []
+    for run in ("1", "2"):
+        _, seen = await capture(*load.command("URL", 2, 0.5, PAYLOAD, 0, unique_run=run))
+        texts.append({chat_texts(body)[-1].text for body, _ in seen})
+    assert texts[0] and texts[1] and not texts[0] & texts[1]
+
+
+def throughput_row(target: str, variant: str, concurrency: int, rps: float) -> dict:
+    return {"target": target, "variant": variant, "concurrency": concurrency, "requests": int(rps), "rps": rps,
+            "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "error_detail": {}, "cpu_us_per_req": 100.0,
+            "peak_rss_mib": 50.0}
+
+
+def test_report_shows_unique_rows_against_the_fixed_baseline_and_judges_targets_on_fixed_rows() -> None:
+    rows = []
+    for c in (16, 64):
+        rows += [throughput_row("direct", "fixed", c, 4000), throughput_row("baseline", "fixed", c, 1000),
+                 throughput_row("firewall", "fixed", c, 900), throughput_row("firewall", "unique", c, 600 - c)]
+    add_comparisons(rows)
+    text = report({"environment": {"policy": "production", "payload": "request.json", "load_generator": "wrk",
+                                   "cpus": 2, "pinned": False, "duration_s": 5.0}, "throughput": rows})
+    table = {(" ".join(cells[:-9]), cells[-9]): cells[-9:] for cells in map(str.split, text.splitlines())
+             if len(cells) >= 10 and cells[-9].isdigit()}
+    assert table[("firewall (unique)", "16")][5] == "58" and table[("firewall (unique)", "64")][5] == "54"
+    assert table[("firewall", "16")][5] == "90"
+    targets = text.split("Against the issue's targets", 1)[1]
+    assert re.search(r"throughput share of baseline at c=16 \(%\)\s+90\s+target >= 85\s+met", targets)
+    info = [line for line in targets.splitlines() if "unique prompts" in line]
+    assert len(info) == 1 and "58.4 / 53.6" in info[0] and info[0].rstrip().endswith("informational")
+
+
+def test_unique_rows_are_on_by_default_and_off_with_no_unique_or_quick() -> None:
+    assert parse_args([]).unique_template is not None
+    assert parse_args(["--no-unique"]).unique_template is None
+    assert parse_args(["--quick"]).unique_template is None
+    assert parse_args(["--targets", "direct,baseline"]).unique_template is None
+
+
+def test_payload_that_cannot_be_made_unique_is_a_clear_usage_error(tmp_path: Path) -> None:
+    payload = tmp_path / "completion.json"
+    payload.write_text('{"model": "m", "prompt": "hello"}')
+    out = bench("--payload", str(payload))
+    assert out.returncode == 2
+    assert "completion.json" in out.stderr and "--no-unique" in out.stderr
+
+
+def test_default_run_adds_unique_rows_to_the_json() -> None:
+    out = bench("--concurrency", "2", "--duration", "1", "--targets", "direct,firewall", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    rows = [(r["target"], r["variant"], r["concurrency"]) for r in result["throughput"]]
+    assert rows == [("direct", "fixed", 2), ("firewall", "fixed", 2), ("firewall", "unique", 2)]
+    unique = result["throughput"][2]
+    assert unique["requests"] > 0 and unique["added_p50_ms"] is not None
+    assert result["preflight"]["firewall-unique"]["status"] == 200
+    assert not any(listening(p) for p in result["environment"]["ports"].values())

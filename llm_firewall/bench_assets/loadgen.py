@@ -6,10 +6,13 @@ bookkeeping. It speaks raw HTTP/1.1 keep-alive over asyncio streams rather than 
 HTTP client library, because a library client would cap the measurable rate far below what the
 proxies can serve. Two modes:
 
-  load URL --connections C --duration S --body FILE [--identities N]
+  load URL --connections C --duration S --body FILE [--identities N] [--unique [--run-id R]]
       C connections posting FILE for S seconds; prints one `WRKJSON {...}` line with the same
       fields as post.lua. Identities follow post.lua (a new address and session per request,
       5,000 users) or, with --identities N, identity n % N with its own address, user, session.
+      --unique does what post_unique.lua does for wrk: the last message's text of request n ends
+      in " (ref R-0-n)", so no two requests of the run, nor of runs with different R, carry the
+      same text; the body is otherwise FILE byte for byte.
   sse URL --requests N --body FILE
       N sequential streaming requests; prints one `SSEJSON {...}` line with, per request, the
       client-side arrival time of every SSE event and whether it carried content text.
@@ -19,13 +22,73 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import itertools
 import json
 import time
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 AUTH = "Bearer sk-bench-7f3a9c2e41d84b6aa0e5f1c2d3b4a596"
 TIMEOUT_S = 10.0
+REF_PLACEHOLDER = "@@BENCH_REF@@"
+REF_SUFFIX = f" (ref {REF_PLACEHOLDER})"
+
+
+def _with_suffix(doc: Any) -> Any:
+    """A copy of a chat request with REF_SUFFIX after the text of its last message."""
+    messages = doc.get("messages") if isinstance(doc, dict) else None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        raise ValueError("the payload has no 'messages' list to make unique")
+    want = copy.deepcopy(doc)
+    last = want["messages"][-1]
+    content = last.get("content")
+    if isinstance(content, str):
+        last["content"] = content + REF_SUFFIX
+        return want
+    parts = []
+    if isinstance(content, list):
+        parts = [p for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    if not parts:
+        raise ValueError("the payload's last message has no text content to make unique")
+    parts[-1]["text"] += REF_SUFFIX
+    return want
+
+
+def unique_template(body: bytes) -> bytes:
+    """`body` with REF_SUFFIX spliced in at the end of the last message's text, byte for byte otherwise.
+
+    Splicing into the original bytes, rather than re-serialising, keeps the unique requests the
+    same size and layout as the fixed payload: the two kinds of run differ only in the suffix.
+    The spot is found by trying each closing quote from the end and keeping the first whose
+    result parses to the intended document, so escapes and key order in the payload do not matter.
+    A body that already holds the placeholder is returned as it is.
+    """
+    if REF_PLACEHOLDER.encode() in body:
+        return body
+    text = body.decode("utf-8")
+    want = _with_suffix(json.loads(text))
+    pos = len(text)
+    while (pos := text.rfind('"', 0, pos)) >= 0:
+        candidate = text[:pos] + REF_SUFFIX + text[pos:]
+        try:
+            if json.loads(candidate) == want:
+                return candidate.encode("utf-8")
+        except ValueError:
+            continue
+    raise ValueError("could not find the end of the last message's text in the payload")
+
+
+def unique_bodies(template: bytes, run: str) -> Callable[[int], bytes]:
+    """Request n's body: the template with its placeholder replaced by `run-0-n`.
+
+    One counter is shared by every connection, so connections never repeat each other; `run`
+    keeps separate runs against the same server (and its verdict cache) apart. The 0 stands
+    where post_unique.lua puts its wrk thread number.
+    """
+    head, tail = template.split(REF_PLACEHOLDER.encode(), 1)
+    prefix = head + f"{run}-0-".encode()
+    return lambda n: prefix + str(n).encode() + tail
 
 
 class HttpError(Exception):
@@ -97,7 +160,7 @@ class Stats:
         self.errors = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
 
 
-async def load_worker(host: str, port: int, path: str, body: bytes, counter: itertools.count,
+async def load_worker(host: str, port: int, path: str, body_for: Callable[[int], bytes], counter: itertools.count,
                       identities: int, deadline: float, stats: Stats) -> None:
     writer = None
     try:
@@ -109,7 +172,8 @@ async def load_worker(host: str, port: int, path: str, body: bytes, counter: ite
                     stats.errors["connect"] += 1
                     await asyncio.sleep(0.01)
                     continue
-            request = build_request(f"{host}:{port}", path, body, next(counter), identities)
+            n = next(counter)
+            request = build_request(f"{host}:{port}", path, body_for(n), n, identities)
             t0 = time.perf_counter()
             try:
                 writer.write(request)
@@ -143,14 +207,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q / 100.0 * len(sorted_values)))]
 
 
-async def run_load(url: str, connections: int, duration: float, body: bytes, identities: int) -> dict:
+async def run_load(url: str, connections: int, duration: float, body_for: Callable[[int], bytes],
+                   identities: int) -> dict:
     parts = urlsplit(url)
     path = (parts.path.rstrip("/") or "") + "/v1/chat/completions"
     stats = Stats()
     counter = itertools.count()
     start = time.perf_counter()
     deadline = start + duration
-    await asyncio.gather(*(load_worker(parts.hostname, parts.port, path, body, counter, identities, deadline, stats)
+    await asyncio.gather(*(load_worker(parts.hostname, parts.port, path, body_for, counter, identities, deadline, stats)
                            for _ in range(connections)))
     elapsed = time.perf_counter() - start
     lat = sorted(stats.latencies)
@@ -217,15 +282,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--identities", type=int, default=0)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--unique", action="store_true", help="load mode: a distinct suffix in every request's text")
+    parser.add_argument("--run-id", default=None, help="with --unique: tells this run's texts from other runs' "
+                                                       "(default: derived from the clock)")
     args = parser.parse_args(argv)
     body = open(args.body, "rb").read()
+    if args.unique:
+        try:
+            body_for = unique_bodies(unique_template(body), args.run_id or str(time.time_ns() // 1000 % 10**9))
+        except ValueError as exc:
+            parser.error(f"--unique: {args.body}: {exc}")
+    else:
+        body_for = lambda n: body  # noqa: E731
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
     if args.mode == "load":
-        result = runner(run_load(args.url, args.connections, args.duration, body, args.identities))
+        result = runner(run_load(args.url, args.connections, args.duration, body_for, args.identities))
         print("WRKJSON " + json.dumps(result), flush=True)
     else:
         result = runner(run_sse(args.url, args.requests, body))
