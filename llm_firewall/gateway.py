@@ -32,6 +32,7 @@ from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.proxy import hardening
+from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import (ALLOWED_METHODS, Upstream, UpstreamError, downstream_headers,
                                         upstream_headers)
 from llm_firewall.proxy.openai_wire import (ParsedRequest, WireError, error_body, parse_json_body,
@@ -291,12 +292,11 @@ class Gateway:
         finally:
             up.release()
 
-    async def _relay_body(self, rid: str, up: aiohttp.ClientResponse, parsed: ParsedRequest | None,
+    async def _relay_body(self, rid: str, up: Http1Response, parsed: ParsedRequest | None,
                           identity: Identity, policy: Policy) -> web.Response:
         try:
-            async with asyncio.timeout(self.settings.timeouts.idle):  # cheaper than wait_for: no task
-                data = await up.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError):
+            data = await up.read()  # the upstream pool times out idle gaps
+        except (TimeoutError, aiohttp.ClientError):
             return json_error(502, "The upstream answer was cut off.", code="upstream_error",
                               err_type="server_error", request_id=rid)
         headers = downstream_headers(up.headers)
@@ -359,7 +359,7 @@ class Gateway:
                 _mark_content_filter(answer, item.path)
         return answer
 
-    async def _relay_stream(self, request: web.Request, rid: str, up: aiohttp.ClientResponse,
+    async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response,
                             parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
@@ -385,9 +385,8 @@ class Gateway:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.settings.timeouts.idle):
-                        chunk = await up.content.readany()
-                except asyncio.TimeoutError:
+                    chunk = await up.content.readany()  # the upstream pool times out idle gaps
+                except TimeoutError:
                     await self._end_stream_with_error(resp, "The upstream stopped sending.", "upstream_timeout")
                     return resp
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from llm_firewall.config import Timeouts
+from llm_firewall.proxy.http1 import Http1Pool, Http1Response
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
 
@@ -85,37 +87,37 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    """One pooled client session to the configured upstream."""
+    """The one configured upstream, over a pool of keep-alive HTTP/1.1 connections."""
 
     def __init__(self, base_url: str, timeouts: Timeouts) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
-        self._session: aiohttp.ClientSession | None = None
+        self._prefix = urlsplit(self.base_url).path
+        self._pool: Http1Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        # Read timeouts are applied by the caller around each read (first byte, then idle gaps).
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect,
-                                        sock_connect=self.timeouts.connect)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
-                                              skip_auto_headers=("User-Agent",))
+        self._pool = Http1Pool(self.base_url, connect_timeout=self.timeouts.connect,
+                               first_byte_timeout=self.timeouts.first_byte, idle_timeout=self.timeouts.idle)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def url_for(self, v1_tail: str, query: str) -> str:
-        return f"{self.base_url}/{v1_tail}" + (f"?{query}" if query else "")
+        """The request target (path and query) for an endpoint under the upstream's base path."""
+        return f"{self._prefix}/{v1_tail}" + (f"?{query}" if query else "")
 
-    async def send(self, method: str, url: str, headers: CIMultiDict[str], body: bytes | None) -> aiohttp.ClientResponse:
-        """Send and wait for the response head; classify failures for the caller."""
-        assert self._session is not None, "Upstream.start() was not awaited"
+    async def send(self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None) -> Http1Response:
+        """Send and wait for the response head; classify failures for the caller.
+
+        The pool enforces the timeouts (connect, first byte, then every idle gap while the body is
+        read): reads of the returned answer raise TimeoutError when the upstream goes quiet."""
+        assert self._pool is not None, "Upstream.start() was not awaited"
         try:
-            async with asyncio.timeout(self.timeouts.connect + self.timeouts.first_byte):
-                return await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
-        except asyncio.TimeoutError:
+            return await self._pool.request(method, target, headers.items(), body)
+        except TimeoutError:
             raise UpstreamError(504, "upstream_timeout", "The upstream did not answer in time.", True) from None
-        except aiohttp.ClientConnectorError:
+        except OSError:
             raise UpstreamError(502, "upstream_unavailable", "The upstream could not be reached.", False) from None
-        except (aiohttp.ClientError, OSError):
+        except aiohttp.ClientError:
             raise UpstreamError(502, "upstream_error", "The upstream connection failed.", True) from None
