@@ -61,10 +61,11 @@ def create_app(settings: Settings) -> web.Application:
                           middlewares=[http_frame])
     app[SETTINGS] = settings
     metrics = Metrics()
-    inspector = Inspector.load(settings.rules_dir)
+    inspector = Inspector.load(settings.rules_dir, verdict_cache_chars=settings.verdict_cache_chars)
     live = LivePolicy(settings.policy, settings.policies_dir, validate=_check_overrides(inspector))
     if live.current.rule_overrides:
-        inspector = Inspector.load(settings.rules_dir, overrides=live.current.rule_overrides)
+        inspector = Inspector.load(settings.rules_dir, overrides=live.current.rule_overrides,
+                                   verdict_cache_chars=settings.verdict_cache_chars)
     data_dir = settings.data_dir
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,8 @@ def create_app(settings: Settings) -> web.Application:
             metrics.policy_reload_errors.inc()
             await audit.append("policy_reload_failed", {"error": error, "kept": live.current.name})
             return
-        gateway.inspector = Inspector.load(settings.rules_dir, overrides=policy.rule_overrides)
+        gateway.inspector = Inspector.load(settings.rules_dir, overrides=policy.rule_overrides,
+                                           verdict_cache_chars=settings.verdict_cache_chars)
         pipeline = app[STATE].get("pipeline")
         if pipeline is not None:  # the SOC holds actions for approval by the policy in force
             pipeline.analyst.approval_required = frozenset(policy.approval_required)

@@ -92,6 +92,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     stream_window_chars: int = 128
+    verdict_cache_chars: int = 4_000_000  # text held by the verdict cache; 0 turns it off
     ws_allowed_origins: tuple[str, ...] = ()
     analyst_base_url: str | None = None
     analyst_api_key: str | None = None
@@ -145,6 +146,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             idle=_float(env, "LLM_FIREWALL_IDLE_TIMEOUT", dt.idle),
         ),
         stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 128),
+        verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000),
         ws_allowed_origins=origins,
         analyst_base_url=env.get("LLM_FIREWALL_ANALYST_BASE_URL") or None,
         analyst_api_key=env.get("LLM_FIREWALL_ANALYST_API_KEY") or None,

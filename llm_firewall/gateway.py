@@ -315,8 +315,9 @@ class Gateway:
                         data = orjson.dumps(changed)
         return web.Response(status=up.status, body=data, headers=headers)
 
-    def _response_findings(self, text: str, policy: Policy) -> list[Finding]:
-        findings = self.inspector.engine.scan_text(text, role="response", direction="response")
+    def _response_findings(self, text: str, policy: Policy, *, remember: bool = True) -> list[Finding]:
+        findings = self.inspector.engine.scan_text(text, role="response", direction="response",
+                                                   remember=remember)
         if policy.canary and self.canary in text:
             findings.append(Finding(rule_id="CANARY-001", title="System prompt canary echoed",
                                     threat="system_prompt_leakage", severity="critical", role="response",
@@ -370,7 +371,7 @@ class Gateway:
         observed: dict[tuple[str, str], Finding] = {}
 
         def scan(text: str) -> list[Finding]:
-            found = self._response_findings(text, policy)
+            found = self._response_findings(text, policy, remember=False)  # windows never recur
             for f in found:  # the held window is rescanned: remember each finding once
                 observed.setdefault((f.rule_id, f.excerpt), f)
             return found if self._actionable(found, identity, policy) else []

@@ -23,10 +23,11 @@ class Inspector:
 
     @classmethod
     def load(cls, rules_dir: Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-             learned: bool = True) -> "Inspector":
+             learned: bool = True, verdict_cache_chars: int = 0) -> "Inspector":
         ruleset = load_rules(rules_dir or default_rules_dir())
         detectors = [LearnedDetector.load()] if learned else []
-        return cls(Engine(ruleset, overrides=overrides, detectors=detectors), FPScorer.load())
+        return cls(Engine(ruleset, overrides=overrides, detectors=detectors,
+                          verdict_cache_chars=verdict_cache_chars), FPScorer.load())
 
     def inspect(self, items: Sequence[TextItem], direction: str = "request", *,
                 ctx: ScoreContext | None = None, bands: Bands | None = None) -> list[Finding]:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import re2
 
 from llm_firewall.detect.normalize import TRIGGER_PATTERNS, View, base_view, derived_views
+from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.detect.rules import STATUSES, Rule, RuleSet, pattern_width, prefilter_regex
 from llm_firewall.domain import SEVERITIES, Finding, TextItem
 from llm_firewall.redact import redact_secrets
@@ -148,7 +149,7 @@ class Engine:
 
     def __init__(self, ruleset: RuleSet, *,
                  overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                 detectors: Sequence[Detector] = ()) -> None:
+                 detectors: Sequence[Detector] = (), verdict_cache_chars: int = 0) -> None:
         overrides = dict(overrides or {})
         _check_overrides(overrides)
         self.ruleset = ruleset
@@ -163,6 +164,9 @@ class Engine:
             for direction in ("request", "response")
         }
         self._anchors: dict[tuple[str, frozenset[str] | None], tuple[Any | None, int]] = {}
+        # Off unless asked for: benchmarks and evaluations must measure the inspection itself.
+        self.verdicts: VerdictCache[tuple[Finding, ...]] | None = (
+            VerdictCache(verdict_cache_chars) if verdict_cache_chars > 0 else None)
 
     # --- scanning ------------------------------------------------------------------------------
 
@@ -199,9 +203,24 @@ class Engine:
         return list(found.values())
 
     def scan_text(self, text: str, role: str = "user", direction: str = "request",
-                  path: str = "") -> list[Finding]:
-        """Every finding for one text: rules over all its views, then the extra detectors."""
+                  path: str = "", *, remember: bool = True) -> list[Finding]:
+        """Every finding for one text: rules over all its views, then the extra detectors.
+
+        With a verdict cache, a text judged before is answered from it (fresh copies, carrying
+        this call's path); `remember=False` keeps one-off texts such as stream windows out."""
         self._check_direction(direction)
+        verdicts = self.verdicts if remember else None
+        if verdicts is not None:
+            key = (direction, role, text)
+            known = verdicts.get(key)
+            if known is not None:
+                return [dataclasses.replace(f, path=path) for f in known] if known else []
+        findings = self._judge(text, role, direction, path)
+        if verdicts is not None:
+            verdicts.put(key, tuple(dataclasses.replace(f) for f in findings))
+        return findings
+
+    def _judge(self, text: str, role: str, direction: str, path: str) -> list[Finding]:
         findings = self._rule_findings(text, role, direction, path)
         for detector in self.detectors:
             for f in detector.detect(text, role, path, direction):

@@ -215,3 +215,29 @@ def test_counted_repeats_are_honoured_exactly(tmp_path) -> None:
     assert [f.rule_id for f in gap.scan_text("my code 654321 works")] == ["GAP-001"]
     assert gap.scan_text("my code 6543210 works") == []
     assert gap.run_tests() == []
+
+
+def test_verdict_cache_answers_repeats_with_fresh_findings_and_stays_bounded() -> None:
+    cached = Engine(load_rules(default_rules_dir()), verdict_cache_chars=64 * 200)
+    first = cached.scan_text(INJECTION, "user", "request", "messages[0].content")
+    assert first and cached.verdicts is not None and len(cached.verdicts) == 1
+    first[0].path = "tampered"  # callers annotate findings; the remembered verdict must not change
+    again = cached.scan_text(INJECTION, "user", "request", "messages[3].content")
+    assert [f.rule_id for f in again] == [f.rule_id for f in first]
+    assert {f.path for f in again} == {"messages[3].content"}
+    assert cached.verdicts.hits == 1
+    # the same text in another role or direction is judged on its own
+    assert cached.scan_text(INJECTION, "user", "response") == Engine(load_rules(default_rules_dir())).scan_text(
+        INJECTION, "user", "response")
+    assert len(cached.verdicts) == 2
+    # one-off texts are not kept, and the characters held never pass the bound
+    cached.scan_text("a window of a stream", "response", "response", remember=False)
+    assert len(cached.verdicts) == 2
+    for n in range(500):
+        cached.scan_text(f"ordinary question number {n} about tides and moons", "user", "request")
+    assert cached.verdicts.chars <= 64 * 200
+    assert cached.scan_text(INJECTION, "user", "request")  # evicted long ago, judged again: same verdict
+
+
+def test_engines_remember_nothing_unless_asked(engine: Engine) -> None:
+    assert engine.verdicts is None

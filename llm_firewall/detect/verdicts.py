@@ -1,0 +1,58 @@
+"""Remembered verdicts for texts already inspected, bounded by the characters they hold.
+
+Why: an application sends the same system prompt on every request and a chat client resends
+the whole conversation each turn, so most of the text the firewall sees it has already judged.
+The rules and the learned model are pure functions of (direction, role, text), so the findings
+can be kept and handed out again; scoring and the policy decision still run on every request.
+
+Eviction is first-in first-out over a dict (insertion ordered): a lookup is one dict probe, and
+a text that stays hot is simply judged again after it ages out.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+Key = tuple[str, str, str]  # (direction, role, text)
+
+
+class VerdictCache(Generic[V]):
+    """At most `max_chars` characters of text held as keys; texts above 1/64 of it are not kept."""
+
+    __slots__ = ("max_chars", "max_text", "_items", "_chars", "hits", "misses")
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.max_text = max(1, max_chars // 64)
+        self._items: dict[Key, V] = {}
+        self._chars = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Key) -> V | None:
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: Key, value: V) -> None:
+        size = len(key[2])
+        if size > self.max_text or key in self._items:
+            return
+        items = self._items
+        items[key] = value
+        self._chars += size
+        while self._chars > self.max_chars:
+            oldest = next(iter(items))
+            del items[oldest]
+            self._chars -= len(oldest[2])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def chars(self) -> int:
+        return self._chars
