@@ -222,3 +222,45 @@ async def test_unreachable_upstream_is_an_oserror_before_anything_is_sent():
     with pytest.raises(OSError):
         await pool.request("POST", "/v1/chat/completions", [], b"{}")
     await pool.close()
+
+
+async def test_https_upstream_is_verified_against_the_given_trust(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer(b'{"tls": true}'))
+            await writer.drain()
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        trusting = Http1Pool(url, connect_timeout=5.0, ssl_context=ssl.create_default_context(cafile=str(cert)))
+        resp = await trusting.request("GET", "/v1/models", [], None)
+        assert await resp.read() == b'{"tls": true}'
+        resp.release()
+        await trusting.close()
+        stranger = Http1Pool(url, connect_timeout=5.0)  # the system's trust store does not know this cert
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await stranger.request("GET", "/v1/models", [], None)
+        await stranger.close()
+    finally:
+        server.close()
+        await server.wait_closed()
