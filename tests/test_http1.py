@@ -98,6 +98,7 @@ async def test_content_length_answers_reuse_one_connection_and_send_a_clean_requ
     first = up.requests[0]
     assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
     assert b"Content-Length: 7\r\n" in first and first.endswith(b"\r\n\r\n{\"a\":1}")
+    assert b"\r\nAccept-Encoding: gzip, deflate\r\n" in first  # only codings the client can decode
 
 
 async def test_chunked_answer_split_at_every_byte_arrives_whole():

@@ -441,7 +441,10 @@ class Http1Pool:
         self._closed = False
 
     def _encode(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        # Without Accept-Encoding a server may pick any coding (RFC 9110 §12.5.3): name the two
+        # this client decodes, so an upstream never answers in one it cannot read.
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                 "Accept-Encoding: gzip, deflate\r\n"]
         for name, value in headers:
             lines.append(f"{name}: {value}\r\n")
         if body is not None:
