@@ -6,7 +6,6 @@ elsewhere (absolute-form, `//host`, dot segments in any encoding) is refused bef
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
