@@ -214,7 +214,12 @@ class Gateway:
         alert = self._new_alert(findings, identity, "request", rid, parsed.endpoint)
         actions = await self.enforcer.apply(decision, identity, alert, policy)
         alert["remediation_taken"] = list(actions)
-        self._publish(alert)
+        stored = self._publish(alert)
+        if decision.blocked:  # a refusal is answered only once its alert is in the audit trail
+            try:
+                await asyncio.shield(stored)
+            except Exception:  # noqa: BLE001 - the refusal stands; the failed write is logged
+                log.exception("could not store the alert of refused request %s", rid)
         for action in actions:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
         return decision, findings, alert
@@ -237,11 +242,12 @@ class Gateway:
             self.metrics.false_positives.inc()
         return alert
 
-    def _publish(self, alert: dict[str, Any]) -> None:
-        """To the live feed, the SOC pipeline and (off the request path) the audit trail."""
+    def _publish(self, alert: dict[str, Any]) -> asyncio.Future[Any]:
+        """To the live feed, the SOC pipeline and (off the request path) the audit trail; returns
+        the audit write, for callers that must not answer before it is stored."""
         self.alerts.add(alert)
         self.submit_event(soc_event(alert))
-        self._background(self.enforcer.audit.append("alert", alert))
+        return self._background(self.enforcer.audit.append("alert", alert))
 
     def _raise_alert(self, findings: list[Finding], identity: Identity, direction: str, rid: str,
                      endpoint: str) -> dict[str, Any]:
@@ -249,10 +255,11 @@ class Gateway:
         self._publish(alert)
         return alert
 
-    def _background(self, coro: Any) -> None:
+    def _background(self, coro: Any) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
+        return task
 
     def _redact_request(self, parsed: ParsedRequest, findings: list[Finding]) -> ParsedRequest:
         """Mask personal data and secrets in place before the body is forwarded."""
