@@ -18,7 +18,7 @@ import codecs
 import html
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -210,40 +210,42 @@ def _ascii_runs(regex: Any, text: str) -> Iterator[str]:
         yield data[start:stop].decode("ascii")
 
 
-def _decode_base64(text: str) -> str | None:
+def _decoded_runs(regex: Any, text: str, block: int, decode: Callable[[str], bytes],
+                  skip: Callable[[str], bool] = lambda token: False) -> str | None:
+    """Every run of `regex` in `text` that decodes (padding restored to `block`) to UTF-8 text."""
     parts = []
-    for token in _ascii_runs(_B64_RE, text):
-        # Plain words and hex strings are not base64 worth trying.
-        if token.isalpha() and (token.islower() or token.isupper()):
+    for token in _ascii_runs(regex, text):
+        if skip(token):
             continue
         body = token.rstrip("=")
-        body += "=" * (-len(body) % 4)
+        body += "=" * (-len(body) % block)
         try:
-            if "-" in body or "_" in body:
-                raw = base64.urlsafe_b64decode(body)
-            else:
-                raw = base64.b64decode(body, validate=True)
+            raw = decode(body)
         except (binascii.Error, ValueError):
             continue
         decoded = _utf8(raw)
         if decoded:
             parts.append(decoded)
     return "\n".join(parts) or None
+
+
+def _b64(body: str) -> bytes:
+    if "-" in body or "_" in body:
+        return base64.urlsafe_b64decode(body)
+    return base64.b64decode(body, validate=True)
+
+
+def _plain_word(token: str) -> bool:
+    """Plain words and hex strings are not base64 worth trying."""
+    return token.isalpha() and (token.islower() or token.isupper())
+
+
+def _decode_base64(text: str) -> str | None:
+    return _decoded_runs(_B64_RE, text, 4, _b64, _plain_word)
 
 
 def _decode_base32(text: str) -> str | None:
-    parts = []
-    for token in _ascii_runs(_B32_RE, text):
-        body = token.rstrip("=")
-        body += "=" * (-len(body) % 8)
-        try:
-            raw = base64.b32decode(body)
-        except (binascii.Error, ValueError):
-            continue
-        decoded = _utf8(raw)
-        if decoded:
-            parts.append(decoded)
-    return "\n".join(parts) or None
+    return _decoded_runs(_B32_RE, text, 8, base64.b32decode)
 
 
 def _decode_hex(text: str) -> str | None:

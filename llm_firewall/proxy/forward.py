@@ -26,7 +26,8 @@ HOP_BY_HOP = frozenset({
 })
 # Request headers that describe the client to us and must not be replayed upstream.
 _CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-firewall-admin",
-                          "cookie", "accept-encoding", "x-security-mode", "origin"})
+                          "cookie", "accept-encoding", "x-security-mode", "origin",
+                          "x-request-id"})  # replaced by the id the firewall logs
 
 
 # One set lookup per header on every request instead of three.
@@ -54,19 +55,16 @@ def check_target(raw_path: str) -> None:
             raise TargetError("dot segments are not accepted in the path")
 
 
-def upstream_headers(incoming: Mapping[str, str], *, api_key: str | None, request_id: str) -> CIMultiDict[str]:
+def upstream_headers(incoming: Mapping[str, str], *, api_key: str | None, request_id: str) -> list[tuple[str, str]]:
     """Headers to send upstream: end-to-end ones only, with our credential when configured."""
-    out: CIMultiDict[str] = CIMultiDict()
     connection = incoming.get("Connection")
     dropped = _DROPPED_WITH_KEY if api_key else _DROPPED
     if connection:
         dropped = dropped | {t.strip().lower() for t in connection.split(",") if t.strip()}
-    for name, value in incoming.items():
-        if name.lower() not in dropped:
-            out.add(name, value)
+    out = [(name, value) for name, value in incoming.items() if name.lower() not in dropped]
     if api_key:
-        out["Authorization"] = f"Bearer {api_key}"
-    out["X-Request-ID"] = request_id
+        out.append(("Authorization", f"Bearer {api_key}"))
+    out.append(("X-Request-ID", request_id))
     return out
 
 
@@ -106,14 +104,14 @@ class Upstream:
         """The request target (path and query) for an endpoint under the upstream's base path."""
         return f"{self._prefix}/{v1_tail}" + (f"?{query}" if query else "")
 
-    async def send(self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None) -> Http1Response:
+    async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None) -> Http1Response:
         """Send and wait for the response head; classify failures for the caller.
 
         The pool enforces the timeouts (connect, first byte, then every idle gap while the body is
         read): reads of the returned answer raise TimeoutError when the upstream goes quiet."""
         assert self._pool is not None, "Upstream.start() was not awaited"
         try:
-            return await self._pool.request(method, target, headers.items(), body)
+            return await self._pool.request(method, target, headers, body)
         except TimeoutError:
             raise UpstreamError(504, "upstream_timeout", "The upstream did not answer in time.", True) from None
         except OSError:
