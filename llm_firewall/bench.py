@@ -421,12 +421,16 @@ def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[st
     stack.up()
     results: dict[str, Any] = {"sse_delay_ms": SSE_DELAY_MS, "requests": requests, "targets": {}}
     results["preflight"] = {t: preflight(stack.url(t), body) for t in targets}
+    marks: list[int] = []  # cumulative text length at the end of each upstream event (from direct)
+    upstream_events = 0
     for target in targets:
         sse_probe(load, stack.url(target), body, 2)  # warm-up
         cpu0 = cpu_seconds(stack.pids[target])
         runs = sse_probe(load, stack.url(target), body, requests)
         cpu = cpu_seconds(stack.pids[target]) - cpu0
-        results["targets"][target] = summarise_stream(runs, cpu)
+        if not upstream_events:
+            marks, upstream_events = text_marks(runs)
+        results["targets"][target] = summarise_stream(runs, cpu, marks, upstream_events)
     add_stream_comparisons(results["targets"])
     for name in [n for n in procs.procs if n.endswith("-sse")]:
         procs.stop(name)
@@ -443,29 +447,58 @@ def sse_probe(load: Load, url: str, body: Path, requests: int) -> list[dict[str,
     raise RuntimeError(f"stream probe printed no result: {out.stderr.decode(errors='replace')[-500:]}")
 
 
-def summarise_stream(runs: list[dict[str, Any]], cpu: float) -> dict[str, Any]:
+def text_marks(runs: list[dict[str, Any]]) -> tuple[list[int], int]:
+    """The upstream's pacing, from the first good stream straight from the mock: cumulative text
+    length after each event that carries text, and how many events it sent in all."""
+    ok = next((r for r in runs if r["status"] == 200 and r["events"]), None)
+    marks, total = [], 0
+    for _, chars in ok["events"] if ok else ():
+        total += chars
+        if chars:
+            marks.append(total)
+    return marks, len(ok["events"]) if ok else 0
+
+
+def summarise_stream(runs: list[dict[str, Any]], cpu: float, marks: list[int],
+                     upstream_events: int) -> dict[str, Any]:
+    """TTFT, when each upstream event's text was complete at the client, and CPU per upstream event.
+
+    A proxy may re-frame a stream (the firewall sends the checked start of a chunk at once and
+    the rest with the next), so arrivals are compared by text position and CPU is divided by
+    the upstream's event count, not by the events the client received.
+    """
     ok = [r for r in runs if r["status"] == 200 and r["events"]]
-    ttft = [next((t for t, content in r["events"] if content), r["events"][-1][0]) for r in ok]
+    ttft = [next((t for t, chars in r["events"] if chars), r["events"][-1][0]) for r in ok]
     events = sum(len(r["events"]) for r in ok)
-    width = min((len(r["events"]) for r in ok), default=0)
-    arrival = [statistics.median(r["events"][i][0] for r in ok) for i in range(width)]
+
+    def reached(run: dict[str, Any], mark: int) -> float | None:
+        total = 0
+        for t, chars in run["events"]:
+            total += chars
+            if total >= mark:
+                return float(t)
+        return None
+
+    arrival = []
+    for mark in marks:
+        times = [t for t in (reached(r, mark) for r in ok) if t is not None]
+        arrival.append(statistics.median(times) * 1000 if times else None)
     return {"ok": len(ok), "errors": len(runs) - len(ok), "events_per_stream": events / len(ok) if ok else 0,
             "ttft_ms": statistics.median(ttft) * 1000 if ttft else None,
-            "arrival_ms": [a * 1000 for a in arrival],
-            "cpu_us_per_event": cpu / events * 1e6 if events else None}
+            "arrival_ms": arrival,
+            "cpu_us_per_event": cpu / (len(ok) * upstream_events) * 1e6 if ok and upstream_events else None}
 
 
 def add_stream_comparisons(targets: dict[str, dict[str, Any]]) -> None:
-    """Versus the baseline: TTFT difference, median event delay, extra CPU per event."""
+    """Versus the baseline: TTFT difference, median text delay, extra CPU per upstream event."""
     base = targets.get("baseline")
     for name, t in targets.items():
         if base is None or name in ("baseline", "direct"):
             continue
         t["ttft_added_ms"] = (t["ttft_ms"] - base["ttft_ms"]
                               if t["ttft_ms"] is not None and base["ttft_ms"] is not None else None)
-        width = min(len(t["arrival_ms"]), len(base["arrival_ms"]))
-        t["event_delay_ms"] = (statistics.median(t["arrival_ms"][i] - base["arrival_ms"][i] for i in range(width))
-                               if width else None)
+        gaps = [a - b for a, b in zip(t["arrival_ms"], base["arrival_ms"]) if a is not None and b is not None]
+        t["event_delay_ms"] = statistics.median(gaps) if gaps else None
         t["event_cpu_added_us"] = (t["cpu_us_per_event"] - base["cpu_us_per_event"]
                                    if t["cpu_us_per_event"] is not None and base["cpu_us_per_event"] is not None
                                    else None)
@@ -575,7 +608,8 @@ def stream_table(stream: dict[str, Any]) -> Iterator[str]:
         yield (f"{LABELS[name]:<15}{t['ok']:>8}{t['events_per_stream']:>8.0f}{fmt(t['ttft_ms'], '.2f'):>9}"
                f"{fmt(t.get('ttft_added_ms'), '+.2f'):>10}{fmt(t.get('event_delay_ms'), '+.3f'):>16}"
                f"{fmt(t['cpu_us_per_event'], '.1f'):>14}{fmt(t.get('event_cpu_added_us'), '+.1f'):>15}")
-    yield "(+ columns are versus the baseline proxy; event delay = median over events of the arrival-time difference)"
+    yield ("(+ columns are versus the baseline proxy; events = events the client received; event delay = median "
+           "over the upstream's events of when their text was complete at the client; CPU per upstream event)")
 
 
 def scan_lines(scan: dict[str, Any]) -> Iterator[str]:

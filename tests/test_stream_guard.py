@@ -103,7 +103,32 @@ def test_benign_streams_pass_byte_for_byte(cuts: list[int]) -> None:
     bounds = [0, *sorted(c for c in cuts if c < len(benign)), len(benign)]
     raw = sse_for([benign[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
     assert relay(raw) == raw
-    assert relay(raw, anchored=True) == raw
+    # Anchored, a content chunk may leave in two parts (its checked beginning first); the text,
+    # the single role, every other event and their order stay as the upstream sent them.
+    out = relay(raw, anchored=True)
+    assert delivered_text(out) == benign
+    assert out.count(b'"role"') == 1 and out.startswith(raw[: raw.index(b"\n\n") + 2])
+    assert out.endswith(raw[raw.rindex(b"data: {"):])
+
+
+def test_anchored_guard_releases_the_checked_start_of_a_chunk_at_once() -> None:
+    """Time to first token: "Thanks for" leaves "Thanks " before the next delta arrives."""
+    guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
+    events = list(EventSplitter().feed(sse_for(["Thanks for", " reaching out, Jane, ", "bye"])))
+    assert delivered_text(guard.feed(events[0])) == ""  # the role event carries no text
+    assert delivered_text(guard.feed(events[1])) == "Thanks "
+    assert delivered_text(guard.feed(events[2])) == "for reaching out, Jane, "
+    rest = b"".join(guard.feed(e) for e in events[3:]) + guard.finish()
+    assert delivered_text(rest) == "bye" and rest.endswith(b"data: [DONE]\n\n")
+
+
+def test_anchored_guard_holds_an_unfinished_secret_prefix() -> None:
+    guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
+    events = list(EventSplitter().feed(sse_for(["Your key is s", "k-proj-" + SECRET[8:], " ok"])))
+    released = guard.feed(events[0]) + guard.feed(events[1])
+    assert delivered_text(released) == "Your key is "  # "s" may begin "sk-": held
+    released += b"".join(guard.feed(e) for e in events[2:]) + guard.finish()
+    assert SECRET[:4] not in delivered_text(released) and b"content_filter" in released
 
 
 @pytest.mark.parametrize("anchored", [False, True])

@@ -226,18 +226,18 @@ async def run_load(url: str, connections: int, duration: float, body_for: Callab
             "p99_us": int(percentile(lat, 99) * 1e6)}
 
 
-def has_content(event: bytes) -> bool:
-    """Does this SSE event carry model text (the first token a user would see)?"""
+def content_chars(event: bytes) -> int:
+    """How many characters of model text this SSE event carries (what a user would see)."""
+    chars = 0
     for line in event.split(b"\n"):
         if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
             try:
                 doc = json.loads(line[5:])
             except ValueError:
-                return False
+                return chars
             for choice in doc.get("choices") or ():
-                if (choice.get("delta") or {}).get("content"):
-                    return True
-    return False
+                chars += len((choice.get("delta") or {}).get("content") or "")
+    return chars
 
 
 async def one_stream(host: str, port: int, path: str, body: bytes, n: int) -> dict:
@@ -255,7 +255,7 @@ async def one_stream(host: str, port: int, path: str, body: bytes, n: int) -> di
             while b"\n\n" in buf:
                 event, buf = buf.split(b"\n\n", 1)
                 if event.strip():
-                    events.append([now, has_content(event)])
+                    events.append([now, content_chars(event)])
         return {"status": status, "events": events}
     finally:
         writer.close()

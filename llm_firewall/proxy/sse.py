@@ -14,24 +14,28 @@ import orjson
 _SEPARATORS = (b"\r\n\r\n", b"\n\n", b"\r\r")
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(slots=True)
 class Event:
     raw: bytes  # the event exactly as received, separator included
     data: bytes | None  # the joined `data:` lines, or None for comment/keep-alive events
     event: str | None = None
+    _payload: Any = _UNPARSED  # json() is asked by the relay and by the guard: decode once
 
     @property
     def is_done(self) -> bool:
         return self.data is not None and self.data.strip() == b"[DONE]"
 
     def json(self) -> Any:
-        """The event's JSON payload, or None when it is not JSON."""
-        if self.data is None or self.is_done:
-            return None
-        try:
-            return orjson.loads(self.data)
-        except orjson.JSONDecodeError:
-            return None
+        """The event's JSON payload, or None when it is not JSON (decoded once, then shared)."""
+        if self._payload is _UNPARSED:
+            try:
+                self._payload = None if self.data is None or self.is_done else orjson.loads(self.data)
+            except orjson.JSONDecodeError:
+                self._payload = None
+        return self._payload
 
 
 def _parse(raw: bytes) -> Event:

@@ -13,12 +13,14 @@ an in-band error event) or, in redact mode, the match is masked in the held even
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import orjson
 
 import re2
 
+from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import search_span
 from llm_firewall.domain import Finding
 from llm_firewall.proxy.sse import DONE, Event, encode
@@ -41,6 +43,7 @@ class _Held:
     event: Event
     payload: Any
     segments: list[_Segment] = field(default_factory=list)
+    rewritten: bool = False  # part of it left already: encode what remains, not the raw bytes
 
 
 @dataclass(slots=True)
@@ -55,6 +58,41 @@ class _Text:
 # from the start of anything that looks encoded.
 ENCODED_ANCHOR = r"[A-Za-z0-9+/_=-]{20,}|%[0-9A-Fa-f]{2}|&#?[A-Za-z0-9]{1,8};|\\[ux][0-9A-Fa-f]{2}"
 ENCODED_ANCHOR_WIDTH = 20
+
+
+@lru_cache(maxsize=32)
+def _compiled_anchors(pattern: str) -> tuple[Any, Any | None]:
+    """The anchor (rules' plus encoded text's) and the pattern for its unfinished beginnings.
+
+    Cached: a guard is built per stream, and compiling these costs milliseconds. The second is
+    None when the anchor uses syntax `prefix_pattern` cannot rewrite: then a fixed tail is held.
+    """
+    full = f"{pattern}|{ENCODED_ANCHOR}"
+    try:
+        partial = re2.compile(f"(?:{prefix_pattern(full)})\\z")
+    except (Unsupported, re2.error):
+        partial = None
+    return re2.compile(full), partial
+
+
+def _splittable(payload: Any) -> dict[str, Any] | None:
+    """The delta of a plain one-choice content chunk, the only kind safe to cut in two.
+
+    Tool-call names and ids, roles, logprobs and finish reasons must appear exactly once (SDKs
+    concatenate repeated string fields), so events carrying them are released whole.
+    """
+    if not isinstance(payload, dict) or payload.get("type") is not None:
+        return None
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    if (choice.get("finish_reason") is not None or choice.get("logprobs") is not None
+            or not isinstance(delta, dict) or not isinstance(delta.get("content"), str)
+            or any(k not in ("content", "role") for k in delta)):
+        return None
+    return delta
 
 
 def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], None]]]:
@@ -102,7 +140,7 @@ class StreamGuard:
         # first anchor in the window on, and the last `anchor_width - 1` characters (an anchor
         # may still be incomplete), is held; plain prose flows almost at once, and each scan
         # covers only the held text, so scanning after every event stays cheap.
-        self._anchor = None if anchor is None else re2.compile(f"{anchor.pattern}|{ENCODED_ANCHOR}")
+        self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern)
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
         if anchor is not None:
             self._scan_every = 1
@@ -154,7 +192,7 @@ class StreamGuard:
                 continue
             if self._anchor is not None and not final and self._first_anchor(buf, buf.safe, end) is None:
                 buf.scanned_to = end  # no match can start in text with no anchor: nothing to scan
-                buf.safe = max(buf.safe, end - self._tail)
+                buf.safe = max(buf.safe, self._unfinished_from(buf, end))
                 continue
             start = buf.safe if self._anchor is not None else max(0, buf.scanned_to - self._window)
             region = buf.text[start:end]
@@ -183,11 +221,19 @@ class StreamGuard:
             return
         end = buf.scanned_to
         lo = max(buf.safe, end - self._window)
-        held_from = end - self._tail
+        held_from = self._unfinished_from(buf, end)
         first = self._first_anchor(buf, lo, end)
         if first is not None:
             held_from = min(held_from, first)
         buf.safe = max(buf.safe, lo if held_from < lo else held_from, 0)
+
+    def _unfinished_from(self, buf: _Text, end: int) -> int:
+        """Where an anchor that the next delta may complete could begin in the text's tail."""
+        lo = max(0, end - self._tail)
+        if self._partial is None:
+            return lo
+        span = search_span(self._partial, buf.text[lo:end])
+        return end if span is None else lo + span[0]
 
     def _first_anchor(self, buf: _Text, lo: int, end: int) -> int | None:
         """Offset of the first place in text[lo:end] where a match could start, if any."""
@@ -230,13 +276,36 @@ class StreamGuard:
         while self._held:
             held = self._held[0]
             if not final and any(seg.end > self._safe_until(seg.key) for seg in held.segments):
+                out.append(self._release_part(held))
                 break
             self._held.pop(0)
             out.append(self._encode(held))
         return b"".join(out)
 
+    def _release_part(self, held: _Held) -> bytes:
+        """Send the checked beginning of a held content chunk now; keep the rest held.
+
+        The first token of an answer usually ends in a word that could still grow into an
+        encoded run; cutting the chunk there releases everything before it at once.
+        """
+        if len(held.segments) != 1 or self._anchor is None:
+            return b""
+        seg = held.segments[0]
+        cut = self._safe_until(seg.key)
+        delta = _splittable(held.payload) if seg.start < cut < seg.end else None
+        if delta is None:
+            return b""
+        text = self._texts[seg.key].text
+        first = dict(held.payload)
+        first["choices"] = [{**held.payload["choices"][0], "delta": {**delta, "content": text[seg.start:cut]}}]
+        delta.pop("role", None)  # the role goes out with the first part only
+        seg.start = cut
+        seg.original = ""  # differs from the text now held: _encode writes the remainder afresh
+        held.rewritten = True
+        return encode(first)
+
     def _encode(self, held: _Held) -> bytes:
-        changed = False
+        changed = held.rewritten
         if held.segments:
             for (key, _, setter), seg in zip(_text_segments(held.payload), held.segments):
                 current = self._texts[key].text[seg.start:seg.end]
