@@ -65,6 +65,7 @@ LABELS = {"direct": "direct", "baseline": "baseline proxy", "firewall": "firewal
 FIXED, UNIQUE = "fixed", "unique"  # the two load variants: one body for all, or a new text per request
 MOCK_CPU, PROXY_CPU = 0, 1
 SSE_DELAY_MS = 2.0
+ROUNDS = 5  # --stream: targets alternate in this many rounds
 GOALS = {"share": 0.85, "added_p50_ms": 0.4, "event_us": 10.0, "ttft_ms": 1.0,
          "scan_mb_s": 100.0, "mib_ms": 100.0, "rss_growth_mib": 20.0}
 
@@ -421,16 +422,21 @@ def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[st
     stack.up()
     results: dict[str, Any] = {"sse_delay_ms": SSE_DELAY_MS, "requests": requests, "targets": {}}
     results["preflight"] = {t: preflight(stack.url(t), body) for t in targets}
-    marks: list[int] = []  # cumulative text length at the end of each upstream event (from direct)
-    upstream_events = 0
+    # Targets take turns, a few streams at a time, so that a burst of load from elsewhere on a
+    # shared machine lands on all of them rather than on whichever ran then.
+    rounds = max(1, min(ROUNDS, requests // 5))
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    cpu: dict[str, float] = {t: 0.0 for t in targets}
     for target in targets:
         sse_probe(load, stack.url(target), body, 2)  # warm-up
-        cpu0 = cpu_seconds(stack.pids[target])
-        runs = sse_probe(load, stack.url(target), body, requests)
-        cpu = cpu_seconds(stack.pids[target]) - cpu0
-        if not upstream_events:
-            marks, upstream_events = text_marks(runs)
-        results["targets"][target] = summarise_stream(runs, cpu, marks, upstream_events)
+    for i in range(rounds):
+        for target in targets:
+            cpu0 = cpu_seconds(stack.pids[target])
+            runs[target] += sse_probe(load, stack.url(target), body, requests // rounds + (i < requests % rounds))
+            cpu[target] += cpu_seconds(stack.pids[target]) - cpu0
+    marks, upstream_events = text_marks(runs[targets[0]])  # targets[0] is direct: the mock itself
+    for target in targets:
+        results["targets"][target] = summarise_stream(runs[target], cpu[target], marks, upstream_events)
     add_stream_comparisons(results["targets"])
     for name in [n for n in procs.procs if n.endswith("-sse")]:
         procs.stop(name)
@@ -792,7 +798,7 @@ def main(argv: list[str]) -> int:
                                                     0.5 if args.quick else 2.0, args.payload, unique_body)
             result["preflight"] = stack.preflight
         if args.stream:
-            result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 30,
+            result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 100,
                                             args.stream_payload)
         if args.scan:
             result["scan"] = scan_phase(args.quick)

@@ -95,14 +95,14 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
     return delta
 
 
-def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], None]]]:
-    """Yield (buffer key, delta text, setter) for every text delta an event carries."""
+def _text_segments(payload: Any) -> Iterator[tuple[Key, str, dict[str, Any], str]]:
+    """Yield (buffer key, delta text, the dict holding it, its field) for every text delta."""
     if not isinstance(payload, dict):
         return
     kind = payload.get("type")
     if isinstance(kind, str) and kind.endswith(".delta") and isinstance(payload.get("delta"), str):
         key: Key = ("resp", payload.get("item_id") or payload.get("output_index"), payload.get("content_index"))
-        yield key, payload["delta"], lambda v, p=payload: p.__setitem__("delta", v)
+        yield key, payload["delta"], payload, "delta"
         return
     for choice in payload.get("choices") or ():
         if not isinstance(choice, dict):
@@ -110,17 +110,17 @@ def _text_segments(payload: Any) -> Iterator[tuple[Key, str, Callable[[str], Non
         idx = choice.get("index", 0)
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                yield ("content", idx), delta["content"], lambda v, d=delta: d.__setitem__("content", v)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                yield ("content", idx), content, delta, "content"
             if isinstance(delta.get("refusal"), str) and delta["refusal"]:
-                yield ("refusal", idx), delta["refusal"], lambda v, d=delta: d.__setitem__("refusal", v)
+                yield ("refusal", idx), delta["refusal"], delta, "refusal"
             for call in delta.get("tool_calls") or ():
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                    yield (("tool", idx, call.get("index", 0)), fn["arguments"],
-                           lambda v, f=fn: f.__setitem__("arguments", v))
+                    yield ("tool", idx, call.get("index", 0)), fn["arguments"], fn, "arguments"
         elif isinstance(choice.get("text"), str) and choice["text"]:
-            yield ("text", idx), choice["text"], lambda v, c=choice: c.__setitem__("text", v)
+            yield ("text", idx), choice["text"], choice, "text"
 
 
 class StreamGuard:
@@ -137,13 +137,11 @@ class StreamGuard:
         # characters have arrived (and always at the end of the stream).
         self._scan_every = max(1, scan_every)
         # With anchors (patterns matching wherever a rule match may start), only text from the
-        # first anchor in the window on, and the last `anchor_width - 1` characters (an anchor
-        # may still be incomplete), is held; plain prose flows almost at once, and each scan
-        # covers only the held text, so scanning after every event stays cheap.
+        # first anchor in the window on, and an unfinished anchor at the very end, is held; plain
+        # prose flows at once. Held text is scanned when a clean scan would release some of it,
+        # and otherwise every `scan_every` characters (so a match still stops the stream early).
         self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern)
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
-        if anchor is not None:
-            self._scan_every = 1
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
@@ -164,7 +162,7 @@ class StreamGuard:
         held = _Held(event, payload)
         if isinstance(payload, dict):
             self._last_payload = payload
-            for key, delta, _ in _text_segments(payload):
+            for key, delta, _, _ in _text_segments(payload):
                 buf = self._texts.setdefault(key, _Text())
                 start = len(buf.text)
                 buf.text += delta
@@ -186,46 +184,69 @@ class StreamGuard:
     # -- internals ----------------------------------------------------------------------------
     def _check(self, *, final: bool) -> bool:
         """Scan each buffer's unchecked tail (with overlap); False when the stream must stop."""
+        if self._anchor is not None:
+            return self._check_anchored(final)
         for key, buf in self._texts.items():
             end = len(buf.text)
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
-            if self._anchor is not None and not final and self._first_anchor(buf, buf.safe, end) is None:
-                buf.scanned_to = end  # no match can start in text with no anchor: nothing to scan
-                buf.safe = max(buf.safe, self._unfinished_from(buf, end))
-                continue
-            start = buf.safe if self._anchor is not None else max(0, buf.scanned_to - self._window)
-            region = buf.text[start:end]
-            if not region:
-                continue
-            findings = self._scan(region)
-            if findings:
-                if self._mode == "redact" and self._redact is not None:
-                    masked, _ = self._redact(region)
-                    self._record(findings)
-                    if masked != region and self._masked_everything(masked):
-                        self._replace(key, start, end, masked)
-                        buf = self._texts[key]
-                        buf.scanned_to = len(buf.text)
-                        self._advance_safe(buf)
-                        continue
-                    return False
-                self._record(findings)
+            start = max(0, buf.scanned_to - self._window)
+            if start < end and not self._scan_region(key, buf, start, end, final):
                 return False
-            buf.scanned_to = end
-            self._advance_safe(buf)
         return True
 
-    def _advance_safe(self, buf: _Text) -> None:
-        if self._anchor is None:
-            return
-        end = buf.scanned_to
+    def _check_anchored(self, final: bool) -> bool:
+        """Anchored: scan text[safe:end] only when that could release text (or is due)."""
+        for key, buf in self._texts.items():
+            end = len(buf.text)
+            if end == buf.scanned_to and not final:
+                continue
+            first = self._first_anchor(buf, buf.safe, end)
+            if first is None:  # no match can start in text with no anchor: nothing to scan
+                buf.scanned_to = end
+                buf.safe = end if final else max(buf.safe, self._unfinished_from(buf, end))
+                continue
+            if (not final and self._safe_target(buf, end, first) <= buf.safe
+                    and end - buf.scanned_to < self._scan_every):
+                continue  # held whatever the scan says: scan later
+            if not self._scan_region(key, buf, buf.safe, end, final):
+                return False
+        return True
+
+    def _scan_region(self, key: Key, buf: _Text, start: int, end: int, final: bool) -> bool:
+        """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
+        region = buf.text[start:end]
+        findings = self._scan(region)
+        if findings:
+            if self._mode != "redact" or self._redact is None:
+                self._record(findings)
+                return False
+            masked, _ = self._redact(region)
+            self._record(findings)
+            if masked == region or not self._masked_everything(masked):
+                return False
+            self._replace(key, start, end, masked)
+            buf = self._texts[key]
+            end = len(buf.text)
+        buf.scanned_to = end
+        if self._anchor is not None:
+            buf.safe = end if final else self._safe_target(buf, end, None)
+        return True
+
+    def _safe_target(self, buf: _Text, end: int, first: int | None) -> int:
+        """Where `safe` may move once text[safe:end] is known clean.
+
+        Text before the first anchor of the last `window` characters, and before an unfinished
+        anchor at the end, can no longer start a match. `first` is the first anchor at or after
+        `safe`, when already known.
+        """
         lo = max(buf.safe, end - self._window)
         held_from = self._unfinished_from(buf, end)
-        first = self._first_anchor(buf, lo, end)
+        if first is None or first < lo:
+            first = self._first_anchor(buf, lo, end)
         if first is not None:
             held_from = min(held_from, first)
-        buf.safe = max(buf.safe, lo if held_from < lo else held_from, 0)
+        return max(buf.safe, held_from)
 
     def _unfinished_from(self, buf: _Text, end: int) -> int:
         """Where an anchor that the next delta may complete could begin in the text's tail."""
@@ -307,10 +328,10 @@ class StreamGuard:
     def _encode(self, held: _Held) -> bytes:
         changed = held.rewritten
         if held.segments:
-            for (key, _, setter), seg in zip(_text_segments(held.payload), held.segments):
+            for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
                 current = self._texts[key].text[seg.start:seg.end]
                 if current != seg.original:
-                    setter(current)
+                    holder[name] = current
                     changed = True
         return encode(held.payload) if changed else held.event.raw
 
