@@ -71,15 +71,16 @@ class _Compiled:
             for i_index, pat in enumerate(rule.any):
                 exact.append(pat.regex_text)
                 self.owners.append((r_index, i_index))
-        loose = [prefilter_regex(p) for p in exact]
         self.triggers = list(TRIGGER_PATTERNS)
         trig = [TRIGGER_PATTERNS[name] for name in self.triggers]
-        # (match, offset of its first pattern in the combined numbering: rules, then triggers)
+        # Numbered rules first, then triggers; the triggers fill the last group rather than
+        # taking a pass of their own. (match, number of its first pattern)
+        loose = [prefilter_regex(p) for p in exact] + trig
+        exact += trig
         self.groups: list[tuple[Any, int]] = [
             (_compile_set(loose[i:i + SET_GROUP], exact[i:i + SET_GROUP]), i)
             for i in range(0, len(loose), SET_GROUP)
         ]
-        self.groups.append((_compile_set(trig, trig), len(exact)))
 
     def hits(self, data: bytes) -> tuple[dict[int, list[int]], frozenset[str]]:
         """Candidate rules (index → `any` items that hit) and trigger names found in `data`
