@@ -125,6 +125,35 @@ async def test_chunked_answer_split_at_every_byte_arrives_whole():
         await pool.close()
 
 
+async def test_chunked_answer_one_chunk_per_write_and_bad_chunk_sizes():
+    """One whole chunk per read is a stream's usual shape; sizes are 1*HEXDIG and nothing else."""
+    events = [b"data: %d\n\n" % i for i in range(5)]
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for size_line, ok in ((None, True), (b"0x9", False), (b"1_0", False), (b"+9", False), (b"9 ", True)):
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         size_line: bytes | None = size_line) -> None:
+            await up.read_request(reader)
+            writer.write(head)
+            for ev in events:
+                writer.write(b"%s\r\n%s\r\n" % (size_line or b"%x" % len(ev), ev))
+                await writer.drain()
+                await asyncio.sleep(0.005)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+
+        async with RawUpstream(script) as up:
+            pool = await pool_for(up)
+            resp = await pool.request("POST", "/v1/chat/completions", [], b"{}")
+            if ok:
+                assert await resp.read() == b"".join(events)
+            else:
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()
+            resp.release()
+            await pool.close()
+
+
 async def test_gzip_and_deflate_answers_are_decoded():
     payloads = [answer(gzip.compress(b'{"z": "gzip"}'), b"Content-Encoding: gzip"),
                 answer(zlib.compress(b'{"z": "deflate"}'), b"Content-Encoding: deflate")]

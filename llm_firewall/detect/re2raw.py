@@ -60,7 +60,14 @@ def iter_spans(regex: Any, text: str, data: bytes | None = None) -> Iterator[tup
 
 def search_span(regex: Any, text: str, data: bytes | None = None) -> tuple[int, int] | None:
     """Character span of the first match in `text` (`data` is its UTF-8 form, if at hand)."""
-    return next(iter_spans(regex, text, data), None)
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
+    start, stop = regex._regexp.Match(_UNANCHORED, data, 0, len(data))[0]
+    if start < 0:
+        return None
+    if len(data) == len(text):
+        return start, stop
+    return _chars(data, start), _chars(data, stop)
 
 
 def found(regex: Any, text: str) -> bool:

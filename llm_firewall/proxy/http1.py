@@ -15,6 +15,7 @@ Failures raise aiohttp's own exception types (`ClientConnectorError`-like `OSErr
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import zlib
@@ -27,6 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # 1*HEXDIG; int(x, 16) alone accepts "0x", "_", signs
 PAUSE_ABOVE = 1 << 20  # buffered answer bytes before the socket stops being read
 IDLE_KEEP_S = 15.0  # below common server keep-alive timeouts, so a pooled socket is rarely stale
 MAX_IDLE = 256
@@ -369,6 +371,16 @@ class _Connection(asyncio.Protocol):
         resp = self.response
         assert resp is not None
         buf = self.buf
+        if not buf and self.chunk_state == 0:
+            # A stream's usual read: exactly one whole chunk. Feed it without copying it through
+            # the buffer (one SSE event per chunk makes this the per-event path).
+            end = data.find(b"\r\n", 0, 18)
+            if end > 0 and _CHUNK_SIZE.fullmatch(data, 0, end):
+                size = int(data[:end], 16)
+                stop = end + 2 + size
+                if size and len(data) == stop + 2 and data.endswith(b"\r\n"):
+                    resp._feed(data[end + 2:stop])
+                    return
         buf += data
         while buf:
             state = self.chunk_state
@@ -394,13 +406,10 @@ class _Connection(asyncio.Protocol):
                 self.chunk_state = 0
             elif state == 0:
                 size = line.split(b";", 1)[0].strip()
-                try:
-                    if not size or size.startswith((b"-", b"+", b"0x", b"0X")):
-                        raise ValueError
-                    self.chunk_left = int(size, 16)
-                except ValueError:
+                if not _CHUNK_SIZE.fullmatch(size):
                     self._cut("the upstream sent an invalid chunk size")
                     return
+                self.chunk_left = int(size, 16)
                 self.chunk_state = 1 if self.chunk_left else 3
             elif not line:  # state 3: the empty line that ends the trailers
                 if buf:

@@ -60,7 +60,14 @@ class EventSplitter:
         self._buf = b""
         self._max = max_event_bytes
 
-    def feed(self, chunk: bytes) -> Iterator[Event]:
+    def feed(self, chunk: bytes) -> list[Event]:
+        """The events `chunk` completes, in order."""
+        if not self._buf and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
+                and b"\r" not in chunk:
+            return [_parse(chunk)]  # a paced stream's usual read: exactly one whole event
+        return list(self._split(chunk))
+
+    def _split(self, chunk: bytes) -> Iterator[Event]:
         buf = self._buf + chunk if self._buf else chunk
         pos = 0
         crlf = b"\r" in buf  # the common case (LF only) needs one search per event

@@ -12,6 +12,7 @@ an in-band error event) or, in redact mode, the match is masked in the held even
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -75,6 +76,9 @@ def _compiled_anchors(pattern: str) -> tuple[Any, Any | None]:
     return re2.compile(full), partial
 
 
+_PLAIN_DELTA = frozenset({"content", "role"})
+
+
 def _splittable(payload: Any) -> dict[str, Any] | None:
     """The delta of a plain one-choice content chunk, the only kind safe to cut in two.
 
@@ -84,13 +88,14 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
     if not isinstance(payload, dict) or payload.get("type") is not None:
         return None
     choices = payload.get("choices")
-    if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+    if type(choices) is not list or len(choices) != 1:
         return None
     choice = choices[0]
+    if type(choice) is not dict:
+        return None
     delta = choice.get("delta")
-    if (choice.get("finish_reason") is not None or choice.get("logprobs") is not None
-            or not isinstance(delta, dict) or not isinstance(delta.get("content"), str)
-            or any(k not in ("content", "role") for k in delta)):
+    if (type(delta) is not dict or not delta.keys() <= _PLAIN_DELTA or type(delta.get("content")) is not str
+            or choice.get("finish_reason") is not None or choice.get("logprobs") is not None):
         return None
     return delta
 
@@ -145,7 +150,8 @@ class StreamGuard:
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
-        self._held: list[_Held] = []
+        self._held: deque[_Held] = deque()
+        self._rewritten = False  # a redaction changed held text: compare segments on release
         self._last_payload: dict[str, Any] | None = None
         self.blocked = False
         self.findings: list[Finding] = []
@@ -162,16 +168,26 @@ class StreamGuard:
         held = _Held(event, payload)
         if isinstance(payload, dict):
             self._last_payload = payload
-            for key, delta, _, _ in _text_segments(payload):
-                buf = self._texts.setdefault(key, _Text())
-                start = len(buf.text)
-                buf.text += delta
-                self.assembled_chars += len(delta)
-                held.segments.append(_Segment(key, start, len(buf.text), delta))
+            plain = _splittable(payload)  # the usual chunk: one choice, content only
+            if plain is not None:
+                if plain["content"]:
+                    self._append(held, ("content", payload["choices"][0].get("index", 0)), plain["content"])
+            else:
+                for key, delta, _, _ in _text_segments(payload):
+                    self._append(held, key, delta)
         self._held.append(held)
         if held.segments and not self._check(final=False):
             return self._terminate()
         return self._release(final=False)
+
+    def _append(self, held: _Held, key: Key, delta: str) -> None:
+        buf = self._texts.get(key)
+        if buf is None:
+            buf = self._texts[key] = _Text()
+        start = len(buf.text)
+        buf.text += delta
+        self.assembled_chars += len(delta)
+        held.segments.append(_Segment(key, start, start + len(delta), delta))
 
     def finish(self, done: bytes | None = None) -> bytes:
         """The upstream ended: check what is left, release it, and close with [DONE] if it did."""
@@ -272,6 +288,7 @@ class StreamGuard:
 
     def _replace(self, key: Key, start: int, end: int, new: str) -> None:
         """Swap buf[start:end] for `new` and move the held segments' offsets to match."""
+        self._rewritten = True
         buf = self._texts[key]
         delta = len(new) - (end - start)
         buf.text = buf.text[:start] + new + buf.text[end:]
@@ -296,12 +313,18 @@ class StreamGuard:
         out: list[bytes] = []
         while self._held:
             held = self._held[0]
-            if not final and any(seg.end > self._safe_until(seg.key) for seg in held.segments):
+            if not final and self._still_held(held):
                 out.append(self._release_part(held))
                 break
-            self._held.pop(0)
+            self._held.popleft()
             out.append(self._encode(held))
         return b"".join(out)
+
+    def _still_held(self, held: _Held) -> bool:
+        for seg in held.segments:
+            if seg.end > self._safe_until(seg.key):
+                return True
+        return False
 
     def _release_part(self, held: _Held) -> bytes:
         """Send the checked beginning of a held content chunk now; keep the rest held.
@@ -313,10 +336,10 @@ class StreamGuard:
             return b""
         seg = held.segments[0]
         cut = self._safe_until(seg.key)
-        delta = _splittable(held.payload) if seg.start < cut < seg.end else None
-        if delta is None:
-            return b""
         text = self._texts[seg.key].text
+        delta = _splittable(held.payload) if seg.start < cut < seg.end else None
+        if delta is None or text[seg.start:cut].isspace():
+            return b""  # nothing to split, or only a leading space would leave early
         first = dict(held.payload)
         first["choices"] = [{**held.payload["choices"][0], "delta": {**delta, "content": text[seg.start:cut]}}]
         delta.pop("role", None)  # the role goes out with the first part only
@@ -327,7 +350,7 @@ class StreamGuard:
 
     def _encode(self, held: _Held) -> bytes:
         changed = held.rewritten
-        if held.segments:
+        if held.segments and (changed or self._rewritten):
             for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
                 current = self._texts[key].text[seg.start:seg.end]
                 if current != seg.original:
