@@ -141,8 +141,16 @@ def test_metrics_parse_and_move(firewall: Firewall, upstream: TestUpstream) -> N
     for name, labels in (("llm_firewall_requests_total", {"route": "chat/completions", "outcome": "ok"}),
                          ("llm_firewall_requests_total", {"route": "chat/completions", "outcome": "blocked"}),
                          ("llm_firewall_alerts_total", {"threat": "system_manipulation"}),
-                         ("llm_firewall_actions_total", {"action": "rate_limit"})):
+                         ("llm_firewall_actions_total", {"action": "rate_limit"}),
+                         ("llm_firewall_request_duration_seconds_count", {"route": "chat/completions"}),
+                         ("llm_firewall_upstream_first_byte_seconds_count", {})):
         assert metric_value(after, name, **labels) > metric_value(before, name, **labels), (name, labels)
+    # Histogram buckets are cumulative and end in +Inf = count.
+    buckets = [s for f in text_string_to_metric_families(after) for s in f.samples
+               if s.name == "llm_firewall_request_duration_seconds_bucket" and s.labels["route"] == "chat/completions"]
+    counts = [s.value for s in buckets]
+    assert counts == sorted(counts) and buckets[-1].labels["le"] == "+Inf"
+    assert counts[-1] == metric_value(after, "llm_firewall_request_duration_seconds_count", route="chat/completions")
     assert metric_value(after, "llm_firewall_rules_loaded") > 20
     assert metric_value(after, "llm_firewall_sanctions_active", kind="session") >= 0
 
