@@ -1,13 +1,20 @@
 """Hold-back inspection of streamed answers: nothing is released before it has been checked.
 
-Each choice's deltas (and each tool call's argument deltas) are assembled into one text. After
-every event the unchecked tail, plus an overlap of `window` characters, is scanned. Response
-rules match within `window` characters, so a text position that lies more than `window`
-characters behind the end can no longer be part of a future match: events whose text lies
-entirely there are released. A match that spans chunks is therefore seen before any of its
-characters reach the client. Scans run once `scan_every` new characters have arrived, so the
-text held back is at most `window + scan_every` characters. On a hit the stream is ended (finish_reason `content_filter`, or
-an in-band error event) or, in redact mode, the match is masked in the held events.
+Each choice's deltas (and each tool call's argument deltas) are assembled into one text. Response
+rules match within `window` characters, so a text position more than `window` characters behind
+the end can no longer be part of a future match. Without anchors, the unchecked tail plus that
+overlap is scanned every `scan_every` characters and events whose text lies entirely in the
+checked, final part are released.
+
+With anchors (where a match of a rule the policy acts on can start, see
+`Engine.stream_anchor`), text before the first anchor of the last `window` characters is
+released at once, and so is the end of the text unless it is the unfinished beginning of an
+anchor (`detect/partial.py`: "Thanks for" keeps "for", which may grow into an encoded run). Held
+text is scanned when a clean scan would release some of it, or every `scan_every` characters. A
+plain content chunk whose beginning is checked and the rest still held is sent in two parts.
+
+On a hit the stream is ended (finish_reason `content_filter`, or an in-band error event) or, in
+redact mode, the match is masked in the held events.
 """
 
 from __future__ import annotations
