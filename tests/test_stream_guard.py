@@ -122,6 +122,20 @@ def test_anchored_guard_releases_the_checked_start_of_a_chunk_at_once() -> None:
     assert delivered_text(rest) == "bye" and rest.endswith(b"data: [DONE]\n\n")
 
 
+def test_chunks_carrying_usage_or_tool_calls_are_never_split() -> None:
+    guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
+    with_usage = (b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":'
+                  b'{"content":"Thanks for"},"finish_reason":null}],"usage":{"total_tokens":3}}\n\n')
+    tool = (b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":'
+            b'[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\\"a\\": 1, \\"b'
+            b'"}}]},"finish_reason":null}]}\n\n')
+    for raw in (with_usage, tool):
+        (event,) = EventSplitter().feed(raw)
+        assert guard.feed(event) == b""  # held whole until the next chunk or the end
+        assert guard.finish() == raw
+        guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
+
+
 def test_anchored_guard_holds_an_unfinished_secret_prefix() -> None:
     guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
     events = list(EventSplitter().feed(sse_for(["Your key is s", "k-proj-" + SECRET[8:], " ok"])))

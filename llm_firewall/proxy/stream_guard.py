@@ -92,8 +92,8 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
     Tool-call names and ids, roles, logprobs and finish reasons must appear exactly once (SDKs
     concatenate repeated string fields), so events carrying them are released whole.
     """
-    if not isinstance(payload, dict) or payload.get("type") is not None:
-        return None
+    if not isinstance(payload, dict) or payload.get("type") is not None or payload.get("usage") is not None:
+        return None  # usage, like a role, must be counted once
     choices = payload.get("choices")
     if type(choices) is not list or len(choices) != 1:
         return None
