@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from llm_firewall.bench import Load, add_comparisons, parse_args, report
+from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, parse_args, report,
+                                 summarise_stream, text_marks)
 from llm_firewall.bench_assets.loadgen import REF_SUFFIX, unique_template
 from llm_firewall.domain import TextItem
 from llm_firewall.proxy.openai_wire import parse_json_body, request_texts, validate_shape
@@ -213,6 +214,28 @@ def test_report_shows_unique_rows_against_the_fixed_baseline_and_judges_targets_
     assert re.search(r"throughput share of baseline at c=16 \(%\)\s+90\s+target >= 85\s+met", targets)
     info = [line for line in targets.splitlines() if "unique prompts" in line]
     assert len(info) == 1 and "58.4 / 53.6" in info[0] and info[0].rstrip().endswith("informational")
+
+
+def test_stream_comparison_is_by_text_position_and_per_upstream_event() -> None:
+    """A proxy that sends a chunk's start early (more, smaller events) is judged on when each
+    upstream event's text is complete, and its CPU is divided by the upstream's events."""
+    upstream = [[0.000, 0], [0.002, 10], [0.004, 10], [0.006, 0], [0.007, 0]]  # role, 2 texts, finish, DONE
+    direct = [{"status": 200, "events": upstream}]
+    baseline = [{"status": 200, "events": [[t + 0.001, n] for t, n in upstream]}]
+    # The firewall sends 6 of the first 10 characters at once and the other 4 with the next event.
+    firewall = [{"status": 200, "events": [[0.0011, 0], [0.0031, 6], [0.0051, 4], [0.0052, 6], [0.0071, 4],
+                                          [0.0072, 0], [0.0082, 0]]}]
+    marks, events = text_marks(direct)
+    assert marks == [10, 20] and events == 5
+    targets = {"direct": summarise_stream(direct, 0.0005, marks, events),
+               "baseline": summarise_stream(baseline, 0.0010, marks, events),
+               "firewall": summarise_stream(firewall, 0.0015, marks, events)}
+    add_stream_comparisons(targets)
+    fw = targets["firewall"]
+    assert fw["events_per_stream"] == 7
+    assert abs(fw["ttft_added_ms"] - 0.1) < 1e-6  # the first 6 characters arrive 0.1 ms after the baseline's 10
+    assert abs(fw["event_delay_ms"] - 2.1) < 1e-6  # each text is complete one upstream event later
+    assert abs(fw["cpu_us_per_event"] - 300) < 1e-6 and abs(fw["event_cpu_added_us"] - 100) < 1e-6
 
 
 def test_unique_rows_are_on_by_default_and_off_with_no_unique_or_quick() -> None:
