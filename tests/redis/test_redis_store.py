@@ -35,8 +35,11 @@ def prefix() -> str:
 
 @pytest.fixture
 async def pair(redis_server, prefix):
-    """Two stores on one Redis: two replicas' views of the same state."""
-    a, b = make(redis_server.url, prefix), make(redis_server.url, prefix)
+    """Two stores on one Redis: two replicas' views of the same state.
+
+    These tests check shared-state semantics, not timeouts (tested on their own below): a
+    generous timeout keeps a busy machine from degrading a store to its local fallback mid-test."""
+    a, b = make(redis_server.url, prefix, timeout_s=2.0), make(redis_server.url, prefix, timeout_s=2.0)
     yield a, b
     await a.close()
     await b.close()
