@@ -18,6 +18,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable
 
 from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.rules import default_rules_dir, load_rules
@@ -91,29 +92,20 @@ def full_inspector(rules: str, corpus: str | None) -> None:
     benign, attack, big = full_texts(corpus)
     source = "corpus" if corpus else "generated"
     for label, texts in (("benign", benign), ("attack", attack)):
-        samples = []
-        for text in texts:  # each text once: unseen text, as a proxy sees it
-            t0 = time.perf_counter()
-            inspector.inspect_text(text)
-            samples.append(time.perf_counter() - t0)
-        samples.sort()
+        samples = timed(inspector.inspect_text, texts)  # each text once: unseen, as a proxy sees it
         print(f"full inspector, 2 KB {label} ({source}): p50 {pct(samples, 0.5):.3f} ms   "
               f"p99 {pct(samples, 0.99):.3f} ms")
-    big_t = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        inspector.inspect_text(big)
-        big_t.append(time.perf_counter() - t0)
-    big_t.sort()
+    big_t = timed(inspector.inspect_text, [big] * 3)
     print(f"full inspector, 1 MiB benign ({source}): first {big_t[0] * 1e3:.1f} ms   "
           f"p50 {pct(big_t, 0.5):.1f} ms")
 
 
-def timed(engine: Engine, text: str, rounds: int) -> list[float]:
+def timed(fn: Callable[[str], object], texts: Iterable[str]) -> list[float]:
+    """Seconds `fn` took on each text, sorted."""
     out = []
-    for _ in range(rounds):
+    for text in texts:
         t0 = time.perf_counter()
-        engine.scan_text(text)
+        fn(text)
         out.append(time.perf_counter() - t0)
     return sorted(out)
 
@@ -144,7 +136,7 @@ def main(argv: list[str]) -> int:
     print(f"2 KB prompt:   p50 {pct(samples, 0.5):.3f} ms   p99 {pct(samples, 0.99):.3f} ms")
 
     big = prompt(1 << 20, 7)
-    big_t = timed(engine, big, 7)
+    big_t = timed(engine.scan_text, [big] * 7)
     print(f"1 MiB prompt:  p50 {pct(big_t, 0.5):.1f} ms   max {big_t[-1] * 1e3:.1f} ms")
 
     small = [prompt(1536, 1000 + s) for s in range(200)]

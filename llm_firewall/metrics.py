@@ -69,9 +69,6 @@ class _LoopMetric:
             child = self._children[key] = self._new()
         return child
 
-    def describe(self) -> list[Metric]:
-        return []
-
 
 class LoopCounter(_LoopMetric):
     def _new(self) -> _CounterChild:

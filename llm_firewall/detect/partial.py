@@ -24,6 +24,7 @@ _CATEGORIES = {
     sc.CATEGORY_WORD: r"\w", sc.CATEGORY_NOT_WORD: r"\W",
 }
 _MAX_COUNT = 1000  # RE2's largest counted repeat
+_REPEATS = tuple(op for op in (sc.MAX_REPEAT, sc.MIN_REPEAT, getattr(sc, "POSSESSIVE_REPEAT", None)) if op)
 
 
 class Unsupported(ValueError):
@@ -86,7 +87,7 @@ def _item(op: Any, av: Any) -> str:
         _, add, drop, sub = av
         flags = _flags(add, drop)
         return f"(?{flags}:{_full(sub)})" if flags else f"(?:{_full(sub)})"
-    if op in (sc.MAX_REPEAT, sc.MIN_REPEAT, getattr(sc, "POSSESSIVE_REPEAT", None)):
+    if op in _REPEATS:
         lo, hi, sub = av
         return _repeat(_full(sub), lo, hi)
     raise Unsupported(f"{op}")
@@ -111,13 +112,9 @@ def _item_prefix(op: Any, av: Any) -> str:
         _, add, drop, sub = av
         flags = _flags(add, drop)
         return f"(?{flags}:{_prefix(sub)})" if flags else _prefix(sub)
-    if op in (sc.MAX_REPEAT, sc.MIN_REPEAT, getattr(sc, "POSSESSIVE_REPEAT", None)):
+    if op in _REPEATS:  # up to hi - 1 whole repetitions, then the beginning of one more
         _, hi, sub = av
-        if hi == 0:
-            return "(?:)"
-        whole = _full(sub)
-        before = f"(?:{whole})*" if hi >= sc.MAXREPEAT or hi - 1 > _MAX_COUNT else f"(?:{whole}){{0,{hi - 1}}}"
-        return f"{before}{_prefix(sub)}"
+        return f"{_repeat(_full(sub), 0, hi - 1)}{_prefix(sub)}" if hi else "(?:)"
     raise Unsupported(f"{op}")
 
 

@@ -62,12 +62,10 @@ def search_span(regex: Any, text: str, data: bytes | None = None) -> tuple[int, 
     """Character span of the first match in `text` (`data` is its UTF-8 form, if at hand)."""
     if data is None:
         data = text.encode("utf-8", "surrogatepass")
-    start, stop = regex._regexp.Match(_UNANCHORED, data, 0, len(data))[0]
-    if start < 0:
-        return None
-    if len(data) == len(text):
-        return start, stop
-    return _chars(data, start), _chars(data, stop)
+    span = search_bytes(regex, data)
+    if span is None or len(data) == len(text):
+        return span
+    return _chars(data, span[0]), _chars(data, span[1])
 
 
 def found(regex: Any, text: str) -> bool:

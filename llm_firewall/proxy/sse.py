@@ -12,8 +12,6 @@ from typing import Any, Iterator
 import orjson
 
 _SEPARATORS = (b"\r\n\r\n", b"\n\n", b"\r\r")
-
-
 _UNPARSED: Any = object()
 
 
@@ -63,7 +61,7 @@ class EventSplitter:
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` completes, in order."""
         if not self._buf and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
-                and b"\r" not in chunk:
+                and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
             return [_parse(chunk)]  # a paced stream's usual read: exactly one whole event
         return list(self._split(chunk))
 

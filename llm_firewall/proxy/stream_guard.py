@@ -51,7 +51,7 @@ class _Held:
     event: Event
     payload: Any
     segments: list[_Segment] = field(default_factory=list)
-    rewritten: bool = False  # part of it left already: encode what remains, not the raw bytes
+    rewritten: bool = False  # the payload was changed (part of it left): its raw bytes are stale
 
 
 @dataclass(slots=True)
@@ -175,26 +175,16 @@ class StreamGuard:
         held = _Held(event, payload)
         if isinstance(payload, dict):
             self._last_payload = payload
-            plain = _splittable(payload)  # the usual chunk: one choice, content only
-            if plain is not None:
-                if plain["content"]:
-                    self._append(held, ("content", payload["choices"][0].get("index", 0)), plain["content"])
-            else:
-                for key, delta, _, _ in _text_segments(payload):
-                    self._append(held, key, delta)
+            for key, delta, _, _ in _text_segments(payload):
+                buf = self._texts.setdefault(key, _Text())
+                start = len(buf.text)
+                buf.text += delta
+                self.assembled_chars += len(delta)
+                held.segments.append(_Segment(key, start, len(buf.text), delta))
         self._held.append(held)
         if held.segments and not self._check(final=False):
             return self._terminate()
         return self._release(final=False)
-
-    def _append(self, held: _Held, key: Key, delta: str) -> None:
-        buf = self._texts.get(key)
-        if buf is None:
-            buf = self._texts[key] = _Text()
-        start = len(buf.text)
-        buf.text += delta
-        self.assembled_chars += len(delta)
-        held.segments.append(_Segment(key, start, start + len(delta), delta))
 
     def finish(self, done: bytes | None = None) -> bytes:
         """The upstream ended: check what is left, release it, and close with [DONE] if it did."""
@@ -214,7 +204,7 @@ class StreamGuard:
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
             start = max(0, buf.scanned_to - self._window)
-            if start < end and not self._scan_region(key, buf, start, end, final):
+            if start < end and not self._scan_region(key, buf, start, end):
                 return False
         return True
 
@@ -229,14 +219,18 @@ class StreamGuard:
                 buf.scanned_to = end
                 buf.safe = end if final else max(buf.safe, self._unfinished_from(buf, end))
                 continue
-            if (not final and self._safe_target(buf, end, first) <= buf.safe
-                    and end - buf.scanned_to < self._scan_every):
+            target = end if final else self._safe_target(buf, end, first)
+            if not final and target <= buf.safe and end - buf.scanned_to < self._scan_every:
                 continue  # held whatever the scan says: scan later
-            if not self._scan_region(key, buf, buf.safe, end, final):
+            if not self._scan_region(key, buf, buf.safe, end):
                 return False
+            if len(buf.text) != end:  # masked: the offsets after the mask moved
+                end = len(buf.text)
+                target = end if final else self._safe_target(buf, end, None)
+            buf.safe = target
         return True
 
-    def _scan_region(self, key: Key, buf: _Text, start: int, end: int, final: bool) -> bool:
+    def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
         region = buf.text[start:end]
         findings = self._scan(region)
@@ -249,11 +243,7 @@ class StreamGuard:
             if masked == region or not self._masked_everything(masked):
                 return False
             self._replace(key, start, end, masked)
-            buf = self._texts[key]
-            end = len(buf.text)
-        buf.scanned_to = end
-        if self._anchor is not None:
-            buf.safe = end if final else self._safe_target(buf, end, None)
+        buf.scanned_to = len(buf.text)
         return True
 
     def _safe_target(self, buf: _Text, end: int, first: int | None) -> int:
@@ -350,8 +340,8 @@ class StreamGuard:
         first = dict(held.payload)
         first["choices"] = [{**held.payload["choices"][0], "delta": {**delta, "content": text[seg.start:cut]}}]
         delta.pop("role", None)  # the role goes out with the first part only
+        delta["content"] = seg.original = text[cut:seg.end]
         seg.start = cut
-        seg.original = ""  # differs from the text now held: _encode writes the remainder afresh
         held.rewritten = True
         return encode(first)
 
