@@ -103,12 +103,15 @@ def test_benign_streams_pass_byte_for_byte(cuts: list[int]) -> None:
     bounds = [0, *sorted(c for c in cuts if c < len(benign)), len(benign)]
     raw = sse_for([benign[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
     assert relay(raw) == raw
-    # Anchored, a content chunk may leave in two parts (its checked beginning first); the text,
-    # the single role, every other event and their order stay as the upstream sent them.
+    # Anchored, a content chunk may leave in two parts (its checked beginning first, the rest
+    # with the next chunk's beginning); the text, the single role, every other event and their
+    # order stay as the upstream sent them, and the client gets no more events than were sent
+    # (plus at most the first chunk's early start).
     out = relay(raw, anchored=True)
     assert delivered_text(out) == benign
     assert out.count(b'"role"') == 1 and out.startswith(raw[: raw.index(b"\n\n") + 2])
     assert out.endswith(raw[raw.rindex(b"data: {"):])
+    assert out.count(b"data: ") <= raw.count(b"data: ") + 1
 
 
 def test_anchored_guard_releases_the_checked_start_of_a_chunk_at_once() -> None:
@@ -199,3 +202,24 @@ def test_anchored_window_releases_plain_prose_early() -> None:
         released += guard.feed(event)
     # Without anchors nothing of the first 120 characters could leave before 128 more arrived.
     assert len(delivered_text(released)) >= 120 - WIDTH - 20
+
+
+def test_joined_chunks_keep_each_choice_its_own_text() -> None:
+    """With n=2 the upstream interleaves one-choice chunks of choices 0 and 1: text held from one
+    choice never rides in an event of the other, and each choice's text arrives whole."""
+    texts = {0: "Thanks for reaching out about the order, it ships today.",
+             1: "Sure thing, the parcel leaves the warehouse this afternoon."}
+    raw = b""
+    for i in range(0, 60, 6):
+        for idx, text in texts.items():
+            if text[i:i + 6]:
+                raw += b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                                                 "model": "m", "choices": [{"index": idx, "delta": {
+                                                     "content": text[i:i + 6]}, "finish_reason": None}]}) + b"\n\n"
+    out = relay(raw + b"data: [DONE]\n\n", anchored=True)
+    got = {0: "", 1: ""}
+    for block in out.split(b"\n\n"):
+        if block.startswith(b"data: {"):
+            (choice,) = orjson.loads(block[6:])["choices"]
+            got[choice["index"]] += choice["delta"]["content"]
+    assert got == texts

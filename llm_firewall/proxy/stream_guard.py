@@ -52,6 +52,7 @@ class _Held:
     payload: Any
     segments: list[_Segment] = field(default_factory=list)
     rewritten: bool = False  # the payload was changed (part of it left): its raw bytes are stale
+    plain: dict[str, Any] | None = None  # the delta of a plain content chunk with text (see _splittable)
 
 
 @dataclass(slots=True)
@@ -87,7 +88,8 @@ _PLAIN_DELTA = frozenset({"content", "role"})
 
 
 def _splittable(payload: Any) -> dict[str, Any] | None:
-    """The delta of a plain one-choice content chunk, the only kind safe to cut in two.
+    """The delta of a plain one-choice content chunk, the only kind safe to cut in two or to join
+    with its neighbours.
 
     Tool-call names and ids, roles, logprobs and finish reasons must appear exactly once (SDKs
     concatenate repeated string fields), so events carrying them are released whole.
@@ -101,10 +103,18 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
     if type(choice) is not dict:
         return None
     delta = choice.get("delta")
-    if (type(delta) is not dict or not delta.keys() <= _PLAIN_DELTA or type(delta.get("content")) is not str
+    if (type(delta) is not dict or type(delta.get("content")) is not str
             or choice.get("finish_reason") is not None or choice.get("logprobs") is not None):
         return None
+    if not delta.keys() <= _PLAIN_DELTA and any(v is not None for k, v in delta.items() if k not in _PLAIN_DELTA):
+        return None  # null fields (`"refusal": null`) are fine: repeating a null adds nothing
     return delta
+
+
+def _with_content(payload: dict[str, Any], content: str) -> dict[str, Any]:
+    """A copy of a plain one-choice chunk (see `_splittable`) carrying `content` as its text."""
+    choice = payload["choices"][0]
+    return {**payload, "choices": [{**choice, "delta": {**choice["delta"], "content": content}}]}
 
 
 def _text_segments(payload: Any) -> Iterator[tuple[Key, str, dict[str, Any], str]]:
@@ -175,16 +185,27 @@ class StreamGuard:
         held = _Held(event, payload)
         if isinstance(payload, dict):
             self._last_payload = payload
-            for key, delta, _, _ in _text_segments(payload):
-                buf = self._texts.setdefault(key, _Text())
-                start = len(buf.text)
-                buf.text += delta
-                self.assembled_chars += len(delta)
-                held.segments.append(_Segment(key, start, len(buf.text), delta))
+            delta = _splittable(payload)
+            if delta is not None:  # the usual chunk: one choice, content only
+                if delta["content"]:
+                    held.plain = delta
+                    self._add(held, ("content", payload["choices"][0].get("index", 0)), delta["content"])
+            else:
+                for key, text, _, _ in _text_segments(payload):
+                    self._add(held, key, text)
         self._held.append(held)
         if held.segments and not self._check(final=False):
             return self._terminate()
         return self._release(final=False)
+
+    def _add(self, held: _Held, key: Key, delta: str) -> None:
+        buf = self._texts.get(key)
+        if buf is None:
+            buf = self._texts[key] = _Text()
+        start = len(buf.text)
+        buf.text += delta
+        self.assembled_chars += len(delta)
+        held.segments.append(_Segment(key, start, len(buf.text), delta))
 
     def finish(self, done: bytes | None = None) -> bytes:
         """The upstream ended: check what is left, release it, and close with [DONE] if it did."""
@@ -307,14 +328,40 @@ class StreamGuard:
         return buf.safe if self._anchor is not None else buf.scanned_to - self._window
 
     def _release(self, *, final: bool) -> bytes:
+        """Encode what may leave now.
+
+        Plain content chunks of one choice that leave together (the held rest of one chunk and
+        the checked start of the next, say) go out as one event, so the client gets about one
+        event per upstream event rather than two.
+        """
         out: list[bytes] = []
+        run: list[_Held] = []  # plain chunks released by this call, not yet encoded
+        head = ""  # the checked start of the first still-held chunk, when it joins the run
         while self._held:
             held = self._held[0]
             if not final and self._still_held(held):
-                out.append(self._release_part(held))
+                joining = bool(run) and self._joins(run[-1], held)
+                cut = self._cut_head(held, joining=joining)
+                if cut is not None and joining:
+                    head = cut[0]
+                elif cut is not None:
+                    out.append(self._encode_run(run, ""))
+                    run = []
+                    out.append(encode(cut[1]))
                 break
             self._held.popleft()
-            out.append(self._encode(held))
+            if run and self._joins(run[-1], held):
+                run.append(held)
+                continue
+            if run:
+                out.append(self._encode_run(run, ""))
+                run = []
+            if self._anchor is not None and held.plain is not None:
+                run.append(held)
+            else:
+                out.append(self._encode(held))
+        if run:
+            out.append(self._encode_run(run, head))
         return b"".join(out)
 
     def _still_held(self, held: _Held) -> bool:
@@ -323,27 +370,50 @@ class StreamGuard:
                 return True
         return False
 
-    def _release_part(self, held: _Held) -> bytes:
-        """Send the checked beginning of a held content chunk now; keep the rest held.
+    @staticmethod
+    def _joins(last: _Held, held: _Held) -> bool:
+        """Whether `held`'s text may ride in the event of `last` (a plain chunk): same choice, and
+        no role to lose (a role is sent once, with the first chunk)."""
+        return (held.plain is not None and "role" not in held.plain
+                and held.segments[0].key == last.segments[0].key)
+
+    def _cut_head(self, held: _Held, *, joining: bool) -> tuple[str, dict[str, Any]] | None:
+        """Take the checked beginning off a held content chunk (it leaves now; the rest stays):
+        its text and an event of its own for it.
 
         The first token of an answer usually ends in a word that could still grow into an
-        encoded run; cutting the chunk there releases everything before it at once.
+        encoded run; cutting the chunk there releases everything before it at once. A cut that
+        would send only spaces as an event of their own is not made.
         """
-        if len(held.segments) != 1 or self._anchor is None:
-            return b""
+        delta = held.plain
+        if delta is None or self._anchor is None:
+            return None
         seg = held.segments[0]
         cut = self._safe_until(seg.key)
+        if not seg.start < cut < seg.end:
+            return None
         text = self._texts[seg.key].text
-        delta = _splittable(held.payload) if seg.start < cut < seg.end else None
-        if delta is None or text[seg.start:cut].isspace():
-            return b""  # nothing to split, or only a leading space would leave early
-        first = dict(held.payload)
-        first["choices"] = [{**held.payload["choices"][0], "delta": {**delta, "content": text[seg.start:cut]}}]
-        delta.pop("role", None)  # the role goes out with the first part only
+        head = text[seg.start:cut]
+        if not joining and head.isspace():
+            return None
+        first = {} if joining else _with_content(held.payload, head)  # with the role, if any: it leaves first
+        delta.pop("role", None)
         delta["content"] = seg.original = text[cut:seg.end]
         seg.start = cut
         held.rewritten = True
-        return encode(first)
+        return head, first
+
+    def _encode_run(self, run: list[_Held], head: str) -> bytes:
+        """One event for consecutive plain chunks (plus the checked start of the next one)."""
+        if not run:
+            return b""
+        if len(run) == 1 and not head:
+            return self._encode(run[0])
+        parts = []
+        for held in run:
+            seg = held.segments[0]
+            parts.append(self._texts[seg.key].text[seg.start:seg.end])
+        return encode(_with_content(run[0].payload, "".join(parts) + head))
 
     def _encode(self, held: _Held) -> bytes:
         changed = held.rewritten
