@@ -323,7 +323,7 @@ def check_pattern(regex_text: str, *, max_width: int | None) -> tuple[Any | None
 
 
 _COUNTED = re.compile(r"\{(\d+)(?:(,)(\d*))?\}")
-PREFILTER_MAX_COUNT = 3
+PREFILTER_MAX_COUNT = 8
 
 
 def prefilter_regex(regex_text: str, max_count: int = PREFILTER_MAX_COUNT) -> str:
@@ -372,8 +372,8 @@ def prefilter_regex(regex_text: str, max_count: int = PREFILTER_MAX_COUNT) -> st
             lo = int(m.group(1))
             hi = None if m.group(2) and not m.group(3) else int(m.group(3) or lo)
             if hi is None or hi > max_count:
-                # keep a little of the lower bound: `{12,18}` digits as `{3,}`, not `+`, so two-digit
-                # numbers in prose no longer make every card-number rule a candidate
+                # keep part of the lower bound: `{12,18}` digits as `{8,}`, not `+`, so dates and
+                # short numbers in prose no longer make every card-number rule a candidate
                 out.append("*" if lo == 0 else "+" if lo == 1 else f"{{{min(lo, max_count)},}}")
                 i = m.end()
                 continue
