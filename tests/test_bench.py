@@ -45,11 +45,11 @@ def test_quick_run_prints_a_row_per_target() -> None:
     rows = [line.split() for line in out.stdout.splitlines()]
     by_target = {}
     for cells in rows:
-        for label in ("direct", "baseline proxy", "firewall"):
+        for label in ("direct", "baseline proxy", "firewall", "fw, inspection off"):
             words = label.split()
             if cells[:len(words)] == words and len(cells) == len(words) + 9:
                 by_target[label] = cells[len(words):]
-    assert set(by_target) == {"direct", "baseline proxy", "firewall"}, out.stdout
+    assert set(by_target) == {"direct", "baseline proxy", "firewall", "fw, inspection off"}, out.stdout
     for label, cells in by_target.items():
         assert cells[0] == "1", f"{label} row is not at concurrency 1: {cells}"
         assert float(cells[1]) > 0, f"{label} served no requests"
@@ -236,6 +236,27 @@ def test_stream_comparison_is_by_text_position_and_per_upstream_event() -> None:
     assert abs(fw["ttft_added_ms"] - 0.1) < 1e-6  # the first 6 characters arrive 0.1 ms after the baseline's 10
     assert abs(fw["event_delay_ms"] - 2.1) < 1e-6  # each text is complete one upstream event later
     assert abs(fw["cpu_us_per_event"] - 300) < 1e-6 and abs(fw["event_cpu_added_us"] - 100) < 1e-6
+    assert "inspection_us_per_event" not in fw  # no uninspecting firewall ran
+
+
+def test_stream_target_is_judged_on_inspection_cost_with_the_proxying_shown_beside_it() -> None:
+    """With an uninspecting firewall in the run, the per-event target is the firewall's CPU less
+    that one's; the CPU over the baseline proxy is printed as information."""
+    upstream = [[0.000, 0], [0.002, 10], [0.004, 0]]
+    marks, events = text_marks([{"status": 200, "events": upstream}])
+    run = [{"status": 200, "events": upstream}]
+    targets = {name: summarise_stream(run, cpu, marks, events)
+               for name, cpu in (("direct", 0.0001), ("baseline", 0.0002), ("firewall", 0.00026),
+                                 ("uninspected", 0.00025))}
+    add_stream_comparisons(targets)
+    assert abs(targets["firewall"]["inspection_us_per_event"] - 10 / 3) < 1e-6
+    text = report({"environment": {"policy": "production", "payload": "request.json", "load_generator": "wrk",
+                                   "cpus": 2, "pinned": False, "duration_s": 5.0},
+                   "stream": {"requests": 1, "sse_delay_ms": 2.0, "targets": targets}})
+    goals = text.split("Against the issue's targets", 1)[1]
+    assert re.search(r"stream: inspection CPU per SSE event \(us\)\s+3\.33\s+target <= 10\s+met", goals)
+    assert re.search(r"stream: CPU per SSE event over baseline \(us\)\s+20\s+informational", goals)
+    assert "fw, inspection off" in text
 
 
 def test_unique_rows_are_on_by_default_and_off_with_no_unique_or_quick() -> None:
