@@ -40,7 +40,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 class Http1Response:
     """One answer: status and headers at once, the body as it arrives (`read`, `content.readany`)."""
 
-    __slots__ = ("status", "reason", "headers", "content_type", "_conn", "_chunks", "_buffered",
+    __slots__ = ("status", "reason", "headers", "content_type", "_conn", "_loop", "_chunks", "_buffered",
                  "_done", "_error", "_waiter", "_keep_alive", "_released", "_decoder")
 
     def __init__(self, conn: "_Connection", status: int, reason: str, headers: CIMultiDictProxy[str],
@@ -51,6 +51,7 @@ class Http1Response:
         ctype = headers.get("Content-Type", "")
         self.content_type = ctype.split(";", 1)[0].strip().lower() or "application/octet-stream"
         self._conn: _Connection | None = conn
+        self._loop = conn.loop
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._done = False
@@ -128,7 +129,7 @@ class Http1Response:
                 raise self._error
             if self._done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             await self._waiter
 
     async def read(self) -> bytes:
@@ -166,6 +167,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: "Http1Pool") -> None:
         self.pool = pool
+        # Kept: on Python 3.11 every `asyncio.get_running_loop()` costs a getpid() system call,
+        # and a stream would pay one per event.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.closed = False
@@ -248,7 +252,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.response = None
         self.buf.clear()
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.head_waiter = waiter = loop.create_future()
         self.deadline = loop.time() + self.pool.first_byte_timeout
         self.pool.watch(self)
@@ -517,7 +521,7 @@ class Http1Pool:
     def watch(self, conn: _Connection) -> None:
         self._busy.add(conn)
         if self._sweeper is None:
-            self._loop = asyncio.get_running_loop()
+            self._loop = conn.loop
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
     def _sweep(self) -> None:

@@ -24,13 +24,15 @@ class Event:
 
     @property
     def is_done(self) -> bool:
-        return self.data is not None and self.data.strip() == b"[DONE]"
+        data = self.data
+        return data is not None and len(data) < 64 and data.strip() == b"[DONE]"
 
     def json(self) -> Any:
-        """The event's JSON payload, or None when it is not JSON (decoded once, then shared)."""
+        """The event's JSON payload, or None when it is not JSON (decoded once, then shared).
+        `[DONE]` is not JSON, so it needs no check of its own."""
         if self._payload is _UNPARSED:
             try:
-                self._payload = None if self.data is None or self.is_done else orjson.loads(self.data)
+                self._payload = None if self.data is None else orjson.loads(self.data)
             except orjson.JSONDecodeError:
                 self._payload = None
         return self._payload
@@ -62,7 +64,10 @@ class EventSplitter:
         """The events `chunk` completes, in order."""
         if not self._buf and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
                 and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
-            return [_parse(chunk)]  # a paced stream's usual read: exactly one whole event
+            # a paced stream's usual read: exactly one whole event, most often one `data:` line
+            if chunk.startswith(b"data: ") and chunk.count(b"\n") == 2:
+                return [Event(chunk, chunk[6:-2], None)]
+            return [_parse(chunk)]
         return list(self._split(chunk))
 
     def _split(self, chunk: bytes) -> Iterator[Event]:
