@@ -111,6 +111,9 @@ class ParsedRequest:
     model: str | None
 
 
+_CONTENT_TYPES = (type(None), str, list)  # what orjson gives for null, a string, an array
+
+
 def _expect(cond: bool, message: str, param: str) -> None:
     if not cond:
         raise WireError(message, param=param, code="invalid_type")
@@ -129,6 +132,10 @@ def validate_shape(endpoint: str, body: dict[str, Any], *, max_messages: int) ->
             raise WireError(f"too many messages ({len(messages)} > {max_messages})", param="messages",
                             code="too_many_messages")
         for i, message in enumerate(messages):
+            # Checked before the messages are formatted: this runs for every message of every request.
+            if type(message) is dict and type(message.get("role")) is str and (
+                    type(message.get("content")) in _CONTENT_TYPES):
+                continue
             _expect(isinstance(message, dict), f"messages[{i}] must be an object", f"messages[{i}]")
             _expect(isinstance(message.get("role"), str), f"messages[{i}].role must be a string",
                     f"messages[{i}].role")

@@ -178,6 +178,12 @@ def test_request_smuggling_cl_te_is_refused(firewall: Firewall, upstream: TestUp
     (b'{"model": "m", "messages": [{"role": "user", "content": "caf\xe9"}]}', "application/json", 400, b"invalid_json"),
     (b'{"model": "m", "stream": "true", "messages": []}', "application/json", 400, b"invalid_type"),
     (b'{"model": "m", "messages": "hello"}', "application/json", 400, b"invalid_type"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}, "hello"]}', "application/json", 400,
+     b"messages[1] must be an object"),
+    (b'{"model": "m", "messages": [{"role": 7, "content": "hi"}]}', "application/json", 400,
+     b"messages[0].role must be a string"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": {"text": "hi"}}]}', "application/json", 400,
+     b"messages[0].content must be a string or a list of parts"),
     (b'{"model": "m", "model": "n", "messages": []}', "application/json", 400, b"invalid_json"),
 ])
 def test_malformed_bodies_get_clear_400s(firewall: Firewall, upstream: TestUpstream, body: bytes, ctype: str,
