@@ -196,16 +196,38 @@ def descendants(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of pid and its descendants, from /proc/PID/stat."""
-    ticks = 0
+    """CPU time of pid and its descendants, every thread included.
+
+    From each thread's /proc/PID/task/TID/schedstat (nanoseconds the scheduler ran it), not from
+    utime/stime in /proc/PID/stat: those are charged a whole clock tick to whoever runs at the
+    tick, so a proxy that runs 100 us every 2 ms (a paced stream) was measured to within ±15 %
+    only. Falls back to stat where schedstat is missing.
+    """
+    total = 0.0
     for p in descendants(pid):
         try:
-            with open(f"/proc/{p}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+            tids = os.listdir(f"/proc/{p}/task")
+            total += sum(_thread_ns(p, tid) for tid in tids) / 1e9
         except (OSError, IndexError, ValueError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+            total += _stat_seconds(p)
+    return total
+
+
+def _thread_ns(pid: int, tid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+            return int(f.read().split()[0])
+    except FileNotFoundError:  # the thread ended between the listing and the read
+        return 0
+
+
+def _stat_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15 of stat(5)
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def vm_kib(pid: int, key: str) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, parse_args, report,
+from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, cpu_seconds, parse_args, report,
                                  summarise_stream, text_marks)
 from llm_firewall.bench_assets.loadgen import REF_SUFFIX, unique_template
 from llm_firewall.domain import TextItem
@@ -284,3 +284,20 @@ def test_default_run_adds_unique_rows_to_the_json() -> None:
     assert unique["requests"] > 0 and unique["added_p50_ms"] is not None
     assert result["preflight"]["firewall-unique"]["status"] == 200
     assert not any(listening(p) for p in result["environment"]["ports"].values())
+
+
+def test_cpu_seconds_is_the_schedulers_count_not_clock_ticks() -> None:
+    """A process that runs briefly and often (a paced stream) is mis-measured by tick-sampled
+    utime/stime; the scheduler's own nanosecond count agrees with the process's own clock."""
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "while time.process_time() < 0.2053: pass\n"
+        "print(time.process_time(), flush=True)\n"
+        "time.sleep(30)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        own = float(child.stdout.readline())
+        measured = cpu_seconds(child.pid)
+        assert abs(measured - own) < 0.003, (measured, own)  # clock ticks are 10 ms apart
+    finally:
+        child.kill()
+        child.wait()
