@@ -38,9 +38,9 @@ WIDTH = ENGINE.stream_anchor_width("response")
 
 
 def relay(raw: bytes, *, mode: str = "content_filter", window: int = 128, byte_cut: int = 0,
-          anchored: bool = False) -> bytes:
+          anchored: bool = False, trim_at: int = 8192) -> bytes:
     guard = StreamGuard(scan=scan, redact=redact, window=window, mode=mode,
-                        anchor=ANCHOR if anchored else None, anchor_width=WIDTH)
+                        anchor=ANCHOR if anchored else None, anchor_width=WIDTH, trim_at=trim_at)
     splitter = EventSplitter()
     out = b""
     pieces = [raw[i:i + byte_cut] for i in range(0, len(raw), byte_cut)] if byte_cut else [raw]
@@ -223,3 +223,47 @@ def test_joined_chunks_keep_each_choice_its_own_text() -> None:
             (choice,) = orjson.loads(block[6:])["choices"]
             got[choice["index"]] += choice["delta"]["content"]
     assert got == texts
+
+
+# Long answers: the guard keeps only the end of a text (about a window's worth beyond what is held),
+# so trimming must never lose text still to be released, scanned or masked.
+LONG = "The parcel left the warehouse on Monday and the courier expects to deliver it by Friday. " * 50
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(LONG) - 1), unique=True, max_size=80),
+       anchored=st.booleans())
+def test_long_streams_arrive_whole_while_the_guard_trims(cuts: list[int], anchored: bool) -> None:
+    bounds = [0, *sorted(cuts), len(LONG)]
+    out = relay(sse_for([LONG[a:b] for a, b in zip(bounds, bounds[1:])]), anchored=anchored, trim_at=1)
+    assert delivered_text(out) == LONG
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_a_secret_late_in_a_long_answer_is_stopped_or_masked_after_trims(anchored: bool) -> None:
+    text = LONG + TEXT
+    stopped = relay(sse_for(split_into(text, len(text) // 7)), anchored=anchored, trim_at=1)
+    assert b"content_filter" in stopped and SECRET[:12] not in delivered_text(stopped)
+    masked = delivered_text(relay(sse_for(split_into(text, len(text) // 7)), mode="redact", anchored=anchored,
+                                  trim_at=1))
+    assert masked.startswith(LONG + "Sure. The production key is ") and SECRET not in masked
+    assert masked.endswith(" and you should keep it safe. Anything else?") and "[REDACTED]" in masked
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_a_long_answer_does_not_stay_in_memory(anchored: bool) -> None:
+    """A 1 MiB answer streamed through the guard leaves it holding a few KiB, not the answer."""
+    import tracemalloc
+    guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR if anchored else None, anchor_width=WIDTH)
+    chunk = sse_for(["Lists keep order and sets make membership tests fast. "] * 200)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):  # 100 x 200 chunks of 54 characters: ~1 MiB of text
+            for event in [e for e in EventSplitter().feed(chunk) if not e.is_done][1:-1]:  # content only
+                guard.feed(event)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert guard.assembled_chars > 1_000_000
+    assert held < 256 * 1024, held

@@ -57,9 +57,22 @@ class _Held:
 
 @dataclass(slots=True)
 class _Text:
+    """One choice's (or tool call's) text. Offsets count from the start of the stream; only the
+    part from `base` on is kept (`StreamGuard._trim`), so a long answer costs neither memory nor
+    an ever longer string to append to."""
+
     text: str = ""
+    base: int = 0  # stream offset of text[0]
     scanned_to: int = 0
     safe: int = 0  # with anchors: text before this offset can no longer start a match
+    trim_at: int = 0  # kept length above which the next append first drops what is no longer needed
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.text)
+
+    def slice(self, start: int, end: int) -> str:
+        return self.text[start - self.base:end - self.base]
 
 
 # Encoded text (base64/hex runs, percent-escapes, HTML entities, \u escapes) is decoded by the
@@ -150,7 +163,7 @@ class StreamGuard:
 
     def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256, scan_every: int = 32,
                  mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None,
-                 anchor: Any | None = None, anchor_width: int = 0) -> None:
+                 anchor: Any | None = None, anchor_width: int = 0, trim_at: int = 8192) -> None:
         self._scan = scan
         self._redact = redact
         self._window = max(1, window)
@@ -164,6 +177,8 @@ class StreamGuard:
         # and otherwise every `scan_every` characters (so a match still stops the stream early).
         self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern)
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
+        # A text's kept part is trimmed once it is this long (and never below what scans need).
+        self._trim_at = max(trim_at, 2 * (self._window + self._scan_every + self._tail))
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
@@ -201,11 +216,29 @@ class StreamGuard:
     def _add(self, held: _Held, key: Key, delta: str) -> None:
         buf = self._texts.get(key)
         if buf is None:
-            buf = self._texts[key] = _Text()
-        start = len(buf.text)
+            buf = self._texts[key] = _Text(trim_at=self._trim_at)
+        start = buf.end
+        if len(buf.text) > buf.trim_at:
+            self._trim(key, buf)
         buf.text += delta
         self.assembled_chars += len(delta)
-        held.segments.append(_Segment(key, start, len(buf.text), delta))
+        held.segments.append(_Segment(key, start, start + len(delta), delta))
+
+    def _trim(self, key: Key, buf: _Text) -> None:
+        """Drop the start of a text that nothing can use any more: text before the oldest held
+        segment, before where the next scan starts, and more than a window and an anchor's
+        length back from the end. Without this a long answer was kept whole and copied on every
+        append (quadratic: ~0.6 s of CPU for a 600 KB answer)."""
+        need = buf.end - self._window - self._scan_every - self._tail
+        need = min(need, buf.safe if self._anchor is not None else buf.scanned_to - self._window)
+        for held in self._held:
+            for seg in held.segments:
+                if seg.key == key and seg.start < need:
+                    need = seg.start
+        if need > buf.base:
+            buf.text = buf.text[need - buf.base:]
+            buf.base = need
+        buf.trim_at = len(buf.text) + self._trim_at  # if held text pins the start, do not retry at once
 
     def finish(self, done: bytes | None = None) -> bytes:
         """The upstream ended: check what is left, release it, and close with [DONE] if it did."""
@@ -221,7 +254,7 @@ class StreamGuard:
         if self._anchor is not None:
             return self._check_anchored(final)
         for key, buf in self._texts.items():
-            end = len(buf.text)
+            end = buf.end
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
             start = max(0, buf.scanned_to - self._window)
@@ -232,7 +265,7 @@ class StreamGuard:
     def _check_anchored(self, final: bool) -> bool:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
         for key, buf in self._texts.items():
-            end = len(buf.text)
+            end = buf.end
             if end == buf.scanned_to and not final:
                 continue
             first = self._first_anchor(buf, buf.safe, end)
@@ -245,15 +278,15 @@ class StreamGuard:
                 continue  # held whatever the scan says: scan later
             if not self._scan_region(key, buf, buf.safe, end):
                 return False
-            if len(buf.text) != end:  # masked: the offsets after the mask moved
-                end = len(buf.text)
+            if buf.end != end:  # masked: the offsets after the mask moved
+                end = buf.end
                 target = end if final else self._safe_target(buf, end, None)
             buf.safe = target
         return True
 
     def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
-        region = buf.text[start:end]
+        region = buf.slice(start, end)
         findings = self._scan(region)
         if findings:
             if self._mode != "redact" or self._redact is None:
@@ -264,7 +297,7 @@ class StreamGuard:
             if masked == region or not self._masked_everything(masked):
                 return False
             self._replace(key, start, end, masked)
-        buf.scanned_to = len(buf.text)
+        buf.scanned_to = buf.end
         return True
 
     def _safe_target(self, buf: _Text, end: int, first: int | None) -> int:
@@ -284,16 +317,16 @@ class StreamGuard:
 
     def _unfinished_from(self, buf: _Text, end: int) -> int:
         """Where an anchor that the next delta may complete could begin in the text's tail."""
-        lo = max(0, end - self._tail)
+        lo = max(buf.base, end - self._tail)
         if self._partial is None:
             return lo
-        span = search_span(self._partial, buf.text[lo:end])
+        span = search_span(self._partial, buf.slice(lo, end))
         return end if span is None else lo + span[0]
 
     def _first_anchor(self, buf: _Text, lo: int, end: int) -> int | None:
         """Offset of the first place in text[lo:end] where a match could start, if any."""
         assert self._anchor is not None
-        span = search_span(self._anchor, buf.text[lo:end])
+        span = search_span(self._anchor, buf.slice(lo, end))
         return None if span is None else lo + span[0]
 
     def _masked_everything(self, masked: str) -> bool:
@@ -309,7 +342,7 @@ class StreamGuard:
         self._rewritten = True
         buf = self._texts[key]
         delta = len(new) - (end - start)
-        buf.text = buf.text[:start] + new + buf.text[end:]
+        buf.text = buf.text[:start - buf.base] + new + buf.text[end - buf.base:]
         for held in self._held:
             for seg in held.segments:
                 if seg.key != key:
@@ -392,13 +425,13 @@ class StreamGuard:
         cut = self._safe_until(seg.key)
         if not seg.start < cut < seg.end:
             return None
-        text = self._texts[seg.key].text
-        head = text[seg.start:cut]
+        buf = self._texts[seg.key]
+        head = buf.slice(seg.start, cut)
         if not joining and head.isspace():
             return None
         first = {} if joining else _with_content(held.payload, head)  # with the role, if any: it leaves first
         delta.pop("role", None)
-        delta["content"] = seg.original = text[cut:seg.end]
+        delta["content"] = seg.original = buf.slice(cut, seg.end)
         seg.start = cut
         held.rewritten = True
         return head, first
@@ -412,14 +445,14 @@ class StreamGuard:
         parts = []
         for held in run:
             seg = held.segments[0]
-            parts.append(self._texts[seg.key].text[seg.start:seg.end])
+            parts.append(self._texts[seg.key].slice(seg.start, seg.end))
         return encode(_with_content(run[0].payload, "".join(parts) + head))
 
     def _encode(self, held: _Held) -> bytes:
         changed = held.rewritten
         if held.segments and (changed or self._rewritten):
             for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
-                current = self._texts[key].text[seg.start:seg.end]
+                current = self._texts[key].slice(seg.start, seg.end)
                 if current != seg.original:
                     holder[name] = current
                     changed = True
