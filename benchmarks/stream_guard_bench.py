@@ -1,0 +1,66 @@
+"""Stream guard cost per SSE event against answer length, and the text it keeps.
+
+Usage: python benchmarks/stream_guard_bench.py [--events 50,500,5000,100000] [--window 128]
+In-process: the firewall's own event splitter and guard (every response rule's anchor, no
+policy filter) over a benign answer of one-word chunks, as a model streams it. The per-event
+cost should not grow with the answer, and the kept text should stay bounded. Inside the server
+the same work costs more per event (socket reads and writes in between); `llm-firewall bench
+--stream` measures that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import orjson
+
+from llm_firewall.detect.engine import Engine
+from llm_firewall.detect.rules import default_rules_dir, load_rules
+from llm_firewall.proxy.sse import EventSplitter
+from llm_firewall.proxy.stream_guard import StreamGuard
+
+WORDS = ("the order was shipped on monday and should arrive within three business days "
+         "please keep the tracking number").split()
+
+
+def events(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        text = " " + WORDS[i % len(WORDS)] + ("," if i % 7 == 0 else "")
+        out.append(b"data: " + orjson.dumps({
+            "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]}) + b"\n\n")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", default="50,500,5000,100000", help="comma-separated stream lengths")
+    ap.add_argument("--window", type=int, default=128)
+    args = ap.parse_args(argv)
+    engine = Engine(load_rules(default_rules_dir()))
+    anchor, width = engine.stream_anchor("response"), engine.stream_anchor_width("response")
+
+    def scan(text: str) -> list:
+        return engine.scan_text(text, role="response", direction="response", remember=False)
+
+    print(f"{'events':>8}  {'answer chars':>12}  {'us/event':>8}  {'text kept':>9}")
+    for n in (int(x) for x in args.events.split(",")):
+        raw = events(n)
+        guard = StreamGuard(scan=scan, window=args.window, anchor=anchor, anchor_width=width)
+        splitter = EventSplitter()
+        t0 = time.perf_counter()
+        for chunk in raw:
+            for event in splitter.feed(chunk):
+                guard.feed(event)
+        guard.finish()
+        elapsed = time.perf_counter() - t0
+        kept = sum(len(t.text) for t in guard._texts.values())
+        print(f"{n:>8}  {guard.assembled_chars:>12,}  {elapsed / n * 1e6:>8.1f}  {kept:>9,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
