@@ -301,3 +301,15 @@ def test_cpu_seconds_is_the_schedulers_count_not_clock_ticks() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_stream_guard_bench_prints_a_row_per_length_with_bounded_kept_text() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stream_guard_bench.py"
+    out = subprocess.run([sys.executable, str(script), "--events", "50,3000"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = [line.replace(",", "").split() for line in out.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["50", "3000"]
+    (_, short_chars, _, short_kept), (_, long_chars, _, long_kept) = rows
+    assert short_kept == short_chars  # a short answer is never trimmed
+    assert int(long_chars) > 16_000 and int(long_kept) < 10_000  # a long one keeps only its end
