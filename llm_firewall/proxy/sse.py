@@ -54,24 +54,45 @@ def _parse(raw: bytes) -> Event:
 
 
 class EventSplitter:
-    """Feed raw chunks, get whole events; keeps at most one partial event between calls."""
+    """Feed raw chunks, get whole events; keeps at most one partial event between calls.
+
+    The partial event is kept as the reads that brought it and joined once, when its end
+    arrives; each new read is searched for an end only with the three bytes before it (a
+    separator may straddle two reads). Rebuilding and rescanning the whole partial event on
+    every read was quadratic: an 8 MiB event in 16 KiB reads cost 1.8 s of CPU.
+    """
 
     def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
-        self._buf = b""
+        self._parts: list[bytes] = []
+        self._size = 0
         self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` completes, in order."""
-        if not self._buf and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
-                and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
-            # a paced stream's usual read: exactly one whole event, most often one `data:` line
-            if chunk.startswith(b"data: ") and chunk.count(b"\n") == 2:
-                return [Event(chunk, chunk[6:-2], None)]
-            return [_parse(chunk)]
-        return list(self._split(chunk))
+        if not self._parts:
+            if chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
+                    and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
+                # a paced stream's usual read: exactly one whole event, most often one `data:` line
+                if chunk.startswith(b"data: ") and chunk.count(b"\n") == 2:
+                    return [Event(chunk, chunk[6:-2], None)]
+                return [_parse(chunk)]
+            return self._split(chunk)
+        edge = self._parts[-1][-3:] + chunk
+        if not any(sep in edge for sep in _SEPARATORS):  # still inside the same event
+            self._keep(chunk)
+            return []
+        parts, self._parts, self._size = self._parts, [], 0
+        parts.append(chunk)
+        return self._split(b"".join(parts))
 
-    def _split(self, chunk: bytes) -> Iterator[Event]:
-        buf = self._buf + chunk if self._buf else chunk
+    def _keep(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size > self._max:
+            raise ValueError("server-sent event larger than the firewall accepts")
+
+    def _split(self, buf: bytes) -> list[Event]:
+        events = []
         pos = 0
         crlf = b"\r" in buf  # the common case (LF only) needs one search per event
         while True:
@@ -85,16 +106,17 @@ class EventSplitter:
                 cut, sep_len = buf.find(b"\n\n", pos), 2
             if cut == -1:
                 break
-            yield _parse(buf[pos: cut + sep_len])
+            events.append(_parse(buf[pos: cut + sep_len]))
             pos = cut + sep_len
-        self._buf = buf[pos:]
-        if len(self._buf) > self._max:
-            raise ValueError("server-sent event larger than the firewall accepts")
+        if pos < len(buf):
+            self._keep(buf[pos:])
+        return events
 
     def flush(self) -> Iterator[Event]:
         """Whatever the upstream left without a closing blank line (a cut stream)."""
-        if self._buf.strip():
-            raw, self._buf = self._buf, b""
+        raw = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        if raw.strip():
             yield _parse(raw + b"\n\n")
 
 
