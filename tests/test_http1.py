@@ -125,6 +125,29 @@ async def test_chunked_answer_split_at_every_byte_arrives_whole():
         await pool.close()
 
 
+async def test_a_head_dribbled_in_pieces_is_found_wherever_its_end_falls():
+    """The end of the head (CRLF CRLF) may straddle two reads in any way."""
+    body = b'{"ok": true}'
+    wire = answer(body, b"X-Pad: " + b"p" * 40)
+    head_len = wire.index(b"\r\n\r\n") + 4
+    for split in range(head_len - 4, head_len + 1):  # the separator cut after each of its bytes
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, split: int = split) -> None:
+            await up.read_request(reader)
+            for piece in (wire[:split - 10], wire[split - 10:split], wire[split:]):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.02)  # separate reads on the client side
+            await reader.read()
+
+        async with RawUpstream(script) as up:
+            pool = await pool_for(up)
+            resp = await asyncio.wait_for(pool.request("POST", "/v1/chat/completions", [], b"{}"), 5)
+            assert resp.status == 200 and await asyncio.wait_for(resp.read(), 5) == body
+            resp.release()
+            await pool.close()
+
+
 async def test_chunked_answer_one_chunk_per_write_and_bad_chunk_sizes():
     """One whole chunk per read is a stream's usual shape; sizes are 1*HEXDIG and nothing else."""
     events = [b"data: %d\n\n" % i for i in range(5)]

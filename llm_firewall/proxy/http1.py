@@ -172,6 +172,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
+        self.head_from = 0  # where the search for the end of the head resumes (bytes before hold none)
         self.closed = False
         self.idle_since = 0.0
         self.head_waiter: asyncio.Future[Http1Response] | None = None
@@ -252,6 +253,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.response = None
         self.buf.clear()
+        self.head_from = 0
         loop = self.loop
         self.head_waiter = waiter = loop.create_future()
         self.deadline = loop.time() + self.pool.first_byte_timeout
@@ -277,13 +279,16 @@ class _Connection(asyncio.Protocol):
 
     def _parse_head(self) -> None:
         while True:
-            end = self.buf.find(b"\r\n\r\n")
+            end = self.buf.find(b"\r\n\r\n", self.head_from)
             if end < 0:
                 if len(self.buf) > MAX_HEAD_BYTES:
                     self._fail_head("the upstream sent a response head that is too large")
+                # a head dribbled in small reads is searched once, not again on every read
+                self.head_from = max(0, len(self.buf) - 3)
                 return
             head = bytes(self.buf[:end])
             del self.buf[:end + 4]
+            self.head_from = 0
             lines = head.split(b"\r\n")
             parts = lines[0].split(b" ", 2)
             try:
