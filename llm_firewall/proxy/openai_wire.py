@@ -219,13 +219,20 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
     if ep == "chat/completions":
         for i, message in enumerate(body.get("messages") or []):
             role = _message_role(message.get("role", "user"))
-            out.extend(_content_texts(message.get("content"), role, f"messages[{i}].content"))
-            out.extend(_tool_call_texts(message.get("tool_calls"), f"messages[{i}].tool_calls"))
+            content = message.get("content")
+            if type(content) is str:  # the usual message: no generator for it (conversations are long)
+                if content:
+                    out.append(TextItem(content, role, f"messages[{i}].content"))
+            elif content is not None:
+                out.extend(_content_texts(content, role, f"messages[{i}].content"))
+            if "tool_calls" in message:
+                out.extend(_tool_call_texts(message["tool_calls"], f"messages[{i}].tool_calls"))
             fc = message.get("function_call")
             if isinstance(fc, dict) and isinstance(fc.get("arguments"), str):
                 out.append(TextItem(fc["arguments"], "tool_call", f"messages[{i}].function_call.arguments"))
-        out.extend(_tool_descriptions(body.get("tools")))
-        out.extend(_tool_descriptions(body.get("functions")))
+        for field in ("tools", "functions"):
+            if field in body:
+                out.extend(_tool_descriptions(body[field]))
     elif ep == "completions":
         out.extend(_string_items(body.get("prompt"), "prompt", "prompt"))
         suffix = body.get("suffix")

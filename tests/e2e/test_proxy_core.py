@@ -97,6 +97,32 @@ def test_attack_inside_tool_result(client: openai.OpenAI, upstream: TestUpstream
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("where", ["tool_call", "function_call", "tool", "function"])
+def test_attack_in_call_arguments_and_tool_descriptions(client: openai.OpenAI, upstream: TestUpstream,
+                                                        where: str) -> None:
+    """Text the model reads besides message content: the arguments of earlier (tool or legacy
+    function) calls, and the descriptions of the tools (or legacy functions) it is offered."""
+    args = json.dumps({"note": INJECTION})
+    messages: list[dict] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    extra: dict = {}
+    if where == "tool_call":
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": args}}]})
+        messages.append({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
+    elif where == "function_call":
+        messages.append({"role": "assistant", "content": None, "function_call": {"name": "weather", "arguments": args}})
+        messages.append({"role": "function", "name": "weather", "content": "sunny"})
+    elif where == "tool":
+        extra["tools"] = [{"type": "function", "function": {"name": "weather", "description": INJECTION,
+                                                            "parameters": {"type": "object", "properties": {}}}}]
+    else:
+        extra["functions"] = [{"name": "weather", "description": INJECTION,
+                               "parameters": {"type": "object", "properties": {}}}]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=messages, **extra)
+    assert upstream.requests == []
+
+
 @pytest.mark.parametrize("disguise", [
     "\u200b".join(INJECTION),  # zero-width spaces between letters
     "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in INJECTION),  # fullwidth
