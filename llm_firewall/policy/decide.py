@@ -182,14 +182,21 @@ def ladder_subject(ladder: Escalation, identity: Identity) -> str | None:
     return aimed.subject if aimed else None
 
 
+# The longest timed sanction, whatever the level: a ladder capped at `permanent` keeps doubling,
+# and a duration past this (or past what a float holds) would break expiry times and dates.
+MAX_TIMED_S = 100 * 365 * 86400.0
+
+
 def ladder_duration(ladder: Escalation, level: int) -> float | None:
     """Duration of the sanction at `level` (1 = first time): for * factor^(level-1), capped."""
     if ladder.for_s is None:
         return None
-    duration = ladder.for_s * ladder.factor ** max(level - 1, 0)
-    if ladder.max_s is not None:
-        duration = min(duration, ladder.max_s)
-    return duration
+    cap = MAX_TIMED_S if ladder.max_s is None else min(ladder.max_s, MAX_TIMED_S)
+    try:
+        duration = ladder.for_s * ladder.factor ** max(level - 1, 0)
+    except OverflowError:  # factor 2 overflows a float after ~1,000 levels
+        return cap
+    return min(duration, cap)
 
 
 def escalation_step(ladder: Escalation, strikes: int, previous_level: int, subject: str) -> Action | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from llm_firewall.domain import Finding, Identity
-from llm_firewall.policy.decide import decide, escalation_step, ladder_duration
+from llm_firewall.policy.decide import MAX_TIMED_S, decide, escalation_step, ladder_duration
 from llm_firewall.policy.model import load_policy
 
 ALICE = Identity(ip="203.0.113.7", user="alice", session="s-1")
@@ -166,6 +167,10 @@ def test_financial_masks_account_data_and_refuses_dumps_and_medium_attacks():
 def test_escalation_durations_grow_by_factor_up_to_the_cap(production):
     (ladder,) = production.escalations
     assert [ladder_duration(ladder, n) for n in (1, 2, 3, 4, 7, 20)] == [900, 1800, 3600, 7200, 57600, 86400]
+    # a subject sanctioned thousands of times: the power overflows a float, the cap still holds
+    assert ladder_duration(ladder, 5000) == 86400
+    uncapped = dataclasses.replace(ladder, max_s=None)  # `max: permanent`
+    assert ladder_duration(uncapped, 5000) == MAX_TIMED_S and ladder_duration(uncapped, 3) == 3600
     assert escalation_step(ladder, 2, 0, "alice") is None
     action = escalation_step(ladder, 3, 1, "alice")
     assert action.kind == "suspend_user" and action.subject == "alice"
