@@ -11,7 +11,11 @@ With anchors (where a match of a rule the policy acts on can start, see
 released at once, and so is the end of the text unless it is the unfinished beginning of an
 anchor (`detect/partial.py`: "Thanks for" keeps "for", which may grow into an encoded run). Held
 text is scanned when a clean scan would release some of it, or every `scan_every` characters. A
-plain content chunk whose beginning is checked and the rest still held is sent in two parts.
+plain content chunk's checked beginning leaves at once; its rest leaves in one event with the
+next chunk's checked beginning, so the client gets about one event per upstream event.
+
+Only the end of each text is kept (what is held, what the next scan needs, a window and an anchor
+back), so a long answer costs the same per event and holds a few KiB.
 
 On a hit the stream is ended (finish_reason `content_filter`, or an in-band error event) or, in
 redact mode, the match is masked in the held events.
