@@ -111,7 +111,16 @@ class ParsedRequest:
     model: str | None
 
 
-_CONTENT_TYPES = (type(None), str, list)  # what orjson gives for null, a string, an array
+def _message_problem(message: Any) -> tuple[str, str] | None:
+    """(field suffix, what is wrong) for a chat message of the wrong shape, else None."""
+    if not isinstance(message, dict):
+        return "", "must be an object"
+    if not isinstance(message.get("role"), str):
+        return ".role", "must be a string"
+    content = message.get("content")
+    if content is not None and not isinstance(content, (str, list)):
+        return ".content", "must be a string or a list of parts"
+    return None
 
 
 def _expect(cond: bool, message: str, param: str) -> None:
@@ -132,16 +141,10 @@ def validate_shape(endpoint: str, body: dict[str, Any], *, max_messages: int) ->
             raise WireError(f"too many messages ({len(messages)} > {max_messages})", param="messages",
                             code="too_many_messages")
         for i, message in enumerate(messages):
-            # Checked before the messages are formatted: this runs for every message of every request.
-            if type(message) is dict and type(message.get("role")) is str and (
-                    type(message.get("content")) in _CONTENT_TYPES):
-                continue
-            _expect(isinstance(message, dict), f"messages[{i}] must be an object", f"messages[{i}]")
-            _expect(isinstance(message.get("role"), str), f"messages[{i}].role must be a string",
-                    f"messages[{i}].role")
-            content = message.get("content")
-            _expect(content is None or isinstance(content, (str, list)),
-                    f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content")
+            problem = _message_problem(message)
+            if problem is not None:  # formatted only now: this loop runs for every message of every request
+                field, text = problem
+                raise WireError(f"messages[{i}]{field} {text}", param=f"messages[{i}]{field}", code="invalid_type")
         tools = body.get("tools")
         _expect(tools is None or isinstance(tools, list), "'tools' must be a list", "tools")
     elif endpoint == "completions":

@@ -72,10 +72,7 @@ class EventSplitter:
         if not self._parts:
             if chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
                     and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
-                # a paced stream's usual read: exactly one whole event, most often one `data:` line
-                if chunk.startswith(b"data: ") and chunk.count(b"\n") == 2:
-                    return [Event(chunk, chunk[6:-2], None)]
-                return [_parse(chunk)]
+                return [_parse(chunk)]  # a paced stream's usual read: exactly one whole event
             return self._split(chunk)
         edge = self._parts[-1][-3:] + chunk
         if not any(sep in edge for sep in _SEPARATORS):  # still inside the same event

@@ -213,7 +213,7 @@ class StreamGuard:
                 for key, text, _, _ in _text_segments(payload):
                     self._add(held, key, text)
         self._held.append(held)
-        if held.segments and not (self._check_anchored(False) if self._anchor is not None else self._check(final=False)):
+        if held.segments and not self._check(final=False):
             return self._terminate()
         return self._release(final=False)
 
