@@ -19,6 +19,8 @@ import sys
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterable
+from itertools import islice
+from operator import xor
 from pathlib import Path
 
 from llm_firewall.domain import Finding
@@ -34,7 +36,6 @@ HEAD_TAIL_CHARS = 8192
 MAX_TOKEN_BYTES = 48  # n-grams of a longer token (a base64 blob, a URL) use its first bytes only
 NGRAM_SIZES = (3, 4, 5)
 _CACHE_LIMIT = 50_000  # tokens
-_PAIR_CACHE_LIMIT = 100_000  # word pairs (cheap to recompute from the token cache)
 
 # Seeds separate the feature families inside one hash space.
 _SEED_CHAR = 0x11
@@ -124,8 +125,16 @@ def token_features(token: str, mask: int) -> tuple[list[int], int]:
     return feats, word_hash
 
 
+def pair_parts(word_hash: int, mask: int) -> tuple[int, int]:
+    """A word's share of a word pair's feature, as the pair's left and as its right word.
+
+    A pair's feature is ((left * _BIGRAM_MUL) ^ right) & mask, which equals the xor of the two
+    parts masked apart, so inference can cache each word's parts and xor them per pair."""
+    return (word_hash * _BIGRAM_MUL) & mask, word_hash & mask
+
+
 def bigram_feature(prev_hash: int, word_hash: int, mask: int) -> int:
-    return ((prev_hash * _BIGRAM_MUL) ^ word_hash) & mask
+    return pair_parts(prev_hash, mask)[0] ^ pair_parts(word_hash, mask)[1]
 
 
 def features(text: str, mask: int, normalize: Callable[[str], str]) -> list[int]:
@@ -176,10 +185,9 @@ class LearnedDetector:
         fn = _views_normalize() if normalizer == "views" else None
         self._normalize: Callable[[str], str] = fn or _basic_normalize
         self.normalizer = "views" if fn else "basic"
-        # token -> (complex(summed quantised weights, feature count), word hash)
-        self._cache: dict[str, tuple[complex, int]] = {}
-        # (previous token, token) -> the token's value plus the pair's weight and count
-        self._pairs: dict[tuple[str, str], complex] = {}
+        # token -> (complex(summed quantised weights of its own features, feature count),
+        # *pair_parts of its word hash): pairs need no cache of their own, one native `xor` map.
+        self._cache: dict[str, tuple[complex, int, int]] = {}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "LearnedDetector":
@@ -195,48 +203,47 @@ class LearnedDetector:
         except (OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
             raise ValueError(f"{p}: cannot load learned model ({exc})") from exc
 
-    def _token(self, tok: str) -> tuple[complex, int]:
-        """complex(summed weights, feature count) of a token's own features, and its word hash."""
-        hit = self._cache.get(tok)
-        if hit is None:
-            feats, wh = token_features(tok, self._mask)
-            hit = (complex(sum(map(self._w.__getitem__, feats)), len(feats)), wh)
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[tok] = hit
-        return hit
-
-    def _steps(self, pairs: list[tuple[str, str]], vals: list[complex | None]) -> list:
-        """Fill the cache misses of `margin`: a step is a token plus its pair with the previous."""
-        cache, w, mask, token = self._pairs, self._w, self._mask, self._token
-        if len(cache) >= _PAIR_CACHE_LIMIT:
+    def _learn(self, toks: list[str], entries: list[tuple[complex, int, int] | None]) -> None:
+        """Fill the cache misses (None) in `entries`, the cached entries of `toks`."""
+        cache = self._cache
+        if len(cache) + len(toks) > _CACHE_LIMIT:  # bounded: start afresh
             cache.clear()
-        for i, pair in enumerate(pairs):
-            if vals[i] is None:
-                prev_hash = token(pair[0])[1]
-                value, wh = token(pair[1])
-                vals[i] = cache[pair] = value + complex(
-                    w[((prev_hash * _BIGRAM_MUL) ^ wh) & mask], 1)
-        return vals
+            entries[:] = [None] * len(toks)
+        w, mask = self._w, self._mask
+        i = entries.index(None)
+        while True:
+            tok = toks[i]
+            entry = cache.get(tok)  # a token repeated in this text is computed once
+            if entry is None:
+                feats, word_hash = token_features(tok, mask)
+                entry = cache[tok] = (complex(sum(map(w.__getitem__, feats)), len(feats)),
+                                      *pair_parts(word_hash, mask))
+            entries[i] = entry
+            try:
+                i = entries.index(None, i + 1)
+            except ValueError:
+                return
 
     def margin(self, text: str) -> float:
         """The model's log-odds that `text` is a prompt attack.
 
-        Features are summed per step (a token's n-grams and word plus its word pair with the
-        previous token), cached as complex(weight sum, feature count) keyed by the word pair:
-        a text whose word pairs were seen before costs one native `map` over the cache and
-        one native `sum`, with no Python code per token.
+        Each token's own features are summed once and cached with its word hash; the word
+        pairs' features come from those hashes. One dictionary lookup per token, then native
+        `zip`, `map` and `sum`: no Python code per token except for tokens never seen before.
         """
         toks = tokens_of(self._normalize(bound_text(text)))
         if not toks:
             return self._bias
-        z = self._token(toks[0])[0]
+        entries = list(map(self._cache.get, toks))
+        try:
+            values, lefts, rights = zip(*entries)
+        except TypeError:  # a token not seen yet (None)
+            self._learn(toks, entries)
+            values, lefts, rights = zip(*entries)
+        z: complex = sum(values)
         if len(toks) > 1:
-            vals = list(map(self._pairs.get, zip(toks, toks[1:])))
-            try:
-                z += sum(vals)
-            except TypeError:  # a step not seen yet
-                z += sum(self._steps(list(zip(toks, toks[1:])), vals))
+            pairs = map(xor, lefts, islice(rights, 1, None))
+            z += complex(sum(map(self._w.__getitem__, pairs)), len(toks) - 1)
         return self._bias + self._scale * z.real / math.sqrt(z.imag)
 
     def probability(self, text: str) -> float:
