@@ -29,7 +29,8 @@ targets are judged on the fixed-payload rows, the reference yardstick; the uniqu
 is printed beside them for information.
 
 --stream: time to first token and per-event cost through each proxy, against a mock that paces
-its SSE events. --scan: rules-engine MB/s on 1.5 KB prompts and the time for a 1 MiB prompt,
+its SSE events: first with one stream at a time (every event wakes an idle process: the dearest
+case), then with 16 at once (CPU per event only). --scan: rules-engine MB/s on 1.5 KB prompts and the time for a 1 MiB prompt,
 in-process. --identities N: RSS growth of a fresh firewall while every request comes from one of
 N distinct identities (run it with --duration 60).
 
@@ -70,6 +71,7 @@ FIXED, UNIQUE = "fixed", "unique"  # the two load variants: one body for all, or
 MOCK_CPU, PROXY_CPU = 0, 1
 SSE_DELAY_MS = 2.0
 ROUNDS = 5  # --stream: targets alternate in this many rounds
+STREAMS_AT_ONCE = 16  # --stream: the second measurement, many streams in flight as on a busy server
 GOALS = {"share": 0.85, "added_p50_ms": 0.4, "event_us": 10.0, "ttft_ms": 1.0,
          "scan_mb_s": 100.0, "mib_ms": 100.0, "rss_growth_mib": 20.0}
 
@@ -457,35 +459,52 @@ def add_comparisons(rows: list[dict[str, Any]]) -> None:
 
 def stream_phase(procs: Processes, load: Load, policy: str, targets: Sequence[str], requests: int,
                  body: Path) -> dict[str, Any]:
-    """TTFT and per-event cost through each proxy, against a mock pacing its SSE events."""
+    """TTFT and per-event cost through each proxy, against a mock pacing its SSE events; then the
+    per-event cost again with STREAMS_AT_ONCE streams in flight."""
     stack = Stack(procs, policy, targets, mock_env={"MOCK_SSE_DELAY_MS": str(SSE_DELAY_MS)}, suffix="-sse")
     stack.up()
     results: dict[str, Any] = {"sse_delay_ms": SSE_DELAY_MS, "requests": requests, "targets": {}}
     results["preflight"] = {t: preflight(stack.url(t), body) for t in targets}
-    # Targets take turns, a few streams at a time, so that a burst of load from elsewhere on a
-    # shared machine lands on all of them rather than on whichever ran then.
-    rounds = max(1, min(ROUNDS, requests // 5))
-    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
-    cpu: dict[str, float] = {t: 0.0 for t in targets}
     for target in targets:
         sse_probe(load, stack.url(target), body, 2)  # warm-up
-    for i in range(rounds):
-        for target in targets:
-            cpu0 = cpu_seconds(stack.pids[target])
-            runs[target] += sse_probe(load, stack.url(target), body, requests // rounds + (i < requests % rounds))
-            cpu[target] += cpu_seconds(stack.pids[target]) - cpu0
+    rounds = max(1, min(ROUNDS, requests // 5))
+    runs, cpu = alternate_streams(stack, load, targets, body,
+                                  [(requests // rounds + (i < requests % rounds), 1) for i in range(rounds)])
     marks, upstream_events = text_marks(runs[targets[0]])  # targets[0] is direct: the mock itself
     for target in targets:
         results["targets"][target] = summarise_stream(runs[target], cpu[target], marks, upstream_events)
     add_stream_comparisons(results["targets"])
+    # Many streams at once: events of different streams share the process's wake-ups and caches,
+    # as on a busy server.
+    at_once = min(STREAMS_AT_ONCE, requests)
+    runs, cpu = alternate_streams(stack, load, targets, body, [(2 * at_once, at_once)] * 2)
+    results["at_once"] = {"connections": at_once, "streams": len(runs[targets[0]]), "targets": {
+        target: summarise_stream(runs[target], cpu[target], marks, upstream_events) for target in targets}}
+    add_stream_comparisons(results["at_once"]["targets"])
     for name in [n for n in procs.procs if n.endswith("-sse")]:
         procs.stop(name)
     return results
 
 
-def sse_probe(load: Load, url: str, body: Path, requests: int) -> list[dict[str, Any]]:
+def alternate_streams(stack: Stack, load: Load, targets: Sequence[str], body: Path,
+                      rounds: Sequence[tuple[int, int]]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float]]:
+    """Each round, each target in turn gets (streams, how many at once); returns every target's
+    streams and the CPU its process spent on them. Targets take turns a few streams at a time, so
+    that a burst of load from elsewhere on a shared machine lands on all of them rather than on
+    whichever ran then."""
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    cpu = {t: 0.0 for t in targets}
+    for streams, at_once in rounds:
+        for target in targets:
+            cpu0 = cpu_seconds(stack.pids[target])
+            runs[target] += sse_probe(load, stack.url(target), body, streams, at_once)
+            cpu[target] += cpu_seconds(stack.pids[target]) - cpu0
+    return runs, cpu
+
+
+def sse_probe(load: Load, url: str, body: Path, requests: int, connections: int = 1) -> list[dict[str, Any]]:
     cmd = pinned([sys.executable, str(ASSETS / "loadgen.py"), "sse", url, "--body", str(body),
-                  "--requests", str(requests)], MOCK_CPU if load.pin else None)
+                  "--requests", str(requests), "--connections", str(connections)], MOCK_CPU if load.pin else None)
     out = subprocess.run(cmd, env=child_env(), capture_output=True, timeout=60 + 10 * requests, check=False)
     for line in out.stdout.decode(errors="replace").splitlines():
         if line.startswith("SSEJSON "):
@@ -661,6 +680,16 @@ def stream_table(stream: dict[str, Any]) -> Iterator[str]:
                f"{fmt(t['cpu_us_per_event'], '.1f'):>14}{fmt(t.get('event_cpu_added_us'), '+.1f'):>15}")
     yield ("(+ columns are versus the baseline proxy; events = events the client received; event delay = median "
            "over the upstream's events of when their text was complete at the client; CPU per upstream event)")
+    at_once = stream.get("at_once")
+    if at_once:
+        yield ""
+        yield f"Streaming, {at_once['connections']} streams at once ({at_once['streams']} per target):"
+        head = f"{'target':<20}{'streams':>8}{'CPU us/event':>14}{'+CPU us/event':>15}"
+        yield head
+        yield "-" * len(head)
+        for name, t in at_once["targets"].items():
+            yield (f"{LABELS[name]:<20}{t['ok']:>8}{fmt(t['cpu_us_per_event'], '.1f'):>14}"
+                   f"{fmt(t.get('event_cpu_added_us'), '+.1f'):>15}")
 
 
 def scan_lines(scan: dict[str, Any]) -> Iterator[str]:
@@ -720,6 +749,10 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
         else:
             yield line("stream: CPU per SSE event over baseline (us)", added, "<= 10",
                        None if added is None else added <= GOALS["event_us"])
+        busy = result["stream"].get("at_once", {}).get("targets", {}).get("firewall", {})
+        if busy.get("inspection_us_per_event") is not None:
+            name = f"  with {result['stream']['at_once']['connections']} streams at once (us)"
+            yield f"{name:<46}{busy['inspection_us_per_event']:>10.3g}  informational"
         v = fw_stream.get("ttft_added_ms")
         yield line("stream: TTFT over baseline (ms)", v, "<= 1", None if v is None else v <= GOALS["ttft_ms"])
     scan = result.get("scan")

@@ -7,6 +7,7 @@ Speed itself is never asserted here: the benchmark prints figures, a person read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,20 @@ def test_unique_template_handles_content_parts_escapes_and_fields_after_messages
         unique_template(b'{"prompt": "no chat here"}')
 
 
+@contextlib.asynccontextmanager
+async def local_server(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[int]:
+    """A local server answering POST /v1/chat/completions with `handle`; yields its port."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 async def capture(command: list[str], env: dict[str, str]) -> tuple[dict, list[tuple[bytes, dict[str, str]]]]:
     """Run a load generator against a local server that records every request it receives."""
     seen: list[tuple[bytes, dict[str, str]]] = []
@@ -116,20 +132,11 @@ async def capture(command: list[str], env: dict[str, str]) -> tuple[dict, list[t
         seen.append((await request.read(), dict(request.headers)))
         return web.json_response({"choices": []})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with local_server(handle) as port:
         cmd = [part.replace("URL", f"http://127.0.0.1:{port}") for part in command]
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        await runner.cleanup()
     lines = [line for line in out.decode().splitlines() if line.startswith("WRKJSON ")]
     assert proc.returncode == 0 and lines, err.decode()
     return json.loads(lines[0][len("WRKJSON "):]), seen
@@ -257,6 +264,71 @@ def test_stream_target_is_judged_on_inspection_cost_with_the_proxying_shown_besi
     assert re.search(r"stream: inspection CPU per SSE event \(us\)\s+3\.33\s+target <= 10\s+met", goals)
     assert re.search(r"stream: CPU per SSE event over baseline \(us\)\s+20\s+informational", goals)
     assert "fw, inspection off" in text
+
+
+def test_streams_at_once_get_their_own_table_and_an_informational_inspection_line() -> None:
+    upstream = [[0.000, 0], [0.002, 10], [0.004, 0]]
+    marks, events = text_marks([{"status": 200, "events": upstream}])
+    run = [{"status": 200, "events": upstream}]
+
+    def targets(cpu: dict[str, float]) -> dict:
+        out = {name: summarise_stream(run, seconds, marks, events) for name, seconds in cpu.items()}
+        add_stream_comparisons(out)
+        return out
+
+    one = targets({"direct": 0.0001, "baseline": 0.0002, "firewall": 0.00026, "uninspected": 0.00025})
+    many = targets({"direct": 0.00005, "baseline": 0.00006, "firewall": 0.00009, "uninspected": 0.00006})
+    text = report({"environment": {"policy": "production", "payload": "request.json", "load_generator": "wrk",
+                                   "cpus": 2, "pinned": False, "duration_s": 5.0},
+                   "stream": {"requests": 1, "sse_delay_ms": 2.0, "targets": one,
+                              "at_once": {"connections": 16, "streams": 64, "targets": many}}})
+    table = text.split("Streaming, 16 streams at once (64 per target):", 1)[1]
+    assert re.search(r"^firewall\s+1\s+30\.0\s+\+10\.0$", table, re.M), table
+    goals = text.split("Against the issue's targets", 1)[1]
+    assert re.search(r"stream: inspection CPU per SSE event \(us\)\s+3\.33\s+target <= 10\s+met", goals)
+    assert re.search(r"^  with 16 streams at once \(us\)\s+10\s+informational$", goals, re.M), goals
+
+
+async def test_sse_load_keeps_the_asked_number_of_streams_in_flight() -> None:
+    """loadgen sse --connections C: C streams at a time, every stream read to its end."""
+    in_flight, peak = 0, 0
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, peak
+        await request.read()
+        in_flight += 1
+        peak = max(peak, in_flight)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for word in ("a", "b"):
+            await asyncio.sleep(0.05)
+            await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n' % word.encode())
+        await resp.write(b"data: [DONE]\n\n")
+        in_flight -= 1
+        return resp
+
+    loadgen = Path(__file__).resolve().parents[1] / "llm_firewall" / "bench_assets" / "loadgen.py"
+    async with local_server(handle) as port:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(loadgen), "sse", f"http://127.0.0.1:{port}", "--body", str(PAYLOAD),
+            "--requests", "6", "--connections", "3", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    line = next(x for x in out.decode().splitlines() if x.startswith("SSEJSON "))
+    streams = json.loads(line[len("SSEJSON "):])["requests"]
+    assert proc.returncode == 0, err.decode()
+    assert len(streams) == 6 and all(r["status"] == 200 and len(r["events"]) == 3 for r in streams)
+    assert peak == 3
+
+
+def test_quick_stream_run_measures_one_stream_and_many_at_once() -> None:
+    out = bench("--quick", "--stream", "--concurrency", "1", "--duration", "1", "--targets", "direct,baseline,firewall",
+                "--json")
+    assert out.returncode == 0, out.stderr
+    stream = json.loads(out.stdout)["stream"]
+    for part in (stream["targets"], stream["at_once"]["targets"]):
+        assert set(part) == {"direct", "baseline", "firewall"}
+        assert all(t["ok"] > 0 and t["errors"] == 0 and t["cpu_us_per_event"] > 0 for t in part.values())
+    assert stream["at_once"]["connections"] == 5 and stream["at_once"]["streams"] == 20
 
 
 def test_unique_rows_are_on_by_default_and_off_with_no_unique_or_quick() -> None:

@@ -13,9 +13,10 @@ proxies can serve. Two modes:
       --unique does what post_unique.lua does for wrk: the last message's text of request n ends
       in " (ref R-0-n)", so no two requests of the run, nor of runs with different R, carry the
       same text; the body is otherwise FILE byte for byte.
-  sse URL --requests N --body FILE
-      N sequential streaming requests; prints one `SSEJSON {...}` line with, per request, the
-      client-side arrival time of every SSE event and whether it carried content text.
+  sse URL --requests N --body FILE [--connections C]
+      N streaming requests, C at a time (default 1: one after another); prints one `SSEJSON {...}`
+      line with, per request, the client-side arrival time of every SSE event and whether it
+      carried content text.
 """
 
 from __future__ import annotations
@@ -261,16 +262,23 @@ async def one_stream(host: str, port: int, path: str, body: bytes, n: int) -> di
         writer.close()
 
 
-async def run_sse(url: str, requests: int, body: bytes) -> dict:
+async def run_sse(url: str, requests: int, body: bytes, connections: int = 1) -> dict:
+    """`requests` streams, `connections` at a time (each connection's streams one after another)."""
     parts = urlsplit(url)
     path = (parts.path.rstrip("/") or "") + "/v1/chat/completions"
-    results = []
-    for n in range(requests):
-        try:
-            results.append(await asyncio.wait_for(one_stream(parts.hostname, parts.port, path, body, n), 60))
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
-            results.append({"status": 0, "error": type(exc).__name__, "events": []})
-    return {"requests": results}
+    numbers = iter(range(requests))
+
+    async def worker() -> list[dict]:
+        out = []
+        for n in numbers:  # one shared iterator: the connections take turns at the next number
+            try:
+                out.append(await asyncio.wait_for(one_stream(parts.hostname, parts.port, path, body, n), 60))
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
+                out.append({"status": 0, "error": type(exc).__name__, "events": []})
+        return out
+
+    done = await asyncio.gather(*(worker() for _ in range(max(1, min(connections, requests)))))
+    return {"requests": [r for results in done for r in results]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=["load", "sse"])
     parser.add_argument("url")
     parser.add_argument("--body", required=True)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=None,
+                        help="load: 16 by default; sse: streams at a time, 1 by default")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--identities", type=int, default=0)
     parser.add_argument("--requests", type=int, default=20)
@@ -300,10 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     if args.mode == "load":
-        result = runner(run_load(args.url, args.connections, args.duration, body_for, args.identities))
+        result = runner(run_load(args.url, args.connections or 16, args.duration, body_for, args.identities))
         print("WRKJSON " + json.dumps(result), flush=True)
     else:
-        result = runner(run_sse(args.url, args.requests, body))
+        result = runner(run_sse(args.url, args.requests, body, args.connections or 1))
         print("SSEJSON " + json.dumps(result), flush=True)
     return 0
 
