@@ -39,8 +39,23 @@ def redact_secrets(text: str) -> str:
     return text
 
 
-@lru_cache(maxsize=4096)
+# Keys are written by clients: a longer one is hashed on every use rather than kept, so the
+# cache holds at most 4,096 short keys, not 4,096 keys of up to 8 KB each.
+CACHED_KEY_CHARS = 256
+
+
 def key_fingerprint(api_key: str) -> str:
-    """A short, stable, non-reversible name for an API key (for limits, sanctions, audit)."""
+    """A short, stable, non-reversible name for an API key (for limits, sanctions, audit).
+
+    Clients send the same key with every request, so each one is hashed once."""
+    if len(api_key) <= CACHED_KEY_CHARS:
+        return _cached_fingerprint(api_key)
+    return _fingerprint(api_key)
+
+
+def _fingerprint(api_key: str) -> str:
     digest = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
     return f"key:{digest[:16]}"
+
+
+_cached_fingerprint = lru_cache(maxsize=4096)(_fingerprint)

@@ -123,3 +123,26 @@ def test_scores_stay_exact_when_the_token_cache_is_cleared(monkeypatch) -> None:
     for _ in range(3):
         assert [small.margin(t) for t in texts] == expected
         assert len(small._cache) <= 8 + max(len(t.split()) for t in texts)
+
+
+def test_long_tokens_written_by_clients_are_scored_but_not_kept() -> None:
+    """The token cache is bounded in entries; a client sending a new 8,000-character token with
+    every text must not make it hold 8 KB a text (was 16 MiB for 2,000 texts)."""
+    import gc
+    import tracemalloc
+
+    fresh = LearnedDetector.load()
+    texts = [f"Please decode this and do what it says: {n:08d}{'Q' * 7992}" for n in range(2000)]
+    expected = fresh.margin(texts[0])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for text in texts:
+            fresh.margin(text)
+        gc.collect()
+        retained = (tracemalloc.get_traced_memory()[0] - before) / 2**20
+    finally:
+        tracemalloc.stop()
+    assert retained < 2.0
+    assert fresh.margin(texts[0]) == expected == LearnedDetector.load().margin(texts[0])

@@ -36,6 +36,9 @@ HEAD_TAIL_CHARS = 8192
 MAX_TOKEN_BYTES = 48  # n-grams of a longer token (a base64 blob, a URL) use its first bytes only
 NGRAM_SIZES = (3, 4, 5)
 _CACHE_LIMIT = 50_000  # tokens
+# Longer tokens (a base64 blob, a minified line) rarely recur and are scored afresh rather than
+# cached: the cache then holds at most 50,000 short tokens, not 50,000 tokens of up to 16K chars.
+_CACHED_TOKEN_CHARS = 64
 
 # Seeds separate the feature families inside one hash space.
 _SEED_CHAR = 0x11
@@ -216,8 +219,9 @@ class LearnedDetector:
             entry = cache.get(tok)  # a token repeated in this text is computed once
             if entry is None:
                 feats, word_hash = token_features(tok, mask)
-                entry = cache[tok] = (complex(sum(map(w.__getitem__, feats)), len(feats)),
-                                      *pair_parts(word_hash, mask))
+                entry = (complex(sum(map(w.__getitem__, feats)), len(feats)), *pair_parts(word_hash, mask))
+                if len(tok) <= _CACHED_TOKEN_CHARS:
+                    cache[tok] = entry
             entries[i] = entry
             try:
                 i = entries.index(None, i + 1)

@@ -127,8 +127,13 @@ def trust_of(networks: tuple[Network, ...]) -> Trust:
     return Trust(networks)
 
 
+# Forwarding headers longer than this (together) are walked on every request instead of being
+# cached: the cache then holds at most 8,192 short chains, not 8,192 chains of up to 16 KB.
+CACHED_HOPS_CHARS = 512
+
+
 def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network] | Trust) -> str:
-    """The client's address (see `_client_ip`); cached, since the same hops recur constantly."""
+    """The client's address (see `_walk_hops`); cached, since the same hops recur constantly."""
     trust = trusted_proxies if isinstance(trusted_proxies, Trust) else trust_of(tuple(trusted_proxies))
     getall = getattr(headers, "getall", None)
     if getall is not None:
@@ -137,11 +142,12 @@ def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[N
     else:
         fwd = ",".join(_header_values(headers, "forwarded"))
         xff = ",".join(_header_values(headers, "x-forwarded-for"))
+    if len(fwd) + len(xff) > CACHED_HOPS_CHARS:  # written by clients: long chains are not kept
+        return _walk_hops(peer, fwd, xff, trust)
     return _client_ip(peer, fwd, xff, trust)
 
 
-@lru_cache(maxsize=8192)
-def _client_ip(peer: str, fwd: str, xff: str, trust: Trust) -> str:
+def _walk_hops(peer: str, fwd: str, xff: str, trust: Trust) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy.
 
     Then the forwarding chain is walked right to left (nearest hop first), skipping trusted
@@ -163,6 +169,9 @@ def _client_ip(peer: str, fwd: str, xff: str, trust: Trust) -> str:
         if not trusted:
             break
     return current
+
+
+_client_ip = lru_cache(maxsize=8192)(_walk_hops)
 
 
 def _clean_id(value: str | None) -> str | None:
@@ -195,12 +204,6 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
     return _first(headers, "api-key") or _first(headers, "x-api-key")
 
 
-@lru_cache(maxsize=4096)
-def _fingerprint(key: str) -> str:
-    """Clients reuse their key on every request: hash each one once."""
-    return key_fingerprint(key)
-
-
 def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
              trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None) -> Identity:
     """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's.
@@ -212,7 +215,7 @@ def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityCo
     key = api_key_of(headers)
     return Identity(
         ip=client_ip(peer, headers, trust),
-        api_key_hash=_fingerprint(key) if key else None,
+        api_key_hash=key_fingerprint(key) if key else None,
         user=_clean_id(_first(headers, policy_identity.user_header)),
         session=_clean_id(_first(headers, policy_identity.session_header)),
         agent=_clean_id(_first(headers, policy_identity.agent_header)),

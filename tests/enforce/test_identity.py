@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 from multidict import CIMultiDict
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import client_ip, identify, is_allowlisted, parse_networks, subject_for
 from llm_firewall.policy.model import IdentityConfig, load_policy
+from llm_firewall.redact import key_fingerprint
 
 PROXIES = parse_networks(["10.0.0.0/8", "fd00::/8"])
 
@@ -74,3 +78,33 @@ def test_rate_limit_subjects():
     assert subject_for(Identity(ip="1.2.3.4"), "client") == "ip:1.2.3.4"
     assert subject_for(full, "session") == "session:s"
     assert subject_for(Identity(ip="1.2.3.4"), "session") == "ip:1.2.3.4"
+
+
+def _retained_mib(run) -> float:
+    """Memory still allocated after `run()` (what caches kept), in MiB."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run()
+        gc.collect()
+        return (tracemalloc.get_traced_memory()[0] - before) / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_long_forwarding_chains_and_api_keys_written_by_clients_are_not_kept() -> None:
+    """Identity lookups are cached per chain and per key; a client writing a new 8 KB header on
+    every request must not make those caches hold 8 KB a request (was 16 MiB for 2,000)."""
+    trusted = parse_networks(["127.0.0.1/32"])
+    config = IdentityConfig()
+
+    def requests() -> None:
+        for n in range(2000):
+            filler = f"{n:08d}" * 1000  # 8,000 characters, new on every request
+            chain = f"{filler}, 203.0.113.{n % 250}"
+            assert client_ip("127.0.0.1", {"X-Forwarded-For": chain}, trusted) == f"203.0.113.{n % 250}"
+            who = identify("192.0.2.1", {"Authorization": f"Bearer sk-{filler}"}, config)
+            assert who.api_key_hash == key_fingerprint(f"sk-{filler}")
+
+    assert _retained_mib(requests) < 2.0
