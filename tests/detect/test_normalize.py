@@ -6,6 +6,8 @@ import base64
 import codecs
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.detect.normalize import views
 
@@ -138,3 +140,38 @@ def test_leetspeak_next_to_an_address_is_still_folded() -> None:
 def test_leetspeak_view_keeps_non_ascii_text_intact() -> None:
     got = _texts("Café: 1gn0r3 tout, s'il vous plaît")
     assert any(t.startswith("Café: ignore tout") and "leetspeak" in tr for t, tr in got.items())
+
+
+def _skeleton_per_word(text: str) -> str | None:
+    """The confusables view as first written, a Python test per word: the oracle for the native one."""
+    from llm_firewall.detect.normalize import _CONFUSABLE_RE, _SKELETON_TABLE, _WORD_RE
+
+    if not _CONFUSABLE_RE.search(text):
+        return None
+    words = _WORD_RE.findall(text)
+    latinish = sum(1 for w in words if any("a" <= c.lower() <= "z" for c in w))
+    if words and latinish >= 0.6 * len(words):
+        out = text.translate(_SKELETON_TABLE)
+    else:
+        out = _WORD_RE.sub(lambda m: m.group(0).translate(_SKELETON_TABLE)
+                           if any(c.isascii() for c in m.group(0)) else m.group(0), text)
+    return out if out != text else None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="abxyzAOP" "аеорсхуіАВЕКМНОРСТХ" "αβγο" "你好" "İKéßǅﬁ" "_12 -.\n", max_size=40))
+def test_confusables_view_counts_latin_words_natively_with_the_same_result(text: str) -> None:
+    """Which words count as Latin (any letter lower-casing into a-z, İ and the Kelvin sign
+    included) and which mixed words are folded, decided by regular expressions instead of a
+    Python test per word (~240 ms a MiB of mixed-script text before)."""
+    from llm_firewall.detect.normalize import _skeleton
+
+    assert _skeleton(text) == _skeleton_per_word(text)
+
+
+@pytest.mark.parametrize("text", ["hellо wоrld " * 1200, "аa" * 1500, "hellо wоrld " * 10 + "привет " * 40])
+def test_confusables_view_of_long_texts_matches_the_per_word_one(text: str) -> None:
+    """Past 1,000 runs of confusables the whole text is translated at once; the view is the same."""
+    from llm_firewall.detect.normalize import _skeleton
+
+    assert _skeleton(text) == _skeleton_per_word(text) is not None
