@@ -191,7 +191,7 @@ def _add_page(app: web.Application) -> None:
 async def _on_startup(app: web.Application) -> None:
     settings, gateway, state = app[SETTINGS], app[GATEWAY], app[STATE]
     if settings.uses_demo_upstream:
-        runner, base = await start_demo_upstream()
+        runner, base = await start_demo_upstream(max_body_bytes=settings.limits.max_body_bytes)
         state["demo_runner"] = runner
         gateway.upstream = Upstream(base, settings.timeouts)
         log.info("no upstream configured: serving the embedded demo model at %s", base)
@@ -237,6 +237,7 @@ async def _on_cleanup(app: web.Application) -> None:
     if "pipeline" in state:
         await state["pipeline"].stop()
     await gateway.upstream.close()
+    gateway.inspect_pool.shutdown(wait=False, cancel_futures=True)
     if state.get("notifier") is not None:
         await state["notifier"].close()
     if "fanout" in state:

@@ -9,11 +9,13 @@ order, through `_publish`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
 import time
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
 
 import aiohttp
 import orjson
@@ -23,7 +25,7 @@ from cachetools import TTLCache
 
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
-from llm_firewall.domain import Finding, Identity
+from llm_firewall.domain import Finding, Identity, TextItem
 from llm_firewall.enforce.actions import Enforcer
 from llm_firewall.enforce.identity import identify, trust_for
 from llm_firewall.inspector import Inspector
@@ -60,6 +62,14 @@ def json_error(status: int, message: str, *, code: str, request_id: str, param: 
                         content_type="application/json", headers=hdrs)
 
 
+# Requests with more text than this are inspected on a worker thread: a 4 MB body can take a
+# second of CPU, and inline it would hold every other request for as long. On the thread the
+# event loop gets the interpreter back at least every few milliseconds (the switch interval, or
+# the end of the longest single native call: ~50 ms for a regex pass over 4 MB).
+INLINE_INSPECT_CHARS = 64 * 1024
+T = TypeVar("T")
+
+
 class Gateway:
     def __init__(self, settings: Settings, *, inspector: Inspector, policy: LivePolicy, enforcer: Enforcer,
                  alerts: AlertHub, metrics: Metrics, usage: UsageTracker, upstream: Upstream,
@@ -84,6 +94,8 @@ class Gateway:
         # Recent alerts per client, one input of the false-positive scorer (bounded, 10 minutes).
         self._recent_alerts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=600)
         self.inflight: set[asyncio.Task[Any]] = set()
+        # One thread: large inspections queue behind each other instead of taking more of the CPU.
+        self.inspect_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
@@ -205,7 +217,8 @@ class Gateway:
         recent = self._recent_alerts
         # An empty TTLCache answers `len` at once, `get` only after its expiry bookkeeping.
         ctx = ScoreContext(recent_alerts=recent.get(client, 0) if len(recent) else 0)
-        findings = self.inspector.inspect(items, "request", ctx=ctx, bands=self._bands(policy, security_mode))
+        findings = await self._inspected(sum(len(item.text) for item in items), functools.partial(
+            self.inspector.inspect, items, "request", ctx=ctx, bands=self._bands(policy, security_mode)))
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
@@ -223,6 +236,13 @@ class Gateway:
         for action in actions:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
         return decision, findings, alert
+
+    async def _inspected(self, chars: int, inspect: Callable[[], T]) -> T:
+        """`inspect()` on the event loop, or on the inspection thread when it reads more than
+        INLINE_INSPECT_CHARS characters."""
+        if chars > INLINE_INSPECT_CHARS:
+            return await asyncio.get_running_loop().run_in_executor(self.inspect_pool, inspect)
+        return inspect()
 
     def _bands(self, policy: Policy, security_mode: str) -> Bands:
         block, monitor = policy.fp_thresholds.block_below, policy.fp_thresholds.monitor_above
@@ -317,7 +337,7 @@ class Gateway:
                 self.usage.record(identity, parsed.model or answer.get("model"), answer.get("usage"),
                                   estimated_from=None)
                 if self.soc_enabled and parsed.endpoint != "embeddings":
-                    changed = self._inspect_answer(answer, parsed, identity, policy, rid)
+                    changed = await self._inspect_answer(answer, parsed, identity, policy, rid)
                     if changed is not None:
                         data = orjson.dumps(changed)
         return web.Response(status=up.status, body=data, headers=headers)
@@ -338,23 +358,19 @@ class Gateway:
         decision = decide(policy, findings, identity)
         return decision.blocked or decision.redact
 
-    def _inspect_answer(self, answer: dict[str, Any], parsed: ParsedRequest, identity: Identity,
-                        policy: Policy, rid: str) -> dict[str, Any] | None:
+    async def _inspect_answer(self, answer: dict[str, Any], parsed: ParsedRequest, identity: Identity,
+                              policy: Policy, rid: str) -> dict[str, Any] | None:
         """Inspect a whole JSON answer; returns the changed answer, or None when it passes."""
-        hits: dict[str, list[Finding]] = {}
-        for item in response_texts(parsed.endpoint, answer):
-            found = self._response_findings(item.text, policy)
-            if found:
-                for f in found:
-                    f.path = item.path
-                hits[item.path] = found
+        items = response_texts(parsed.endpoint, answer)
+        hits = await self._inspected(sum(len(item.text) for item in items),
+                                     functools.partial(self._answer_findings, items, policy))
         if not hits:
             return None
         self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, parsed.endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
             return None
-        for item in response_texts(parsed.endpoint, answer):
+        for item in items:
             if item.path not in acted:
                 continue
             if policy.response_action == "redact":
@@ -366,6 +382,17 @@ class Gateway:
                 _set_path(answer, item.path, "")
                 _mark_content_filter(answer, item.path)
         return answer
+
+    def _answer_findings(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
+        """Findings per answer text path (texts with none are left out)."""
+        hits: dict[str, list[Finding]] = {}
+        for item in items:
+            found = self._response_findings(item.text, policy)
+            if found:
+                for f in found:
+                    f.path = item.path
+                hits[item.path] = found
+        return hits
 
     async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response,
                             parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
@@ -515,7 +542,7 @@ class Gateway:
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
-        changed = self._inspect_answer(answer, parsed, identity, policy, rid) if self.soc_enabled else None
+        changed = await self._inspect_answer(answer, parsed, identity, policy, rid) if self.soc_enabled else None
         final = changed or answer
         choice = (final.get("choices") or [{}])[0]
         return {**verdict, "answer": (choice.get("message") or {}).get("content"),

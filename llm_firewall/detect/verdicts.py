@@ -6,11 +6,14 @@ The rules and the learned model are pure functions of (direction, role, text), s
 can be kept and handed out again; scoring and the policy decision still run on every request.
 
 Eviction is first-in first-out over a dict (insertion ordered): a lookup is one dict probe, and
-a text that stays hot is simply judged again after it ages out.
+a text that stays hot is simply judged again after it ages out. Large requests are inspected on
+a worker thread while the event loop inspects small ones, so changes hold a lock; a lookup is a
+single dict probe and needs none.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -20,13 +23,14 @@ Key = tuple[str, str, str]  # (direction, role, text)
 class VerdictCache(Generic[V]):
     """At most `max_chars` characters of text held as keys; texts above 1/64 of it are not kept."""
 
-    __slots__ = ("max_chars", "max_text", "_items", "_chars", "hits", "misses")
+    __slots__ = ("max_chars", "max_text", "_items", "_chars", "_lock", "hits", "misses")
 
     def __init__(self, max_chars: int) -> None:
         self.max_chars = max_chars
         self.max_text = max(1, max_chars // 64)
         self._items: dict[Key, V] = {}
         self._chars = 0
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -40,15 +44,18 @@ class VerdictCache(Generic[V]):
 
     def put(self, key: Key, value: V) -> None:
         size = len(key[2])
-        if size > self.max_text or key in self._items:
+        if size > self.max_text:
             return
-        items = self._items
-        items[key] = value
-        self._chars += size
-        while self._chars > self.max_chars:
-            oldest = next(iter(items))
-            del items[oldest]
-            self._chars -= len(oldest[2])
+        with self._lock:
+            items = self._items
+            if key in items:
+                return
+            items[key] = value
+            self._chars += size
+            while self._chars > self.max_chars:
+                oldest = next(iter(items))
+                del items[oldest]
+                self._chars -= len(oldest[2])
 
     def __len__(self) -> int:
         return len(self._items)

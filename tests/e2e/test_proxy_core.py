@@ -252,3 +252,29 @@ def test_gzip_bodies_are_inspected_after_decoding_and_bombs_are_413(firewall: Fi
     sent = upstream.requests[-1]
     assert "content-encoding" not in {k.lower() for k in sent.headers}  # decoded once, forwarded plain
     assert sent.json()["messages"][-1]["content"] == "Hello there"
+
+
+async def test_a_costly_request_does_not_hold_up_the_others(firewall: Firewall, upstream: TestUpstream) -> None:
+    """A 3.8 MB body of leetspeak takes most of a second to inspect; small requests sent while it
+    is inspected are answered in the meantime, not after it (inline, none were: the event loop
+    was busy until its refusal)."""
+    import asyncio
+    import random
+
+    words = random.Random(3).choices("the order shipping refund please explain how this works".split(), k=900_000)
+    leet = " ".join(words)[:3_800_000].replace("e", "3").replace("a", "4").replace("o", "0")
+    big_client = make_async_client(firewall, Who())
+    big = asyncio.create_task(big_client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": leet + " " + INJECTION}]))
+    await asyncio.sleep(0.3)  # the body is in and being inspected
+    answered = 0
+    while not big.done() and answered < 20:
+        small = make_async_client(firewall, Who())
+        reply = await small.chat.completions.create(model="m", messages=[{"role": "user", "content": "hello"}])
+        assert reply.choices[0].message.content
+        answered += 1
+    assert answered >= 5, f"only {answered} small requests were answered while the large one was inspected"
+    with pytest.raises(openai.BadRequestError) as refused:
+        await big
+    assert refused.value.code == "content_policy_violation"
+    assert all(INJECTION.encode() not in r.body for r in upstream.requests)

@@ -46,8 +46,9 @@ def test_benign_stream_arrives_identical(firewall: Firewall, upstream: TestUpstr
     assert text == reply and finish == "stop"
 
 
-def test_json_answer_with_secret_is_filtered(firewall: Firewall, upstream: TestUpstream) -> None:
-    upstream.script.reply = ANSWER
+@pytest.mark.parametrize("filler", [0, 200_000], ids=["short", "200 KB, inspected off the event loop"])
+def test_json_answer_with_secret_is_filtered(firewall: Firewall, upstream: TestUpstream, filler: int) -> None:
+    upstream.script.reply = "Some background first. " * (filler // 23) + ANSWER
     answer = make_client(firewall, Who()).chat.completions.create(
         model="m", messages=[{"role": "user", "content": "what is the key?"}])
     assert "sk-proj" not in (answer.choices[0].message.content or "")
