@@ -63,6 +63,11 @@ class Limits:
     max_body_bytes: int = 4 * 1024 * 1024  # counted after Content-Encoding is decoded
     max_json_depth: int = 64
     max_messages: int = 2048
+    # Requests and answers with more text than this are inspected on a worker thread (see gateway),
+    # and at most `max_queued_inspections` requests may wait for it or be on it: more are refused
+    # with a 503 rather than held in memory behind a long queue.
+    thread_inspect_chars: int = 64 * 1024
+    max_queued_inspections: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             max_body_bytes=_int(env, "LLM_FIREWALL_MAX_BODY_BYTES", dl.max_body_bytes),
             max_json_depth=_int(env, "LLM_FIREWALL_MAX_JSON_DEPTH", dl.max_json_depth),
             max_messages=_int(env, "LLM_FIREWALL_MAX_MESSAGES", dl.max_messages),
+            thread_inspect_chars=_int(env, "LLM_FIREWALL_THREAD_INSPECT_CHARS", dl.thread_inspect_chars),
+            max_queued_inspections=_int(env, "LLM_FIREWALL_MAX_QUEUED_INSPECTIONS", dl.max_queued_inspections),
         ),
         timeouts=Timeouts(
             connect=_float(env, "LLM_FIREWALL_CONNECT_TIMEOUT", dt.connect),

@@ -62,11 +62,6 @@ def json_error(status: int, message: str, *, code: str, request_id: str, param: 
                         content_type="application/json", headers=hdrs)
 
 
-# Requests with more text than this are inspected on a worker thread: a 4 MB body can take a
-# second of CPU, and inline it would hold every other request for as long. On the thread the
-# event loop gets the interpreter back at least every few milliseconds (the switch interval, or
-# the end of the longest single native call: ~50 ms for a regex pass over 4 MB).
-INLINE_INSPECT_CHARS = 64 * 1024
 T = TypeVar("T")
 
 
@@ -94,8 +89,13 @@ class Gateway:
         # Recent alerts per client, one input of the false-positive scorer (bounded, 10 minutes).
         self._recent_alerts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=600)
         self.inflight: set[asyncio.Task[Any]] = set()
-        # One thread: large inspections queue behind each other instead of taking more of the CPU.
+        # Texts over `limits.thread_inspect_chars` are inspected here: a 4 MB body can take a second
+        # of CPU, and on the event loop it would hold every other request for as long. On this
+        # thread the loop gets the interpreter back every few milliseconds (the switch interval,
+        # or the end of the longest native call: ~50 ms for a regex pass over 4 MB). One thread:
+        # large inspections queue behind each other instead of taking more of the CPU.
         self.inspect_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
+        self._queued_inspections = 0  # requests waiting for the inspection thread or on it
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
@@ -218,7 +218,8 @@ class Gateway:
         # An empty TTLCache answers `len` at once, `get` only after its expiry bookkeeping.
         ctx = ScoreContext(recent_alerts=recent.get(client, 0) if len(recent) else 0)
         findings = await self._inspected(sum(len(item.text) for item in items), functools.partial(
-            self.inspector.inspect, items, "request", ctx=ctx, bands=self._bands(policy, security_mode)))
+            self.inspector.inspect, items, "request", ctx=ctx, bands=self._bands(policy, security_mode)),
+            may_refuse=True)
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
@@ -237,12 +238,21 @@ class Gateway:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
         return decision, findings, alert
 
-    async def _inspected(self, chars: int, inspect: Callable[[], T]) -> T:
+    async def _inspected(self, chars: int, inspect: Callable[[], T], *, may_refuse: bool = False) -> T:
         """`inspect()` on the event loop, or on the inspection thread when it reads more than
-        INLINE_INSPECT_CHARS characters."""
-        if chars > INLINE_INSPECT_CHARS:
+        `limits.thread_inspect_chars` characters. A request (`may_refuse`) finding the thread's
+        queue full is refused with a 503; an answer the upstream has already produced waits."""
+        limits = self.settings.limits
+        if chars <= limits.thread_inspect_chars:
+            return inspect()
+        if may_refuse and self._queued_inspections >= limits.max_queued_inspections:
+            raise WireError("The firewall is inspecting as many large requests as it queues; retry shortly.",
+                            status=503, code="firewall_busy", err_type="server_error")
+        self._queued_inspections += 1
+        try:
             return await asyncio.get_running_loop().run_in_executor(self.inspect_pool, inspect)
-        return inspect()
+        finally:
+            self._queued_inspections -= 1
 
     def _bands(self, policy: Policy, security_mode: str) -> Bands:
         block, monitor = policy.fp_thresholds.block_below, policy.fp_thresholds.monitor_above

@@ -9,7 +9,7 @@ import socket
 import openai
 import pytest
 
-from tests.conftest import Who, make_async_client, make_client
+from tests.conftest import Who, make_async_client, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import TestUpstream
 
@@ -278,3 +278,33 @@ async def test_a_costly_request_does_not_hold_up_the_others(firewall: Firewall, 
         await big
     assert refused.value.code == "content_policy_violation"
     assert all(INJECTION.encode() not in r.body for r in upstream.requests)
+
+
+async def test_large_requests_beyond_the_inspection_queue_are_refused_busy(upstream: TestUpstream, tmp_path) -> None:
+    """With room for one large request at the inspection thread, two more sent while it is
+    inspected get a 503 `firewall_busy` (the SDKs retry those); once it is done, the next large
+    request is taken again."""
+    import asyncio
+    import random
+
+    fw = start_firewall(upstream, tmp_path, env={"LLM_FIREWALL_MAX_QUEUED_INSPECTIONS": "1"})
+    try:
+        words = random.Random(5).choices("the order shipping refund please explain how this works".split(), k=700_000)
+        leet = " ".join(words)[:3_000_000].replace("e", "3").replace("a", "4").replace("o", "0")
+
+        async def ask(text: str) -> str:
+            client = make_async_client(fw, Who())
+            try:
+                await client.chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+                return "ok"
+            except openai.APIStatusError as exc:
+                return f"{exc.status_code} {exc.code}"
+
+        first = asyncio.create_task(ask(leet))
+        await asyncio.sleep(0.3)  # its body is in and being inspected
+        later = await asyncio.gather(ask(leet), ask(leet))
+        assert later == ["503 firewall_busy", "503 firewall_busy"]
+        assert await first == "ok"
+        assert await ask(leet[:200_000]) == "ok"
+    finally:
+        fw.stop()

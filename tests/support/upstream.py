@@ -148,7 +148,7 @@ class TestUpstream:
         self._loop = asyncio.new_event_loop()
 
         async def boot() -> None:
-            app = web.Application()
+            app = web.Application(client_max_size=8 * 1024 * 1024)  # as large as real APIs take
             app.router.add_post("/v1/chat/completions", self.chat)
             app.router.add_get("/v1/models", self.models)
             app.router.add_post("/v1/embeddings", self.embeddings)
