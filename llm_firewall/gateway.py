@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import re
 import secrets
 import time
@@ -63,6 +64,7 @@ def json_error(status: int, message: str, *, code: str, request_id: str, param: 
 
 
 T = TypeVar("T")
+_TEXT = operator.attrgetter("text")
 
 
 class Gateway:
@@ -217,9 +219,12 @@ class Gateway:
         recent = self._recent_alerts
         # An empty TTLCache answers `len` at once, `get` only after its expiry bookkeeping.
         ctx = ScoreContext(recent_alerts=recent.get(client, 0) if len(recent) else 0)
-        findings = await self._inspected(sum(len(item.text) for item in items), functools.partial(
-            self.inspector.inspect, items, "request", ctx=ctx, bands=self._bands(policy, security_mode)),
-            may_refuse=True)
+        bands = self._bands(policy, security_mode)
+        if self._inline(items):  # the usual case, without a coroutine or a partial more
+            findings = self.inspector.inspect(items, "request", ctx=ctx, bands=bands)
+        else:
+            findings = await self._on_inspection_thread(functools.partial(
+                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), may_refuse=True)
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
@@ -238,14 +243,14 @@ class Gateway:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
         return decision, findings, alert
 
-    async def _inspected(self, chars: int, inspect: Callable[[], T], *, may_refuse: bool = False) -> T:
-        """`inspect()` on the event loop, or on the inspection thread when it reads more than
-        `limits.thread_inspect_chars` characters. A request (`may_refuse`) finding the thread's
+    def _inline(self, items: list[TextItem]) -> bool:
+        """Whether these texts are inspected on the event loop (else on the inspection thread)."""
+        return sum(map(len, map(_TEXT, items))) <= self.settings.limits.thread_inspect_chars
+
+    async def _on_inspection_thread(self, inspect: Callable[[], T], *, may_refuse: bool = False) -> T:
+        """`inspect()` on the inspection thread. A request (`may_refuse`) finding the thread's
         queue full is refused with a 503; an answer the upstream has already produced waits."""
-        limits = self.settings.limits
-        if chars <= limits.thread_inspect_chars:
-            return inspect()
-        if may_refuse and self._queued_inspections >= limits.max_queued_inspections:
+        if may_refuse and self._queued_inspections >= self.settings.limits.max_queued_inspections:
             raise WireError("The firewall is inspecting as many large requests as it queues; retry shortly.",
                             status=503, code="firewall_busy", err_type="server_error")
         self._queued_inspections += 1
@@ -372,8 +377,10 @@ class Gateway:
                               policy: Policy, rid: str) -> dict[str, Any] | None:
         """Inspect a whole JSON answer; returns the changed answer, or None when it passes."""
         items = response_texts(parsed.endpoint, answer)
-        hits = await self._inspected(sum(len(item.text) for item in items),
-                                     functools.partial(self._answer_findings, items, policy))
+        if self._inline(items):
+            hits = self._answer_findings(items, policy)
+        else:
+            hits = await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
         if not hits:
             return None
         self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, parsed.endpoint)
