@@ -144,8 +144,11 @@ def test_leetspeak_view_keeps_non_ascii_text_intact() -> None:
 
 def _skeleton_per_word(text: str) -> str | None:
     """The confusables view as first written, a Python test per word: the oracle for the native one."""
-    from llm_firewall.detect.normalize import _CONFUSABLE_RE, _SKELETON_TABLE, _WORD_RE
+    import re
 
+    from llm_firewall.detect.normalize import _CONFUSABLE_RE, _SKELETON_TABLE
+
+    _WORD_RE = re.compile(r"[^\W\d_]+")  # a word: a run of letters
     if not _CONFUSABLE_RE.search(text):
         return None
     words = _WORD_RE.findall(text)
