@@ -3,7 +3,8 @@
 This is the only place where the stages meet; each stage lives in its own module and is
 testable alone. Observers never sit on this path: every alert is handed to the live feed
 (AlertHub), the SOC pipeline (`submit_event`, which never blocks) and the audit trail, in that
-order, through `_publish`.
+order, through `_publish`. Large texts are inspected on one worker thread (`inspect_pool`), so
+that a costly body does not hold the event loop, and every other request, for its duration.
 """
 
 from __future__ import annotations
