@@ -186,7 +186,8 @@ class Gateway:
                 resp._firewall_outcome = "blocked"  # type: ignore[attr-defined]
                 return resp
             if decision is not None and any(a.kind == "redact" for a in decision.actions):
-                parsed = self._redact_request(parsed, findings)
+                redact = functools.partial(self._redact_request, parsed, findings)
+                parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
                 body = orjson.dumps(parsed.body)
         if parsed is not None and tail == "chat/completions":
             hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)

@@ -180,3 +180,33 @@ def test_daily_token_budget_refuses_once_used_up(upstream: TestUpstream, tmp_pat
         assert make_client(fw, Who()).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
     finally:
         fw.stop()
+
+
+NOTES = ("Blood pressure was normal at the last visit.", "She reports mild headaches in the mornings.",
+         "The dosage stays the same for now.", "Follow-up bloods are due next month.", "No allergies are recorded.",
+         "Sleep has improved since the change.", "Her mobility is good and she walks daily.")
+
+
+@pytest.mark.parametrize("sentences", [0, 5000], ids=["short", "190 KB, masked off the event loop"])
+@pytest.mark.parametrize("contact", ["jane.doe@mailhost.io", "+44 20 7946 0958"])
+def test_medical_policy_masks_personal_data_before_the_model_sees_it(upstream: TestUpstream, tmp_path: Path,
+                                                                      sentences: int, contact: str) -> None:
+    """The medical preset does not refuse a prompt carrying a patient's e-mail address or phone
+    number: it masks them and forwards the rest, so the model never receives them. (The scorer
+    rates such findings as likely false alarms, ~0.8; masking them anyway is the preset's point.)"""
+    import random
+
+    fw = start_firewall(upstream, tmp_path, policy="medical")
+    try:
+        rnd = random.Random(4)
+        note = " ".join(rnd.choice(NOTES) for _ in range(sentences)) + " " if sentences else ""
+        text = note + f"Please draft a reminder to {contact} about her appointment on Friday."
+        upstream.script.reply = "Here is a draft reminder."
+        answer = make_client(fw, Who()).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": text}])
+        assert answer.choices[0].message.content == "Here is a draft reminder."
+        sent = upstream.requests[-1].json()["messages"][-1]["content"]
+        assert contact not in sent and "[REDACTED]" in sent
+        assert sent.endswith("about her appointment on Friday.") and sent.startswith(note[:100])
+    finally:
+        fw.stop()

@@ -152,12 +152,19 @@ def test_medical_masks_health_data_instead_of_refusing():
     assert not d.blocked and d.redact
     assert d.actions[0].params["threats"] == ["privacy_violation"]
     assert decide(p, [f("prompt_injection", "high")], ALICE).blocked
+    # An e-mail address or a phone number scores ~0.8 as a false alarm: masked all the same,
+    # while an attack finding as doubtful is only logged, as in production.
+    assert decide(p, [f("privacy_violation", "low", 0.83)], ALICE).redact
+    doubtful = decide(p, [f("prompt_injection", "high", 0.83)], ALICE)
+    assert not doubtful.blocked and kinds(doubtful.actions) == ["log"]
 
 
 def test_financial_masks_account_data_and_refuses_dumps_and_medium_attacks():
     p = load_policy("financial")
     masked = decide(p, [f("privacy_violation", "medium", 0.2)], ALICE)
     assert not masked.blocked and masked.redact
+    assert decide(p, [f("privacy_violation", "low", 0.83)], ALICE).redact
+    assert kinds(decide(p, [f("malicious_input", "medium", 0.83)], ALICE).actions) == ["log"]
     dump = decide(p, [f("privacy_violation", "high", 0.1)], ALICE)
     assert dump.blocked and "flag_session" in kinds(dump.actions)
     assert decide(p, [f("malicious_input", "medium", 0.1)], ALICE).blocked
