@@ -385,3 +385,13 @@ def test_stream_guard_bench_prints_a_row_per_length_with_bounded_kept_text() -> 
     (_, short_chars, _, short_kept), (_, long_chars, _, long_kept) = rows
     assert short_kept == short_chars  # a short answer is never trimmed
     assert int(long_chars) > 16_000 and int(long_kept) < 10_000  # a long one keeps only its end
+
+
+def test_stall_bench_prints_a_row_per_round_and_stops_its_firewalls() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stall_bench.py"
+    out = subprocess.run([sys.executable, str(script), "--mb", "0.2", "--small", "3", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    assert [(r[0], r[1], r[3]) for r in rows] == [("thread", "1", "200"), ("inline", "1", "200")]
+    assert all(float(r[5]) > 0 and float(r[6]) >= float(r[5]) for r in rows)
