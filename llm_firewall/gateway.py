@@ -28,7 +28,7 @@ from cachetools import TTLCache
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
 from llm_firewall.domain import Finding, Identity, TextItem
-from llm_firewall.enforce.actions import Enforcer
+from llm_firewall.enforce.actions import Enforcer, Refusal
 from llm_firewall.enforce.identity import identify, trust_for
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
@@ -140,17 +140,7 @@ class Gateway:
         enforcer = self.enforcer
         refusal = enforcer.check_now(identity, policy) if enforcer.inline else await enforcer.check(identity, policy)
         if refusal is not None:
-            self.counts["refused"] += 1
-            self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,
-                               "identity": {k: v for k, v in identity.keys().items()}})
-            headers = {"x-should-retry": "false"} if refusal.status == 403 else {}
-            if refusal.retry_after:
-                headers["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
-            resp = json_error(refusal.status, refusal.message, code=refusal.code, request_id=rid,
-                              err_type="rate_limit_error" if refusal.status == 429 else "permission_error",
-                              headers=headers)
-            resp._firewall_outcome = refusal.code  # type: ignore[attr-defined]
-            return resp
+            return self._refused(refusal, identity, rid)
         if policy.token_budgets and tail in INSPECTED:
             over = self._over_budget(identity, policy)
             if over is not None:
@@ -164,6 +154,10 @@ class Gateway:
         parsed: ParsedRequest | None = None
         if request.method == "POST":
             body = await self._read_body(request)
+            if policy.size_limits:
+                refusal = await enforcer.charge(identity, policy, len(body))
+                if refusal is not None:
+                    return self._refused(refusal, identity, rid)
             if tail in INSPECTED:
                 ctype = request.content_type
                 if ctype not in _JSON_TYPES:
@@ -194,6 +188,20 @@ class Gateway:
             if hardened is not None:
                 body = orjson.dumps(hardened)
         return await self._forward(request, rid, tail, body, parsed, identity, policy)
+
+    def _refused(self, refusal: Refusal, identity: Identity, rid: str) -> web.Response:
+        """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
+        self.counts["refused"] += 1
+        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,
+                           "identity": {k: v for k, v in identity.keys().items()}})
+        headers = {"x-should-retry": "false"} if refusal.status == 403 else {}
+        if refusal.retry_after:
+            headers["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
+        resp = json_error(refusal.status, refusal.message, code=refusal.code, request_id=rid,
+                          err_type="rate_limit_error" if refusal.status == 429 else "permission_error",
+                          headers=headers)
+        resp._firewall_outcome = refusal.code  # type: ignore[attr-defined]
+        return resp
 
     def _over_budget(self, identity: Identity, policy: Policy) -> str | None:
         """'user' or 'key' when that subject has used its daily token budget, else None."""

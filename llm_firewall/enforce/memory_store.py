@@ -296,16 +296,16 @@ class MemoryStore:
 
     # ---------------------------------------------------------------- rate limits
 
-    async def hit(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
-        return self.hit_now(bucket, limit, window_s, now)
+    async def hit(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
+        return self.hit_now(bucket, limit, window_s, now, cost)
 
-    def hit_now(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
+    def hit_now(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
             tat, old = heapq.heappop(expiry)
             if self._buckets.get(old) == tat:
                 del self._buckets[old]
-        new_tat, result = gcra(self._buckets.get(bucket), limit, window_s, now)
+        new_tat, result = gcra(self._buckets.get(bucket), limit, window_s, now, cost)
         if new_tat is not None:
             self._buckets[bucket] = new_tat
             heapq.heappush(expiry, (new_tat, bucket))

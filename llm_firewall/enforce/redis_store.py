@@ -80,15 +80,16 @@ if ARGV[9] == '1' then redis.call('ZADD', KEYS[3], ARGV[10], ARGV[2]) end
 return 1
 """
 
-# KEYS: bucket. ARGV: limit, window_s, now. Same arithmetic as ratelimit.gcra.
+# KEYS: bucket. ARGV: limit, window_s, now, cost. Same arithmetic as ratelimit.gcra.
 _GCRA = """
 local limit, window, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cost = math.min(math.max(tonumber(ARGV[4]) or 1, 1), limit)
 if limit <= 0 then return {0, string.format('%.17g', window), 0} end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '')
 local interval = window / limit
 local base = now
 if tat and tat > now then base = tat end
-local new_tat = base + interval
+local new_tat = base + interval * cost
 if new_tat - now > window + 1e-9 then
   return {0, string.format('%.17g', new_tat - now - window), 0}
 end
@@ -415,15 +416,16 @@ class RedisStore:
 
     # ------------------------------------------------------------------ rate limits
 
-    async def hit(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
+    async def hit(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
         try:
             allowed, retry, remaining = await self._call(
-                "hit", lambda: self._gcra(keys=[self._k("rl", bucket)], args=[str(limit), repr(float(window_s)), repr(now)]))
+                "hit", lambda: self._gcra(keys=[self._k("rl", bucket)],
+                                          args=[str(limit), repr(float(window_s)), repr(now), str(int(cost))]))
         except StoreUnavailable:
             if self.fail_modes().get("rate_limit", "open") == "closed":
                 raise
             self._health.fallback_reads += 1
-            return await self._fallback.hit(bucket, limit, window_s, now)
+            return await self._fallback.hit(bucket, limit, window_s, now, cost)
         return RateResult(bool(int(allowed)), float(retry), int(remaining), limit)
 
     def _write_override(self, subject: str, limit: int, window_s: float, until: float) -> Awaitable[Any]:

@@ -102,8 +102,8 @@ class Store(Protocol):
 
     async def list_sanctions(self, now: float) -> list[Sanction]: ...
 
-    async def hit(self, bucket: str, limit: int, window_s: float, now: float) -> RateResult:
-        """Atomically count one request against `bucket` (GCRA, see ratelimit.py)."""
+    async def hit(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
+        """Atomically count one request (`cost` units) against `bucket` (GCRA, see ratelimit.py)."""
 
     async def set_override_limit(self, subject: str, limit: int, window_s: float, until: float) -> None:
         """Limit `subject` to `limit` per `window_s` until `until`; re-imposing the same limit only extends it."""

@@ -9,6 +9,7 @@ the caller decides what to do with a `PolicyError` (the server keeps the last go
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -31,6 +32,7 @@ MODES = ("enforce", "monitor")
 SECURITY_MODES = ("default", "security_aware", "strict")
 RESPONSE_ACTIONS = ("content_filter", "error_event", "redact")
 RATE_KEYS = ("ip", "user", "key", "session", "agent", "client")
+RATE_UNITS = ("requests", "kib")
 FAIL_MODES = {"store": ("open", "closed"), "rate_limit": ("open", "closed")}
 FP_THRESHOLD_NAMES = ("very_high", "high", "medium", "low", "very_low")
 
@@ -98,6 +100,9 @@ class RateLimit:
     key: str  # ip | user | key | session | agent | client (user, else key, else ip)
     limit: int
     window_s: float
+    # requests: each request counts one. kib: each request counts its body's size in KiB (rounded
+    # up), which bounds what one client can make the firewall read and inspect per window.
+    unit: str = "requests"
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,16 @@ class Policy:
     description: str = ""
     source_path: str = ""
     sha256: str = ""
+
+    @functools.cached_property
+    def request_limits(self) -> tuple[RateLimit, ...]:
+        """The rate limits counted in requests, checked before a body is read."""
+        return tuple(rl for rl in self.rate_limits if rl.unit == "requests")
+
+    @functools.cached_property
+    def size_limits(self) -> tuple[RateLimit, ...]:
+        """The rate limits counted in KiB of request body, charged once the body is read."""
+        return tuple(rl for rl in self.rate_limits if rl.unit == "kib")
 
     def needs_approval(self, action: Action) -> bool:
         return action.kind in self.approval_required or (
@@ -520,7 +535,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
     rate_limits = []
     for i, item in enumerate(v.seq(raw, where, "rate_limits")):
         path = f"rate_limits[{i}]"
-        item = v.mapping(item, loc(raw, i), path, {"key", "limit", "window"})
+        item = v.mapping(item, loc(raw, i), path, {"key", "limit", "window", "unit"})
         for req in ("key", "limit", "window"):
             if req not in item:
                 raise v.fail(loc(raw, i), f"{path}.{req}", "required")
@@ -528,6 +543,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
             v.choice(item["key"], loc(item, "key"), f"{path}.key", RATE_KEYS),
             int(v.number(item["limit"], loc(item, "limit"), f"{path}.limit", 1, 10**9, integer=True)),
             v.duration(item["window"], loc(item, "window"), f"{path}.window"),
+            v.choice(item.get("unit", "requests"), loc(item, "unit"), f"{path}.unit", RATE_UNITS),
         ))
 
     raw, where = get("notify_targets", {})

@@ -193,3 +193,26 @@ def test_a_policy_can_relevel_the_learned_detector(upstream: TestUpstream, tmp_p
             ask(make_client(fw, Who()), INJECTION)  # the rules still refuse what they recognise
     finally:
         fw.stop()
+
+
+def test_a_kib_limit_refuses_a_client_whose_bodies_outgrow_it(upstream: TestUpstream, tmp_path: Path) -> None:
+    """`unit: kib` counts request bodies, not requests: a client sending 40 KB bodies gets two
+    through a 100 KiB-a-minute limit, then a 429 with retry-after; another client is untouched,
+    and the request limits still count one a request."""
+    policy = _policy(tmp_path, "name: sized\nextends: production\nrate_limits:\n  - $base\n"
+                               "  - {key: client, limit: 100, window: 60s, unit: kib}\n")
+    fw = start_firewall(upstream, tmp_path / "data", policy=policy)
+    try:
+        bulky = "Please summarise these shipping notes. " + "The parcel left the depot on time. " * 1150
+        client = make_client(fw, Who())
+        assert ask(client, bulky).choices and ask(client, bulky).choices
+        with pytest.raises(openai.RateLimitError) as limited:
+            ask(client, bulky)
+        assert limited.value.code == "rate_limit_exceeded"
+        assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
+        assert ask(make_client(fw, Who()), bulky).choices
+        other = make_client(fw, Who())
+        for _ in range(20):  # small bodies: 1 KiB each, far from 100, and far from 120 requests
+            assert ask(other, "hello").choices
+    finally:
+        fw.stop()

@@ -236,7 +236,7 @@ class _UnreachableStore(MemoryStore):
     async def active_sanction(self, identity, now):
         raise ConnectionError("store down")
 
-    async def hit(self, bucket, limit, window_s, now):
+    async def hit(self, bucket, limit, window_s, now, cost=1):
         raise ConnectionError("store down")
 
 

@@ -42,3 +42,20 @@ async def test_store_buckets_are_independent():
         assert (await store.hit("a", 2, 10, 100.0)).allowed
     assert not (await store.hit("a", 2, 10, 100.0)).allowed
     assert (await store.hit("b", 2, 10, 100.0)).allowed
+
+
+def test_a_hit_can_cost_several_units_and_an_oversized_one_takes_a_full_allowance():
+    # 100 KiB per 60 s: 40 + 40 fit, the next 40 waits until 20 KiB have come back (12 s)
+    tat, results = None, []
+    for now, cost in [(0, 40), (0, 40), (0, 40), (12.0, 40), (12.0, 1)]:
+        new, result = gcra(tat, 100, 60, now, cost)
+        tat = new if new is not None else tat
+        results.append(result)
+    assert [r.allowed for r in results] == [True, True, False, True, False]
+    assert results[2].retry_after == pytest.approx(12.0)
+    assert results[0].remaining == 60
+    # a single body above the whole allowance is charged as the allowance: admitted when idle
+    new, big = gcra(None, 100, 60, 0, 5000)
+    assert big.allowed and big.remaining == 0 and new == pytest.approx(60.0)
+    assert not gcra(new, 100, 60, 0.5, 1)[1].allowed  # nothing back yet (one KiB every 0.6 s)
+    assert gcra(new, 100, 60, 0.6, 1)[1].allowed

@@ -82,6 +82,14 @@ responses:
     assert p.rate_limits[0].limit == 100 and p.rate_limits[0].window_s == 60
 
 
+def test_rate_limits_count_requests_or_kib_of_body(tmp_path: Path):
+    write(tmp_path, "x", "name: x\nrate_limits:\n  - {key: ip, limit: 600, window: 60s}\n"
+                         "  - {key: client, limit: 16384, window: 1m, unit: kib}\n")
+    p = load_policy("x", tmp_path)
+    assert [(r.key, r.unit) for r in p.request_limits] == [("ip", "requests")]
+    assert [(r.key, r.limit, r.window_s, r.unit) for r in p.size_limits] == [("client", 16384, 60.0, "kib")]
+
+
 def test_a_child_list_without_marker_replaces_the_parent_list(pdir: Path):
     write(pdir, "child", "name: child\nextends: base\nresponses:\n  - {when: {}, do: [log]}\n")
     assert [r.do[0].kind for r in load_policy("child", pdir).responses] == ["log"]
@@ -118,6 +126,7 @@ responses:
         ("name: x\nmode: enforced\n", 2, "mode", "unknown value 'enforced'"),
         ("name: x\nrate_limits:\n  - {key: ip, limit: 5, window: soon}\n", 3, "rate_limits[0].window", "duration"),
         ("name: x\nrate_limits:\n  - {key: ip, limit: 5}\n", 3, "rate_limits[0].window", "required"),
+        ("name: x\nrate_limits:\n  - {key: ip, limit: 5, window: 60s, unit: bytes}\n", 3, "rate_limits[0].unit", "kib"),
         ("name: x\nallowlist:\n  ips: [10.0.0.0/8, not-an-ip]\n", 3, "allowlist.ips[1]", "not an IP network"),
         ("name: x\nresponses:\n  - when: {threat: prompt_injektion}\n    do: [log]\n", 3, "responses[0].when.threat[0]", "prompt_injection"),
         ("name: x\nresponses:\n  - when: {fp_below: 1.5}\n    do: [log]\n", 3, "responses[0].when.fp_below", "out of range"),

@@ -127,6 +127,11 @@ async def test_hit_matches_the_memory_store_step_by_step(redis_server, prefix):
         assert (got.allowed, got.remaining, got.limit) == (want.allowed, want.remaining, want.limit)
         assert got.retry_after == pytest.approx(want.retry_after, abs=1e-6)
     assert not (await redis_store.hit("zero", 0, 5, now)).allowed
+    for step, cost in [(0, 30), (0, 50), (0, 30), (2.5, 30), (2.5, 500), (60, 500), (60, 1)]:  # size limits: KiB
+        got = await redis_store.hit("kib", 100, 10, now + step, cost)
+        want = await memory.hit("kib", 100, 10, now + step, cost)
+        assert (got.allowed, got.remaining) == (want.allowed, want.remaining)
+        assert got.retry_after == pytest.approx(want.retry_after, abs=1e-6)
     await redis_store.close()
 
 
