@@ -75,7 +75,6 @@ _CONFUSABLES = {
     "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
 }
 _SKELETON_TABLE = str.maketrans(_CONFUSABLES)
-_CONFUSABLE_RE = re.compile("[" + "".join(_CONFUSABLES) + "]")
 _CONFUSABLE_RUN_RE = re.compile("[" + "".join(_CONFUSABLES) + "]+")
 _FEW_RUNS = 1000  # above this many runs of confusables, one `translate` of the text is cheaper
 # One match per word (letter run), found by a native pass rather than a Python test per word
@@ -333,7 +332,7 @@ _DECODERS = {
 
 
 def _skeleton(text: str) -> str | None:
-    if not _CONFUSABLE_RE.search(text):
+    if not _CONFUSABLE_RUN_RE.search(text):
         return None
     latin = _WORD_LATIN_RE.findall(text)  # per word: its first Latin letter, or ""
     if latin and len(latin) - latin.count("") >= 0.6 * len(latin):

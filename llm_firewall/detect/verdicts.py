@@ -8,9 +8,8 @@ can be kept and handed out again; scoring and the policy decision still run on e
 Eviction is first-in first-out over an OrderedDict: a lookup is one dict probe, popping the
 oldest is O(1), and a text that stays hot is simply judged again after it ages out. (A plain
 dict's first entry sits behind every entry deleted before it, so finding it cost ~2 µs a put
-once the cache was full.) Large requests are inspected on
-a worker thread while the event loop inspects small ones, so changes hold a lock; a lookup is a
-single dict probe and needs none.
+once the cache was full.) Large requests are inspected on a worker thread while the event loop
+inspects small ones, so changes hold a lock; a lookup is a single dict probe and needs none.
 """
 
 from __future__ import annotations

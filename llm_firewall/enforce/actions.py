@@ -89,10 +89,7 @@ class Enforcer:
         try:
             return await self._rate_limits(identity, policy, now)
         except Exception as exc:  # noqa: BLE001
-            _log_store_failure("rate limit check", exc)
-            if policy.fail_modes.get("rate_limit", "open") == "closed":
-                return Refusal(503, "enforcement_unavailable", "Rate limiting is unavailable; try again shortly.", 5.0)
-            return None
+            return _rate_limit_failure(policy, "rate limit check", exc)
 
     @property
     def inline(self) -> bool:
@@ -134,19 +131,10 @@ class Enforcer:
         limits = policy.size_limits
         if not limits or is_allowlisted(identity, policy):
             return None
-        cost = max(1, -(-body_bytes // 1024))
-        now = self.clock()
         try:
-            for rl in limits:
-                result = await self.store.hit(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s,
-                                              now, cost)
-                if not result.allowed:
-                    return _rate_refusal(result.retry_after)
+            return await self._hit_limits(limits, identity, self.clock(), max(1, -(-body_bytes // 1024)))
         except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
-            _log_store_failure("size limit charge", exc)
-            if policy.fail_modes.get("rate_limit", "open") == "closed":
-                return Refusal(503, "enforcement_unavailable", "Rate limiting is unavailable; try again shortly.", 5.0)
-        return None
+            return _rate_limit_failure(policy, "size limit charge", exc)
 
     async def _rate_limits(self, identity: Identity, policy: Policy, now: float) -> Refusal | None:
         for subj in subjects(identity):  # limits imposed after an offence come first
@@ -155,9 +143,13 @@ class Enforcer:
                 result = await self.store.hit(f"override:{subj}", override[0], override[1], now)
                 if not result.allowed:
                     return _rate_refusal(result.retry_after)
-        for rl in policy.request_limits:
-            subj = subject_for(identity, rl.key)
-            result = await self.store.hit(_bucket(rl, subj), rl.limit, rl.window_s, now)
+        return await self._hit_limits(policy.request_limits, identity, now)
+
+    async def _hit_limits(self, limits: tuple[RateLimit, ...], identity: Identity, now: float,
+                          cost: int = 1) -> Refusal | None:
+        """One hit of `cost` on each limit's bucket for this identity; the first refusal, if any."""
+        for rl in limits:
+            result = await self.store.hit(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s, now, cost)
             if not result.allowed:
                 return _rate_refusal(result.retry_after)
         return None
@@ -323,6 +315,14 @@ def _log_store_failure(what: str, exc: Exception) -> None:
         log.debug("%s: %s", what, exc)
     else:
         log.exception("%s failed", what)
+
+
+def _rate_limit_failure(policy: Policy, what: str, exc: BaseException) -> Refusal | None:
+    """A rate-limit store failure, by the policy's fail mode: open lets the request through."""
+    _log_store_failure(what, exc)
+    if policy.fail_modes.get("rate_limit", "open") == "closed":
+        return Refusal(503, "enforcement_unavailable", "Rate limiting is unavailable; try again shortly.", 5.0)
+    return None
 
 
 def _rate_refusal(retry_after: float) -> Refusal:

@@ -146,10 +146,10 @@ def _skeleton_per_word(text: str) -> str | None:
     """The confusables view as first written, a Python test per word: the oracle for the native one."""
     import re
 
-    from llm_firewall.detect.normalize import _CONFUSABLE_RE, _SKELETON_TABLE
+    from llm_firewall.detect.normalize import _CONFUSABLE_RUN_RE, _SKELETON_TABLE
 
     _WORD_RE = re.compile(r"[^\W\d_]+")  # a word: a run of letters
-    if not _CONFUSABLE_RE.search(text):
+    if not _CONFUSABLE_RUN_RE.search(text):
         return None
     words = _WORD_RE.findall(text)
     latinish = sum(1 for w in words if any("a" <= c.lower() <= "z" for c in w))
