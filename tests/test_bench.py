@@ -395,3 +395,16 @@ def test_stall_bench_prints_a_row_per_round_and_stops_its_firewalls() -> None:
     rows = [line.split() for line in out.stdout.splitlines()[1:]]
     assert [(r[0], r[1], r[3]) for r in rows] == [("thread", "1", "200"), ("inline", "1", "200")]
     assert all(float(r[5]) > 0 and float(r[6]) >= float(r[5]) for r in rows)
+
+
+def test_scan_phase_reports_warm_and_cold_cache_figures() -> None:
+    from llm_firewall.bench import goal_lines, scan_lines, scan_phase
+
+    scan = scan_phase(quick=True)
+    for label in ("full", "rules_only"):
+        s = scan[label]
+        assert s["cold_p50_us"] > 0 and s["cold_mb_s"] > 0 and s["mb_s"] > 0
+    lines = list(scan_lines(scan))
+    assert sum("caches cold before each prompt" in line for line in lines) == 2
+    goals = "\n".join(goal_lines({"scan": scan}))
+    assert "rules engine on 1.5 KB prompts (MB/s)" in goals and "the same two with caches cold (MB/s)" in goals
