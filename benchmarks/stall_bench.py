@@ -27,7 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
-from llm_firewall.bench import Processes, child_env, free_port, http_ok, wait_ready
+from llm_firewall.bench import Processes, start_firewall
 
 WORDS = "the order shipping refund please explain how this works and why it failed yesterday".split()
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-stall-0123456789abcdef"}
@@ -77,12 +77,7 @@ def main(argv: list[str]) -> int:
           f"{'small median ms':>15}  {'small worst ms':>14}")
     try:
         for mode, env in modes:
-            port = free_port()
-            cmd = [sys.executable, "-m", "llm_firewall", "serve", "--host", "127.0.0.1", "--port", str(port),
-                   "--policy", "production", "--data-dir", str(workdir / f"data-{mode}")]
-            fw = procs.start(mode, cmd, 0, child_env(LLM_FIREWALL_TRUSTED_PROXIES="127.0.0.1/32", **env))
-            if not wait_ready(http_ok(f"http://127.0.0.1:{port}/healthz"), fw, 90):
-                raise RuntimeError(f"the firewall did not become healthy:\n{procs.log_tail(mode)}")
+            port, _ = start_firewall(procs, mode, None, "production", **env)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             for r in range(args.rounds):
                 large = json.dumps({"model": "m", "messages": [

@@ -363,18 +363,21 @@ def _uvloop_flag() -> str:
         return "0"
 
 
-def start_firewall(procs: Processes, name: str, mock_port: int, policy: str, inspect: bool = True) -> tuple[int, int]:
-    """A firewall in front of the mock. With inspect=False its inspection is switched off through
-    the admin API (as an operator would), so that the difference to an inspecting firewall is
-    what inspection itself costs, apart from the proxying, identity and rate-limit work."""
+def start_firewall(procs: Processes, name: str, mock_port: int | None, policy: str, inspect: bool = True,
+                   **env: str) -> tuple[int, int]:
+    """A firewall in front of the mock (None: its embedded demo model), with `env` added to its
+    environment. With inspect=False its inspection is switched off through the admin API (as an
+    operator would), so that the difference to an inspecting firewall is what inspection itself
+    costs, apart from the proxying, identity and rate-limit work."""
     port = free_port()
     data_dir = procs.workdir / f"{name}-data"
     data_dir.mkdir()
+    upstream = [] if mock_port is None else ["--upstream", f"http://127.0.0.1:{mock_port}/v1"]
     cmd = [sys.executable, "-m", "llm_firewall", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--upstream", f"http://127.0.0.1:{mock_port}/v1", "--policy", policy, "--data-dir", str(data_dir)]
+           *upstream, "--policy", policy, "--data-dir", str(data_dir)]
     token = secrets.token_urlsafe(24)
     proc = procs.start(name, cmd, PROXY_CPU, child_env(LLM_FIREWALL_TRUSTED_PROXIES="127.0.0.1/32",
-                                                       LLM_FIREWALL_ADMIN_TOKEN=token))
+                                                       LLM_FIREWALL_ADMIN_TOKEN=token, **env))
     if not wait_ready(http_ok(f"http://127.0.0.1:{port}/healthz"), proc, 90):
         raise RuntimeError(f"the firewall did not become healthy:\n{procs.log_tail(name)}")
     if not inspect:
@@ -586,14 +589,15 @@ def scan_phase(quick: bool) -> dict[str, Any]:
         inspector = Inspector.load(learned=learned)
         load_s = time.perf_counter() - t0
         inspector.inspect_text(prompt)
-        per_prompt = timed_loop(lambda: inspector.inspect_text(prompt), 0.5 if quick else 3.0)
-        cold = cold_runs(lambda: inspector.inspect_text(prompt), 100 if quick else 1000)
+        warm_runs = timed_loop(lambda: inspector.inspect_text(prompt), 0.5 if quick else 3.0)
+        per_prompt = statistics.median(warm_runs)
+        cold = statistics.median(cold_runs(lambda: inspector.inspect_text(prompt), 100 if quick else 1000))
         big_runs = [timed_once(lambda: inspector.inspect_text(big)) for _ in range(1 if quick else 3)]
-        results[label] = {"load_s": load_s, "prompt_p50_us": statistics.median(per_prompt) * 1e6,
-                          "prompts": len(per_prompt),
-                          "mb_s": len(prompt.encode()) / statistics.median(per_prompt) / 1e6,
-                          "cold_p50_us": statistics.median(cold) * 1e6,
-                          "cold_mb_s": len(prompt.encode()) / statistics.median(cold) / 1e6,
+        results[label] = {"load_s": load_s, "prompt_p50_us": per_prompt * 1e6,
+                          "prompts": len(warm_runs),
+                          "mb_s": results["prompt_bytes"] / per_prompt / 1e6,
+                          "cold_p50_us": cold * 1e6,
+                          "cold_mb_s": results["prompt_bytes"] / cold / 1e6,
                           "big_ms": statistics.median(big_runs) * 1000}
     return results
 
@@ -605,12 +609,17 @@ def scan_phase(quick: bool) -> dict[str, Any]:
 EVICT_BYTES = 16 << 20
 
 
+def evict_caches(other: bytearray) -> None:
+    """Refill the CPU caches below the last level with `other` (EVICT_BYTES long)."""
+    other[::64] = other[::64]  # a read and a write of every cache line
+
+
 def cold_runs(fn: Callable[[], Any], runs: int) -> list[float]:
-    """Times of `fn()` with the CPU caches below the last level refilled by other data first."""
+    """Times of `fn()`, each with the caches below the last level refilled by other data first."""
     other = bytearray(EVICT_BYTES)
     times = []
     for _ in range(runs):
-        other[::64] = other[::64]  # a read and a write of every cache line
+        evict_caches(other)
         times.append(timed_once(fn))
     return times
 

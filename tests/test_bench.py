@@ -408,3 +408,15 @@ def test_scan_phase_reports_warm_and_cold_cache_figures() -> None:
     assert sum("caches cold before each prompt" in line for line in lines) == 2
     goals = "\n".join(goal_lines({"scan": scan}))
     assert "rules engine on 1.5 KB prompts (MB/s)" in goals and "the same two with caches cold (MB/s)" in goals
+
+
+def test_cold_bench_prints_warm_and_cold_for_every_stage() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cold_bench.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "50"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.splitlines()[2:]
+    assert len(rows) == 9 and rows[-1].startswith("stream guard, per event")
+    for row in rows:
+        warm, cold, ratio = row.split()[-3:]
+        assert float(warm) > 0 and float(cold) > 0 and ratio.endswith("x")
