@@ -6,15 +6,14 @@ nothing that was acknowledged. On start the journal is replayed; a torn last lin
 by the kill) is dropped and truncated away. When the journal grows well past the live state it is
 rewritten as a snapshot (temp file, fsync, atomic rename).
 
-Memory stays bounded: rate-limit buckets, strikes, levels and idempotency claims live in LRU
-caches of `max_entries`; sanctions and override limits in force are NEVER dropped: above the
+Memory stays bounded: rate-limit buckets (`buckets.py`), strikes, levels and idempotency claims
+keep at most `max_entries` each, least recently used out first; sanctions and override limits in force are NEVER dropped: above the
 bound they are still kept, and the overflow is counted in `stats()` for the status page/alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import ipaddress
 import logging
 import os
@@ -27,7 +26,7 @@ import orjson
 from cachetools import LRUCache
 
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.ratelimit import gcra
+from llm_firewall.enforce.buckets import Buckets
 from llm_firewall.enforce.state import SANCTION_KINDS, Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,7 @@ class MemoryStore:
         self._sanctions: dict[tuple[str, str], Sanction] = {}
         self._ranges: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
         self._overrides: dict[str, tuple[int, float, float]] = {}
-        self._buckets = _CountingLRU(max_entries)
-        # (arrival time, bucket): a bucket whose arrival time has passed is the same as a fresh
-        # one, so it is dropped; memory then follows recent traffic, not every client ever seen.
-        self._expiry: list[tuple[float, str]] = []
+        self._buckets = Buckets(max_entries)
         self._strikes = _CountingLRU(max_entries)
         self._levels = _CountingLRU(max_entries)
         self._claims = _CountingLRU(max_entries)
@@ -300,16 +296,7 @@ class MemoryStore:
         return self.hit_now(bucket, limit, window_s, now, cost)
 
     def hit_now(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
-        expiry = self._expiry
-        while expiry and expiry[0][0] <= now:
-            tat, old = heapq.heappop(expiry)
-            if self._buckets.get(old) == tat:
-                del self._buckets[old]
-        new_tat, result = gcra(self._buckets.get(bucket), limit, window_s, now, cost)
-        if new_tat is not None:
-            self._buckets[bucket] = new_tat
-            heapq.heappush(expiry, (new_tat, bucket))
-        return result
+        return self._buckets.hit(bucket, limit, window_s, now, cost)
 
     async def set_override_limit(self, subject: str, limit: int, window_s: float, until: float) -> None:
         existing = self._overrides.get(subject)
@@ -317,7 +304,7 @@ class MemoryStore:
             # Same limit already in force: extend it without handing out a fresh allowance.
             until = max(until, existing[2])
         else:
-            self._buckets.pop(f"override:{subject}", None)
+            self._buckets.drop(f"override:{subject}")
             if existing is None and len(self._overrides) >= self._max:
                 self._purge(self._now)
                 if len(self._overrides) >= self._max:
