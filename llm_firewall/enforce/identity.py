@@ -99,11 +99,13 @@ class Trust:
     with integer masks instead of building `ipaddress` objects: forwarding hops are almost
     always such quads, and this runs on every request."""
 
-    __slots__ = ("networks", "_v4")
+    __slots__ = ("networks", "_v4", "_peers")
 
     def __init__(self, networks: Sequence[Network]) -> None:
         self.networks = tuple(networks)
         self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
+        # Peers (the load balancers in front of us, or direct clients) recur: remembered, bounded.
+        self._peers: dict[str, tuple[str, bool] | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self.networks)
@@ -120,12 +122,24 @@ class Trust:
             return None
         return str(addr), _trusted(addr, self.networks)
 
+    def resolve_peer(self, peer: str) -> tuple[str, bool] | None:
+        """`resolve` for the connection's peer address, remembered for the next request."""
+        try:
+            return self._peers[peer]
+        except KeyError:
+            if len(self._peers) >= MAX_REMEMBERED_PEERS:
+                self._peers.clear()
+            found = self._peers[peer] = self.resolve(peer)
+            return found
+
 
 @lru_cache(maxsize=64)
 def trust_of(networks: tuple[Network, ...]) -> Trust:
     """One `Trust` per distinct set of networks (they come from settings and policies: few)."""
     return Trust(networks)
 
+
+MAX_REMEMBERED_PEERS = 1024
 
 # Forwarding headers longer than this (together) are walked on every request instead of being
 # cached: the cache then holds at most 8,192 short chains, not 8,192 chains of up to 16 KB.
@@ -154,11 +168,17 @@ def _walk_hops(peer: str, fwd: str, xff: str, trust: Trust) -> str:
     proxies; the first untrusted address is the client. A malformed hop stops the walk at the
     last address a trusted proxy vouched for.
     """
-    found = trust.resolve(peer or "")
+    found = trust.resolve_peer(peer or "")
     if found is None:
         return peer or "unknown"
     current, trusted = found
     if not trusted:
+        return current
+    if not fwd and "," not in xff:  # one X-Forwarded-For hop or none: the usual case
+        if xff.strip():
+            found = trust.resolve(xff)
+            if found is not None:
+                return found[0]
         return current
     headers = {k: v for k, v in (("forwarded", fwd), ("x-forwarded-for", xff)) if v}
     for hop in reversed(_forwarded_hops(headers)):

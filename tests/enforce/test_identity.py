@@ -6,6 +6,7 @@ import gc
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from multidict import CIMultiDict
 
 from llm_firewall.domain import Identity
@@ -108,3 +109,20 @@ def test_long_forwarding_chains_and_api_keys_written_by_clients_are_not_kept() -
             assert who.api_key_hash == key_fingerprint(f"sk-{filler}")
 
     assert _retained_mib(requests) < 2.0
+
+
+_HOPS = st.one_of(
+    st.sampled_from(["1.2.3.4", "10.0.0.9", " 10.1.2.3 ", "10.0.0.9:8080", "[fd00::1]:443", "fd00::2",
+                     "2001:db8::1", "::ffff:10.0.0.7", "01.2.3.4", "256.1.1.1", "unknown", "", " ",
+                     '"10.0.0.3"', "_hidden", "1.2.3.4, 10.0.0.9"]),
+    st.ip_addresses().map(str),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(peer=st.sampled_from(["10.0.0.5", "198.51.100.1", "fd00::5", "::ffff:10.0.0.5", "", "bad"]), hop=_HOPS)
+def test_one_forwarding_hop_resolves_as_a_chain_does(peer: str, hop: str) -> None:
+    """The single-hop shortcut gives what the general walk gives (a trailing empty hop, which the
+    walk skips, forces the general path)."""
+    assert client_ip(peer, {"X-Forwarded-For": hop}, PROXIES) == \
+        client_ip(peer, {"X-Forwarded-For": hop + ","}, PROXIES)
