@@ -413,12 +413,15 @@ def preflight(url: str, body: Path | bytes) -> dict[str, Any]:
 
 
 def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], duration: float,
-                     warmup: float, body: Path, unique_body: Path | None = None) -> list[dict[str, Any]]:
+                     warmup: float, body: Path, unique_body: Path | None = None,
+                     rounds: int = 1) -> list[dict[str, Any]]:
     """Interleave the targets at each concurrency, so slow drift of a noisy machine hits all alike.
 
     With unique_body (a template from unique_template), the firewall is also driven with a new
     text per request right after its fixed-payload run at each concurrency; every such run has
-    its own run name, so no text recurs across runs either.
+    its own run name, so no text recurs across runs either. With several rounds, every figure
+    is the median over the rounds, and shares and added latencies are taken within each round
+    (against the baseline measured seconds before) before their median.
     """
     stack.preflight = {t: preflight(stack.url(t), body) for t in stack.targets}
     unique = unique_body is not None and "firewall" in stack.targets
@@ -427,18 +430,45 @@ def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], dur
         stack.preflight["firewall-unique"] = preflight(stack.url("firewall"), sample)
     for target in stack.targets:
         load.run(stack.url(target), 16, warmup, body)
-    rows = []
     runs = itertools.count(1)
-    for c in concurrencies:
-        for target in stack.targets:
-            row = measure(load, stack.url(target), stack.pids[target], c, duration, body)
-            rows.append({"target": target, "variant": FIXED, **row})
-            if target == "firewall" and unique:
-                row = measure(load, stack.url(target), stack.pids[target], c, duration, unique_body,
-                              unique_run=str(next(runs)))
-                rows.append({"target": target, "variant": UNIQUE, **row})
-    add_comparisons(rows)
-    return rows
+    per_round = []
+    for _ in range(rounds):
+        rows = []
+        for c in concurrencies:
+            for target in stack.targets:
+                row = measure(load, stack.url(target), stack.pids[target], c, duration, body)
+                rows.append({"target": target, "variant": FIXED, **row})
+                if target == "firewall" and unique:
+                    row = measure(load, stack.url(target), stack.pids[target], c, duration, unique_body,
+                                  unique_run=str(next(runs)))
+                    rows.append({"target": target, "variant": UNIQUE, **row})
+        add_comparisons(rows)
+        per_round.append(rows)
+    return median_rows(per_round)
+
+
+def median_rows(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per target run: the median of each figure over the rounds (whose rows come in the
+    same order); requests and errors are summed, peak RSS is the highest."""
+    out = []
+    for same in zip(*per_round):
+        row = dict(same[0], rounds=len(same))
+        for key, value in same[0].items():
+            values = [r[key] for r in same if r.get(key) is not None]
+            if key in ("requests", "errors"):
+                row[key] = sum(values)
+            elif key == "peak_rss_mib":
+                row[key] = max(values)
+            elif key == "error_detail":
+                merged: dict[str, int] = {}
+                for r in same:
+                    for kind, n in r[key].items():
+                        merged[kind] = merged.get(kind, 0) + n
+                row[key] = merged
+            elif key != "concurrency" and values and isinstance(value, float):
+                row[key] = statistics.median(values)
+        out.append(row)
+    return out
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -805,7 +835,8 @@ def report(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines = [f"llm-firewall bench: policy {env['policy']}, payload {env['payload']}, load generator {env['load_generator']}, "
              f"{env['cpus']} CPUs, pinning {'on (mock+load CPU 0, proxy CPU 1)' if env['pinned'] else 'off'}, "
-             f"{env['duration_s']:g} s per run"]
+             f"{env['duration_s']:g} s per run"
+             + (f", {env['rounds']} interleaved rounds (medians)" if env.get("rounds", 1) > 1 else "")]
     if result.get("throughput"):
         lines += ["", *throughput_table(result["throughput"]),
                   "(+p50: added over direct at the same concurrency; % base: firewall req/s as a share of the "
@@ -842,6 +873,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default=None, help="comma-separated connection counts (default 1,16,64)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="throughput runs per target, interleaved; figures are medians (default 1)")
     parser.add_argument("--policy", default="production", help="firewall policy preset or YAML path")
     parser.add_argument("--stream", action="store_true", help="also measure TTFT and per-event cost")
     parser.add_argument("--scan", action="store_true", help="also measure the rules engine in-process")
@@ -870,6 +903,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--concurrency values must be between 1 and 10000")
     if not 0.5 <= args.duration <= 3600:
         parser.error("--duration must be between 0.5 and 3600 seconds")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be between 1 and 20")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(TARGETS)
     if unknown or "direct" not in args.targets:
@@ -903,7 +938,8 @@ def main(argv: list[str]) -> int:
     load = Load(use_wrk, pin, workdir)
     result: dict[str, Any] = {"environment": {
         "policy": args.policy, "payload": args.payload.name, "load_generator": "wrk" if use_wrk else "built-in asyncio",
-        "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "python": sys.version.split()[0],
+        "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "rounds": args.rounds,
+        "python": sys.version.split()[0],
         "variants": [FIXED] + ([UNIQUE] if args.unique_template is not None else [])}}
     try:
         if args.identities:
@@ -918,7 +954,8 @@ def main(argv: list[str]) -> int:
                 unique_body = workdir / f"unique-{args.payload.name}"
                 unique_body.write_bytes(args.unique_template)
             result["throughput"] = throughput_phase(stack, load, args.concurrency, args.duration,
-                                                    0.5 if args.quick else 2.0, args.payload, unique_body)
+                                                    0.5 if args.quick else 2.0, args.payload, unique_body,
+                                                    rounds=args.rounds)
             result["preflight"] = stack.preflight
         if args.stream:
             result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 100,

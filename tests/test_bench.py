@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, cpu_seconds, parse_args, report,
-                                 summarise_stream, text_marks)
+from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, cpu_seconds, median_rows, parse_args,
+                                 report, summarise_stream, text_marks)
 from llm_firewall.bench_assets.loadgen import REF_SUFFIX, unique_template
 from llm_firewall.domain import TextItem
 from llm_firewall.proxy.openai_wire import parse_json_body, request_texts, validate_shape
@@ -64,11 +64,11 @@ def test_quick_run_prints_a_row_per_target() -> None:
 @pytest.mark.parametrize("generator", ["builtin"] + (["wrk"] if shutil.which("wrk") else []))
 def test_json_output_and_every_server_stopped(generator: str) -> None:
     out = bench("--quick", "--concurrency", "2", "--duration", "1", "--targets", "direct,baseline",
-                "--load-generator", generator, "--json")
+                "--load-generator", generator, "--json", "--rounds", "2")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     rows = result["throughput"]
-    assert [(r["target"], r["concurrency"]) for r in rows] == [("direct", 2), ("baseline", 2)]
+    assert [(r["target"], r["concurrency"], r["rounds"]) for r in rows] == [("direct", 2, 2), ("baseline", 2, 2)]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in rows)
     assert rows[1]["added_p50_ms"] is not None and rows[0]["added_p50_ms"] is None
     assert not any(listening(p) for p in result["environment"]["ports"].values())
@@ -221,6 +221,31 @@ def test_report_shows_unique_rows_against_the_fixed_baseline_and_judges_targets_
     assert re.search(r"throughput share of baseline at c=16 \(%\)\s+90\s+target >= 85\s+met", targets)
     info = [line for line in targets.splitlines() if "unique prompts" in line]
     assert len(info) == 1 and "58.4 / 53.6" in info[0] and info[0].rstrip().endswith("informational")
+
+
+def test_rounds_report_medians_and_shares_paired_within_each_round() -> None:
+    rounds = []
+    # the baseline is slow in the second round (a burst elsewhere hit it), the firewall in the third
+    for base_rps, fw_rps in ((1000.0, 700.0), (600.0, 650.0), (1000.0, 300.0)):
+        rows = [throughput_row("direct", "fixed", 16, 4000), throughput_row("baseline", "fixed", 16, base_rps),
+                throughput_row("firewall", "fixed", 16, fw_rps)]
+        rows[2]["errors"], rows[2]["error_detail"] = 1, {"timeout": 1}
+        add_comparisons(rows)
+        rounds.append(rows)
+    direct, base, fw = median_rows(rounds)
+    assert base["rps"] == 1000.0 and fw["rps"] == 650.0 and fw["rounds"] == 3
+    assert fw["share_of_baseline"] == 0.7  # median of 0.7, 650/600 and 0.3, each against its own round
+    assert fw["requests"] == 1650 and fw["errors"] == 3 and fw["error_detail"] == {"timeout": 3}
+    assert fw["concurrency"] == 16 and direct["added_p50_ms"] is None
+
+
+def test_rounds_is_checked_and_shown_in_the_report_header() -> None:
+    assert parse_args(["--rounds", "3"]).rounds == 3
+    out = bench("--rounds", "0")
+    assert out.returncode == 2 and "--rounds must be between 1 and 20" in out.stderr
+    env = {"policy": "production", "payload": "request.json", "load_generator": "wrk", "cpus": 2,
+           "pinned": False, "duration_s": 5.0, "rounds": 3}
+    assert "3 interleaved rounds (medians)" in report({"environment": env}).splitlines()[0]
 
 
 def test_stream_comparison_is_by_text_position_and_per_upstream_event() -> None:
