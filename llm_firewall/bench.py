@@ -364,16 +364,17 @@ def _uvloop_flag() -> str:
 
 
 def start_firewall(procs: Processes, name: str, mock_port: int | None, policy: str, inspect: bool = True,
-                   **env: str) -> tuple[int, int]:
+                   entry: Sequence[str] = (sys.executable, "-m", "llm_firewall"), **env: str) -> tuple[int, int]:
     """A firewall in front of the mock (None: its embedded demo model), with `env` added to its
     environment. With inspect=False its inspection is switched off through the admin API (as an
     operator would), so that the difference to an inspecting firewall is what inspection itself
-    costs, apart from the proxying, identity and rate-limit work."""
+    costs, apart from the proxying, identity and rate-limit work. `entry` is the command that
+    takes `serve` and its options (a script wrapping the CLI, say)."""
     port = free_port()
     data_dir = procs.workdir / f"{name}-data"
     data_dir.mkdir()
     upstream = [] if mock_port is None else ["--upstream", f"http://127.0.0.1:{mock_port}/v1"]
-    cmd = [sys.executable, "-m", "llm_firewall", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [*entry, "serve", "--host", "127.0.0.1", "--port", str(port),
            *upstream, "--policy", policy, "--data-dir", str(data_dir)]
     token = secrets.token_urlsafe(24)
     proc = procs.start(name, cmd, PROXY_CPU, child_env(LLM_FIREWALL_TRUSTED_PROXIES="127.0.0.1/32",

@@ -445,3 +445,19 @@ def test_cold_bench_prints_warm_and_cold_for_every_stage() -> None:
     for row in rows:
         warm, cold, ratio = row.split()[-3:]
         assert float(warm) > 0 and float(cold) > 0 and ratio.endswith("x")
+
+
+def test_server_stages_times_every_stage_once_per_request_and_stops_its_servers() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "server_stages.py"
+    out = subprocess.run([sys.executable, str(script), "--duration", "1"], capture_output=True, text=True,
+                         timeout=180, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = {cells[0]: cells[1:] for cells in map(str.split, out.stdout.splitlines()[2:])}
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location("server_stages", script)
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(rows) == {qualname for _, qualname in module.STAGES}  # every stage was reached
+    for stage in ("Gateway.identify", "Enforcer.check_now", "parse_json_body", "UsageTracker.record"):
+        per_request, per_call, calls = map(float, rows[stage])
+        assert per_request > 0 and calls == 1.0, (stage, rows[stage])
