@@ -39,6 +39,10 @@ _CACHE_LIMIT = 50_000  # tokens
 # Longer tokens (a base64 blob, a minified line) rarely recur and are scored afresh rather than
 # cached: the cache then holds at most 50,000 short tokens, not 50,000 tokens of up to 16K chars.
 _CACHED_TOKEN_CHARS = 64
+# A cached token's feature count rides in the low bits of its weight sum (see `margin`); a text's
+# counts add up to far less than 2**32 (at most 16K characters are scored).
+COUNT_BITS = 32
+_COUNT_MASK = (1 << COUNT_BITS) - 1
 
 # Seeds separate the feature families inside one hash space.
 _SEED_CHAR = 0x11
@@ -188,9 +192,10 @@ class LearnedDetector:
         fn = _views_normalize() if normalizer == "views" else None
         self._normalize: Callable[[str], str] = fn or _basic_normalize
         self.normalizer = "views" if fn else "basic"
-        # token -> (complex(summed quantised weights of its own features, feature count),
+        # token -> (summed quantised weights of its own features << COUNT_BITS | feature count,
         # *pair_parts of its word hash): pairs need no cache of their own, one native `xor` map.
-        self._cache: dict[str, tuple[complex, int, int]] = {}
+        # One int for sum and count: `sum` adds ints natively (a complex pair cost 3x as much).
+        self._cache: dict[str, tuple[int, int, int]] = {}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "LearnedDetector":
@@ -206,7 +211,7 @@ class LearnedDetector:
         except (OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
             raise ValueError(f"{p}: cannot load learned model ({exc})") from exc
 
-    def _learn(self, toks: list[str], entries: list[tuple[complex, int, int] | None]) -> None:
+    def _learn(self, toks: list[str], entries: list[tuple[int, int, int] | None]) -> None:
         """Fill the cache misses (None) in `entries`, the cached entries of `toks`."""
         cache = self._cache
         if len(cache) + len(toks) > _CACHE_LIMIT:  # bounded: start afresh
@@ -219,7 +224,7 @@ class LearnedDetector:
             entry = cache.get(tok)  # a token repeated in this text is computed once
             if entry is None:
                 feats, word_hash = token_features(tok, mask)
-                entry = (complex(sum(map(w.__getitem__, feats)), len(feats)), *pair_parts(word_hash, mask))
+                entry = ((sum(map(w.__getitem__, feats)) << COUNT_BITS) | len(feats), *pair_parts(word_hash, mask))
                 if len(tok) <= _CACHED_TOKEN_CHARS:
                     cache[tok] = entry
             entries[i] = entry
@@ -244,11 +249,13 @@ class LearnedDetector:
         except TypeError:  # a token not seen yet (None)
             self._learn(toks, entries)
             values, lefts, rights = zip(*entries)
-        z: complex = sum(values)
+        packed = sum(values)  # (Σ weights << COUNT_BITS) + Σ counts: the counts never carry over
+        z, n = packed >> COUNT_BITS, packed & _COUNT_MASK
         if len(toks) > 1:
             pairs = map(xor, lefts, islice(rights, 1, None))
-            z += complex(sum(map(self._w.__getitem__, pairs)), len(toks) - 1)
-        return self._bias + self._scale * z.real / math.sqrt(z.imag)
+            z += sum(map(self._w.__getitem__, pairs))
+            n += len(toks) - 1
+        return self._bias + self._scale * z / math.sqrt(n)
 
     def probability(self, text: str) -> float:
         z = self.margin(text)
