@@ -148,11 +148,11 @@ class Enforcer:
     async def _hit_limits(self, limits: tuple[RateLimit, ...], identity: Identity, now: float,
                           cost: int = 1) -> Refusal | None:
         """One hit of `cost` on each limit's bucket for this identity; the first refusal, if any."""
-        for rl in limits:
-            result = await self.store.hit(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s, now, cost)
-            if not result.allowed:
-                return _rate_refusal(result.retry_after)
-        return None
+        if not limits:
+            return None
+        refused = await self.store.hit_all(
+            [(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s) for rl in limits], now, cost)
+        return None if refused is None else _rate_refusal(refused.retry_after)
 
     # ------------------------------------------------------------------ after a decision
 

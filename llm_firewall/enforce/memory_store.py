@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 from cachetools import LRUCache
@@ -297,6 +297,13 @@ class MemoryStore:
 
     def hit_now(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
         return self._buckets.hit(bucket, limit, window_s, now, cost)
+
+    async def hit_all(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int = 1) -> RateResult | None:
+        for bucket, limit, window_s in hits:
+            result = self._buckets.hit(bucket, limit, window_s, now, cost)
+            if not result.allowed:
+                return result
+        return None
 
     async def set_override_limit(self, subject: str, limit: int, window_s: float, until: float) -> None:
         existing = self._overrides.get(subject)

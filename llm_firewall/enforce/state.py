@@ -10,7 +10,7 @@ one atomic script).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from llm_firewall.domain import Identity
 from llm_firewall.policy.model import Action
@@ -106,6 +106,10 @@ class Store(Protocol):
 
     async def hit(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
         """Atomically count one request (`cost` units) against `bucket` (GCRA, see ratelimit.py)."""
+
+    async def hit_all(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int = 1) -> RateResult | None:
+        """`hit` on each (bucket, limit, window_s) in turn, stopping at the first refusal, which is
+        returned (None: every bucket admitted the request). One round trip for a request's limits."""
 
     async def set_override_limit(self, subject: str, limit: int, window_s: float, until: float) -> None:
         """Limit `subject` to `limit` per `window_s` until `until`; re-imposing the same limit only extends it."""

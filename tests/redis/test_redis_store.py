@@ -135,6 +135,53 @@ async def test_hit_matches_the_memory_store_step_by_step(redis_server, prefix):
     await redis_store.close()
 
 
+async def test_hit_all_charges_in_order_and_stops_at_the_first_refusal_like_the_memory_store(redis_server, prefix):
+    redis_store, memory = make(redis_server.url, prefix), MemoryStore(None)
+    now = time.time()
+    limits = [("client", 5, 60.0), ("ip", 2, 60.0), ("tight", 1, 60.0)]
+    for step, cost in [(0, 1), (0, 1), (0, 1), (1, 1), (31, 1), (31, 3), (61, 1), (200, 1)]:
+        got = await redis_store.hit_all(limits, now + step, cost)
+        want = await memory.hit_all(limits, now + step, cost)
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert (got.allowed, got.limit) == (want.allowed, want.limit)
+            assert got.retry_after == pytest.approx(want.retry_after, abs=1e-6)
+    for bucket, limit, window in limits:  # every bucket ends where separate hits leave it
+        got, want = await redis_store.hit(bucket, limit, window, now + 200), await memory.hit(bucket, limit, window, now + 200)
+        assert (got.allowed, got.remaining) == (want.allowed, want.remaining)
+    await redis_store.close()
+
+
+async def test_a_request_check_is_two_redis_calls(redis_server, prefix, tmp_path):
+    """The sanction lookup (with the override prefetch) and every rate limit, in two scripts: the
+    client's packing and parsing of ~12 commands a request cost more CPU than the rest of it."""
+    import redis.asyncio as aioredis
+
+    store = make(redis_server.url, prefix, timeout_s=2.0)
+    enforcer = Enforcer(store, AuditLog(tmp_path / "audit.db"), clock=time.time)
+    policy = load_policy("production")
+    admin = aioredis.from_url(redis_server.url, decode_responses=True)
+    await enforcer.check(ALICE, policy)  # loads the scripts
+    async with admin.monitor() as monitor:
+        for _ in range(5):
+            assert await enforcer.check(ALICE, policy) is None
+        await admin.echo("end of checks")
+        sent = []  # commands clients sent (not the ones scripts ran)
+        while True:
+            cmd = await asyncio.wait_for(monitor.next_command(), 5)
+            if "end of checks" in cmd["command"]:
+                break
+            name = cmd["command"].split()[0].upper()
+            if cmd.get("client_type") != "lua" and name not in ("HELLO", "CLIENT", "SELECT", "AUTH"):
+                sent.append(name)  # (a new connection's handshake aside)
+    assert sent == ["EVALSHA"] * 10, sent
+    await store.add_sanction(Sanction("user", "alice", "x", time.time(), None))
+    refusal = await enforcer.check(ALICE, policy)
+    assert refusal is not None and refusal.status == 403
+    await admin.aclose()
+    await store.close()
+
+
 async def test_override_limits_extend_without_fresh_allowance(pair):
     a, b = pair
     now = time.time()
