@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import subjects
+from llm_firewall.enforce.resp import ScriptClient
 from llm_firewall.enforce.state import StoreUnavailable, SANCTION_KINDS, Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,8 @@ class RedisStore:
         self._add_sanction_script = r.register_script(_ADD_SANCTION)
         self._gcra = r.register_script(_GCRA)
         self._lookup_script = r.register_script(_LOOKUP)
+        # The two scripts every request runs go through a lean pipelined client (see resp.py).
+        self._fast = ScriptClient.for_url(url)
         self._set_override_script = r.register_script(_SET_OVERRIDE)
         self._strike_script = r.register_script(_ADD_STRIKE)
         self._resolve_script = r.register_script(_RESOLVE)
@@ -363,10 +366,11 @@ class RedisStore:
 
         async def lookup() -> tuple[list[dict[str, str]], list[str], list[list[str | None]]]:
             n = len(order)
-            res = await self._lookup_script(  # the overrides: the Enforcer asks for them next, same `now`
-                keys=[*(self._k("s", kind, value) for kind, value in order), self._k("s", "ranges"),
-                      *(self._k("ov", subj) for subj in subs)],
-                args=[str(n), repr(now), str(self._max_list)])
+            res = await self._script(  # the overrides: the Enforcer asks for them next, same `now`
+                _LOOKUP, self._lookup_script,
+                [*(self._k("s", kind, value) for kind, value in order), self._k("s", "ranges"),
+                 *(self._k("ov", subj) for subj in subs)],
+                [str(n), repr(now), str(self._max_list)])
             if res == 0:
                 return [{}] * n, [], [[None, None, None]] * len(subs)
             return ([dict(zip(flat[::2], flat[1::2])) for flat in res[:n]], res[n],
@@ -470,7 +474,13 @@ class RedisStore:
         args = [repr(now), str(int(cost))]
         for _, limit, window_s in hits:
             args += [str(limit), repr(float(window_s))]
-        return self._gcra(keys=[self._k("rl", bucket) for bucket, _, _ in hits], args=args)
+        return self._script(_GCRA, self._gcra, [self._k("rl", bucket) for bucket, _, _ in hits], args)
+
+    def _script(self, source: str, registered: Any, keys: list[str], args: list[str]) -> Awaitable[Any]:
+        """Run a hot-path script: on the lean client when the URL allows it, else redis-py's."""
+        if self._fast is not None:
+            return self._fast.evalsha(source, keys, args)
+        return registered(keys=keys, args=args)
 
     def _write_override(self, subject: str, limit: int, window_s: float, until: float) -> Awaitable[Any]:
         return self._set_override_script(
@@ -695,6 +705,8 @@ class RedisStore:
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
+        if self._fast is not None:
+            self._fast.close()
         try:
             await asyncio.wait_for(self._redis.aclose(), 1.0)
         except (*_FAILURES, Exception):  # noqa: BLE001 - closing a dead connection is not an error

@@ -26,6 +26,7 @@ class RedisServer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    extra_args: tuple[str, ...] = ()  # e.g. ("--requirepass", "...")
     log_path: Path = field(init=False)
 
     @property
@@ -40,7 +41,7 @@ class RedisServer:
         self.log_path = self.workdir / f"redis-{self.port}.log"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--logfile", str(self.log_path)],
+             "--dir", str(self.workdir), "--logfile", str(self.log_path), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -56,7 +57,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up, maybe with a password
         except OSError:
             return False
 

@@ -1,0 +1,114 @@
+"""The lean script client: replies reach their callers in order however the bytes arrive, a
+caller that gives up never receives someone else's reply, and the URL's password and database
+are used. Against a real redis-server, except the framing property."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import given, settings, strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from llm_firewall.enforce.resp import ScriptClient, _Protocol, encode_command, parse_reply
+from tests.redis.conftest import RedisServer
+
+ECHO = "return ARGV[1]"
+MIXED = "return {1, ARGV[1], false, {tonumber(ARGV[2]), 'x'}}"
+
+
+def resp(value) -> bytes:
+    """RESP2 for a reply value (the test's own encoder, independent of the parser)."""
+    if value is None:
+        return b"$-1\r\n"
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if isinstance(value, str):
+        data = value.encode()
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+    return b"*%d\r\n" % len(value) + b"".join(resp(v) for v in value)
+
+
+REPLIES = st.recursive(st.none() | st.integers(-10**12, 10**12) | st.text(max_size=20),
+                       lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(REPLIES, min_size=1, max_size=8), st.lists(st.integers(1, 7), min_size=1, max_size=40))
+def test_replies_split_anywhere_reach_their_callers_in_order(replies, cuts) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        proto = _Protocol()
+        futures = [loop.create_future() for _ in replies]
+        proto.waiting.extend(futures)
+        data, pos, i = b"".join(resp(r) for r in replies), 0, 0
+        while pos < len(data):
+            step = cuts[i % len(cuts)]
+            proto.data_received(data[pos:pos + step])
+            pos, i = pos + step, i + 1
+        assert [f.result() for f in futures] == replies
+        assert not proto.buf and not proto.waiting
+    finally:
+        loop.close()
+
+
+def test_error_replies_and_commands_are_framed() -> None:
+    value, end = parse_reply(b"-NOSCRIPT No matching script\r\n:5\r\n", 0)
+    assert isinstance(value, ResponseError) and str(value).startswith("NOSCRIPT")
+    assert parse_reply(b"-NOSCRIPT No matching script\r\n:5\r\n", end) == (5, 34)
+    assert encode_command(["GET", "é"]) == b"*2\r\n$3\r\nGET\r\n$2\r\n\xc3\xa9\r\n"
+
+
+async def test_scripts_run_by_digest_concurrently_and_after_a_script_flush(redis_server) -> None:
+    client = ScriptClient.for_url(redis_server.url)
+    assert await client.evalsha(MIXED, [], ["a", "7"]) == [1, "a", None, [7, "x"]]
+    results = await asyncio.gather(*[client.evalsha(ECHO, [], [str(i)]) for i in range(300)])
+    assert results == [str(i) for i in range(300)]  # one connection, each caller its own reply
+    admin = aioredis.from_url(redis_server.url)
+    await admin.script_flush()
+    assert await client.evalsha(ECHO, [], ["after flush"]) == "after flush"
+    with pytest.raises(ResponseError):
+        await client.evalsha("return redis.call('NOSUCHCOMMAND')", [], [])
+    assert await client.evalsha(ECHO, [], ["still usable"]) == "still usable"
+    await admin.aclose()
+    client.close()
+
+
+async def test_a_call_given_up_on_never_hands_its_reply_to_the_next_caller(fresh_redis) -> None:
+    client = ScriptClient.for_url(fresh_redis.url)
+    assert await client.evalsha(ECHO, [], ["warm"]) == "warm"
+    fresh_redis.pause()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await client.evalsha(ECHO, [], ["abandoned"])
+    fresh_redis.resume()
+    assert await client.evalsha(ECHO, [], ["next"]) == "next"  # a new connection, not the old reply
+    fresh_redis.kill()
+    with pytest.raises((RedisConnectionError, OSError)):
+        await client.evalsha(ECHO, [], ["gone"])
+    client.close()
+
+
+async def test_password_and_database_come_from_the_url(tmp_path) -> None:
+    server = RedisServer(tmp_path, extra_args=("--requirepass", "s3cr%t")).start()
+    try:
+        base = f"redis://:s3cr%25t@127.0.0.1:{server.port}"
+        client = ScriptClient.for_url(base + "/3")
+        assert await client.evalsha("redis.call('SET', KEYS[1], 'here'); return 1", ["k"], []) == 1
+        admin = aioredis.from_url(base + "/3", decode_responses=True)
+        assert await admin.get("k") == "here"
+        await admin.aclose()
+        client.close()
+        wrong = ScriptClient.for_url(f"redis://:nope@127.0.0.1:{server.port}/0")
+        with pytest.raises(RedisConnectionError):
+            await wrong.evalsha(ECHO, [], ["x"])
+        wrong.close()
+    finally:
+        server.stop()
+
+
+def test_unix_socket_urls_keep_the_regular_client() -> None:
+    assert ScriptClient.for_url("unix:///run/redis.sock") is None
+    assert ScriptClient.for_url("rediss://cache.internal:6380/1")._tls
