@@ -21,7 +21,7 @@ import hashlib
 import ssl
 from collections import deque
 from typing import Any, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -133,6 +133,8 @@ class ScriptClient:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             return None
+        if set(parse_qs(parts.query)) - {"socket_timeout"}:
+            return None  # options only redis-py knows (TLS settings, say): keep it for everything
         path = parts.path.strip("/")
         return cls(parts.hostname, parts.port or 6379, db=int(path) if path.isdigit() else 0,
                    username=unquote(parts.username) if parts.username else None,
@@ -171,11 +173,15 @@ class ScriptClient:
                 _Protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None,
                 server_hostname=self._host if self._tls else None)
             self._proto = proto
-            for setup in ([["AUTH", *self._auth]] if self._auth else []) + ([["SELECT", str(self._db)]] if self._db else []):
-                reply = await self._call(setup)
-                if isinstance(reply, ResponseError):
-                    proto.fail(RedisConnectionError(f"redis refused {setup[0]}: {reply}"))
-                    raise RedisConnectionError(f"redis refused {setup[0]}")
+            try:
+                for setup in ([["AUTH", *self._auth]] if self._auth else []) + (
+                        [["SELECT", str(self._db)]] if self._db else []):
+                    reply = await self._call(setup)
+                    if isinstance(reply, ResponseError):
+                        raise RedisConnectionError(f"redis refused {setup[0]}: {reply}")
+            except BaseException:  # refused, or given up on: never reuse a half-prepared connection
+                proto.fail(RedisConnectionError("redis connection setup failed"))
+                raise
             return proto
 
     def close(self) -> None:

@@ -112,3 +112,8 @@ async def test_password_and_database_come_from_the_url(tmp_path) -> None:
 def test_unix_socket_urls_keep_the_regular_client() -> None:
     assert ScriptClient.for_url("unix:///run/redis.sock") is None
     assert ScriptClient.for_url("rediss://cache.internal:6380/1")._tls
+
+
+def test_urls_with_options_only_redis_py_knows_keep_the_regular_client() -> None:
+    assert ScriptClient.for_url("rediss://cache.internal:6380/1?ssl_cert_reqs=none") is None
+    assert ScriptClient.for_url("redis://127.0.0.1:6379/0?socket_timeout=0.05") is not None
