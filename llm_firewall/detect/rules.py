@@ -401,8 +401,8 @@ def literal_lead(regex_text: str) -> Lead | None:
     `(?i)` cannot change them, and only after a prefix of bounded width (counted as 4 bytes a
     character: UTF-8). The longest run wins: it occurs least often.
     """
-    if "[:" in regex_text:
-        return None  # POSIX classes (`[[:digit:]]`) parse differently in Python: no guesses
+    if "[:" in regex_text or "{," in regex_text:
+        return None  # parsed differently in Python (POSIX classes; RE2 reads `{,3}` as text): no guesses
     try:
         items = list(sre_parse.parse(regex_text).data)
     except (re.error, OverflowError, RecursionError):
