@@ -305,8 +305,14 @@ def _re2_options() -> Any:
     return opts
 
 
+_OPEN_COUNT = re.compile(r"(?<!\\)\{,\d*\}")  # `{,3}`: a repeat to Python, literal text to RE2
+
+
 def check_pattern(regex_text: str, *, max_width: int | None) -> tuple[Any | None, str | None]:
     """Compile with RE2 and screen for backtracking hazards; returns (compiled, error)."""
+    if _OPEN_COUNT.search(regex_text):
+        return None, ("`{,n}` is literal text to RE2, not a repeat (and other tools disagree): "
+                      "write `{0,n}`, or escape the brace")
     try:
         parsed = sre_parse.parse(regex_text)
     except (re.error, OverflowError, RecursionError):

@@ -91,6 +91,13 @@ def test_patterns_that_could_backtrack_are_refused(tmp_path: Path, pattern: str,
     assert words in err.message
 
 
+def test_an_open_counted_repeat_is_refused_with_the_fix(tmp_path: Path) -> None:
+    err = _error(tmp_path, GOOD.replace("forget\\s+the\\s+rules", "forget\\s{,3}the\\s+rules"))
+    assert err.field == "match.any[0].regex" and "write `{0,n}`" in err.message
+    _write(tmp_path, GOOD.replace("forget\\s+the\\s+rules", "forget\\s{0,3}the\\s+rules"))
+    assert load_rules(tmp_path).rules  # the fix loads
+
+
 def test_duplicate_ids_across_files(tmp_path: Path) -> None:
     _write(tmp_path, GOOD, "a.yaml")
     _write(tmp_path, GOOD, "b.yaml")
