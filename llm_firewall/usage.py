@@ -67,8 +67,6 @@ class UsageTracker:
     _price_cache: dict[str, Price | None] = field(default_factory=dict)
     _day: int = -1
     _today: dict[tuple[str, str], int] = field(default_factory=dict)
-    # model label -> its (prompt tokens, completion tokens, cost) metric children
-    _counters: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
 
     def price_for(self, model: str | None) -> Price | None:
         """The longest price-table prefix of `model`; remembered, since models repeat."""
@@ -109,15 +107,10 @@ class UsageTracker:
             t.requests += 1
             t.cost_usd += cost
         if self.metrics is not None:
-            counters = self._counters.get(model_name)
-            if counters is None:  # model labels are bounded (`_model_label`)
-                m = self.metrics
-                counters = self._counters[model_name] = (
-                    m.child(m.tokens, model_name, "prompt"), m.child(m.tokens, model_name, "completion"),
-                    m.child(m.cost, model_name))
-            counters[0].inc(prompt)
-            counters[1].inc(completion)
-            counters[2].inc(cost)
+            m = self.metrics
+            m.child(m.tokens, model_name, "prompt").inc(prompt)
+            m.child(m.tokens, model_name, "completion").inc(completion)
+            m.child(m.cost, model_name).inc(cost)
 
     def _model_label(self, model: str | None) -> str:
         """Model names come from requests: bound them so neither memory nor metric labels grow."""

@@ -116,11 +116,9 @@ class Enforcer:
                     result = store.hit_now(f"override:{subj}", override[0], override[1], now)
                     if not result.allowed:
                         return _rate_refusal(result.retry_after)
-        for rl in policy.request_limits:
-            result = store.hit_now(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s, now)
-            if not result.allowed:
-                return _rate_refusal(result.retry_after)
-        return None
+        limits = policy.request_limits
+        refused = store.hit_all_now(_limit_hits(limits, identity), now) if limits else None
+        return None if refused is None else _rate_refusal(refused.retry_after)
 
     async def charge(self, identity: Identity, policy: Policy, body_bytes: int) -> Refusal | None:
         """Count a request body's size (KiB, rounded up) against the policy's `unit: kib` limits,
@@ -150,8 +148,7 @@ class Enforcer:
         """One hit of `cost` on each limit's bucket for this identity; the first refusal, if any."""
         if not limits:
             return None
-        refused = await self.store.hit_all(
-            [(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s) for rl in limits], now, cost)
+        refused = await self.store.hit_all(_limit_hits(limits, identity), now, cost)
         return None if refused is None else _rate_refusal(refused.retry_after)
 
     # ------------------------------------------------------------------ after a decision
@@ -333,6 +330,11 @@ def _sanction_refusal(sanction: Sanction, now: float) -> Refusal:
     status, code, message = _REFUSALS[sanction.kind]
     retry = None if sanction.expires_at is None else max(sanction.expires_at - now, 0.0)
     return Refusal(status, code, message, retry)
+
+
+def _limit_hits(limits: tuple[RateLimit, ...], identity: Identity) -> list[tuple[str, int, float]]:
+    """(bucket, limit, window_s) of each limit for this identity, in the policy's order."""
+    return [(_bucket(rl, subject_for(identity, rl.key)), rl.limit, rl.window_s) for rl in limits]
 
 
 def _bucket(rl: RateLimit, subj: str) -> str:

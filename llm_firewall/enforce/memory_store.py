@@ -7,8 +7,9 @@ by the kill) is dropped and truncated away. When the journal grows well past the
 rewritten as a snapshot (temp file, fsync, atomic rename).
 
 Memory stays bounded: rate-limit buckets (`buckets.py`), strikes, levels and idempotency claims
-keep at most `max_entries` each, least recently used out first; sanctions and override limits in force are NEVER dropped: above the
-bound they are still kept, and the overflow is counted in `stats()` for the status page/alerts.
+keep at most `max_entries` each, least recently used out first; sanctions and override limits in
+force are NEVER dropped: above the bound they are still kept, and the overflow is counted in
+`stats()` for the status page/alerts.
 """
 
 from __future__ import annotations
@@ -299,6 +300,9 @@ class MemoryStore:
         return self._buckets.hit(bucket, limit, window_s, now, cost)
 
     async def hit_all(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int = 1) -> RateResult | None:
+        return self.hit_all_now(hits, now, cost)
+
+    def hit_all_now(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int = 1) -> RateResult | None:
         for bucket, limit, window_s in hits:
             result = self._buckets.hit(bucket, limit, window_s, now, cost)
             if not result.allowed:
