@@ -461,3 +461,20 @@ def test_server_stages_times_every_stage_once_per_request_and_stops_its_servers(
     for stage in ("Gateway.identify", "Enforcer.check_now", "parse_json_body", "UsageTracker.record"):
         per_request, per_call, calls = map(float, rows[stage])
         assert per_request > 0 and calls == 1.0, (stage, rows[stage])
+
+
+def test_server_stages_stream_mode_times_the_relay_once_per_upstream_event() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "server_stages.py"
+    out = subprocess.run([sys.executable, str(script), "--stream", "--streams", "8"], capture_output=True,
+                         text=True, timeout=180, check=False)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("8 streams (51 upstream events each"), lines[0]
+    assert lines[1].split()[1:] == ["us/event", "us/call", "calls/event"]
+    rows = {cells[0]: cells[1:] for cells in map(str.split, lines[2:]) if cells[0] != "not"}
+    for stage in ("EventSplitter.feed", "StreamGuard.feed"):
+        per_event, per_call, calls = map(float, rows[stage])
+        assert per_event > 0 and calls == 1.0, (stage, rows[stage])
+    assert float(rows["StreamGuard._first_anchor"][0]) > 0
+    per_event, _, calls = map(float, rows["Gateway.identify"])
+    assert abs(calls - 1 / 51) < 0.005  # one request per stream
