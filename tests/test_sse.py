@@ -32,6 +32,22 @@ def test_any_cut_into_reads_gives_the_same_events(cuts: list[int]) -> None:
                                           b"[DONE]"]
 
 
+@pytest.mark.parametrize("raw", [
+    b'data: {"a": 1}\n\n',  # the one-line shape a paced stream sends, read by read
+    b"data: x\ry\n\n",  # a lone CR ends a line too
+    b"data:x\n\n",
+    b"data: a\ndata: b\n\n",
+    b"event: e\ndata: x\n\n",
+    b"data: [DONE]\n\n",
+    b": keep-alive\n\n",
+    b"data: \n\n",
+])
+def test_a_read_of_one_whole_event_parses_as_inside_a_longer_read(raw: bytes) -> None:
+    alone = events([raw])
+    assert alone == events([b"data: {}\n\n" + raw])[1:]
+    assert len(alone) == 1 and alone[0][0] == raw
+
+
 @pytest.mark.parametrize("read", [1, 3, 16 * 1024])
 def test_a_large_event_in_many_reads_arrives_whole(read: int) -> None:
     body = b"data: " + b"A" * (256 * 1024 if read > 1 else 4096) + b"\n\n"

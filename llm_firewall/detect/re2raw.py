@@ -93,6 +93,14 @@ def search_span(regex: Any, text: str, data: bytes | None = None, lead: Lead | N
     return _chars(data, span[0]), _chars(data, span[1])
 
 
+def first_start(regex: Any, text: str) -> int:
+    """Character offset where the first match in `text` starts, or -1: `search_span` in one
+    call, for the stream guard's two searches on every event."""
+    data = text.encode("utf-8", "surrogatepass")
+    start = regex._regexp.Match(_UNANCHORED, data, 0, len(data))[0][0]
+    return start if start <= 0 or len(data) == len(text) else _chars(data, start)
+
+
 def found(regex: Any, text: str) -> bool:
     """True when `regex` matches anywhere in `text`."""
     data = text.encode("utf-8", "surrogatepass")

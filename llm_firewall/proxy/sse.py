@@ -70,9 +70,14 @@ class EventSplitter:
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` completes, in order."""
         if not self._parts:
+            # A paced stream's usual read: exactly one whole one-line `data: ...` event (its only
+            # newlines are the two that end it; a lone \r would end a line too).
+            if chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") \
+                    and b"\r" not in chunk:
+                return [Event(chunk, chunk[6:-2], None)]
             if chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
                     and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
-                return [_parse(chunk)]  # a paced stream's usual read: exactly one whole event
+                return [_parse(chunk)]  # one whole event of another shape
             return self._split(chunk)
         edge = self._parts[-1][-3:] + chunk
         if not any(sep in edge for sep in _SEPARATORS):  # still inside the same event

@@ -33,7 +33,7 @@ import orjson
 import re2
 
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
-from llm_firewall.detect.re2raw import search_span
+from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding
 from llm_firewall.proxy.sse import DONE, Event, encode
 
@@ -324,14 +324,13 @@ class StreamGuard:
         lo = max(buf.base, end - self._tail)
         if self._partial is None:
             return lo
-        span = search_span(self._partial, buf.slice(lo, end))
-        return end if span is None else lo + span[0]
+        at = first_start(self._partial, buf.text[lo - buf.base:end - buf.base])
+        return end if at < 0 else lo + at
 
     def _first_anchor(self, buf: _Text, lo: int, end: int) -> int | None:
         """Offset of the first place in text[lo:end] where a match could start, if any."""
-        assert self._anchor is not None
-        span = search_span(self._anchor, buf.slice(lo, end))
-        return None if span is None else lo + span[0]
+        at = first_start(self._anchor, buf.text[lo - buf.base:end - buf.base])
+        return None if at < 0 else lo + at
 
     def _masked_everything(self, masked: str) -> bool:
         return not self._scan(masked)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re2
 import pytest
 
-from llm_firewall.detect.re2raw import found, iter_spans, search_bytes, search_span
+from llm_firewall.detect.re2raw import first_start, found, iter_spans, search_bytes, search_span
 
 
 @pytest.mark.parametrize("pattern, text", [
@@ -13,6 +13,8 @@ from llm_firewall.detect.re2raw import found, iter_spans, search_bytes, search_s
     (r"[0-9]+", "Überweisung 1234 an Zoë, 56 € und 7"),
     (r"x*", "axxb€x"),  # empty matches step over whole characters
     (r"é+", "café crème brûlée"),
+    (r"[^\x00-\x7f]", "plain, then ü"),
+    (r"\bok", "ok at the start"),
     (r"nothing", "plain text"),
 ])
 def test_spans_equal_the_wrappers_finditer(pattern: str, text: str) -> None:
@@ -20,6 +22,7 @@ def test_spans_equal_the_wrappers_finditer(pattern: str, text: str) -> None:
     expected = [m.span() for m in regex.finditer(text)]
     assert list(iter_spans(regex, text)) == expected
     assert search_span(regex, text) == (expected[0] if expected else None)
+    assert first_start(regex, text) == (expected[0][0] if expected else -1)
     assert found(regex, text) is bool(expected)
 
 
