@@ -75,13 +75,25 @@ class Enforcer:
         if self.inline:
             return self.check_now(identity, policy)
         now = self.clock()
-        try:
-            sanction = await self.store.active_sanction(identity, now)
-        except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
-            _log_store_failure("sanction lookup", exc)
-            if policy.fail_modes.get("store", "closed") == "closed":
-                return Refusal(503, "enforcement_unavailable", "Enforcement state is unavailable; try again shortly.", 5.0)
-            sanction = None
+        found = None
+        quick = getattr(self.store, "check_quick", None)  # one round trip for an ordinary request
+        if quick is not None and policy.request_limits and not is_allowlisted(identity, policy):
+            try:
+                found = await quick(identity, now, _limit_hits(policy.request_limits, identity))
+            except Exception:  # noqa: BLE001 - the step-by-step lookup below applies the fail modes
+                found = None
+        if found is not None and found.charged:
+            return None if found.limited is None else _rate_refusal(found.limited.retry_after)
+        if found is not None:  # something exists: decide from what the script read, step by step
+            sanction = found.sanction
+        else:
+            try:
+                sanction = await self.store.active_sanction(identity, now)
+            except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
+                _log_store_failure("sanction lookup", exc)
+                if policy.fail_modes.get("store", "closed") == "closed":
+                    return Refusal(503, "enforcement_unavailable", "Enforcement state is unavailable; try again shortly.", 5.0)
+                sanction = None
         if sanction is not None:
             return _sanction_refusal(sanction, now)
         if is_allowlisted(identity, policy):

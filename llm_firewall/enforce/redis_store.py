@@ -44,7 +44,8 @@ from redis.exceptions import RedisError
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import subjects
 from llm_firewall.enforce.resp import ScriptClient
-from llm_firewall.enforce.state import StoreUnavailable, SANCTION_KINDS, Approval, RateResult, Sanction
+from llm_firewall.enforce.state import (StoreUnavailable, SANCTION_KINDS, Approval, QuickCheck, RateResult,
+                                        Sanction)
 
 log = logging.getLogger(__name__)
 
@@ -81,51 +82,70 @@ if ARGV[9] == '1' then redis.call('ZADD', KEYS[3], ARGV[10], ARGV[2]) end
 return 1
 """
 
-# KEYS: buckets. ARGV: now, cost, then limit and window_s of each bucket. Same arithmetic as
-# ratelimit.gcra, bucket after bucket; the first refusal stops (later buckets are not charged),
-# as separate hits in that order would. Returns {allowed, retry_after, remaining of the last
-# bucket charged, number of the refusing bucket (0: none)}.
-_GCRA = """
-local now, asked = tonumber(ARGV[1]), tonumber(ARGV[2]) or 1
-local remaining = 0
-for i = 1, #KEYS do
-  local limit, window = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  local cost = math.min(math.max(asked, 1), limit)
-  if limit <= 0 then return {0, string.format('%.17g', window), 0, i} end
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '')
-  local interval = window / limit
-  local base = now
-  if tat and tat > now then base = tat end
-  local new_tat = base + interval * cost
-  if new_tat - now > window + 1e-9 then
-    return {0, string.format('%.17g', new_tat - now - window), 0, i}
+# GCRA over KEYS[first..last], with now, the asked cost, and each bucket's limit and window_s
+# from ARGV[arg0 + 1] on. Same arithmetic as ratelimit.gcra, bucket after bucket; the first
+# refusal stops (later buckets are not charged), as separate hits in that order would. Returns
+# {allowed, retry_after, remaining of the last bucket charged, number of the refusing bucket
+# (0: none)}.
+_GCRA_FN = """
+local function gcra(first, last, now, asked, arg0)
+  local remaining = 0
+  for i = first, last do
+    local j = i - first + 1
+    local limit, window = tonumber(ARGV[arg0 + 2 * j - 1]), tonumber(ARGV[arg0 + 2 * j])
+    local cost = math.min(math.max(asked, 1), limit)
+    if limit <= 0 then return {0, string.format('%.17g', window), 0, j} end
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '')
+    local interval = window / limit
+    local base = now
+    if tat and tat > now then base = tat end
+    local new_tat = base + interval * cost
+    if new_tat - now > window + 1e-9 then
+      return {0, string.format('%.17g', new_tat - now - window), 0, j}
+    end
+    remaining = math.floor((window - (new_tat - now)) / interval + 1e-9)
+    if remaining < 0 then remaining = 0 end
+    redis.call('SET', KEYS[i], string.format('%.17g', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) * 1000) + 1000))
   end
-  remaining = math.floor((window - (new_tat - now)) / interval + 1e-9)
-  if remaining < 0 then remaining = 0 end
-  redis.call('SET', KEYS[i], string.format('%.17g', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) * 1000) + 1000))
+  return {1, '0', remaining, 0}
 end
-return {1, '0', remaining, 0}
 """
 
-# KEYS: the sanction hashes of an identity's keys (ARGV[1] of them), the ranges index, the
-# override hashes of its subjects. ARGV: that count, now, max_list. What the sanction check reads,
-# in one script instead of a pipeline of ~10 commands (whose packing and parsing cost the client
-# more CPU than the whole request otherwise); 0 when none of it exists, the usual answer.
-_LOOKUP = """
-local n = tonumber(ARGV[1])
-local out, found = {}, false
-for i = 1, n do
-  out[i] = redis.call('HGETALL', KEYS[i])
-  if #out[i] > 0 then found = true end
+# What the sanction check reads: KEYS[1..n] the sanction hashes of an identity's keys, KEYS[n+1]
+# the ranges index, KEYS[n+2..last] the override hashes of its subjects. One script instead of a
+# pipeline of ~10 commands (whose packing and parsing cost the client more CPU than the whole
+# request otherwise); nil when none of it exists, the usual answer.
+_LOOKUP_FN = """
+local function lookup(n, last, now, max_list)
+  local out, found = {}, false
+  for i = 1, n do
+    out[i] = redis.call('HGETALL', KEYS[i])
+    if #out[i] > 0 then found = true end
+  end
+  out[n + 1] = redis.call('ZRANGEBYSCORE', KEYS[n + 1], '(' .. now, '+inf', 'LIMIT', 0, max_list)
+  if #out[n + 1] > 0 then found = true end
+  for i = n + 2, last do
+    out[i] = redis.call('HMGET', KEYS[i], 'limit', 'window_s', 'until')
+    if out[i][1] then found = true end
+  end
+  if found then return out end
+  return nil
 end
-out[n + 1] = redis.call('ZRANGEBYSCORE', KEYS[n + 1], '(' .. ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
-if #out[n + 1] > 0 then found = true end
-for i = n + 2, #KEYS do
-  out[i] = redis.call('HMGET', KEYS[i], 'limit', 'window_s', 'until')
-  if out[i][1] then found = true end
-end
-if found then return out end
-return 0
+"""
+
+# KEYS: buckets. ARGV: now, cost, then limit and window_s of each bucket.
+_GCRA = _GCRA_FN + "return gcra(1, #KEYS, tonumber(ARGV[1]), tonumber(ARGV[2]) or 1, 2)\n"
+
+# KEYS: as `lookup`. ARGV: n, now, max_list. 0 when nothing exists.
+_LOOKUP = _LOOKUP_FN + "return lookup(tonumber(ARGV[1]), #KEYS, ARGV[2], tonumber(ARGV[3])) or 0\n"
+
+# An ordinary request's whole check in one round trip. KEYS: as `lookup` (k override hashes), then
+# the buckets. ARGV: n, now, max_list, k, cost, then limit and window_s of each bucket. The
+# lookup's tables when anything exists (nothing is charged then), else the buckets' GCRA answer.
+_CHECK = _LOOKUP_FN + _GCRA_FN + """
+local n, k = tonumber(ARGV[1]), tonumber(ARGV[4])
+return lookup(n, n + 1 + k, ARGV[2], tonumber(ARGV[3]))
+       or gcra(n + 2 + k, #KEYS, tonumber(ARGV[2]), tonumber(ARGV[5]) or 1, 5)
 """
 
 # KEYS: override, its bucket. ARGV: limit, window_s, until, now, pexpireat ms
@@ -228,7 +248,8 @@ class RedisStore:
         self._add_sanction_script = r.register_script(_ADD_SANCTION)
         self._gcra = r.register_script(_GCRA)
         self._lookup_script = r.register_script(_LOOKUP)
-        # The two scripts every request runs go through a lean pipelined client (see resp.py).
+        self._check_script = r.register_script(_CHECK)
+        # The scripts every request runs go through a lean pipelined client (see resp.py).
         self._fast = ScriptClient.for_url(url)
         self._set_override_script = r.register_script(_SET_OVERRIDE)
         self._strike_script = r.register_script(_ADD_STRIKE)
@@ -360,23 +381,53 @@ class RedisStore:
                 return local
         if not self._health.up:
             self._health.fallback_reads += 1
+        order, subs, keys = self._lookup_keys(identity)
+        res = await self._call("active_sanction", lambda: self._script(
+            _LOOKUP, self._lookup_script, keys, [str(len(order)), repr(now), str(self._max_list)]))
+        return await self._sanction_in(res, order, subs, now)
+
+    async def check_quick(self, identity: Identity, now: float, hits: Sequence[tuple[str, int, float]]
+                          ) -> QuickCheck | None:
+        """The sanction lookup and the rate-limit hits of an ordinary request in one script, one
+        round trip instead of two: the buckets are charged only when no sanction, range or
+        override limit exists (the usual answer). Otherwise nothing is charged and the answer
+        carries the active sanction, if any, with the overrides prefetched for the Enforcer's
+        next step, as `active_sanction` leaves them. None while Redis is degraded or the
+        fallback holds writes Redis has not seen: then the step-by-step path decides."""
+        if self._unreconciled or not self._health.up:
+            return None
+        order, subs, keys = self._lookup_keys(identity)
+        args = [str(len(order)), repr(now), str(self._max_list), str(len(subs)), "1", *_limit_args(hits)]
+        keys += [self._k("rl", bucket) for bucket, _, _ in hits]
+        res = await self._call("check", lambda: self._script(_CHECK, self._check_script, keys, args))
+        if isinstance(res[0], list):  # the lookup's tables: something exists
+            return QuickCheck(await self._sanction_in(res, order, subs, now), None, False)
+        allowed, retry, _, which = res
+        return QuickCheck(None, None if int(allowed) else RateResult(False, float(retry), 0, hits[int(which) - 1][1]),
+                          True)
+
+    def _lookup_keys(self, identity: Identity) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        """An identity's (kind, key) sanction keys in checking order, its subjects, and the
+        lookup script's KEYS for them."""
         keys = identity.keys()
         order = [(kind, keys[kind]) for kind in SANCTION_KINDS if keys.get(kind) is not None]
         subs = subjects(identity)
+        return order, subs, [*(self._k("s", kind, value) for kind, value in order), self._k("s", "ranges"),
+                             *(self._k("ov", subj) for subj in subs)]
 
-        async def lookup() -> tuple[list[dict[str, str]], list[str], list[list[str | None]]]:
-            n = len(order)
-            res = await self._script(  # the overrides: the Enforcer asks for them next, same `now`
-                _LOOKUP, self._lookup_script,
-                [*(self._k("s", kind, value) for kind, value in order), self._k("s", "ranges"),
-                 *(self._k("ov", subj) for subj in subs)],
-                [str(n), repr(now), str(self._max_list)])
-            if res == 0:
-                return [{}] * n, [], [[None, None, None]] * len(subs)
-            return ([dict(zip(flat[::2], flat[1::2])) for flat in res[:n]], res[n],
-                    [[v if v else None for v in row] for row in res[n + 1:]])
-
-        found, ranges, overrides = await self._call("active_sanction", lookup)
+    async def _sanction_in(self, res: Any, order: list[tuple[str, str]], subs: list[str],
+                           now: float) -> Sanction | None:
+        """The active sanction in a lookup's answer (0, or its tables), first in `order`;
+        prefetches the overrides it read, for the Enforcer's next step at the same `now`."""
+        n = len(order)
+        if res == 0:
+            found: list[dict[str, str]] = [{}] * n
+            ranges: list[str] = []
+            overrides: list[list[str | None]] = [[None, None, None]] * len(subs)
+        else:
+            found = [dict(zip(flat[::2], flat[1::2])) for flat in res[:n]]
+            ranges = res[n]
+            overrides = [[v if v else None for v in row] for row in res[n + 1:n + 1 + len(subs)]]
         self._prefetched = (now, dict(zip(subs, overrides)))
         for (kind, value), data in zip(order, found):
             if data:
@@ -471,10 +522,8 @@ class RedisStore:
         return None if int(allowed) else RateResult(False, float(retry), 0, hits[int(which) - 1][1])
 
     def _gcra_call(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int) -> Awaitable[Any]:
-        args = [repr(now), str(int(cost))]
-        for _, limit, window_s in hits:
-            args += [str(limit), repr(float(window_s))]
-        return self._script(_GCRA, self._gcra, [self._k("rl", bucket) for bucket, _, _ in hits], args)
+        return self._script(_GCRA, self._gcra, [self._k("rl", bucket) for bucket, _, _ in hits],
+                            [repr(now), str(int(cost)), *_limit_args(hits)])
 
     def _script(self, source: str, registered: Any, keys: list[str], args: list[str]) -> Awaitable[Any]:
         """Run a hot-path script: on the lean client when the URL allows it, else redis-py's."""
@@ -712,6 +761,11 @@ class RedisStore:
         except (*_FAILURES, Exception):  # noqa: BLE001 - closing a dead connection is not an error
             pass
         await self._fallback.close()
+
+
+def _limit_args(hits: Sequence[tuple[str, int, float]]) -> list[str]:
+    """The GCRA's ARGV for some buckets: limit and window_s of each, in order."""
+    return [arg for _, limit, window_s in hits for arg in (str(limit), repr(float(window_s)))]
 
 
 def _sanction(data: Mapping[str, str]) -> Sanction:

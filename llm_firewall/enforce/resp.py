@@ -1,7 +1,7 @@
-"""A minimal pipelined Redis client for the two scripts every request runs.
+"""A minimal pipelined Redis client for the scripts every request runs.
 
 Why: redis-py spent ~130 µs of CPU per call here (connection checkout, argument encoding,
-RESP3 parsing, a `wait_for` per read), two calls a request, more than the rest of a request.
+RESP3 parsing, a `wait_for` per read), two calls a request then, more than the rest of a request.
 This client keeps one connection, writes each `EVALSHA` as one buffer and matches replies to
 callers in order (RESP answers in order, so concurrent requests share the connection without
 waiting for each other). Everything else the store does (writes, listings, the outage probe)

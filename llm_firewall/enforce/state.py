@@ -55,6 +55,17 @@ class RateResult(NamedTuple):
     limit: int
 
 
+class QuickCheck(NamedTuple):
+    """What a shared store's one-round-trip request check (`check_quick`) found: an active
+    sanction, or the limits charged (`limited`: the refusing bucket's result, None when all
+    admitted), or neither when something else exists (override limits, ranges): then the
+    Enforcer goes on step by step. A store answering inline has no such method (`check_now`)."""
+
+    sanction: Sanction | None
+    limited: RateResult | None
+    charged: bool
+
+
 @dataclass
 class Approval:
     """An action waiting for an admin; `identity` says whom it concerns."""
