@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.rules import default_rules_dir, load_rules
 from llm_firewall.proxy.sse import EventSplitter
-from llm_firewall.proxy.stream_guard import StreamGuard
+from llm_firewall.proxy.stream_guard import EARLY_HEAD_CHARS, StreamGuard
 
 ENGINE = Engine(load_rules(default_rules_dir()))
 SECRET = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
@@ -104,14 +104,15 @@ def test_benign_streams_pass_byte_for_byte(cuts: list[int]) -> None:
     raw = sse_for([benign[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
     assert relay(raw) == raw
     # Anchored, a content chunk may leave in two parts (its checked beginning first, the rest
-    # with the next chunk's beginning); the text, the single role, every other event and their
-    # order stay as the upstream sent them, and the client gets no more events than were sent
-    # (plus at most the first chunk's early start).
+    # later); the text, the single role, every other event and their order stay as the upstream
+    # sent them, and the client gets no more events than were sent, plus one for each chunk cut:
+    # the first text's, and those whose checked beginning is long.
     out = relay(raw, anchored=True)
     assert delivered_text(out) == benign
     assert out.count(b'"role"') == 1 and out.startswith(raw[: raw.index(b"\n\n") + 2])
     assert out.endswith(raw[raw.rindex(b"data: {"):])
-    assert out.count(b"data: ") <= raw.count(b"data: ") + 1
+    long_chunks = sum(1 for a, b in zip(bounds, bounds[1:]) if b - a > EARLY_HEAD_CHARS)
+    assert out.count(b"data: ") <= raw.count(b"data: ") + 1 + long_chunks
 
 
 def test_anchored_guard_releases_the_checked_start_of_a_chunk_at_once() -> None:
@@ -123,6 +124,25 @@ def test_anchored_guard_releases_the_checked_start_of_a_chunk_at_once() -> None:
     assert delivered_text(guard.feed(events[2])) == "for reaching out, Jane, "
     rest = b"".join(guard.feed(e) for e in events[3:]) + guard.finish()
     assert delivered_text(rest) == "bye" and rest.endswith(b"data: [DONE]\n\n")
+
+
+def test_after_the_first_text_short_chunks_leave_as_the_upstream_sent_them() -> None:
+    """Once text has left, a chunk whose checked beginning is short waits one event and then
+    leaves whole, its bytes unchanged; a long checked beginning is still sent ahead at once."""
+    parts = ["Thanks for", " reaching", " out, Jane.", " Your order", " ships", " today", " and",
+             " should arrive by Friday, so nothing else is needed from you now and", " then", " bye."]
+    raw = sse_for(parts)
+    upstream = [e.raw for e in EventSplitter().feed(raw)]  # [0] is the role event
+    guard = StreamGuard(scan=scan, window=128, anchor=ANCHOR, anchor_width=WIDTH)
+    outs = [guard.feed(e) for e in EventSplitter().feed(raw)]
+    outs.append(guard.finish())
+    assert delivered_text(b"".join(outs)) == "".join(parts)
+    assert delivered_text(outs[1]) == "Thanks "  # time to first token: the first text is cut at once
+    assert delivered_text(outs[2]) == "for"  # its rest, on its own: the next head is short
+    assert outs[3:8] == upstream[2:7]  # " reaching" .. " today": each one event late, as sent
+    # The long chunk's checked beginning leaves at once, with " and" before it.
+    assert delivered_text(outs[8]) == " and should arrive by Friday, so nothing else is needed from you now "
+    assert delivered_text(outs[9]) == "and" and outs[10] == upstream[9]
 
 
 def test_chunks_carrying_usage_or_tool_calls_are_never_split() -> None:
