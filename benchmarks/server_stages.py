@@ -55,8 +55,6 @@ STAGES = [
     ("aiohttp.web_response", "Response.__init__"),
 ]
 REQUESTS_STAGE = "Gateway.identify"  # called once per request
-UPSTREAM_EVENTS = sum(1 for e in (Path(__file__).resolve().parent.parent / "llm_firewall" / "bench_assets" / "payloads"
-                                  / "stream.sse").read_bytes().split(b"\n\n") if e.strip())
 # --stream: the relay's per-event work (the guard's parts are inside StreamGuard.feed)
 STREAM_STAGES = [
     ("llm_firewall.gateway", "Gateway.identify"),
@@ -158,8 +156,9 @@ def drive(args: argparse.Namespace) -> int:
     requests = int(head) or 1
     unit, per = "request", requests
     if args.stream:  # per upstream event: the mock's stream has a fixed number of them
-        unit, per = "event", requests * UPSTREAM_EVENTS
-        print(f"{result['requests']} streams ({UPSTREAM_EVENTS} upstream events each, paced {SSE_DELAY_MS:g} ms), "
+        events = sum(1 for e in (PAYLOADS / "stream.sse").read_bytes().split(b"\n\n") if e.strip())
+        unit, per = "event", requests * events
+        print(f"{result['requests']} streams ({events} upstream events each, paced {SSE_DELAY_MS:g} ms), "
               f"{args.connections} at a time (inspection {'off' if args.no_inspect else 'on'}); "
               f"{requests} seen by the firewall, warm-up included")
     else:

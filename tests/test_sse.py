@@ -32,20 +32,21 @@ def test_any_cut_into_reads_gives_the_same_events(cuts: list[int]) -> None:
                                           b"[DONE]"]
 
 
-@pytest.mark.parametrize("raw", [
-    b'data: {"a": 1}\n\n',  # the one-line shape a paced stream sends, read by read
-    b"data: x\ry\n\n",  # a lone CR ends a line too
-    b"data:x\n\n",
-    b"data: a\ndata: b\n\n",
-    b"event: e\ndata: x\n\n",
-    b"data: [DONE]\n\n",
-    b": keep-alive\n\n",
-    b"data: \n\n",
+@pytest.mark.parametrize("raw, data", [
+    (b'data: {"a": 1}\n\n', b'{"a": 1}'),  # the one-line shape a paced stream sends, read by read
+    (b"data: x\ry\n\n", b"x"),  # a lone CR ends a line too
+    (b"data:x\n\n", b"x"),
+    (b"data: a\ndata: b\n\n", b"a\nb"),
+    (b"event: e\ndata: x\n\n", b"x"),
+    (b"data: [DONE]\n\n", b"[DONE]"),
+    (b": keep-alive\n\n", None),
+    (b"data: \n\n", b""),
 ])
-def test_a_read_of_one_whole_event_parses_as_inside_a_longer_read(raw: bytes) -> None:
+def test_a_read_of_one_whole_event_parses_as_inside_a_longer_read(raw: bytes, data: bytes | None) -> None:
     alone = events([raw])
     assert alone == events([b"data: {}\n\n" + raw])[1:]
     assert len(alone) == 1 and alone[0][0] == raw
+    assert alone[0][1] == data
 
 
 @pytest.mark.parametrize("read", [1, 3, 16 * 1024])

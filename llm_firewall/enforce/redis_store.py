@@ -398,13 +398,11 @@ class RedisStore:
             return None
         order, subs, keys = self._lookup_keys(identity)
         args = [str(len(order)), repr(now), str(self._max_list), str(len(subs)), "1", *_limit_args(hits)]
-        keys += [self._k("rl", bucket) for bucket, _, _ in hits]
-        res = await self._call("check", lambda: self._script(_CHECK, self._check_script, keys, args))
+        res = await self._call("check", lambda: self._script(
+            _CHECK, self._check_script, keys + self._bucket_keys(hits), args))
         if isinstance(res[0], list):  # the lookup's tables: something exists
             return QuickCheck(await self._sanction_in(res, order, subs, now), None, False)
-        allowed, retry, _, which = res
-        return QuickCheck(None, None if int(allowed) else RateResult(False, float(retry), 0, hits[int(which) - 1][1]),
-                          True)
+        return QuickCheck(None, _refusal(res, hits), True)
 
     def _lookup_keys(self, identity: Identity) -> tuple[list[tuple[str, str]], list[str], list[str]]:
         """An identity's (kind, key) sanction keys in checking order, its subjects, and the
@@ -513,17 +511,19 @@ class RedisStore:
 
     async def hit_all(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int = 1) -> RateResult | None:
         try:
-            allowed, retry, _, which = await self._call("hit", lambda: self._gcra_call(hits, now, cost))
+            reply = await self._call("hit", lambda: self._gcra_call(hits, now, cost))
         except StoreUnavailable:
             if self.fail_modes().get("rate_limit", "open") == "closed":
                 raise
             self._health.fallback_reads += 1
             return await self._fallback.hit_all(hits, now, cost)
-        return None if int(allowed) else RateResult(False, float(retry), 0, hits[int(which) - 1][1])
+        return _refusal(reply, hits)
 
     def _gcra_call(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int) -> Awaitable[Any]:
-        return self._script(_GCRA, self._gcra, [self._k("rl", bucket) for bucket, _, _ in hits],
-                            [repr(now), str(int(cost)), *_limit_args(hits)])
+        return self._script(_GCRA, self._gcra, self._bucket_keys(hits), [repr(now), str(int(cost)), *_limit_args(hits)])
+
+    def _bucket_keys(self, hits: Sequence[tuple[str, int, float]]) -> list[str]:
+        return [self._k("rl", bucket) for bucket, _, _ in hits]
 
     def _script(self, source: str, registered: Any, keys: list[str], args: list[str]) -> Awaitable[Any]:
         """Run a hot-path script: on the lean client when the URL allows it, else redis-py's."""
@@ -766,6 +766,12 @@ class RedisStore:
 def _limit_args(hits: Sequence[tuple[str, int, float]]) -> list[str]:
     """The GCRA's ARGV for some buckets: limit and window_s of each, in order."""
     return [arg for _, limit, window_s in hits for arg in (str(limit), repr(float(window_s)))]
+
+
+def _refusal(reply: Sequence[Any], hits: Sequence[tuple[str, int, float]]) -> RateResult | None:
+    """The refusing bucket's result in a GCRA reply over `hits` (None: all admitted)."""
+    allowed, retry, _, which = reply
+    return None if int(allowed) else RateResult(False, float(retry), 0, hits[int(which) - 1][1])
 
 
 def _sanction(data: Mapping[str, str]) -> Sanction:

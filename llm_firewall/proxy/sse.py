@@ -39,8 +39,9 @@ class Event:
 
 
 def _parse(raw: bytes) -> Event:
-    # Fast path: the usual `data: {...}\n\n` event, one line, no other fields.
-    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.count(b"\n") == 2 and b"\r" not in raw:
+    # Fast path: the usual `data: {...}\n\n` event, one line (its only newlines are the two that
+    # end it; a lone \r would end a line too), no other fields.
+    if raw.startswith(b"data: ") and raw.find(b"\n") == len(raw) - 2 and raw.endswith(b"\n\n") and b"\r" not in raw:
         return Event(raw, raw[6:-2], None)
     data_lines: list[bytes] = []
     name: str | None = None
@@ -70,14 +71,9 @@ class EventSplitter:
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` completes, in order."""
         if not self._parts:
-            # A paced stream's usual read: exactly one whole one-line `data: ...` event (its only
-            # newlines are the two that end it; a lone \r would end a line too).
-            if chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") \
-                    and b"\r" not in chunk:
-                return [Event(chunk, chunk[6:-2], None)]
             if chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 \
                     and b"\r" not in chunk:  # (endswith: find's -1 equals len - 2 for a 1-byte chunk)
-                return [_parse(chunk)]  # one whole event of another shape
+                return [_parse(chunk)]  # a paced stream's usual read: exactly one whole event
             return self._split(chunk)
         edge = self._parts[-1][-3:] + chunk
         if not any(sep in edge for sep in _SEPARATORS):  # still inside the same event

@@ -335,12 +335,12 @@ class StreamGuard:
         lo = max(buf.base, end - self._tail)
         if self._partial is None:
             return lo
-        at = first_start(self._partial, buf.text[lo - buf.base:end - buf.base])
+        at = first_start(self._partial, buf.slice(lo, end))
         return end if at < 0 else lo + at
 
     def _first_anchor(self, buf: _Text, lo: int, end: int) -> int | None:
         """Offset of the first place in text[lo:end] where a match could start, if any."""
-        at = first_start(self._anchor, buf.text[lo - buf.base:end - buf.base])
+        at = first_start(self._anchor, buf.slice(lo, end))
         return None if at < 0 else lo + at
 
     def _masked_everything(self, masked: str) -> bool:
