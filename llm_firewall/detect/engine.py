@@ -35,8 +35,11 @@ class Detector(Protocol):
 
 # Patterns per RE2 set. One set of every exact rule pattern cost ~1 ms per unseen 2 KB (its DFA
 # states are products of all patterns' counters and positions, so fresh text kept building new
-# ones). Sets of loosened patterns reuse their states; 48 a set (3 sets for the shipped rules)
-# keeps unseen text cheap while familiar text still costs only a few native passes.
+# ones). Sets of loosened patterns reuse their states; 48 a set (4 sets for the shipped 174
+# patterns and the triggers) keeps unseen text cheap while familiar text still costs only a few
+# native passes. Fewer, larger sets trade the one for the other: on half the evaluation corpus,
+# after the other half warmed the DFAs, 3 / 2 / 1 sets scanned 30 / 40 / 79 % slower, while the
+# bench prompt's set passes went from 14.8 µs to 12.1 / 10.0 / 7.1 (benchmarks/set_groups.py).
 SET_GROUP = 48
 
 
@@ -63,7 +66,7 @@ class _Compiled:
 
     __slots__ = ("rules", "owners", "triggers", "groups")
 
-    def __init__(self, rules: list[Rule]) -> None:
+    def __init__(self, rules: list[Rule], group: int = SET_GROUP) -> None:
         self.rules = rules
         self.owners: list[tuple[int, int]] = []
         exact: list[str] = []
@@ -78,8 +81,8 @@ class _Compiled:
         loose = [prefilter_regex(p) for p in exact] + trig
         exact += trig
         self.groups: list[tuple[Any, int]] = [
-            (_compile_set(loose[i:i + SET_GROUP], exact[i:i + SET_GROUP]), i)
-            for i in range(0, len(loose), SET_GROUP)
+            (_compile_set(loose[i:i + group], exact[i:i + group]), i)
+            for i in range(0, len(loose), group)
         ]
 
     def hits(self, data: bytes) -> tuple[dict[int, list[int]], frozenset[str]]:
