@@ -75,13 +75,14 @@ class Enforcer:
         if self.inline:
             return self.check_now(identity, policy)
         now = self.clock()
+        allowlisted = is_allowlisted(identity, policy)
         found = None
         quick = getattr(self.store, "check_quick", None)  # one round trip for an ordinary request
-        if quick is not None and policy.request_limits and not is_allowlisted(identity, policy):
+        if quick is not None and policy.request_limits and not allowlisted:
             try:
                 found = await quick(identity, now, _limit_hits(policy.request_limits, identity))
             except Exception:  # noqa: BLE001 - the step-by-step lookup below applies the fail modes
-                found = None
+                pass
         if found is not None and found.charged:
             return None if found.limited is None else _rate_refusal(found.limited.retry_after)
         if found is not None:  # something exists: decide from what the script read, step by step
@@ -96,7 +97,7 @@ class Enforcer:
                 sanction = None
         if sanction is not None:
             return _sanction_refusal(sanction, now)
-        if is_allowlisted(identity, policy):
+        if allowlisted:
             return None
         try:
             return await self._rate_limits(identity, policy, now)

@@ -92,6 +92,9 @@ def _trusted(addr: Address, trusted: Sequence[Network]) -> bool:
 _DOTTED_QUAD = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 
 
+MAX_REMEMBERED_PEERS = 1024  # distinct connection peers whose resolution `Trust` keeps
+
+
 class Trust:
     """The trusted proxies of one configuration, ready for cheap per-request checks.
 
@@ -138,8 +141,6 @@ def trust_of(networks: tuple[Network, ...]) -> Trust:
     """One `Trust` per distinct set of networks (they come from settings and policies: few)."""
     return Trust(networks)
 
-
-MAX_REMEMBERED_PEERS = 1024
 
 # Forwarding headers longer than this (together) are walked on every request instead of being
 # cached: the cache then holds at most 8,192 short chains, not 8,192 chains of up to 16 KB.

@@ -499,28 +499,29 @@ class RedisStore:
     # ------------------------------------------------------------------ rate limits
 
     async def hit(self, bucket: str, limit: int, window_s: float, now: float, cost: int = 1) -> RateResult:
-        try:
-            allowed, retry, remaining, _ = await self._call(
-                "hit", lambda: self._gcra_call([(bucket, limit, window_s)], now, cost))
-        except StoreUnavailable:
-            if self.fail_modes().get("rate_limit", "open") == "closed":
-                raise
-            self._health.fallback_reads += 1
+        reply = await self._gcra_reply([(bucket, limit, window_s)], now, cost)
+        if reply is None:
             return await self._fallback.hit(bucket, limit, window_s, now, cost)
+        allowed, retry, remaining, _ = reply
         return RateResult(bool(int(allowed)), float(retry), int(remaining), limit)
 
     async def hit_all(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int = 1) -> RateResult | None:
+        reply = await self._gcra_reply(hits, now, cost)
+        if reply is None:
+            return await self._fallback.hit_all(hits, now, cost)
+        return _refusal(reply, hits)
+
+    async def _gcra_reply(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int) -> Any | None:
+        """The GCRA script's reply over `hits`; None when Redis is unavailable and the rate-limit
+        fail mode is open (the caller then counts in the fallback); raises when it is closed."""
         try:
-            reply = await self._call("hit", lambda: self._gcra_call(hits, now, cost))
+            return await self._call("hit", lambda: self._script(
+                _GCRA, self._gcra, self._bucket_keys(hits), [repr(now), str(int(cost)), *_limit_args(hits)]))
         except StoreUnavailable:
             if self.fail_modes().get("rate_limit", "open") == "closed":
                 raise
             self._health.fallback_reads += 1
-            return await self._fallback.hit_all(hits, now, cost)
-        return _refusal(reply, hits)
-
-    def _gcra_call(self, hits: Sequence[tuple[str, int, float]], now: float, cost: int) -> Awaitable[Any]:
-        return self._script(_GCRA, self._gcra, self._bucket_keys(hits), [repr(now), str(int(cost)), *_limit_args(hits)])
+            return None
 
     def _bucket_keys(self, hits: Sequence[tuple[str, int, float]]) -> list[str]:
         return [self._k("rl", bucket) for bucket, _, _ in hits]

@@ -17,6 +17,7 @@ returns None for other URLs (unix sockets): the store then keeps redis-py for th
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ssl
 from collections import deque
@@ -190,11 +191,6 @@ class ScriptClient:
             self._proto = None
 
 
-_DIGESTS: dict[str, str] = {}
-
-
+@functools.cache
 def _digest(script: str) -> str:
-    found = _DIGESTS.get(script)
-    if found is None:
-        found = _DIGESTS[script] = hashlib.sha1(script.encode()).hexdigest()
-    return found
+    return hashlib.sha1(script.encode()).hexdigest()
