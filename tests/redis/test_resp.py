@@ -109,6 +109,34 @@ async def test_password_and_database_come_from_the_url(tmp_path) -> None:
         server.stop()
 
 
+async def test_calls_racing_the_first_connection_all_run_in_the_urls_database(tmp_path) -> None:
+    """AUTH and SELECT finish before any script is sent. The server is paused while the first
+    call sets its connection up, so later calls arrive during AUTH; none may land in database 0."""
+    server = RedisServer(tmp_path, extra_args=("--requirepass", "pw")).start()
+    try:
+        base = f"redis://:pw@127.0.0.1:{server.port}"
+        client = ScriptClient.for_url(base + "/5")
+        mark = "redis.call('SET', KEYS[1], 'here'); return 1"
+        loader = aioredis.from_url(base + "/0")
+        await loader.script_load(mark)  # known by digest: EVALSHA runs at once, no NOSCRIPT retry
+        await loader.aclose()
+        server.pause()  # connections are still accepted by the kernel; replies wait
+        first = asyncio.ensure_future(client.evalsha(mark, ["k0"], []))
+        await asyncio.sleep(0.2)  # the first call has connected and sent AUTH
+        later = [asyncio.ensure_future(client.evalsha(mark, [f"k{i}"], [])) for i in range(1, 50)]
+        await asyncio.sleep(0.2)
+        server.resume()
+        assert await asyncio.gather(first, *later) == [1] * 50
+        db0, db5 = (aioredis.from_url(f"{base}/{n}", decode_responses=True) for n in (0, 5))
+        assert await db0.dbsize() == 0
+        assert await db5.dbsize() == 50
+        await db0.aclose()
+        await db5.aclose()
+        client.close()
+    finally:
+        server.stop()
+
+
 def test_unix_socket_urls_keep_the_regular_client() -> None:
     assert ScriptClient.for_url("unix:///run/redis.sock") is None
     assert ScriptClient.for_url("rediss://cache.internal:6380/1")._tls
