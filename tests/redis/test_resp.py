@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings, strategies as st
@@ -52,6 +53,52 @@ def test_replies_split_anywhere_reach_their_callers_in_order(replies, cuts) -> N
         assert not proto.buf and not proto.waiting
     finally:
         loop.close()
+
+
+def _oracle(data: bytes) -> list:
+    """hiredis (the C parser redis-py uses when installed) reading the same bytes."""
+    reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape", replyError=ResponseError)
+    reader.feed(data)
+    out = []
+    while (value := reader.gets()) is not False:
+        out.append(value)
+    return out
+
+
+ERRORS = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+                 min_size=1, max_size=20).map(lambda s: ResponseError("ERR " + s))
+WIRE = st.recursive(REPLIES | ERRORS | st.binary(max_size=12), lambda inner: st.lists(inner, max_size=4),
+                    max_leaves=12)
+
+
+def _wire(value) -> bytes:
+    if isinstance(value, ResponseError):
+        return b"-%s\r\n" % str(value).encode()
+    if isinstance(value, bytes):
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if isinstance(value, list):
+        return b"*%d\r\n" % len(value) + b"".join(_wire(v) for v in value)
+    return resp(value)
+
+
+def _same(ours, theirs) -> bool:
+    if isinstance(ours, ResponseError):
+        return isinstance(theirs, ResponseError) and str(ours) == str(theirs)
+    if isinstance(ours, list):
+        return isinstance(theirs, list) and len(ours) == len(theirs) and all(map(_same, ours, theirs))
+    return ours == theirs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WIRE, min_size=1, max_size=6))
+def test_replies_are_read_as_hiredis_reads_them(values) -> None:
+    data = b"".join(_wire(v) for v in values)
+    ours, pos = [], 0
+    while pos < len(data):
+        value, pos = parse_reply(data, pos)
+        ours.append(value)
+    theirs = _oracle(data)
+    assert len(ours) == len(theirs) and all(map(_same, ours, theirs))
 
 
 def test_error_replies_and_commands_are_framed() -> None:
