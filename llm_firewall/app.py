@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
                   "notifier": notifier}
     metrics.rules_loaded.set(inspector.engine.rule_count)
     metrics.soc_enabled.set(1)
-    metrics.policy_info.labels(live.current.name, live.current.sha256[:12]).set(1)
+    metrics.policy_info.info({"name": live.current.name, "sha256": live.current.sha256[:12]})
 
     async def on_policy_change(policy: Policy | None, error: str | None) -> None:
         if policy is None:
@@ -97,8 +97,7 @@ def create_app(settings: Settings) -> web.Application:
         pipeline = app[STATE].get("pipeline")
         if pipeline is not None:  # the SOC holds actions for approval by the policy in force
             pipeline.analyst.approval_required = frozenset(policy.approval_required)
-        metrics.policy_info.clear()
-        metrics.policy_info.labels(policy.name, policy.sha256[:12]).set(1)
+        metrics.policy_info.info({"name": policy.name, "sha256": policy.sha256[:12]})
         await audit.append("policy_reloaded", {"name": policy.name, "sha256": policy.sha256})
 
     live.on_change.append(on_policy_change)
@@ -268,7 +267,7 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
     if pipeline is not None:
         for name, q in (pipeline.status().get("queues") or {}).items():
             gateway.metrics.queue_depth.labels(name).set(q.get("depth", 0))
-            gateway.metrics.queue_drops.labels(name).set(q.get("drops", 0))
+            gateway.metrics.queue_drops.labels(name).mirror(q.get("drops", 0))
     sanctions = await state["store"].list_sanctions(time.time())
     gateway.metrics.sanctions.clear()
     for kind in {s.kind for s in sanctions}:

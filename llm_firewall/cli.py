@@ -99,9 +99,12 @@ def _scan(args: argparse.Namespace) -> int:
     if not args.text:
         print("llm-firewall scan: give TEXT or --jsonl FILE|-", file=sys.stderr)
         return 2
-    result = verdict(" ".join(args.text), args.role)
-    out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 1 if result["blocked"] else 0
+    blocked = False
+    for text in args.text:  # one JSON line per text, as --jsonl gives
+        result = {"text": text, **verdict(text, args.role)}
+        blocked = blocked or result["blocked"]
+        out.write(orjson.dumps(result).decode() + "\n")
+    return 1 if blocked else 0
 
 
 _DELEGATED = {
@@ -128,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"], default=None)
     serve.set_defaults(func=_serve)
 
-    scan = sub.add_parser("scan", help="inspect texts without a server")
-    scan.add_argument("text", nargs="*")
+    scan = sub.add_parser("scan", help="inspect texts without a server; exit 1 when any is refused")
+    scan.add_argument("text", nargs="*", help="texts to inspect, each on its own (one JSON line each)")
     scan.add_argument("--jsonl", default=None, help="JSON lines with a 'text' field (optional 'role'); - for stdin")
     scan.add_argument("--role", default="user")
     scan.add_argument("--policy", default="production")

@@ -146,7 +146,8 @@ class Gateway:
             if over is not None:
                 resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
                                   err_type="rate_limit_error", request_id=rid,
-                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1)})
+                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1),
+                                           "x-should-retry": "false"})  # not before the budget resets
                 resp._firewall_outcome = "token_budget_exceeded"  # type: ignore[attr-defined]
                 return resp
 
