@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> web.Application:
     alerts = AlertHub()
     usage = UsageTracker(metrics=metrics)
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
-                      metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "", settings.timeouts),  # demo: set at startup
+                      metrics=metrics, usage=usage, upstream=_upstream(settings, settings.upstream_url or ""),  # demo: set at startup
                       replica=settings.replica or socket.gethostname())
     app[GATEWAY] = gateway
     if hasattr(store, "on_overflow"):
@@ -165,6 +165,11 @@ def _overflow_alert(what: str, count: int, replica: str | None) -> dict[str, Any
             "remediation_taken": [], "ip": None, "user": None, "session": None, "replica": replica}
 
 
+def _upstream(settings: Settings, base_url: str) -> Upstream:
+    return Upstream(base_url, settings.timeouts, api_key=settings.upstream_api_key,
+                    transport=settings.upstream_transport)
+
+
 def _make_store(settings: Settings, metrics: Metrics) -> Any:
     if settings.redis_url:
         from llm_firewall.enforce.redis_store import RedisStore  # optional dependency
@@ -192,7 +197,7 @@ async def _on_startup(app: web.Application) -> None:
     if settings.uses_demo_upstream:
         runner, base = await start_demo_upstream(max_body_bytes=settings.limits.max_body_bytes)
         state["demo_runner"] = runner
-        gateway.upstream = Upstream(base, settings.timeouts)
+        gateway.upstream = _upstream(settings, base)
         log.info("no upstream configured: serving the embedded demo model at %s", base)
     await gateway.upstream.start()
     keep = gateway.alerts._recent.maxlen or 1000

@@ -16,7 +16,8 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from llm_firewall.app import create_app
-    from llm_firewall.config import ConfigError, from_env
+    from llm_firewall.config import ConfigError, from_env, upstream_loops_back
+    from llm_firewall.proxy.forward import without_credentials
     from llm_firewall.logs import setup_logging
 
     try:
@@ -31,6 +32,12 @@ def _serve(args: argparse.Namespace) -> int:
         policies_dir=Path(args.policies_dir) if args.policies_dir else None,
         log_format=args.log_format)
     setup_logging(settings.log_format, settings.log_level)
+    if settings.upstream_url and upstream_loops_back(settings.upstream_url, settings.host, settings.port):
+        print(f"llm-firewall: the upstream {without_credentials(settings.upstream_url)} is this firewall itself "
+              f"(it listens on {settings.host}:{settings.port}): every request would come back to it. Set "
+              "LLM_FIREWALL_UPSTREAM_URL (or --upstream) to the real API; OPENAI_BASE_URL is what clients "
+              "use to reach the firewall.", file=sys.stderr)
+        return 2
     try:
         app = create_app(settings)
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
@@ -43,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         pass
-    where = settings.upstream_url or "the embedded demo model"
+    where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
                 shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
@@ -122,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the firewall proxy")
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8080)")
-    serve.add_argument("--upstream", default=None, help="OpenAI-compatible base URL (default: OPENAI_BASE_URL, "
-                                                        "else the embedded demo model)")
+    serve.add_argument("--upstream", default=None, help="OpenAI-compatible base URL (default: "
+                       "LLM_FIREWALL_UPSTREAM_URL, else OPENAI_BASE_URL, else the embedded demo model)")
     serve.add_argument("--policy", default=None, help="preset name or YAML path (default production)")
     serve.add_argument("--policies-dir", default=None)
     serve.add_argument("--rules-dir", default=None)

@@ -325,7 +325,7 @@ class Gateway:
             return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
                               code="upstream_circuit_open", err_type="server_error", request_id=rid,
                               headers={"retry-after": str(max(1, int(wait + 0.999)))})
-        headers = upstream_headers(request.headers, api_key=self.settings.upstream_api_key, request_id=rid)
+        headers = upstream_headers(request.headers, authorization=self.upstream.authorization, request_id=rid)
         url = self.upstream.url_for(tail, request.query_string)
         started = time.perf_counter()
         try:
@@ -555,7 +555,7 @@ class Gateway:
         body: dict[str, Any] = {"model": "demo-mini", "messages": messages}
         hardened = hardening.harden(body, security_mode or policy.security_mode,
                                     self.canary if policy.canary else None)
-        headers = upstream_headers({"Content-Type": "application/json"}, api_key=self.settings.upstream_api_key,
+        headers = upstream_headers({"Content-Type": "application/json"}, authorization=self.upstream.authorization,
                                    request_id=rid)
         try:
             up = await self.upstream.send("POST", self.upstream.url_for("chat/completions", ""), headers,
