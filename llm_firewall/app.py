@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from llm_firewall import __version__
+from llm_firewall import __version__, decision_log
 from llm_firewall.alerts import AlertHub
 from llm_firewall.api import admin, chat, scenarios, ws
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
         data_dir.mkdir(parents=True, exist_ok=True)
     store = _make_store(settings, metrics)
     audit = AuditLog(data_dir / "audit.db" if data_dir else None)
+    audit.listeners.append(lambda kind, record: decision_log.emit(decision_log.from_audit(kind, record)))
     notifier = _make_notifier(settings, live, audit)
     enforcer = Enforcer(store, audit, clock=time.time, notifier=notifier.deliver if notifier else None)
     alerts = AlertHub()

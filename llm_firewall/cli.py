@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_firewall.app import create_app
     from llm_firewall.config import ConfigError, from_env, upstream_loops_back
     from llm_firewall.proxy.forward import without_credentials
+    from llm_firewall import decision_log
     from llm_firewall.logs import setup_logging
 
     try:
@@ -31,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         policies_dir=Path(args.policies_dir) if args.policies_dir else None,
         log_format=args.log_format)
-    setup_logging(settings.log_format, settings.log_level)
+    setup_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
+    decision_log.setup(settings.decision_log)
     if settings.upstream_url and upstream_loops_back(settings.upstream_url, settings.host, settings.port):
         print(f"llm-firewall: the upstream {without_credentials(settings.upstream_url)} is this firewall itself "
               f"(it listens on {settings.host}:{settings.port}): every request would come back to it. Set "
@@ -52,7 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    web.run_app(app, host=settings.host, port=settings.port, access_log=access_log, print=None,
                 shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
     return 0
 

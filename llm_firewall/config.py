@@ -140,6 +140,8 @@ class Settings:
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
+    decision_log: bool = True  # one JSON line per alert, sanction, refusal, admin action (decision_log.py)
+    access_log: bool = False  # one line per request (aiohttp's access log)
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     stream_window_chars: int = 128
@@ -189,6 +191,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
+        decision_log=_bool(env, "LLM_FIREWALL_DECISION_LOG", True),
+        access_log=_bool(env, "LLM_FIREWALL_ACCESS_LOG", False),
         limits=Limits(
             max_body_bytes=_int(env, "LLM_FIREWALL_MAX_BODY_BYTES", dl.max_body_bytes),
             max_json_depth=_int(env, "LLM_FIREWALL_MAX_JSON_DEPTH", dl.max_json_depth),

@@ -25,6 +25,7 @@ import re2
 from aiohttp import web
 from cachetools import TTLCache
 
+from llm_firewall import decision_log
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
 from llm_firewall.domain import Finding, Identity, TextItem
@@ -140,7 +141,7 @@ class Gateway:
         enforcer = self.enforcer
         refusal = enforcer.check_now(identity, policy) if enforcer.inline else await enforcer.check(identity, policy)
         if refusal is not None:
-            return self._refused(refusal, identity, rid)
+            return self._refused(refusal, identity, rid, tail)
         if policy.token_budgets and tail in INSPECTED:
             over = self._over_budget(identity, policy)
             if over is not None:
@@ -158,7 +159,7 @@ class Gateway:
             if policy.size_limits:
                 refusal = await enforcer.charge(identity, policy, len(body))
                 if refusal is not None:
-                    return self._refused(refusal, identity, rid)
+                    return self._refused(refusal, identity, rid, tail)
             if tail in INSPECTED:
                 ctype = request.content_type
                 if ctype not in _JSON_TYPES:
@@ -190,11 +191,12 @@ class Gateway:
                 body = orjson.dumps(hardened)
         return await self._forward(request, rid, tail, body, parsed, identity, policy)
 
-    def _refused(self, refusal: Refusal, identity: Identity, rid: str) -> web.Response:
+    def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
         self.counts["refused"] += 1
-        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,
-                           "identity": {k: v for k, v in identity.keys().items()}})
+        keys = identity.keys()
+        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code, "identity": keys})
+        decision_log.emit(decision_log.refusal(refusal.code, refusal.status, keys, rid, endpoint))
         headers = {"x-should-retry": "false"} if refusal.status == 403 else {}
         if refusal.retry_after:
             headers["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
