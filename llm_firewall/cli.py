@@ -86,7 +86,9 @@ def _scan(args: argparse.Namespace) -> int:
     from llm_firewall.policy.model import load_policy
 
     policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
-    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides)
+    local = tuple(Path(d) for d in args.local_rules_dir)
+    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides,
+                               local_rules_dirs=local)
     identity = Identity(ip="0.0.0.0")
     out = sys.stdout
 
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--policy", default="production")
     scan.add_argument("--policies-dir", default=None)
     scan.add_argument("--rules-dir", default=None)
+    scan.add_argument("--local-rules-dir", action="append", default=[],
+                      help="a directory layered over the rules (repeatable; as LLM_FIREWALL_RULES_DIRS)")
     scan.set_defaults(func=_scan)
 
     for name, (_, help_text) in _DELEGATED.items():

@@ -51,6 +51,18 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, float(default)))
 
 
+def _dirs(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """Directories separated as in PATH; each must exist (a typo must not drop local rules)."""
+    out = []
+    for part in env.get(name, "").split(os.pathsep):
+        if part.strip():
+            path = Path(part.strip())
+            if not path.is_dir():
+                raise ConfigError(f"{name}: not a directory: {part.strip()}")
+            out.append(path)
+    return tuple(out)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -133,6 +145,7 @@ class Settings:
     upstream_transport: UpstreamTransport = field(default_factory=UpstreamTransport)
     data_dir: Path | None = None
     rules_dir: Path | None = None
+    local_rules_dirs: tuple[Path, ...] = ()  # layered over the rules: add, replace or disable by id
     policy: str = "production"
     policies_dir: Path | None = None
     admin_token: str | None = None
@@ -184,6 +197,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         upstream_transport=_transport(env),
         data_dir=Path(data_dir) if data_dir else None,
         rules_dir=Path(rules_dir) if rules_dir else None,
+        local_rules_dirs=_dirs(env, "LLM_FIREWALL_RULES_DIRS"),
         policy=env.get("LLM_FIREWALL_POLICY", "production"),
         policies_dir=Path(policies_dir) if policies_dir else None,
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
