@@ -106,12 +106,17 @@ class Gateway:
         self._trust = trust_for(settings.trusted_proxies, policy.current.identity)
 
     # -- identity and refusal ---------------------------------------------------------------------
-    def identify(self, request: web.Request) -> Identity:
+    @property
+    def trust(self) -> Any:
+        """The proxies trusted under the policy in force, prepared once per policy."""
         config = self.policy.current.identity
-        if self._trust_key is not config:  # prepared once per policy, not per request
+        if self._trust_key is not config:
             self._trust = trust_for(self.settings.trusted_proxies, config)
             self._trust_key = config
-        return identify(request.remote or "", request.headers, config, trust=self._trust)
+        return self._trust
+
+    def identify(self, request: web.Request) -> Identity:
+        return identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust)
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
