@@ -539,8 +539,10 @@ class Gateway:
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
         policy = self.policy.current
+        self.counts["requests"] += 1  # the page's scenario traffic counts like any other
         refusal = await self.enforcer.check(identity, policy)
         if refusal is not None:
+            self.counts["refused"] += 1
             return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
                     "retry_after": refusal.retry_after, "alert": None, "blocked": True}
         parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
@@ -549,6 +551,7 @@ class Gateway:
         decision, findings, alert = await self._inspect_request(
             parsed, identity, policy, rid, security_mode or policy.security_mode)
         blocked = bool(decision and decision.blocked)
+        self.counts["blocked"] += blocked
         return {"refused": False, "blocked": blocked, "alert": alert,
                 "status": 400 if blocked else 200, "code": "content_policy_violation" if blocked else None}
 
