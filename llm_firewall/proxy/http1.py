@@ -27,6 +27,8 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from llm_firewall.proxy.target import UPSTREAM_TARGET
+
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # 1*HEXDIG; int(x, 16) alone accepts "0x", "_", signs
@@ -36,6 +38,14 @@ MAX_IDLE = 256
 SWEEP_S = 0.1  # deadline granularity: timeouts fire up to this much late
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_METHOD = re.compile(r"[A-Z]+")
+# The header block as written: `token: value` lines (RFC 9110 §5.1, §5.5). A value holds no
+# CR, LF, NUL or other control but HTAB, so no line can start another header or request.
+_HEADER_BLOCK = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+
+
+class UnsafeRequestError(ValueError):
+    """A request part that would not be written as exactly one well-formed HTTP/1.1 request."""
 
 
 class Http1Response:
@@ -512,14 +522,15 @@ class Http1Pool:
     def _encode(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
         # Without Accept-Encoding a server may pick any coding (RFC 9110 §12.5.3): name the two
         # this client decodes, so an upstream never answers in one it cannot read.
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-                 "Accept-Encoding: gzip, deflate\r\n"]
-        for name, value in headers:
-            lines.append(f"{name}: {value}\r\n")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("utf-8", "surrogateescape")
+        block = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        # Checked here, at the socket, whoever built the parts: one regex pass over the block.
+        if not _METHOD.fullmatch(method) or not UPSTREAM_TARGET.fullmatch(target):
+            raise UnsafeRequestError("the request method or target cannot be written upstream as given")
+        if not _HEADER_BLOCK.fullmatch(block):
+            raise UnsafeRequestError("a header name or value cannot be written upstream as given")
+        length = f"Content-Length: {len(body)}\r\n" if body is not None else ""
+        head = (f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                f"Accept-Encoding: gzip, deflate\r\n{block}{length}\r\n").encode("utf-8", "surrogateescape")
         return head + body if body else head
 
     async def _connect(self) -> _Connection:
