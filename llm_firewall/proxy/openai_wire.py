@@ -289,7 +289,7 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
                         out.extend(_content_texts(item.get("content"), role, f"input[{i}].content"))
         out.extend(_tool_descriptions(body.get("tools")))
     else:  # a policy's passthrough endpoint: no known shape, so every string is text the model may read
-        out.extend(_every_string(body, "passthrough", ""))
+        out.extend(_every_string(body, "user", ""))  # client-written: judged as user text
     return out
 
 
