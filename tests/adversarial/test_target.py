@@ -321,7 +321,8 @@ def test_the_upstream_receives_exactly_one_request_as_sent_or_the_client_a_refus
     if status == 200:
         assert len(raw_upstream.requests) == 1, raw_upstream.requests
         sent = raw_upstream.requests[0]
-        assert (sent.method, sent.target) == (method, target)
+        path, _, query = target.partition("?")
+        assert (sent.method, sent.target) == (method, f"{path}?{query}" if query else path)  # an empty query is dropped
         if not target.startswith("/v1/chat/completions"):  # chat bodies get the hardening prompt
             assert sent.body == (body if method == "POST" else b"")
     else:
@@ -345,8 +346,8 @@ def test_an_accepted_target_names_the_same_endpoint_however_it_is_decoded(method
         return
     path, _, query = raw.partition("?")
     assert urllib.parse.unquote(path) == path == yarl.URL(raw).path == "/v1/" + target.path
-    assert yarl.URL(raw).raw_query_string == query
-    assert target.upstream == "/base" + raw[3:].rstrip("?")
+    assert yarl.URL(raw).query == yarl.URL(target.upstream).query  # the upstream reads the same parameters
+    assert target.upstream == "/base" + (raw[3:] if query else path[3:])  # written as received
     assert UPSTREAM_TARGET.fullmatch(target.upstream)
     assert target.endpoint is KNOWN.get(target.path, target.endpoint)  # known names are never shadowed
     parsed = h11.Connection(h11.SERVER)
