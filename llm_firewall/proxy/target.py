@@ -23,7 +23,8 @@ Body = Literal["shaped", "walk", "none"]  # inspected by its known shape / by a 
 
 # One path segment under /v1: unreserved characters plus ':' and '@' (model ids such as
 # "ft:gpt-4o:org::abc"). No '%', ';', '\\', '?', '#', spaces, controls or non-ASCII.
-_SEGMENT = r"[A-Za-z0-9\-._~:@]+"
+# "." and ".." are not segments but dot segments (RFC 3986 §5.2.4): refused.
+_SEGMENT = r"(?!\.\.?(?:[/?]|$))[A-Za-z0-9\-._~:@]+"
 _V1_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 # A query: the same characters plus the sub-delimiters, '/', '?', '&', and percent-escapes other
 # than '%25' (double encoding) and encoded controls. Each alternative starts with a different
@@ -114,8 +115,7 @@ def parse_passthrough(entry: str) -> tuple[str, str]:
     path = path.strip()
     if method not in PASSTHROUGH_METHODS:
         raise ValueError(f"expected 'METHOD path' with METHOD one of {', '.join(PASSTHROUGH_METHODS)}")
-    if not path or not _V1_PATH.fullmatch(path.replace(PLACEHOLDER, "id")) or any(
-            s in (".", "..") for s in path.split("/")):
+    if not path or not _V1_PATH.fullmatch(path.replace(PLACEHOLDER, "id")):
         raise ValueError(f"path {path!r} must be segments under /v1/ (letters, digits, -._~:@ or {PLACEHOLDER}), "
                          "with no leading or trailing '/'")
     if path in KNOWN or path.split("/")[0] == "models":
@@ -142,10 +142,8 @@ def resolve(method: str, raw: str, *, base: str = "", passthrough: Passthrough =
     if ep is None:
         if not _V1_PATH.fullmatch(tail):
             raise _refuse("the request path may hold only letters, digits and -._~:@ in non-empty segments "
-                          "(no percent-escapes, ';', '\\\\', empty segments or trailing '/')")
+                          "(no percent-escapes, ';', '\\\\', dot segments, empty segments or trailing '/')")
         segments = tail.split("/")
-        if "." in segments or ".." in segments:
-            raise _refuse("dot segments are not accepted in the request path")
         listed = False
         if len(segments) == 2 and segments[0] == "models":
             ep = MODEL

@@ -394,3 +394,38 @@ def test_the_policy_rejects_bad_passthrough_entries(tmp_path: Path) -> None:
         with pytest.raises(PolicyError) as err:
             load_policy(str(path))
         assert "passthrough_endpoints[0]" in str(err.value) and message in str(err.value) and ":4:" in str(err.value)
+
+
+# -- the upstream client writes validated parts only ----------------------------------------------
+
+@pytest.mark.parametrize("method,target,headers", [
+    ("GET", "/v1/models HTTP/1.1\r\nHost: x\r\n\r\nGET /admin", []),
+    ("GET", "/v1/models?a=1 b", []),
+    ("GET", "/v1/../admin", []),
+    ("GET", "http://evil.example/v1/models", []),
+    ("GET\r\nX: 1", "/v1/models", []),
+    ("GET", "/v1/models", [("X-A", "1\r\nContent-Length: 0\r\n\r\nGET /admin HTTP/1.1")]),
+    ("GET", "/v1/models", [("X-A", "1\nX-B: 2")]),
+    ("GET", "/v1/models", [("X-A", "1\rX-B: 2")]),
+    ("GET", "/v1/models", [("X-A", "a\x00b")]),
+    ("GET", "/v1/models", [("X-A\r\nX-B", "1")]),
+    ("GET", "/v1/models", [("X A", "1")]),
+    ("GET", "/v1/models", [("X:A", "1")]),
+    ("GET", "/v1/models", [("", "1")]),
+])
+async def test_the_upstream_client_refuses_parts_that_would_not_be_one_request(
+        raw_upstream: RawUpstream, method: str, target: str, headers: list[tuple[str, str]]) -> None:
+    from llm_firewall.proxy.http1 import Http1Pool, UnsafeRequestError
+
+    pool = Http1Pool(raw_upstream.base_url, connect_timeout=5)
+    try:
+        with pytest.raises(UnsafeRequestError):
+            await pool.request(method, target, headers, None)
+        resp = await pool.request("GET", "/v1/models", [("X-A", "fine\tvalue \u00e9")], None)
+        assert resp.status == 200
+        await resp.read()
+        resp.release()
+    finally:
+        await pool.close()
+    assert [(r.method, r.target) for r in raw_upstream.requests] == [("GET", "/v1/models")]
+    assert raw_upstream.errors == []
