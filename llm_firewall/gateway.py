@@ -344,8 +344,10 @@ class Gateway:
         try:
             up = await self.upstream.send(request.method, target.upstream, headers, body)
         except UpstreamError as exc:
-            self.breaker.record_failure()
-            return json_error(exc.status, exc.message, code=exc.code, err_type="server_error", request_id=rid)
+            if exc.status >= 500:  # a request refused before writing says nothing about the upstream
+                self.breaker.record_failure()
+            return json_error(exc.status, exc.message, code=exc.code, request_id=rid,
+                              err_type="server_error" if exc.status >= 500 else "invalid_request_error")
         self.metrics.ttfb_seconds.observe(time.perf_counter() - started)
         if up.status >= 500:
             self.breaker.record_failure()

@@ -31,14 +31,20 @@ class OpenAIErrorHandler(RequestHandler):
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs, and refuses if bytes were sent
-        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-        text = "The request could not be parsed as HTTP/1.1." if status == 400 else reason
+        text = "The request could not be parsed as HTTP/1.1." if status == 400 else _phrase(status)
         resp = web.Response(status=status, content_type="application/json",
                             body=error_body(text, code=_CODES.get(status, "http_error"),
                                             err_type="server_error" if status >= 500 else "invalid_request_error"),
                             headers={"x-request-id": new_request_id()})
         resp.force_close()
         return resp
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class _Server(web.Server):
