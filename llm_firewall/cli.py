@@ -14,13 +14,12 @@ import orjson
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from llm_firewall.app import create_app
     from llm_firewall.config import ConfigError, from_env, upstream_loops_back
     from llm_firewall.proxy.forward import without_credentials
     from llm_firewall import decision_log
     from llm_firewall.logs import setup_logging
+    from llm_firewall.server import serve
 
     try:
         settings = from_env()
@@ -56,8 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
-    web.run_app(app, host=settings.host, port=settings.port, access_log=access_log, print=None,
-                shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
+    serve(app, host=settings.host, port=settings.port, loop=loop, access_log=access_log, shutdown_timeout=30.0)
     return 0
 
 
