@@ -13,11 +13,10 @@ import orjson
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from llm_firewall.app import create_app
     from llm_firewall.config import ConfigError, from_env
     from llm_firewall.logs import setup_logging
+    from llm_firewall.server import serve
 
     try:
         settings = from_env()
@@ -36,17 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
         print(f"llm-firewall: {exc}", file=sys.stderr)
         return 2
-    loop = None
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        pass
     where = settings.upstream_url or "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
-                shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
+    serve(app, settings)
     return 0
 
 
