@@ -8,9 +8,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -99,11 +101,55 @@ class ClientTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTransport:
+    """How the firewall reaches its upstream: a proxy from the usual variables, and TLS material.
+
+    `proxies` holds what `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` said (lower-case names win,
+    as with curl); `forward.Upstream` picks the one that applies to the upstream's host, with
+    the standard library's reading of `NO_PROXY`. The analyst's openai client reads the same
+    variables itself, so both reach the outside the same way."""
+
+    proxies: Mapping[str, str] = field(default_factory=dict)
+    ca_file: Path | None = None  # a private CA for the upstream's certificate
+    client_cert: Path | None = None  # mutual TLS
+    client_key: Path | None = None
+
+
+def _proxies(env: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for scheme in ("https", "http", "no"):
+        value = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+        if value:
+            out[scheme] = value
+    return out
+
+
+def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such file: {raw}")
+    return path
+
+
+def _transport(env: Mapping[str, str]) -> UpstreamTransport:
+    cert = _existing_file(env, "LLM_FIREWALL_UPSTREAM_CLIENT_CERT")
+    key = _existing_file(env, "LLM_FIREWALL_UPSTREAM_CLIENT_KEY")
+    if key is not None and cert is None:
+        raise ConfigError("LLM_FIREWALL_UPSTREAM_CLIENT_KEY is set without LLM_FIREWALL_UPSTREAM_CLIENT_CERT")
+    return UpstreamTransport(proxies=_proxies(env), ca_file=_existing_file(env, "LLM_FIREWALL_UPSTREAM_CA_FILE"),
+                             client_cert=cert, client_key=key)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     upstream_url: str | None = None  # None: the embedded demo upstream
     upstream_api_key: str | None = None  # set: replaces the client's Authorization upstream
+    upstream_transport: UpstreamTransport = field(default_factory=UpstreamTransport)
     data_dir: Path | None = None
     rules_dir: Path | None = None
     policy: str = "production"
@@ -113,6 +159,8 @@ class Settings:
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
+    decision_log: bool = True  # one JSON line per alert, sanction, refusal, admin action (decision_log.py)
+    access_log: bool = False  # one line per request (aiohttp's access log)
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
@@ -137,9 +185,11 @@ class Settings:
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Build settings from environment variables (`OPENAI_*` for the upstream, `LLM_FIREWALL_*`)."""
+    """Build settings from environment variables (`LLM_FIREWALL_*`; the upstream falls back to
+    `OPENAI_BASE_URL` / `OPENAI_API_KEY`, the variables clients use, when its own are unset)."""
     env = os.environ if env is None else env
-    upstream = env.get("LLM_FIREWALL_UPSTREAM") or env.get("OPENAI_BASE_URL") or None
+    upstream = (env.get("LLM_FIREWALL_UPSTREAM_URL") or env.get("LLM_FIREWALL_UPSTREAM")
+                or env.get("OPENAI_BASE_URL") or None)
     data_dir = env.get("LLM_FIREWALL_DATA_DIR")
     rules_dir = env.get("LLM_FIREWALL_RULES_DIR")
     policies_dir = env.get("LLM_FIREWALL_POLICIES_DIR")
@@ -150,7 +200,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         host=env.get("LLM_FIREWALL_HOST", "127.0.0.1"),
         port=_int(env, "LLM_FIREWALL_PORT", 8080),
         upstream_url=upstream.rstrip("/") if upstream else None,
-        upstream_api_key=env.get("OPENAI_API_KEY") or None,
+        upstream_api_key=env.get("LLM_FIREWALL_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY") or None,
+        upstream_transport=_transport(env),
         data_dir=Path(data_dir) if data_dir else None,
         rules_dir=Path(rules_dir) if rules_dir else None,
         policy=env.get("LLM_FIREWALL_POLICY", "production"),
@@ -160,6 +211,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
+        decision_log=_bool(env, "LLM_FIREWALL_DECISION_LOG", True),
+        access_log=_bool(env, "LLM_FIREWALL_ACCESS_LOG", False),
         limits=Limits(
             max_body_bytes=_int(env, "LLM_FIREWALL_MAX_BODY_BYTES", dl.max_body_bytes),
             max_json_depth=_int(env, "LLM_FIREWALL_MAX_JSON_DEPTH", dl.max_json_depth),
@@ -204,3 +257,37 @@ def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:
     if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str) for s in specs):
         raise ConfigError("LLM_FIREWALL_WATCH_LOGS: expected a JSON list of objects with a 'path'")
     return tuple(specs)
+
+
+def upstream_loops_back(upstream_url: str, host: str, port: int) -> bool:
+    """Whether `upstream_url` names this very firewall (its own port on one of its addresses).
+
+    Pointed at itself (say `OPENAI_BASE_URL` set for clients and read by the server too), the
+    firewall would forward every request to itself until its own rate limit answered. An
+    address is this machine's when a socket can bind to it; a name is resolved first."""
+    parts = urlsplit(upstream_url)
+    target_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if target_port != port or not parts.hostname:
+        return False
+    try:
+        infos = socket.getaddrinfo(parts.hostname, target_port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # unresolvable now: not provably a loop; connecting will say what is wrong
+    listen_any = host in ("0.0.0.0", "::", "")
+    for family, _, _, _, sockaddr in infos:
+        addr = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        if listen_any:
+            if addr.is_loopback or _is_local(family, sockaddr[0]):
+                return True
+        elif str(addr) == host or (host == "localhost" and addr.is_loopback):
+            return True
+    return False
+
+
+def _is_local(family: int, address: str) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True

@@ -25,6 +25,7 @@ import re2
 from aiohttp import web
 from cachetools import TTLCache
 
+from llm_firewall import decision_log
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
 from llm_firewall.deadline import Deadline
@@ -141,13 +142,14 @@ class Gateway:
         enforcer = self.enforcer
         refusal = enforcer.check_now(identity, policy) if enforcer.inline else await enforcer.check(identity, policy)
         if refusal is not None:
-            return self._refused(refusal, identity, rid)
+            return self._refused(refusal, identity, rid, tail)
         if policy.token_budgets and tail in INSPECTED:
             over = self._over_budget(identity, policy)
             if over is not None:
                 resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
                                   err_type="rate_limit_error", request_id=rid,
-                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1)})
+                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1),
+                                           "x-should-retry": "false"})  # not before the budget resets
                 resp._firewall_outcome = "token_budget_exceeded"  # type: ignore[attr-defined]
                 return resp
 
@@ -158,7 +160,7 @@ class Gateway:
             if policy.size_limits:
                 refusal = await enforcer.charge(identity, policy, len(body))
                 if refusal is not None:
-                    return self._refused(refusal, identity, rid)
+                    return self._refused(refusal, identity, rid, tail)
             if tail in INSPECTED:
                 ctype = request.content_type
                 if ctype not in _JSON_TYPES:
@@ -190,11 +192,12 @@ class Gateway:
                 body = orjson.dumps(hardened)
         return await self._forward(request, rid, tail, body, parsed, identity, policy)
 
-    def _refused(self, refusal: Refusal, identity: Identity, rid: str) -> web.Response:
+    def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
         self.counts["refused"] += 1
-        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,
-                           "identity": {k: v for k, v in identity.keys().items()}})
+        keys = identity.keys()
+        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code, "identity": keys})
+        decision_log.emit(decision_log.refusal(refusal.code, refusal.status, keys, rid, endpoint))
         headers = {"x-should-retry": "false"} if refusal.status == 403 else {}
         if refusal.retry_after:
             headers["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
@@ -325,7 +328,7 @@ class Gateway:
             return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
                               code="upstream_circuit_open", err_type="server_error", request_id=rid,
                               headers={"retry-after": str(max(1, int(wait + 0.999)))})
-        headers = upstream_headers(request.headers, api_key=self.settings.upstream_api_key, request_id=rid)
+        headers = upstream_headers(request.headers, authorization=self.upstream.authorization, request_id=rid)
         url = self.upstream.url_for(tail, request.query_string)
         started = time.perf_counter()
         try:
@@ -562,7 +565,7 @@ class Gateway:
         body: dict[str, Any] = {"model": "demo-mini", "messages": messages}
         hardened = hardening.harden(body, security_mode or policy.security_mode,
                                     self.canary if policy.canary else None)
-        headers = upstream_headers({"Content-Type": "application/json"}, api_key=self.settings.upstream_api_key,
+        headers = upstream_headers({"Content-Type": "application/json"}, authorization=self.upstream.authorization,
                                    request_id=rid)
         try:
             up = await self.upstream.send("POST", self.upstream.url_for("chat/completions", ""), headers,

@@ -116,7 +116,8 @@ class Listener:
         timeouts = settings.client_timeouts
         self.header_timeout = timeouts.header
         self.body_timeout = timeouts.body
-        self.handler_args = {"keepalive_timeout": timeouts.keepalive, "access_log": None}
+        access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+        self.handler_args = {"keepalive_timeout": timeouts.keepalive, "access_log": access_log}
         self.cap = cap
         self.open: dict[GuardedHandler, None] = {}  # in order of arrival, the oldest first
 
