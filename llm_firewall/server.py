@@ -4,7 +4,8 @@ aiohttp closes idle keep-alive connections, but gives a request head or body as 
 client likes and accepts connections until the process runs out of file descriptors: a thousand
 slowloris connections were enough to stop `/healthz` answering. This module adds a deadline for
 each request head and body, and a cap on open connections that, when reached, closes the oldest
-idle connection to admit a new one (a request in progress is never cut to make room).
+idle connection (or else the oldest still uploading its body) to admit a new one; a request
+being answered is never cut to make room.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class GuardedHandler(RequestHandler):
         waiter = self._waiter
         return waiter is not None and not waiter.done()
 
+    @property
+    def uploading(self) -> bool:
+        """A request is being handled and its body has not all arrived."""
+        request = self._current_request
+        return request is not None and not request.content.is_eof()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm_head()
@@ -122,7 +129,7 @@ class Listener:
         self.open: dict[GuardedHandler, None] = {}  # in order of arrival, the oldest first
 
     def __call__(self) -> asyncio.Protocol:
-        if len(self.open) >= self.cap and not self._close_oldest_idle():
+        if len(self.open) >= self.cap and not self._make_room():
             return _Refused()
         handler = GuardedHandler(self)
         self.open[handler] = None
@@ -131,13 +138,22 @@ class Listener:
     def forget(self, handler: GuardedHandler) -> None:
         self.open.pop(handler, None)
 
-    def _close_oldest_idle(self) -> bool:
+    def _make_room(self) -> bool:
+        """Close the oldest idle connection, else the oldest still sending its request body (a
+        slow upload must not hold a slot that a health check needs); False when every connection
+        is being answered."""
+        victim = None
         for handler in self.open:
             if handler.idle:
-                del self.open[handler]  # iteration stops here
-                handler.force_close()
-                return True
-        return False
+                victim = handler
+                break
+            if victim is None and handler.uploading:
+                victim = handler
+        if victim is None:
+            return False
+        del self.open[victim]
+        victim.force_close()
+        return True
 
 
 def connection_cap(wanted: int) -> int:

@@ -20,6 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 from llm_firewall.api.auth import loopback_host
 from tests.support.firewall import Firewall
+from tests.support.raw_http import read_head
 
 TOKEN = "s3cret-admin-token-for-tests"
 
@@ -63,13 +64,7 @@ def ws_handshake(fw: Firewall, host: str, query: str = "") -> tuple[int, bytes]:
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
     with socket.create_connection(("127.0.0.1", fw.port), timeout=20) as sock:
         sock.sendall(request.encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
+        head, rest = read_head(sock)
         if b"Content-Length" in head and not rest:
             rest = sock.recv(65536)
     return int(head.split(b" ", 2)[1]), rest

@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
+from tests.support.raw_http import read_head
 from tests.support.upstream import TestUpstream
 
 SLOWLORIS = 1100
@@ -60,17 +61,16 @@ class EndlessUpstream:
     def _answer(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
+            head, body = read_head(conn)
             length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                body += conn.recv(65536)
+            while head and len(body) < length:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                body += more
+            if not head:
+                return
             self.requests += 1
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
@@ -280,6 +280,19 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room(capped: Firewall) -> N
         assert read_until_closed(socks[0]) == (True, b"")  # by closing the oldest idle one
         socks[3].sendall(request)  # the newest is still served
         assert socks[3].recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_at_the_cap_a_slow_upload_makes_room_when_none_is_idle(capped: Firewall, upstream: TestUpstream) -> None:
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{\"model\": \"m\", ")
+    socks = [open_connection(capped.port, head) for _ in range(4)]  # four bodies that stop arriving
+    try:
+        assert healthz(capped.port) == 200
+        assert read_until_closed(socks[0]) == (True, b"")  # the oldest upload was cut to make room
+        assert upstream.requests == []
     finally:
         for sock in socks:
             sock.close()
