@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 import time
 from pathlib import Path
@@ -45,17 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
         print(f"llm-firewall: {exc}", file=sys.stderr)
         return 2
-    loop = None
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        pass
     where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
-    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
-    serve(app, host=settings.host, port=settings.port, loop=loop, access_log=access_log, shutdown_timeout=30.0)
+    serve(app, settings)
     return 0
 
 

@@ -82,6 +82,9 @@ class Limits:
     # with a 503 rather than held in memory behind a long queue.
     thread_inspect_chars: int = 64 * 1024
     max_queued_inspections: int = 8
+    # Open client connections; at the cap a new one closes the oldest idle one, or is refused
+    # when none is idle (see server.py). Lowered at start-up to fit the process's file limit.
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,22 @@ class Timeouts:
     connect: float = 10.0
     first_byte: float = 120.0
     idle: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Client-side bounds in seconds, so slow or silent clients cannot hold connections forever.
+
+    `header`: a request head must be complete this long after its first byte (or after the
+    connection opened); `body`: a request body must be complete this long after its head;
+    `keepalive`: an idle connection between requests is closed after this; `stream`: a streamed
+    answer is ended with an error event after this total time, however steadily it flows.
+    """
+
+    header: float = 10.0
+    body: float = 60.0
+    keepalive: float = 30.0
+    stream: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +176,7 @@ class Settings:
     access_log: bool = False  # one line per request (aiohttp's access log)
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     stream_window_chars: int = 128
     verdict_cache_chars: int = 4_000_000  # text held by the verdict cache; 0 turns it off
     ws_allowed_origins: tuple[str, ...] = ()
@@ -188,7 +208,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     policies_dir = env.get("LLM_FIREWALL_POLICIES_DIR")
     origins = tuple(o.strip() for o in env.get("LLM_FIREWALL_WS_ORIGINS", "").split(",") if o.strip())
     hooks = tuple(u.strip() for u in env.get("LLM_FIREWALL_WEBHOOKS", "").split(",") if u.strip())
-    dl, dt = Limits(), Timeouts()
+    dl, dt, dc = Limits(), Timeouts(), ClientTimeouts()
     return Settings(
         host=env.get("LLM_FIREWALL_HOST", "127.0.0.1"),
         port=_int(env, "LLM_FIREWALL_PORT", 8080),
@@ -213,11 +233,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             max_messages=_int(env, "LLM_FIREWALL_MAX_MESSAGES", dl.max_messages),
             thread_inspect_chars=_int(env, "LLM_FIREWALL_THREAD_INSPECT_CHARS", dl.thread_inspect_chars),
             max_queued_inspections=_int(env, "LLM_FIREWALL_MAX_QUEUED_INSPECTIONS", dl.max_queued_inspections),
+            max_connections=_int(env, "LLM_FIREWALL_MAX_CONNECTIONS", dl.max_connections),
         ),
         timeouts=Timeouts(
             connect=_float(env, "LLM_FIREWALL_CONNECT_TIMEOUT", dt.connect),
             first_byte=_float(env, "LLM_FIREWALL_FIRST_BYTE_TIMEOUT", dt.first_byte),
             idle=_float(env, "LLM_FIREWALL_IDLE_TIMEOUT", dt.idle),
+        ),
+        client_timeouts=ClientTimeouts(
+            header=_float(env, "LLM_FIREWALL_HEADER_TIMEOUT", dc.header),
+            body=_float(env, "LLM_FIREWALL_BODY_TIMEOUT", dc.body),
+            keepalive=_float(env, "LLM_FIREWALL_KEEPALIVE_TIMEOUT", dc.keepalive),
+            stream=_float(env, "LLM_FIREWALL_STREAM_MAX_SECONDS", dc.stream),
         ),
         stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 128),
         verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000),

@@ -28,6 +28,7 @@ from cachetools import TTLCache
 from llm_firewall import decision_log
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
+from llm_firewall.deadline import Deadline
 from llm_firewall.domain import Finding, Identity, TextItem
 from llm_firewall.enforce.actions import Enforcer, Refusal
 from llm_firewall.enforce.identity import identify, trust_for
@@ -469,6 +470,7 @@ class Gateway:
             anchor=anchor, anchor_width=width)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
+        deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
         try:
             while True:
                 try:
@@ -514,7 +516,13 @@ class Gateway:
             up.close()
             await self._end_stream_with_error(resp, "The upstream sent an event too large to inspect.",
                                               "upstream_error")
+        except asyncio.CancelledError:
+            if not deadline.reached():
+                raise
+            up.close()
+            await self._end_stream_with_error(resp, "The stream reached the firewall's time limit.", "stream_timeout")
         finally:
+            deadline.cancel()
             if inspect:
                 if observed:
                     self._raise_alert(list(observed.values()), identity, "response", rid,

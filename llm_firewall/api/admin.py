@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from llm_firewall.api.auth import authorized, unauthorized
+from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
 from llm_firewall.proxy.openai_wire import error_body
 
@@ -22,8 +22,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def admin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         settings = request.app[SETTINGS]
-        if not authorized(request, settings.admin_token, settings.host):
-            return unauthorized(request)
+        refusal = admin_refusal(request, settings.admin_token, settings.host)
+        if refusal is not None:
+            return refusal
         return await handler(request)
 
     guarded.__name__ = handler.__name__
