@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
+from llm_firewall.domain import FORWARDED_HEADERS
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -91,6 +93,7 @@ class Settings:
     policies_dir: Path | None = None
     admin_token: str | None = None
     trusted_proxies: tuple[Network, ...] = ()
+    forwarded_header: str = FORWARDED_HEADERS[0]  # the one forwarding header believed from them
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
@@ -137,6 +140,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         policies_dir=Path(policies_dir) if policies_dir else None,
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
         trusted_proxies=_parse_networks(env.get("LLM_FIREWALL_TRUSTED_PROXIES", ""), "LLM_FIREWALL_TRUSTED_PROXIES"),
+        forwarded_header=_forwarded_header(env.get("LLM_FIREWALL_FORWARDED_HEADER", "")),
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
@@ -164,6 +168,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         watch_logs=_watch_logs(env.get("LLM_FIREWALL_WATCH_LOGS", "")),
         replica=env.get("LLM_FIREWALL_REPLICA") or None,
     )
+
+
+def _forwarded_header(raw: str) -> str:
+    """LLM_FIREWALL_FORWARDED_HEADER: X-Forwarded-For (default), Forwarded or X-Real-IP."""
+    name = raw.strip().lower() or FORWARDED_HEADERS[0]
+    if name not in FORWARDED_HEADERS:
+        raise ConfigError(f"LLM_FIREWALL_FORWARDED_HEADER: {raw!r} is not one of X-Forwarded-For, Forwarded, X-Real-IP")
+    return name
 
 
 def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:

@@ -102,13 +102,13 @@ class Gateway:
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
-        self._trust = trust_for(settings.trusted_proxies, policy.current.identity)
+        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header)
 
     # -- identity and refusal ---------------------------------------------------------------------
     def identify(self, request: web.Request) -> Identity:
         config = self.policy.current.identity
         if self._trust_key is not config:  # prepared once per policy, not per request
-            self._trust = trust_for(self.settings.trusted_proxies, config)
+            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
             self._trust_key = config
         return identify(request.remote or "", request.headers, config, trust=self._trust)
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from llm_firewall.api.auth import authorized, unauthorized
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
+from llm_firewall.enforce.identity import describe
 from llm_firewall.proxy.openai_wire import error_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,7 +118,7 @@ async def alerts(request: web.Request) -> web.Response:
 @admin_only
 async def blocks(request: web.Request) -> web.Response:
     sanctions = await request.app[STATE]["store"].list_sanctions(time.time())
-    return web.json_response({"blocks": [_plain(s) for s in sanctions]})
+    return web.json_response({"blocks": [{**_plain(s), "subject": describe(s.kind, s.key)} for s in sanctions]})
 
 
 @admin_only

@@ -10,30 +10,40 @@ from hypothesis import given, settings, strategies as st
 from multidict import CIMultiDict
 
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import client_ip, identify, is_allowlisted, parse_networks, subject_for
+from llm_firewall.enforce.identity import (client_ip, identify, is_allowlisted, parse_networks, subject_for,
+                                           trust_of)
 from llm_firewall.policy.model import IdentityConfig, load_policy
 from llm_firewall.redact import key_fingerprint
 
 PROXIES = parse_networks(["10.0.0.0/8", "fd00::/8"])
+XFF = "x-forwarded-for"
 
 
 @pytest.mark.parametrize(
-    "peer, headers, expected",
+    "peer, headers, expected, header",
     [
-        ("198.51.100.1", {"X-Forwarded-For": "1.2.3.4"}, "198.51.100.1"),  # untrusted peer: header ignored
-        ("10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4"),
-        ("10.0.0.5", {"X-Forwarded-For": "6.6.6.6, 1.2.3.4, 10.0.0.9"}, "1.2.3.4"),  # spoofed left part ignored
-        ("10.0.0.5", {"x-forwarded-for": "10.0.0.7, 10.0.0.9"}, "10.0.0.7"),  # all trusted: the farthest
-        ("10.0.0.5", {"X-Forwarded-For": "garbage, 10.0.0.9"}, "10.0.0.9"),  # malformed hop stops the walk
-        ("10.0.0.5", {}, "10.0.0.5"),
-        ("10.0.0.5", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.9'}, "2001:db8::1"),
-        ("10.0.0.5", {"Forwarded": "for=192.0.2.60:8080", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.60"),
-        ("::ffff:10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4"),  # v4-mapped peer
-        ("fd00::1", {"X-Forwarded-For": "2001:db8::2"}, "2001:db8::2"),
+        ("198.51.100.1", {"X-Forwarded-For": "1.2.3.4"}, "198.51.100.1", XFF),  # untrusted peer: header ignored
+        ("10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4", XFF),
+        ("10.0.0.5", {"X-Forwarded-For": "6.6.6.6, 1.2.3.4, 10.0.0.9"}, "1.2.3.4", XFF),  # spoofed left part ignored
+        ("10.0.0.5", {"x-forwarded-for": "10.0.0.7, 10.0.0.9"}, "10.0.0.7", XFF),  # all trusted: the farthest
+        ("10.0.0.5", {"X-Forwarded-For": "garbage, 10.0.0.9"}, "10.0.0.9", XFF),  # malformed hop stops the walk
+        ("10.0.0.5", {}, "10.0.0.5", XFF),
+        # Only the configured header is believed: a client's Forwarded never decides under XFF.
+        ("10.0.0.5", {"Forwarded": "for=10.111.0.2", "X-Forwarded-For": "203.0.113.9"}, "203.0.113.9", XFF),
+        ("10.0.0.5", {"Forwarded": "for=10.111.0.2"}, "10.0.0.5", XFF),
+        ("10.0.0.5", {"X-Real-IP": "10.111.0.2", "X-Forwarded-For": "203.0.113.9"}, "203.0.113.9", XFF),
+        ("10.0.0.5", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.9'}, "2001:db8::1", "forwarded"),
+        ("10.0.0.5", {"Forwarded": "for=192.0.2.60:8080", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.60", "forwarded"),
+        ("10.0.0.5", {"Forwarded": "for=6.6.6.6, proto=https"}, "10.0.0.5", "forwarded"),  # a hop without for=
+        ("10.0.0.5", {"Forwarded": "for=_hidden, for=192.0.2.61"}, "192.0.2.61", "forwarded"),
+        ("10.0.0.5", {"X-Forwarded-For": "6.6.6.6"}, "10.0.0.5", "forwarded"),
+        ("10.0.0.5", {"X-Real-IP": "192.0.2.62", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.62", "x-real-ip"),
+        ("::ffff:10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4", XFF),  # v4-mapped peer
+        ("fd00::1", {"X-Forwarded-For": "2001:db8::2"}, "2001:db8::2", XFF),
     ],
 )
-def test_client_ip(peer, headers, expected):
-    assert client_ip(peer, headers, PROXIES) == expected
+def test_client_ip(peer, headers, expected, header):
+    assert client_ip(peer, headers, trust_of(PROXIES, header)) == expected
 
 
 def test_without_trusted_proxies_the_peer_is_the_client():
@@ -51,15 +61,17 @@ def test_identify_hashes_the_key_and_reads_configured_headers():
                "X-Session-ID": "s9", "X-Agent-ID": "crawler", "X-Forwarded-For": "1.2.3.4"}
     ident = identify("10.1.1.1", headers, cfg)
     assert ident.ip == "1.2.3.4"  # the policy's trusted proxies count
-    assert ident.user == "bob" and ident.session == "s9" and ident.agent == "crawler"
     assert ident.api_key_hash.startswith("key:") and "abcdefghijklmnop" not in repr(ident)
+    # Ids the client merely names are scoped to its key: another key's bob is someone else.
+    scope = ident.api_key_hash
+    assert (ident.user, ident.session, ident.agent) == (f"bob@{scope}", f"s9@{scope}", f"crawler@{scope}")
     assert identify("10.1.1.1", {"Authorization": "Bearer sk-test-abcdefghijklmnop"}, cfg).api_key_hash == ident.api_key_hash
 
 
 def test_identify_bounds_hostile_header_values():
     ident = identify("192.0.2.1", {"X-User-ID": "u" * 5000, "X-Session-ID": "\x00\x1b[31m", "Authorization": "Basic abc"}, IdentityConfig())
-    assert ident.user.startswith("h:") and len(ident.user) < 40
-    assert ident.session == "[31m" and ident.api_key_hash is None
+    assert ident.user.startswith("h:") and ident.user.endswith("@192.0.2.1") and len(ident.user) < 50
+    assert ident.session == "[31m@192.0.2.1" and ident.api_key_hash is None
 
 
 def test_allowlist_by_range_and_user_pattern(tmp_path):
