@@ -10,9 +10,10 @@ from hypothesis import given, settings, strategies as st
 from multidict import CIMultiDict
 
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import (client_ip, identify, is_allowlisted, parse_networks, subject_for,
-                                           trust_of)
-from llm_firewall.policy.model import IdentityConfig, load_policy
+from llm_firewall.enforce.identity import (client_ip, identify, is_allowlisted, override_subject, parse_networks,
+                                           subject_for, trust_of)
+from llm_firewall.policy.decide import ladder_subject, strike_subject
+from llm_firewall.policy.model import Escalation, IdentityConfig, load_policy
 from llm_firewall.redact import key_fingerprint
 
 PROXIES = parse_networks(["10.0.0.0/8", "fd00::/8"])
@@ -138,3 +139,102 @@ def test_one_forwarding_hop_resolves_as_a_chain_does(peer: str, hop: str) -> Non
     walk skips, forces the general path)."""
     assert client_ip(peer, {"X-Forwarded-For": hop}, PROXIES) == \
         client_ip(peer, {"X-Forwarded-For": hop + ","}, PROXIES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whatever a client writes: the address is the peer or one a trusted proxy wrote, and no sanction
+# lands on an id the client merely named.
+
+_CLIENT_HEADERS = ("X-Forwarded-For", "x-forwarded-for", "Forwarded", "X-Real-IP", "X-User-ID", "X-Session-ID",
+                   "X-Authenticated-User", "Authorization")
+_CLIENT_VALUES = st.one_of(
+    _HOPS,
+    st.ip_addresses().map(lambda a: f"for={a}" if a.version == 4 else f'for="[{a}]"'),
+    st.text(alphabet=st.sampled_from(list('0123456789abcdef.:,;="[] _-forFOR/*@')), max_size=40),
+    st.sampled_from(["bob", "*", "bob@10.0.0.9", "Bearer sk-victim-0000", "for=10.111.0.2, for=10.0.0.9"]),
+)
+_CLIENT_WRITES = st.lists(st.tuples(st.sampled_from(_CLIENT_HEADERS), _CLIENT_VALUES), max_size=8)
+_UNTRUSTED = st.ip_addresses().filter(  # a v4-mapped client would be named by its IPv4 form
+    lambda a: not any(a.version == n.version and a in n for n in PROXIES) and getattr(a, "ipv4_mapped", None) is None)
+_TRUSTED_HOPS = st.lists(st.one_of(st.ip_addresses(network="10.0.0.0/8"), st.ip_addresses(network="fd00::/8")),
+                         max_size=3)
+
+
+def _element(addr, header: str) -> str:
+    if header == "forwarded":
+        return f"for={addr}" if addr.version == 4 else f'for="[{addr}]:8443"'
+    return str(addr)
+
+
+def _through_proxies(client, written, proxies, header: str, same_line: list[bool]) -> CIMultiDict:
+    """The request as the firewall gets it: what the client wrote, then each trusted proxy appends
+    its peer's address to the named header (as a new line, or to the last line of it)."""
+    headers = CIMultiDict(written)
+    for sender, joined in zip([client, *proxies[:-1]], same_line):
+        element = _element(sender, header)
+        existing = headers.getall(header, [])
+        if joined and existing:
+            lines = [(k, v) for k, v in headers.items() if k.lower() != header]
+            headers = CIMultiDict(lines + [(header, v) for v in existing[:-1]] + [(header, f"{existing[-1]}, {element}")])
+        else:
+            headers.add(header, element)
+    return headers
+
+
+@settings(max_examples=300, deadline=None)
+@given(client=_UNTRUSTED, written=_CLIENT_WRITES, proxies=_TRUSTED_HOPS,
+       header=st.sampled_from(["x-forwarded-for", "forwarded", "x-real-ip"]),
+       same_line=st.lists(st.booleans(), min_size=3, max_size=3))
+def test_the_client_address_is_never_one_the_client_wrote(client, written, proxies, header, same_line) -> None:
+    headers = _through_proxies(client, written, proxies, header, same_line)
+    peer = str(proxies[-1]) if proxies else str(client)
+    ident = identify(peer, headers, IdentityConfig(), PROXIES, forwarded_header=header)
+    assert ident.ip == str(client)  # the address the nearest trusted proxy saw, whatever was written
+    # Without trusted proxies nothing written counts: the peer is the client.
+    assert identify(peer, headers, IdentityConfig(), (), forwarded_header=header).ip == peer
+
+
+_SANCTIONS = ("suspend_user", "terminate_session")
+
+
+@settings(max_examples=300, deadline=None)
+@given(written=_CLIENT_WRITES, peer=st.sampled_from(["10.0.0.5", "198.51.100.1", "fd00::5"]),
+       gateway=st.booleans())
+def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gateway) -> None:
+    cfg = IdentityConfig(trusted_user_header="x-authenticated-user" if gateway else None)
+    headers = CIMultiDict(written)
+    ident = identify(peer, headers, cfg, PROXIES)
+    from_gateway = gateway and peer != "198.51.100.1" and bool((headers.get("x-authenticated-user") or "").strip())
+    assert ident.scope == (ident.api_key_hash or ident.ip)
+    for kind in _SANCTIONS:
+        target = "user" if kind == "suspend_user" else "session"
+        ladder = Escalation(frozenset({"prompt_injection"}), 1, 60.0, kind, 60.0)
+        aimed = ladder_subject(ladder, ident)
+        if target == "user" and from_gateway:  # vouched for by the gateway: the user alone
+            assert ident.user_bound and aimed == ident.user
+            continue
+        assert not ident.user_bound or target == "session"
+        assert aimed is not None and aimed.endswith(f"@{ident.scope}")  # scoped, or the scope itself
+        assert strike_subject(ladder, ident, aimed) == f"*@{ident.scope}"  # offences count against the scope
+        assert (target, f"*@{ident.scope}") in ident.sanction_keys()
+    for key in ("client", "user", "session", "agent", "key", "ip"):
+        subj = override_subject(ident, key)
+        bound = subj == f"user:{ident.user}" and ident.user_bound
+        assert bound or subj in (f"ip:{ident.ip}", ident.api_key_hash), (key, subj)
+
+
+def test_a_gateway_header_from_an_untrusted_peer_is_an_ordinary_claim() -> None:
+    cfg = IdentityConfig(trusted_user_header="x-authenticated-user")
+    headers = {"X-Authenticated-User": "alice", "X-User-ID": "alice"}
+    direct = identify("198.51.100.1", headers, cfg, PROXIES)
+    assert not direct.user_bound and direct.user == "alice@198.51.100.1"
+    via = identify("10.0.0.5", {**headers, "X-Forwarded-For": "203.0.113.5"}, cfg, PROXIES)
+    assert via.user_bound and via.user == "alice" and via.session is None
+
+
+def test_allowlisted_user_patterns_match_only_vouched_for_users(tmp_path) -> None:
+    (tmp_path / "p.yaml").write_text("name: p\nallowlist: {users: ['svc-*']}\n")
+    p = load_policy("p", tmp_path)
+    assert not is_allowlisted(identify("198.51.100.1", {"X-User-ID": "svc-backup"}, IdentityConfig()), p)
+    gateway = IdentityConfig(trusted_user_header="x-authenticated-user")
+    assert is_allowlisted(identify("10.0.0.5", {"X-Authenticated-User": "svc-backup"}, gateway, PROXIES), p)
