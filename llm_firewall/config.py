@@ -115,6 +115,13 @@ class Settings:
     def uses_demo_upstream(self) -> bool:
         return self.upstream_url is None
 
+    @property
+    def client_keys_checked(self) -> bool:
+        """True when a client's API key reaches a real upstream, which refuses a made-up one.
+        Otherwise (the firewall's own key replaces it, or the demo model) any string passes,
+        so a client's key is no identity it cannot choose."""
+        return self.upstream_url is not None and self.upstream_api_key is None
+
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -110,7 +110,8 @@ class Gateway:
         if self._trust_key is not config:  # prepared once per policy, not per request
             self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
             self._trust_key = config
-        return identify(request.remote or "", request.headers, config, trust=self._trust)
+        return identify(request.remote or "", request.headers, config, trust=self._trust,
+                        keys_checked=self.settings.client_keys_checked)
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -234,19 +234,20 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
 
 def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
              trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None,
-             forwarded_header: str = DEFAULT_FORWARDED_HEADER) -> Identity:
+             forwarded_header: str = DEFAULT_FORWARDED_HEADER, keys_checked: bool = True) -> Identity:
     """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's.
 
     `trust`, when given, is that union already prepared (see `trust_for`): the gateway keeps
     one per policy instead of rebuilding it on every request. User, session and agent ids the
     client names are scoped to its key, else its address (see `Identity`); only the policy's
-    `trusted_user` header, arriving from a trusted proxy, names a user alone."""
+    `trusted_user` header, arriving from a trusted proxy, names a user alone. A key scopes only
+    when the upstream checks it (`keys_checked`): a key nobody checks is one more claim."""
     if trust is None:
         trust = trust_for(trusted_proxies, policy_identity, forwarded_header)
     key = api_key_of(headers)
     key_hash = key_fingerprint(key) if key else None
     ip = client_ip(peer, headers, trust)
-    scope = key_hash or ip
+    scope = key_hash if key_hash and keys_checked else ip
     user = None
     if policy_identity.trusted_user_header is not None:
         via = trust.resolve_peer(peer or "")
@@ -336,12 +337,12 @@ def subject_for(identity: Identity, key: str) -> str:
 
 def override_subject(identity: Identity, key: str) -> str:
     """Where a rate limit imposed after an offence lands: `subject_for`, unless that is an id
-    the client merely names (scoped): then its key, else its address, so naming another id
+    the client merely names (scoped): then its scope (key or address), so naming another id
     (or none) does not shed the limit."""
     subj = subject_for(identity, key)
     if identity.scope is not None and (subj.startswith(("session:", "agent:"))
                                        or (subj.startswith("user:") and not identity.user_bound)):
-        return subject("key", identity.api_key_hash) if identity.api_key_hash else subject("ip", identity.ip)
+        return subject("key", identity.scope) if identity.scope == identity.api_key_hash else subject("ip", identity.ip)
     return subj
 
 

@@ -180,3 +180,19 @@ def test_only_a_trusted_gateways_header_names_a_user_alone(upstream: TestUpstrea
         assert chat(server, [("X-Forwarded-For", mallory.ip), key(mallory), ("X-User-ID", alice.user)])[0] == 200
     finally:
         server.stop()
+
+
+def test_made_up_keys_do_not_escape_when_the_firewall_supplies_its_own(upstream: TestUpstream, tmp_path: Path) -> None:
+    """With the firewall's own upstream key nobody checks the client's, so a new key per request is
+    one more name the client chose: the address answers for it."""
+    server = start_firewall(upstream, tmp_path, env={"OPENAI_API_KEY": "sk-firewall-own-0123456789"})
+    try:
+        who = Who()
+        for i in range(3):
+            made_up = [("X-Forwarded-For", who.ip), ("Authorization", f"Bearer sk-made-up-{i}"), ("X-User-ID", f"u{i}")]
+            assert chat(server, made_up, INJECTION)[0] == 400
+        fresh = [("X-Forwarded-For", who.ip), ("Authorization", "Bearer sk-made-up-new"), ("X-User-ID", "new")]
+        assert code(chat(server, fresh)) == (403, "user_suspended")
+        assert chat(server, [("X-Forwarded-For", Who().ip), ("Authorization", "Bearer sk-made-up-new")])[0] == 200
+    finally:
+        server.stop()

@@ -221,6 +221,17 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
         subj = override_subject(ident, key)
         bound = subj == f"user:{ident.user}" and ident.user_bound
         assert bound or subj in (f"ip:{ident.ip}", ident.api_key_hash), (key, subj)
+        if key in ("client", "user", "session", "agent") and not bound:
+            assert subj in (f"ip:{ident.scope}", ident.scope), (key, subj)  # the scope, never a named id
+
+
+def test_a_key_nobody_checks_scopes_nothing() -> None:
+    headers = {"Authorization": "Bearer sk-made-up", "X-User-ID": "bob"}
+    unchecked = identify("198.51.100.1", headers, IdentityConfig(), keys_checked=False)
+    assert unchecked.scope == "198.51.100.1" and unchecked.user == "bob@198.51.100.1"
+    assert unchecked.api_key_hash == key_fingerprint("sk-made-up")  # still recorded, for limits and usage
+    assert override_subject(unchecked, "client") == "ip:198.51.100.1"
+    assert identify("198.51.100.1", headers, IdentityConfig()).scope == key_fingerprint("sk-made-up")
 
 
 def test_a_gateway_header_from_an_untrusted_peer_is_an_ordinary_claim() -> None:
