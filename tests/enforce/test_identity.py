@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from multidict import CIMultiDict
 
+from llm_firewall.config import ConfigError, from_env
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import (client_ip, identify, is_allowlisted, override_subject, parse_networks,
                                            subject_for, trust_of)
@@ -249,3 +250,15 @@ def test_allowlisted_user_patterns_match_only_vouched_for_users(tmp_path) -> Non
     assert not is_allowlisted(identify("198.51.100.1", {"X-User-ID": "svc-backup"}, IdentityConfig()), p)
     gateway = IdentityConfig(trusted_user_header="x-authenticated-user")
     assert is_allowlisted(identify("10.0.0.5", {"X-Authenticated-User": "svc-backup"}, gateway, PROXIES), p)
+
+
+def test_the_deployment_names_its_forwarding_header() -> None:
+    assert from_env({}).forwarded_header == "x-forwarded-for"
+    assert from_env({"LLM_FIREWALL_FORWARDED_HEADER": "X-Real-IP"}).forwarded_header == "x-real-ip"
+    with pytest.raises(ConfigError, match="LLM_FIREWALL_FORWARDED_HEADER"):
+        from_env({"LLM_FIREWALL_FORWARDED_HEADER": "True-Client-IP"})
+    # A policy's own choice wins over the deployment's.
+    headers = {"X-Real-IP": "192.0.2.7", "Forwarded": "for=192.0.2.8"}
+    assert identify("10.0.0.5", headers, IdentityConfig(), PROXIES, forwarded_header="x-real-ip").ip == "192.0.2.7"
+    assert identify("10.0.0.5", headers, IdentityConfig(forwarded_header="forwarded"), PROXIES,
+                    forwarded_header="x-real-ip").ip == "192.0.2.8"
