@@ -104,7 +104,7 @@ class Gateway:
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
-        self._trust = trust_for(settings.trusted_proxies, policy.current.identity)
+        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header)
         self._passthrough_key: Policy | None = None
         self._passthrough_table = Passthrough()
 
@@ -113,13 +113,14 @@ class Gateway:
     def trust(self) -> Any:
         """The proxies trusted under the policy in force, prepared once per policy."""
         config = self.policy.current.identity
-        if self._trust_key is not config:
-            self._trust = trust_for(self.settings.trusted_proxies, config)
+        if self._trust_key is not config:  # prepared once per policy, not per request
+            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
             self._trust_key = config
         return self._trust
 
     def identify(self, request: web.Request) -> Identity:
-        return identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust)
+        return identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust,
+                        keys_checked=self.settings.client_keys_checked)
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
+from llm_firewall.enforce.identity import describe
 from llm_firewall.proxy.openai_wire import error_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,7 +75,7 @@ async def status_summary(request: web.Request) -> dict[str, Any]:
                     "false_positives": gw.alerts.counts["false_positives"],
                     "actions_taken": gw.alerts.counts["actions"],
                     "blocked_entities": len(sanctions)},
-        "sanctions": [_plain(s) for s in sanctions],
+        "sanctions": [_listed(s) for s in sanctions],
         "rate_limits": [_plain(r) for r in policy.rate_limits],
         "queues": pipeline.status() if pipeline is not None else {},
         "circuits": {"upstream": {"state": gw.breaker.state, "retry_after": round(gw.breaker.retry_after(), 2)},
@@ -118,7 +119,12 @@ async def alerts(request: web.Request) -> web.Response:
 @admin_only
 async def blocks(request: web.Request) -> web.Response:
     sanctions = await request.app[STATE]["store"].list_sanctions(time.time())
-    return web.json_response({"blocks": [_plain(s) for s in sanctions]})
+    return web.json_response({"blocks": [_listed(s) for s in sanctions]})
+
+
+def _listed(sanction: Any) -> dict[str, Any]:
+    """A sanction as the API lists it, with its subject for people ('user bob@203.0.113.9')."""
+    return {**_plain(sanction), "subject": describe(sanction.kind, sanction.key)}
 
 
 @admin_only

@@ -36,9 +36,12 @@ def soc_event(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identity(pb: Playbook) -> Identity:
+    """The alert's identity; its user and session are already scoped (``bob@203.0.113.9``), and
+    the scope lets a sanction on one also hold the key or address (see `Enforcer`)."""
     ident = pb.identity or {}
     return Identity(ip=ident.get("ip", ""), api_key_hash=ident.get("key"), user=ident.get("user"),
-                    session=ident.get("session"), agent=ident.get("agent"))
+                    session=ident.get("session"), agent=ident.get("agent"),
+                    scope=ident.get("key") or ident.get("ip") or None)
 
 
 
