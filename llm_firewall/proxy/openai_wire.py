@@ -291,26 +291,96 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
     return out
 
 
+# Answer strings that are opaque payloads (images, audio, vectors, encrypted reasoning): a client
+# decodes them as bytes, never reads them as text.
+_OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image_b64"})
+# Answer strings that label rather than say (ids, enums, model names). They are scanned too, but
+# joined into one text: one scan per answer rather than ~25 µs for each id.
+LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
+                    "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id"})
+# The path of the joined labels; a path ending in JOINED names a field whose text was joined from
+# pieces (logprob tokens): it can be removed, not rewritten.
+IDENTIFIERS = "#labels"
+JOINED = "#"
+_TOOL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "input", "code"})
+
+
+def _logprob_texts(logprobs: Any, path: str) -> Iterator[TextItem]:
+    """The text logprobs spell out, token by token: a secret can hide there as well as in
+    `content`. Chat: `content`/`refusal` lists of {token, top_logprobs}; legacy completions:
+    `tokens` and `top_logprobs` (one {token: logprob} per position). Each alternative rank is
+    joined too, since a client can read the text along any of them."""
+    if not isinstance(logprobs, dict):
+        if logprobs is not None:
+            yield from _walk(logprobs, path, "response")
+        return
+    ranks: dict[int, list[str]] = {}
+    for field in ("content", "refusal"):
+        tokens = logprobs.get(field)
+        if isinstance(tokens, list):
+            ranks.setdefault(-1, []).extend(t["token"] for t in tokens
+                                            if isinstance(t, dict) and isinstance(t.get("token"), str))
+            for t in tokens:
+                for r, alt in enumerate(t.get("top_logprobs") or () if isinstance(t, dict) else ()):
+                    if isinstance(alt, dict) and isinstance(alt.get("token"), str):
+                        ranks.setdefault(r, []).append(alt["token"])
+    legacy = logprobs.get("tokens")
+    if isinstance(legacy, list):
+        ranks.setdefault(-1, []).extend(t for t in legacy if isinstance(t, str))
+    for position in logprobs.get("top_logprobs") or () if isinstance(logprobs.get("top_logprobs"), list) else ():
+        if isinstance(position, dict):
+            for r, token in enumerate(position):
+                ranks.setdefault(r, []).append(token)
+    for r in sorted(ranks):
+        text = "".join(ranks[r])
+        if text:
+            yield TextItem(text, "response", path + JOINED)
+    for key, value in logprobs.items():  # anything else a hostile upstream put there
+        if key not in ("content", "refusal", "tokens", "top_logprobs", "token_logprobs", "text_offset"):
+            yield from _walk(value, f"{path}.{key}", "response")
+
+
+def _walk(value: Any, path: str, role: str, labels: list[str] | None = None) -> Iterator[TextItem]:
+    """Every string under `value` with its path: unknown shapes are read whole (fail closed)."""
+    if isinstance(value, str):
+        if value:
+            yield TextItem(value, role, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                continue
+            if isinstance(item, str):
+                if not item:
+                    continue
+                if key in LABELS:
+                    if labels is not None:
+                        labels.append(item)
+                        continue
+                elif key in _OPAQUE or (key == "data" and path.endswith("audio")):
+                    continue
+            sub = f"{path}.{key}" if path else key
+            if key == "logprobs":
+                yield from _logprob_texts(item, sub)
+            else:
+                yield from _walk(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{path}[{i}]", role, labels)
+
+
 def response_texts(endpoint: str, body: Any) -> list[TextItem]:
-    """Texts of a non-streamed answer: message content, refusals, tool-call arguments."""
-    out: list[TextItem] = []
-    if not isinstance(body, dict):
-        return out
-    if endpoint == "responses":
-        for i, item in enumerate(body.get("output") or []):
-            if isinstance(item, dict):
-                out.extend(_content_texts(item.get("content"), "response", f"output[{i}].content"))
-                if isinstance(item.get("arguments"), str):
-                    out.append(TextItem(item["arguments"], "tool_call", f"output[{i}].arguments"))
-        return out
-    for i, choice in enumerate(body.get("choices") or []):
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        if isinstance(message, dict):
-            out.extend(_content_texts(message.get("content"), "response", f"choices[{i}].message.content"))
-            out.extend(_tool_call_texts(message.get("tool_calls"), f"choices[{i}].message.tool_calls"))
-        text = choice.get("text")
-        if isinstance(text, str) and text:
-            out.append(TextItem(text, "response", f"choices[{i}].text"))
+    """Every text of a non-streamed answer a client or a model downstream reads.
+
+    Not a list of known fields: every string of the answer is read (chat `content`, `refusal`,
+    `reasoning_content`/`reasoning`, tool-call names and arguments, `function_call`, audio
+    transcripts, annotations; completions `text`; Responses API output items of every type and
+    `output_text`; error bodies; and whatever a new API version or a hostile upstream adds), except
+    opaque base64/vector payloads. Logprob tokens are joined into the text they spell; labels
+    (ids, enums, model names) are joined into one text at IDENTIFIERS. `endpoint` is kept for the
+    callers' symmetry with `request_texts`: the answer's own shape decides.
+    """
+    labels: list[str] = []
+    out = list(_walk(body, "", "response", labels))
+    if labels:
+        out.append(TextItem("\n".join(labels), "response", IDENTIFIERS))
     return out

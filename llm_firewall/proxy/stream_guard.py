@@ -34,6 +34,7 @@ import orjson
 
 import re2
 
+from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding
@@ -88,20 +89,37 @@ ENCODED_ANCHOR = r"[A-Za-z0-9+/_=-]{20,}|%[0-9A-Fa-f]{2}|&#?[A-Za-z0-9]{1,8};|\\
 ENCODED_ANCHOR_WIDTH = 20
 
 
+# A non-ASCII character may be dropped (zero-width, soft hyphen, variation selector) or folded
+# (NFKC, look-alike letters) by the normaliser the rules read through (`detect/normalize.py`,
+# the same for JSON and streamed answers). So an anchor may match only in the normalised text,
+# starting at ASCII characters before the non-ASCII one ("s\u200bk-proj-..." reads "sk-proj-..."):
+# a non-ASCII character anchors from the start of any unfinished anchor just before it.
+NON_ASCII = r"[^\x00-\x7f]"
+
+
 @lru_cache(maxsize=32)
-def _compiled_anchors(pattern: str) -> tuple[Any, Any | None]:
-    """The anchor (rules' plus encoded text's) and the pattern for its unfinished beginnings.
+def _compiled_anchors(pattern: str, tail: int) -> tuple[Any, Any | None]:
+    """The anchor (rules', encoded text's, and a non-ASCII character with the unfinished anchor
+    before it) and the pattern for its unfinished beginnings.
 
     Cached: a guard is built per stream, and compiling these costs milliseconds. The second is
-    None when the anchor uses syntax `prefix_pattern` cannot rewrite: then a fixed tail is held.
+    None when the anchor uses syntax `prefix_pattern` cannot rewrite: then a fixed tail is held,
+    and as much is held before a non-ASCII character.
     """
     full = f"{pattern}|{ENCODED_ANCHOR}"
     try:
-        partial = re2.compile(f"(?:{prefix_pattern(full)})\\z")
+        prefixes = prefix_pattern(full)
+        partial = re2.compile(f"(?:{prefixes})\\z")
+        before = f"(?:{prefixes})"
     except (Unsupported, re2.error):
         partial = None
-    return re2.compile(full), partial
+        before = f"(?s:.{{0,{tail}}})"
+    return re2.compile(f"{full}|{before}{NON_ASCII}"), partial
 
+
+# How far back (in windows of raw text) invisible characters may stretch the window: more
+# padding than that is not followed, to keep a stream's held text and scans bounded.
+WINDOW_STRETCH = 4
 
 _PLAIN_DELTA = frozenset({"content", "role"})
 
@@ -189,8 +207,8 @@ class StreamGuard:
         # first anchor in the window on, and an unfinished anchor at the very end, is held; plain
         # prose flows at once. Held text is scanned when a clean scan would release some of it,
         # and otherwise every `scan_every` characters (so a match still stops the stream early).
-        self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern)
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
+        self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern, self._tail)
         # A text's kept part is trimmed once it is this long (and never below what scans need).
         self._trim_at = max(trim_at, 2 * (self._window + self._scan_every + self._tail))
         self._mode = mode  # content_filter | error_event | redact
@@ -201,6 +219,7 @@ class StreamGuard:
         self._text_out = False  # some text has been released (see EARLY_HEAD_CHARS)
         self._last_payload: dict[str, Any] | None = None
         self.blocked = False
+        self.padded = False  # invisible characters stretched a window too far (see _window_start)
         self.findings: list[Finding] = []
         self.assembled_chars = 0
 
@@ -245,7 +264,7 @@ class StreamGuard:
         length back from the end. Without this a long answer was kept whole and copied on every
         append (quadratic: ~0.6 s of CPU for a 600 KB answer)."""
         need = buf.end - self._window - self._scan_every - self._tail
-        need = min(need, buf.safe if self._anchor is not None else buf.scanned_to - self._window)
+        need = min(need, self._safe_until_of(buf))
         for held in self._held:
             for seg in held.segments:
                 if seg.key == key and seg.start < need:
@@ -272,10 +291,10 @@ class StreamGuard:
             end = buf.end
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
-            start = max(0, buf.scanned_to - self._window)
+            start = self._window_start(buf, buf.scanned_to)
             if start < end and not self._scan_region(key, buf, start, end):
                 return False
-        return True
+        return not self.padded
 
     def _check_anchored(self, final: bool) -> bool:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
@@ -297,7 +316,7 @@ class StreamGuard:
                 end = buf.end
                 target = end if final else self._safe_target(buf, end, None)
             buf.safe = target
-        return True
+        return not self.padded
 
     def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
@@ -322,13 +341,30 @@ class StreamGuard:
         anchor at the end, can no longer start a match. `first` is the first anchor at or after
         `safe`, when already known.
         """
-        lo = max(buf.safe, end - self._window)
+        lo = max(buf.safe, self._window_start(buf, end))
         held_from = self._unfinished_from(buf, end)
         if first is None or first < lo:
             first = self._first_anchor(buf, lo, end)
         if first is not None:
             held_from = min(held_from, first)
         return max(buf.safe, held_from)
+
+    def _window_start(self, buf: _Text, end: int) -> int:
+        """Where the last `window` characters before `end` begin, counted as the rules read the
+        text: invisible characters, which the normaliser drops, do not count (so padding a secret
+        with them does not stretch it past the window). Text padded more than WINDOW_STRETCH
+        windows back sets `padded`: the stream is stopped rather than its held text let grow."""
+        lo = end - self._window
+        limit = end - WINDOW_STRETCH * self._window
+        floor = max(buf.base, limit)
+        extra = dropped_count(buf.slice(max(lo, floor), end))
+        while extra and lo > floor:
+            new_lo = max(floor, lo - extra)
+            extra = dropped_count(buf.slice(new_lo, lo))
+            lo = new_lo
+        if extra and lo <= limit:
+            self.padded = True
+        return max(lo, buf.base)
 
     def _unfinished_from(self, buf: _Text, end: int) -> int:
         """Where an anchor that the next delta may complete could begin in the text's tail."""
@@ -371,8 +407,11 @@ class StreamGuard:
                     seg.end = start + len(new)
 
     def _safe_until(self, key: Key) -> int:
-        buf = self._texts[key]
-        return buf.safe if self._anchor is not None else buf.scanned_to - self._window
+        return self._safe_until_of(self._texts[key])
+
+    def _safe_until_of(self, buf: _Text) -> int:
+        """Text before this offset has been checked and can no longer be part of a match."""
+        return buf.safe if self._anchor is not None else self._window_start(buf, buf.scanned_to)
 
     def _release(self, *, final: bool) -> bytes:
         """Encode what may leave now.
