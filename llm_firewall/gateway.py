@@ -42,6 +42,7 @@ from llm_firewall.proxy.forward import (ALLOWED_METHODS, Upstream, UpstreamError
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
                                             parse_json_body, request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import StreamGuard
 from llm_firewall.reliability.circuit import CircuitBreaker
@@ -660,24 +661,11 @@ async def _answer_head(up: Http1Response) -> bytes:
     return head
 
 
-_PATH_TOKENS = re.compile(r"[^.\[\]]+|\[\d+\]")
-
-
-def _set_path(obj: Any, path: str, value: Any) -> None:
-    """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
-    tokens = _PATH_TOKENS.findall(path)
-    target = obj
-    for tok in tokens[:-1]:
-        target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]
-    last = tokens[-1]
-    if last.startswith("["):
-        target[int(last[1:-1])] = value
-    else:
-        target[last] = value
-
-
-def _mark_content_filter(answer: dict[str, Any], path: str) -> None:
-    if path.startswith("choices["):
+def _mark_content_filter(answer: Any, path: str) -> None:
+    if path.startswith("output") and isinstance(answer, dict):  # Responses API
+        answer["status"] = "incomplete"
+        answer["incomplete_details"] = {"reason": "content_filter"}
+    elif path.startswith("choices[") and isinstance(answer, dict):
         idx = int(path[len("choices["):path.index("]")])
         choice = answer["choices"][idx]
         choice["finish_reason"] = "content_filter"

@@ -293,7 +293,8 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
 
 # Answer strings that are opaque payloads (images, audio, vectors, encrypted reasoning): a client
 # decodes them as bytes, never reads them as text.
-_OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image_b64"})
+OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image_b64",
+                    "obfuscation"})  # (random padding some APIs add to stream events)
 # Answer strings that label rather than say (ids, enums, model names). They are scanned too, but
 # joined into one text: one scan per answer rather than ~25 µs for each id.
 LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
@@ -305,14 +306,14 @@ JOINED = "#"
 _TOOL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "input", "code"})
 
 
-def _logprob_texts(logprobs: Any, path: str) -> Iterator[TextItem]:
+def logprob_texts(logprobs: Any, path: str) -> Iterator[TextItem]:
     """The text logprobs spell out, token by token: a secret can hide there as well as in
     `content`. Chat: `content`/`refusal` lists of {token, top_logprobs}; legacy completions:
     `tokens` and `top_logprobs` (one {token: logprob} per position). Each alternative rank is
     joined too, since a client can read the text along any of them."""
     if not isinstance(logprobs, dict):
         if logprobs is not None:
-            yield from _walk(logprobs, path, "response")
+            yield from walk_answer(logprobs, path, "response")
         return
     ranks: dict[int, list[str]] = {}
     for field in ("content", "refusal"):
@@ -337,11 +338,13 @@ def _logprob_texts(logprobs: Any, path: str) -> Iterator[TextItem]:
             yield TextItem(text, "response", path + JOINED)
     for key, value in logprobs.items():  # anything else a hostile upstream put there
         if key not in ("content", "refusal", "tokens", "top_logprobs", "token_logprobs", "text_offset"):
-            yield from _walk(value, f"{path}.{key}", "response")
+            yield from walk_answer(value, f"{path}.{key}", "response")
 
 
-def _walk(value: Any, path: str, role: str, labels: list[str] | None = None) -> Iterator[TextItem]:
-    """Every string under `value` with its path: unknown shapes are read whole (fail closed)."""
+def walk_answer(value: Any, path: str = "", role: str = "response",
+                labels: list[str] | None = None) -> Iterator[TextItem]:
+    """Every string under `value` with its path: unknown shapes are read whole (fail closed).
+    Labels go to `labels` when given (else they are yielded as texts); opaque payloads are skipped."""
     if isinstance(value, str):
         if value:
             yield TextItem(value, role, path)
@@ -356,16 +359,16 @@ def _walk(value: Any, path: str, role: str, labels: list[str] | None = None) -> 
                     if labels is not None:
                         labels.append(item)
                         continue
-                elif key in _OPAQUE or (key == "data" and path.endswith("audio")):
+                elif key in OPAQUE or (key == "data" and path.endswith("audio")):
                     continue
             sub = f"{path}.{key}" if path else key
             if key == "logprobs":
-                yield from _logprob_texts(item, sub)
+                yield from logprob_texts(item, sub)
             else:
-                yield from _walk(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels)
+                yield from walk_answer(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _walk(item, f"{path}[{i}]", role, labels)
+            yield from walk_answer(item, f"{path}[{i}]", role, labels)
 
 
 def response_texts(endpoint: str, body: Any) -> list[TextItem]:
@@ -380,7 +383,23 @@ def response_texts(endpoint: str, body: Any) -> list[TextItem]:
     callers' symmetry with `request_texts`: the answer's own shape decides.
     """
     labels: list[str] = []
-    out = list(_walk(body, "", "response", labels))
+    out = list(walk_answer(body, "", "response", labels))
     if labels:
         out.append(TextItem("\n".join(labels), "response", IDENTIFIERS))
     return out
+
+
+_PATH_TOKENS = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def set_path(obj: Any, path: str, value: Any) -> None:
+    """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
+    tokens = _PATH_TOKENS.findall(path)
+    target = obj
+    for tok in tokens[:-1]:
+        target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]
+    last = tokens[-1]
+    if last.startswith("["):
+        target[int(last[1:-1])] = value
+    else:
+        target[last] = value

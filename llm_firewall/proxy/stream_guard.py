@@ -37,7 +37,9 @@ import re2
 from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
-from llm_firewall.domain import Finding
+from llm_firewall.domain import Finding, TextItem
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, logprob_texts, set_path,
+                                            walk_answer)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -149,7 +151,8 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
         return None
     delta = choice.get("delta")
     if (type(delta) is not dict or type(delta.get("content")) is not str
-            or choice.get("finish_reason") is not None or choice.get("logprobs") is not None):
+            or choice.get("finish_reason") is not None or choice.get("logprobs") is not None
+            or not choice.keys() <= _CHOICE_KEYS):
         return None
     if not delta.keys() <= _PLAIN_DELTA and any(v is not None for k, v in delta.items() if k not in _PLAIN_DELTA):
         return None  # null fields (`"refusal": null`) are fine: repeating a null adds nothing
@@ -162,14 +165,36 @@ def _with_content(payload: dict[str, Any], content: str) -> dict[str, Any]:
     return {**payload, "choices": [{**choice, "delta": {**choice["delta"], "content": content}}]}
 
 
+_MAX_LABELS = 1024  # distinct labels remembered per stream (a new id in every chunk is read each time)
+
+# Choice and delta keys whose values the guard reads itself (the rest is read whole, see _whole_texts).
+_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs", "text"})
+_DELTA_PARTS = frozenset({"tool_calls", "function_call", "audio"})
+
+
+def _joined_tokens(logprobs: Any) -> str:
+    """The text a chunk's logprobs spell out (chosen tokens, then each alternative), joined."""
+    if not isinstance(logprobs, dict):
+        return ""
+    return "".join(item.text for item in logprob_texts(logprobs, ""))
+
+
 def _text_segments(payload: Any) -> Iterator[tuple[Key, str, dict[str, Any], str]]:
-    """Yield (buffer key, delta text, the dict holding it, its field) for every text delta."""
+    """Yield (buffer key, delta text, the dict holding it, its field) for every text delta.
+
+    Chat chunks: every string field of a delta (`content`, `refusal`, `reasoning_content`,
+    `reasoning`, any new one), tool-call and legacy function-call names and arguments, audio
+    transcripts, logprob tokens; completions `text`; Responses API `*.delta` events. Each is
+    assembled across chunks under its own key, so a secret split over deltas is seen whole.
+    """
     if not isinstance(payload, dict):
         return
     kind = payload.get("type")
-    if isinstance(kind, str) and kind.endswith(".delta") and isinstance(payload.get("delta"), str):
-        key: Key = ("resp", payload.get("item_id") or payload.get("output_index"), payload.get("content_index"))
-        yield key, payload["delta"], payload, "delta"
+    if isinstance(kind, str):
+        if kind.endswith(".delta") and isinstance(payload.get("delta"), str) and payload["delta"]:
+            key: Key = ("resp", kind, payload.get("item_id") or payload.get("output_index"),
+                        payload.get("content_index"), payload.get("summary_index"))
+            yield key, payload["delta"], payload, "delta"
         return
     for choice in payload.get("choices") or ():
         if not isinstance(choice, dict):
@@ -177,17 +202,73 @@ def _text_segments(payload: Any) -> Iterator[tuple[Key, str, dict[str, Any], str
         idx = choice.get("index", 0)
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                yield ("content", idx), content, delta, "content"
-            if isinstance(delta.get("refusal"), str) and delta["refusal"]:
-                yield ("refusal", idx), delta["refusal"], delta, "refusal"
-            for call in delta.get("tool_calls") or ():
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                    yield ("tool", idx, call.get("index", 0)), fn["arguments"], fn, "arguments"
+            for name, value in delta.items():
+                if type(value) is str:
+                    if value and name != "role":
+                        yield ("content", idx) if name == "content" else ("field", idx, name), value, delta, name
+                elif name == "tool_calls" and isinstance(value, list):
+                    for call in value:
+                        fn = call.get("function") if isinstance(call, dict) else None
+                        if isinstance(fn, dict):
+                            for part in ("name", "arguments"):
+                                if isinstance(fn.get(part), str) and fn[part]:
+                                    yield ("field", idx, "tool", call.get("index", 0), part), fn[part], fn, part
+                elif name in _DELTA_PARTS and isinstance(value, dict):
+                    for part in ("name", "arguments", "transcript"):
+                        if isinstance(value.get(part), str) and value[part]:
+                            yield ("field", idx, name, part), value[part], value, part
         elif isinstance(choice.get("text"), str) and choice["text"]:
             yield ("text", idx), choice["text"], choice, "text"
+        tokens = _joined_tokens(choice.get("logprobs"))
+        if tokens:
+            yield ("field", idx, "logprobs"), tokens, choice, "logprobs"
+
+
+def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
+    """The strings of an event that are not deltas: complete texts, inspected at once.
+
+    Responses API events other than `*.delta` (`*.done`, `response.output_item.done`, the final
+    `response.completed` with the whole answer, `error`), and whatever else an upstream puts in a
+    chunk: top-level fields, unknown choice fields, nested delta parts. Labels (ids, enums) go to
+    `labels`."""
+    if not isinstance(payload, dict):
+        return list(walk_answer(payload, "", "response", labels))
+    out: list[TextItem] = []
+    typed = isinstance(payload.get("type"), str)
+    for key, value in payload.items():
+        if typed and key == "delta" and type(value) is str:
+            continue  # assembled by _text_segments
+        if key == "choices" and not typed and isinstance(value, list):
+            for i, choice in enumerate(value):
+                if not isinstance(choice, dict):
+                    out.extend(walk_answer(choice, f"choices[{i}]", "response", labels))
+                    continue
+                for name, item in choice.items():
+                    path = f"choices[{i}].{name}"
+                    if name == "delta" and isinstance(item, dict):
+                        for field, part in item.items():
+                            if type(part) is not str and part is not None and field not in _DELTA_PARTS:
+                                out.extend(walk_answer(part, f"{path}.{field}", "response", labels))
+                            elif field in _DELTA_PARTS and isinstance(part, (dict, list)):
+                                out.extend(_delta_part_rest(part, f"{path}.{field}", labels))
+                    elif name == "finish_reason" and type(item) is str:
+                        labels.append(item)
+                    elif name not in _CHOICE_KEYS:
+                        out.extend(walk_answer(item, path, "response", labels))
+            continue
+        if type(value) is str:
+            if key in LABELS or key == "event":
+                labels.append(value)
+                continue
+        out.extend(walk_answer(value, key, "response", labels))
+    return out
+
+
+def _delta_part_rest(part: Any, path: str, labels: list[str]) -> Iterator[TextItem]:
+    """A tool-call / function-call / audio delta's strings other than the assembled ones."""
+    for item in walk_answer(part, path, "tool_call", labels):
+        if not item.path.endswith((".name", ".arguments", ".transcript")):
+            yield item
 
 
 class StreamGuard:
@@ -218,6 +299,7 @@ class StreamGuard:
         self._rewritten = False  # a redaction changed held text: compare segments on release
         self._text_out = False  # some text has been released (see EARLY_HEAD_CHARS)
         self._last_payload: dict[str, Any] | None = None
+        self._labels: set[str] = set()  # labels (ids, model names) already inspected
         self.blocked = False
         self.padded = False  # invisible characters stretched a window too far (see _window_start)
         self.findings: list[Finding] = []
@@ -235,17 +317,80 @@ class StreamGuard:
         if isinstance(payload, dict):
             self._last_payload = payload
             delta = _splittable(payload)
-            if delta is not None:  # the usual chunk: one choice, content only
+            if delta is not None and self._labels_known(payload):  # the usual chunk: one choice, content only
                 if delta["content"]:
                     held.plain = delta
                     self._add(held, ("content", payload["choices"][0].get("index", 0)), delta["content"])
             else:
+                if not self._check_whole(held):
+                    return self._terminate()
                 for key, text, _, _ in _text_segments(payload):
                     self._add(held, key, text)
+        elif payload is not None:  # JSON, but not an object
+            if not self._check_whole(held):
+                return self._terminate()
+        elif not self._add_raw(held):
+            return self._terminate()
         self._held.append(held)
         if held.segments and not self._check(final=False):
             return self._terminate()
         return self._release(final=False)
+
+    def _labels_known(self, payload: dict[str, Any]) -> bool:
+        """Whether a plain chunk's other top-level fields are labels already inspected (its id,
+        model, ...) or numbers: then only its content needs reading."""
+        labels = self._labels
+        for key, value in payload.items():
+            kind = type(value)
+            if kind is str:
+                if value not in labels and key not in OPAQUE:
+                    return False
+            elif kind is not int and kind is not float and value is not None and key != "choices":
+                return False
+        return True
+
+    def _check_whole(self, held: _Held) -> bool:
+        """Inspect an event's complete texts (see `_whole_texts`) and new labels at once; masks
+        them in redact mode. False when the stream must stop."""
+        labels: list[str] = []
+        items = _whole_texts(held.payload, labels)
+        new = [label for label in labels if label not in self._labels]
+        if new:
+            if len(self._labels) > _MAX_LABELS:
+                self._labels.clear()
+            self._labels.update(new)
+            items.append(TextItem("\n".join(new), "response", IDENTIFIERS))
+        for item in items:
+            findings = self._scan(item.text)
+            if not findings:
+                continue
+            self._record(findings)
+            if self._mode != "redact" or self._redact is None or item.path == IDENTIFIERS \
+                    or item.path.endswith(JOINED) or not item.path:
+                return False
+            masked, _ = self._redact(item.text)
+            if masked == item.text or self._scan(masked):
+                return False
+            set_path(held.payload, item.path, masked)
+            held.rewritten = True
+        return True
+
+    def _add_raw(self, held: _Held) -> bool:
+        """An event whose data is not JSON (or a comment): its text is inspected like any other,
+        never passed unread. False when the stream must stop; ValueError when it is not UTF-8."""
+        event = held.event
+        try:
+            text = (event.raw if event.data is None else event.data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("an event that is not valid UTF-8") from None
+        if event.data is not None:
+            if text:
+                self._add(held, ("raw",), text)
+            return True
+        if text.strip() and self._scan(text):  # a comment or field-only event: complete already
+            self._record(self._scan(text))
+            return False
+        return True
 
     def _add(self, held: _Held, key: Key, delta: str) -> None:
         buf = self._texts.get(key)
@@ -510,11 +655,17 @@ class StreamGuard:
 
     def _encode(self, held: _Held) -> bytes:
         changed = held.rewritten
+        if held.payload is None and held.segments:  # not JSON: its data lines, masked if need be
+            seg = held.segments[0]
+            current = self._texts[seg.key].slice(seg.start, seg.end)
+            if current == seg.original:
+                return held.event.raw
+            return b"data: " + current.replace("\n", "\ndata: ").encode("utf-8") + b"\n\n"
         if held.segments and (changed or self._rewritten):
             for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
                 current = self._texts[key].slice(seg.start, seg.end)
-                if current != seg.original:
-                    holder[name] = current
+                if current != seg.original:  # joined logprob tokens cannot be rewritten: removed
+                    holder[name] = current if type(holder[name]) is str else None
                     changed = True
         return encode(held.payload) if changed else held.event.raw
 
@@ -531,7 +682,7 @@ class StreamGuard:
             return (b"event: response.incomplete\n" + b"data: " + orjson.dumps(
                 {"type": "response.incomplete", "response": {"status": "incomplete",
                  "incomplete_details": {"reason": "content_filter"}}}) + b"\n\n")
-        indices = sorted({k[1] for k in self._texts if k[0] in ("content", "refusal", "text", "tool")} or {0})
+        indices = sorted({k[1] for k in self._texts if k[0] in ("content", "field", "text")} or {0})
         obj = "text_completion" if any(k[0] == "text" for k in self._texts) else "chat.completion.chunk"
         out = []
         for idx in indices:
