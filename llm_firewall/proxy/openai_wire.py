@@ -336,21 +336,26 @@ def logprob_texts(logprobs: Any, path: str) -> Iterator[TextItem]:
         text = "".join(ranks[r])
         if text:
             yield TextItem(text, "response", path + JOINED)
-    for key, value in logprobs.items():  # anything else a hostile upstream put there
-        if key not in ("content", "refusal", "tokens", "top_logprobs", "token_logprobs", "text_offset"):
-            yield from walk_answer(value, f"{path}.{key}", "response")
+    yield from walk_answer(logprobs, path, "response", skip=_TOKENS)  # anything else put there
 
 
-def walk_answer(value: Any, path: str = "", role: str = "response",
-                labels: list[str] | None = None) -> Iterator[TextItem]:
+_TOKENS = frozenset({"token", "tokens"})  # read joined above, not one scan a token
+
+
+def walk_answer(value: Any, path: str = "", role: str = "response", labels: list[str] | None = None,
+                skip: frozenset[str] = frozenset()) -> Iterator[TextItem]:
     """Every string under `value` with its path: unknown shapes are read whole (fail closed).
-    Labels go to `labels` when given (else they are yielded as texts); opaque payloads are skipped."""
+    Labels go to `labels` when given (else they are yielded as texts); opaque payloads are skipped,
+    and so are strings (or lists of them) under a key in `skip`."""
     if isinstance(value, str):
         if value:
             yield TextItem(value, role, path)
     elif isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
+                continue
+            if key in skip and (isinstance(item, str) or (
+                    isinstance(item, list) and all(isinstance(x, str) for x in item))):
                 continue
             if isinstance(item, str):
                 if not item:
@@ -365,10 +370,10 @@ def walk_answer(value: Any, path: str = "", role: str = "response",
             if key == "logprobs":
                 yield from logprob_texts(item, sub)
             else:
-                yield from walk_answer(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels)
+                yield from walk_answer(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels, skip)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from walk_answer(item, f"{path}[{i}]", role, labels)
+            yield from walk_answer(item, f"{path}[{i}]", role, labels, skip)
 
 
 def response_texts(endpoint: str, body: Any) -> list[TextItem]:

@@ -357,3 +357,84 @@ def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall,
     status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
     assert status == 200 and b"upstream_error" in raw
     assert_clean(raw.decode("utf-8", "replace"))
+
+
+# -- the pure decisions, for any input ----------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llm_firewall.proxy.answer_shape import is_sse, read_answer  # noqa: E402
+from llm_firewall.proxy.forward import relayed_header  # noqa: E402
+from llm_firewall.proxy.openai_wire import OPAQUE, response_texts  # noqa: E402
+
+_KEYS = st.sampled_from(["content", "text", "message", "error", "choices", "output", "delta", "id", "type",
+                         "reasoning", "refusal", "arguments", "name", "x", "logprobs", "summary", "data"])
+_ANSWERS = st.recursive(
+    st.one_of(st.none(), st.integers(), st.booleans(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=20)
+
+
+def _plant(value: Any, where: int) -> Any:
+    """`value` with SECRET put in its `where`-th container (as a new key or an element)."""
+    containers: list[Any] = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, (dict, list)):
+            containers.append(v)
+            for item in (v.values() if isinstance(v, dict) else v):
+                visit(item)
+    visit(value)
+    if not containers:
+        return {"planted": SECRET}
+    target = containers[where % len(containers)]
+    if isinstance(target, dict):
+        target["planted"] = SECRET
+    else:
+        target.append(SECRET)
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=_ANSWERS, where=st.integers(min_value=0, max_value=50))
+def test_response_texts_reads_a_key_put_anywhere_in_any_answer(answer: Any, where: int) -> None:
+    """Fail closed: whatever the shape, a string the answer carries is among the texts inspected
+    (opaque base64 payloads aside), whole or within the joined labels."""
+    texts = [item.text for item in response_texts("chat/completions", _plant(answer, where))]
+    assert any(SECRET in text for text in texts)
+
+
+def test_response_texts_skips_only_opaque_payloads() -> None:
+    answer = {key: SECRET for key in OPAQUE}
+    assert not any(SECRET in item.text for item in response_texts("responses", answer))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=1, max_size=40),
+       prefix=st.text(max_size=6), suffix=st.text(max_size=6))
+def test_no_header_value_carrying_a_key_is_relayed(name: str, prefix: str, suffix: str) -> None:
+    for header in (name, "x-ratelimit-" + name, "openai-processing-ms", "retry-after", "x-should-retry"):
+        assert not relayed_header(header, prefix + SECRET + suffix)
+        assert not relayed_header(header, prefix + AWS + suffix)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=64), ctype=st.sampled_from(["application/json", "text/plain", "text/event-stream",
+                                                            "application/octet-stream", "application/problem+json"]))
+def test_an_answer_is_json_text_or_refused_never_relayed_unread(body: bytes, ctype: str) -> None:
+    answer = read_answer(body, ctype)
+    if answer.kind == "json":
+        assert orjson.dumps(answer.value) is not None
+    elif answer.kind == "text":
+        assert answer.value == body.decode("utf-8").removeprefix("\ufeff")
+    elif answer.kind == "empty":
+        assert not body.strip()
+    else:
+        assert answer.kind == "undecodable"
+
+
+def test_sse_is_told_by_its_first_bytes_not_its_label() -> None:
+    assert is_sse(b"data: {}") and is_sse(b"\n\nevent: x\ndata: 1") and is_sse(b": keep-alive\n\n")
+    assert is_sse(b"\xef\xbb\xbfdata: {}")
+    assert not is_sse(b'{"data": 1}') and not is_sse(b"Hello") and not is_sse(b"")
