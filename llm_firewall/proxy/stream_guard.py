@@ -100,7 +100,7 @@ NON_ASCII = r"[^\x00-\x7f]"
 
 
 @lru_cache(maxsize=32)
-def _compiled_anchors(pattern: str, tail: int) -> tuple[Any, Any | None]:
+def _compiled_anchors(pattern: str, tail: int = ENCODED_ANCHOR_WIDTH - 1) -> tuple[Any, Any | None]:
     """The anchor (rules', encoded text's, and a non-ASCII character with the unfinished anchor
     before it) and the pattern for its unfinished beginnings.
 
