@@ -41,8 +41,10 @@ from llm_firewall.policy.model import Policy
 from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
-from llm_firewall.proxy.openai_wire import (ParsedRequest, WireError, error_body, parse_json_body,
-                                            request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
+                                            parse_json_body, request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import StreamGuard
 from llm_firewall.proxy.target import Passthrough, Target, TargetRefused, resolve
@@ -365,33 +367,56 @@ class Gateway:
             return json_error(502, "The upstream answered with a redirect; the firewall does not follow or relay it.",
                               code="upstream_redirect", err_type="server_error", request_id=rid)
         try:
-            if up.content_type == "text/event-stream":
-                return await self._relay_stream(request, rid, up, parsed, identity, policy)
-            return await self._relay_body(rid, up, parsed, identity, policy)
+            try:
+                head = await _answer_head(up)
+            except (TimeoutError, aiohttp.ClientError):
+                return json_error(502, "The upstream answer was cut off.", code="upstream_error",
+                                  err_type="server_error", request_id=rid)
+            endpoint = parsed.endpoint if parsed is not None else target.endpoint.name
+            if is_sse(head):  # the body's shape decides, not its Content-Type
+                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy)
+            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy)
         finally:
             up.release()
 
-    async def _relay_body(self, rid: str, up: Http1Response, parsed: ParsedRequest | None,
-                          identity: Identity, policy: Policy) -> web.Response:
+    async def _relay_body(self, rid: str, up: Http1Response, head: bytes, parsed: ParsedRequest | None,
+                          endpoint: str, identity: Identity, policy: Policy) -> web.Response:
+        """A whole answer, inspected as what it is (JSON, text), or refused when undecodable."""
         try:
-            data = await up.read()  # the upstream pool times out idle gaps
+            data = head + await up.read()  # the upstream pool times out idle gaps
         except (TimeoutError, aiohttp.ClientError):
             return json_error(502, "The upstream answer was cut off.", code="upstream_error",
                               err_type="server_error", request_id=rid)
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
-        if parsed is not None and up.status < 400 and up.content_type == "application/json":
-            try:
-                answer = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                answer = None
-            if isinstance(answer, dict):
-                self.usage.record(identity, parsed.model or answer.get("model"), answer.get("usage"),
+        if not self.soc_enabled:
+            headers["Content-Type"] = up.content_type
+            return web.Response(status=up.status, body=data, headers=headers)
+        answer = read_answer(data, up.content_type)
+        if answer.kind == "json":
+            headers["Content-Type"] = "application/json"
+            value = answer.value
+            if parsed is not None and up.status < 400 and isinstance(value, dict):
+                self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
-                if self.soc_enabled and parsed.endpoint != "embeddings":
-                    changed = await self._inspect_answer(answer, parsed, identity, policy, rid)
-                    if changed is not None:
-                        data = orjson.dumps(changed)
+            changed = await self._inspect_answer(value, endpoint, identity, policy, rid)
+            if changed is _WITHHELD:
+                return _withheld(rid)
+            if changed is not None:
+                data = orjson.dumps(changed)
+        elif answer.kind == "text":
+            headers["Content-Type"] = f"{_text_type(up.content_type)}; charset=utf-8"
+            masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
+            if masked is _WITHHELD:
+                return _withheld(rid)
+            if masked is not None:
+                data = masked.encode("utf-8")
+        elif answer.kind == "undecodable":
+            if parsed is not None or up.status >= 400:  # an answer that cannot be read is not relayed
+                return json_error(502, f"The upstream answer {answer.reason}; the firewall does not relay "
+                                  "what it cannot inspect.", code="upstream_undecodable",
+                                  err_type="server_error", request_id=rid)
+            headers["Content-Type"] = up.content_type  # bytes of another endpoint (audio, files): as sent
         return web.Response(status=up.status, body=data, headers=headers)
 
     def _response_findings(self, text: str, policy: Policy, *, remember: bool = True) -> list[Finding]:
@@ -410,32 +435,60 @@ class Gateway:
         decision = decide(policy, findings, identity)
         return decision.blocked or decision.redact
 
-    async def _inspect_answer(self, answer: dict[str, Any], parsed: ParsedRequest, identity: Identity,
-                              policy: Policy, rid: str) -> dict[str, Any] | None:
-        """Inspect a whole JSON answer; returns the changed answer, or None when it passes."""
-        items = response_texts(parsed.endpoint, answer)
-        if self._inline(items):
-            hits = self._answer_findings(items, policy)
-        else:
-            hits = await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
+    async def _inspect_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy,
+                              rid: str) -> Any:
+        """Inspect a whole JSON answer; returns the changed answer, _WITHHELD when it must not be
+        relayed at all, or None when it passes."""
+        items = response_texts(endpoint, answer)
+        hits = await self._answer_findings_of(items, policy)
         if not hits:
             return None
-        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, parsed.endpoint)
+        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
             return None
+        if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
+            return _WITHHELD
+        done: set[str] = set()
         for item in items:
-            if item.path not in acted:
+            if item.path not in acted or item.path in done:
                 continue
-            if policy.response_action == "redact":
-                masked, _ = self.inspector.engine.redact(item.text, direction="response")
-                if policy.canary:
-                    masked = masked.replace(self.canary, "[REDACTED]")
-                _set_path(answer, item.path, masked)
+            if item.path.endswith(JOINED):  # text joined from pieces (logprob tokens): removed
+                _set_path(answer, item.path[:-len(JOINED)], None)
+                done.add(item.path)
+            elif policy.response_action == "redact":
+                _set_path(answer, item.path, self._mask(item.text))
             else:
                 _set_path(answer, item.path, "")
                 _mark_content_filter(answer, item.path)
         return answer
+
+    async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
+                                   rid: str) -> str | object | None:
+        """Inspect a plain-text answer with the answer rules: masked text, _WITHHELD, or None."""
+        found = await self._answer_findings_of([TextItem(text, "response", "")], policy)
+        if not found:
+            return None
+        self._raise_alert(found[""], identity, "response", rid, endpoint)
+        if not self._actionable(found[""], identity, policy):
+            return None
+        if policy.response_action == "redact":
+            masked = self._mask(text)
+            if not self._response_findings(masked, policy, remember=False):
+                return masked
+        return _WITHHELD
+
+    async def _answer_findings_of(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
+        if self._inline(items):
+            return self._answer_findings(items, policy)
+        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
+
+    def _mask(self, text: str) -> str:
+        """An answer text with its secrets and personal data (and the canary) masked."""
+        masked, _ = self.inspector.engine.redact(text, direction="response")
+        if self.policy.current.canary:
+            masked = masked.replace(self.canary, "[REDACTED]")
+        return masked
 
     def _answer_findings(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
         """Findings per answer text path (texts with none are left out)."""
@@ -445,16 +498,19 @@ class Gateway:
             if found:
                 for f in found:
                     f.path = item.path
-                hits[item.path] = found
+                hits.setdefault(item.path, []).extend(found)
         return hits
 
-    async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response,
-                            parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+    async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response, head: bytes,
+                            parsed: ParsedRequest | None, endpoint: str, identity: Identity,
+                            policy: Policy) -> web.StreamResponse:
+        """An SSE-framed answer (whatever its label), each event's texts through the hold-back guard."""
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
+        headers["Content-Type"] = "text/event-stream"
         resp = web.StreamResponse(status=up.status, headers=headers)
         await resp.prepare(request)
-        inspect = parsed is not None and self.soc_enabled and up.status < 400
+        inspect = self.soc_enabled
         splitter = EventSplitter()
         observed: dict[tuple[str, str], Finding] = {}
 
@@ -474,8 +530,8 @@ class Gateway:
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
         try:
             while True:
-                try:
-                    chunk = await up.content.readany()  # the upstream pool times out idle gaps
+                try:  # the head already read first; the upstream pool times out idle gaps
+                    chunk, head = (head, b"") if head else (await up.content.readany(), b"")
                 except TimeoutError:
                     await self._end_stream_with_error(resp, "The upstream stopped sending.", "upstream_timeout")
                     return resp
@@ -512,10 +568,10 @@ class Gateway:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             log.info("client went away during a stream (request %s); closing upstream", rid)
             up.close()
-        except ValueError as exc:  # an event larger than the firewall accepts: stop, never pass it unread
+        except ValueError as exc:  # an event too large or undecodable: stop, never pass it unread
             log.warning("stream stopped (request %s): %s", rid, exc)
             up.close()
-            await self._end_stream_with_error(resp, "The upstream sent an event too large to inspect.",
+            await self._end_stream_with_error(resp, f"The upstream sent an event the firewall cannot inspect ({exc}).",
                                               "upstream_error")
         except asyncio.CancelledError:
             if not deadline.reached():
@@ -524,10 +580,9 @@ class Gateway:
             await self._end_stream_with_error(resp, "The stream reached the firewall's time limit.", "stream_timeout")
         finally:
             deadline.cancel()
-            if inspect:
-                if observed:
-                    self._raise_alert(list(observed.values()), identity, "response", rid,
-                                      parsed.endpoint if parsed else "")
+            if observed:
+                self._raise_alert(list(observed.values()), identity, "response", rid, endpoint)
+            if inspect and parsed is not None:
                 self.usage.record(identity, model, usage_seen,
                                   estimated_from=None if usage_seen else guard.assembled_chars)
         return resp
@@ -606,7 +661,10 @@ class Gateway:
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
-        changed = await self._inspect_answer(answer, parsed, identity, policy, rid) if self.soc_enabled else None
+        changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None
+        if changed is _WITHHELD:
+            return {**verdict, "answer": None, "status": 502, "code": "content_policy_violation",
+                    "response_alert": True}
         final = changed or answer
         choice = (final.get("choices") or [{}])[0]
         return {**verdict, "answer": (choice.get("message") or {}).get("content"),
@@ -614,24 +672,37 @@ class Gateway:
                 "response_alert": self.alerts.counts["alerts"] > response_alert_before}
 
 
-_PATH_TOKENS = re.compile(r"[^.\[\]]+|\[\d+\]")
+_WITHHELD = object()  # an answer the content policy keeps from the client whole
 
 
-def _set_path(obj: Any, path: str, value: Any) -> None:
-    """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
-    tokens = _PATH_TOKENS.findall(path)
-    target = obj
-    for tok in tokens[:-1]:
-        target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]
-    last = tokens[-1]
-    if last.startswith("["):
-        target[int(last[1:-1])] = value
-    else:
-        target[last] = value
+def _withheld(rid: str) -> web.Response:
+    resp = json_error(502, "The upstream answer was withheld by the content policy.",
+                      code="content_policy_violation", err_type="server_error", request_id=rid)
+    resp._firewall_outcome = "answer_withheld"  # type: ignore[attr-defined]
+    return resp
 
 
-def _mark_content_filter(answer: dict[str, Any], path: str) -> None:
-    if path.startswith("choices["):
+def _text_type(content_type: str) -> str:
+    """The media type a text answer is relayed with: the upstream's when it is a text type."""
+    return content_type if re.fullmatch(r"text/[a-z0-9.+-]{1,40}", content_type) else "text/plain"
+
+
+async def _answer_head(up: Http1Response) -> bytes:
+    """The first bytes of an answer: enough to tell an SSE stream from the rest (or all of it)."""
+    head = b""
+    while len(head.lstrip()) < HEAD_BYTES:
+        chunk = await up.content.readany()
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _mark_content_filter(answer: Any, path: str) -> None:
+    if path.startswith("output") and isinstance(answer, dict):  # Responses API
+        answer["status"] = "incomplete"
+        answer["incomplete_details"] = {"reason": "content_filter"}
+    elif path.startswith("choices[") and isinstance(answer, dict):
         idx = int(path[len("choices["):path.index("]")])
         choice = answer["choices"][idx]
         choice["finish_reason"] = "content_filter"

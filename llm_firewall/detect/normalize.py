@@ -177,6 +177,12 @@ def base_view(text: str) -> View:
     return View(_collapse(folded), tuple(transforms))
 
 
+def dropped_count(text: str) -> int:
+    """How many characters of `text` the base view drops (invisible ones): a window of answer
+    text that the rules read as N characters spans N plus these in the raw text."""
+    return 0 if text.isascii() else len(_INVISIBLE_RE.findall(text))
+
+
 # --- derived views -----------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ The firewall only ever calls the one configured upstream, with a request target 
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Mapping
@@ -35,7 +36,25 @@ _CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-fi
 # One set lookup per header on every request instead of three.
 _DROPPED = HOP_BY_HOP | _CLIENT_ONLY
 _DROPPED_WITH_KEY = _DROPPED | {"authorization"}  # replaced by the firewall's own credential
-_NOT_DOWNSTREAM = HOP_BY_HOP | {"set-cookie"}
+
+# Upstream answer headers a client may see, each with the shape its value must have. Any other
+# header, or a value of another shape, is dropped: header values are not inspected text, and an
+# upstream can put anything there (keys, internal host names, cookies, its account's organisation
+# and project ids). Kept: what the SDKs act on (rate limits, retry hints) and the processing time.
+# Content-Type is set by the gateway from the answer's inspected shape; the request id is the
+# firewall's own.
+_NUMBER = r"[0-9]{1,12}(?:\.[0-9]{1,6})?"
+_DURATION = r"(?:[0-9]{1,9}(?:\.[0-9]{1,6})?(?:ms|s|m|h))+"
+_HTTP_DATE = r"[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+_RELAYED = {
+    "openai-processing-ms": re.compile(_NUMBER),
+    "openai-version": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+    "retry-after": re.compile(f"[0-9]{{1,9}}|{_HTTP_DATE}"),
+    "retry-after-ms": re.compile(_NUMBER),
+    "x-should-retry": re.compile("true|false"),
+}
+_RATE_LIMIT_NAME = re.compile(r"x-ratelimit-[a-z0-9_-]{1,48}")
+_RATE_LIMIT_VALUE = re.compile(f"{_NUMBER}|{_DURATION}")
 
 
 def upstream_headers(incoming: Mapping[str, str], *, authorization: str | None,
@@ -97,9 +116,20 @@ def proxy_for(base_url: str, proxies: Mapping[str, str]) -> str | None:
     return proxy
 
 
+def relayed_header(name: str, value: str) -> bool:
+    """Whether an upstream answer header reaches the client (see `_RELAYED`)."""
+    name = name.lower()
+    shape = _RELAYED.get(name)
+    if shape is None:
+        if not _RATE_LIMIT_NAME.fullmatch(name):
+            return False
+        shape = _RATE_LIMIT_VALUE
+    return shape.fullmatch(value.strip()) is not None
+
+
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers to return to the client; the body is re-framed by us, so length/encoding go."""
-    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in _NOT_DOWNSTREAM])
+    """Headers to return to the client: the allowlisted ones only (the body is re-framed by us)."""
+    return CIMultiDict([(k, v) for k, v in upstream.items() if relayed_header(k, v)])
 
 
 @dataclass(slots=True)
