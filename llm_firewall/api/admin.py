@@ -191,7 +191,8 @@ async def whoami(request: web.Request) -> web.Response:
     peer = gateway.trust.resolve_peer(request.remote or "")
     return web.json_response({"ip": identity.ip, "user": identity.user, "session": identity.session,
                               "agent": identity.agent, "api_key_fingerprint": identity.api_key_hash,
-                              "peer": request.remote, "peer_is_trusted_proxy": bool(peer and peer[1])})
+                              "peer": request.remote, "peer_is_trusted_proxy": bool(peer and peer[1]),
+                              "forwarded_header": gateway.trust.header})
 
 
 def setup_routes(app: web.Application) -> None:
