@@ -30,6 +30,8 @@ _V1_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 # than '%25' (double encoding) and encoded controls. Each alternative starts with a different
 # character, so matching is linear (no backtracking) however long the target.
 _QUERY = re.compile(r"(?:[A-Za-z0-9\-._~!$'()*+,;=:@/?&]|%(?!25|[01][0-9A-Fa-f]|7[Ff])[0-9A-Fa-f]{2})*")
+# The firewall's own query parameters (admin filters, the page) may hold a literal '%'.
+_LOCAL_QUERY = re.compile(r"(?:[A-Za-z0-9\-._~!$'()*+,;=:@/?&]|%(?![01][0-9A-Fa-f]|7[Ff])[0-9A-Fa-f]{2})*")
 # Paths the firewall serves itself (page, admin API): percent-escapes allowed (ids in paths) but
 # not those that change the path's structure or hide one escape in another.
 _LOCAL_PATH = re.compile(
@@ -186,5 +188,6 @@ def check_local(raw: str) -> None:
                       "control characters, ';' or empty segments")
     if "/./" in f"{path}/" or "/../" in f"{path}/":
         raise _refuse("dot segments are not accepted in the request path")
-    if has_query:
-        check_query(query)
+    if has_query and not _LOCAL_QUERY.fullmatch(query):
+        raise _refuse("the query may hold only printable ASCII characters and percent-escapes "
+                      "(not encoded control characters)")

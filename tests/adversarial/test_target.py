@@ -168,7 +168,7 @@ def test_an_sdk_with_an_upper_case_v1_gets_an_error(fw: Firewall, raw_upstream: 
 
 def test_double_encoded_dot_segments_are_refused(fw: Firewall, raw_upstream: RawUpstream) -> None:
     for target in ("/v1/%252e%252e/admin", "/v1/models/%252e%252e", "/v1/models?x=%252e%252e",
-                   "/api/%252e%252e/blocks"):
+                   "/api/%252e%252e/blocks", "/api/audit?x=%0d%0a"):
         status, _, data = request(fw.port, "GET", target)
         assert (status, error_code(data)) == (400, "invalid_request_target"), target
     assert raw_upstream.requests == []
