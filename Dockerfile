@@ -1,6 +1,6 @@
 # llm-firewall: slim image, non-root, rules and policies baked in (override them with volumes
 # mounted on /app/rules and /app/policies).
-FROM python:3.11-slim AS build
+FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llm_firewall ./llm_firewall
@@ -8,7 +8,7 @@ COPY rules ./rules
 COPY policies ./policies
 RUN pip install --no-cache-dir --prefix=/install ".[redis,fast]"
 
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin firewall \
  && mkdir -p /app/data && chown firewall /app/data
 COPY --from=build /install /usr/local

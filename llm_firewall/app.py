@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from llm_firewall import __version__
+from llm_firewall import __version__, decision_log
 from llm_firewall.alerts import AlertHub
 from llm_firewall.api import admin, chat, scenarios, ws
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
@@ -61,22 +61,27 @@ def create_app(settings: Settings) -> web.Application:
                           middlewares=[http_frame])
     app[SETTINGS] = settings
     metrics = Metrics()
-    inspector = Inspector.load(settings.rules_dir, verdict_cache_chars=settings.verdict_cache_chars)
+    def load_inspector(policy: Policy | None) -> Inspector:
+        return Inspector.load(settings.rules_dir, overrides=policy.rule_overrides if policy else None,
+                              verdict_cache_chars=settings.verdict_cache_chars,
+                              local_rules_dirs=settings.local_rules_dirs)
+
+    inspector = load_inspector(None)
     live = LivePolicy(settings.policy, settings.policies_dir, validate=_check_overrides(inspector))
     if live.current.rule_overrides:
-        inspector = Inspector.load(settings.rules_dir, overrides=live.current.rule_overrides,
-                                   verdict_cache_chars=settings.verdict_cache_chars)
+        inspector = load_inspector(live.current)
     data_dir = settings.data_dir
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     store = _make_store(settings, metrics)
     audit = AuditLog(data_dir / "audit.db" if data_dir else None)
+    audit.listeners.append(lambda kind, record: decision_log.emit(decision_log.from_audit(kind, record)))
     notifier = _make_notifier(settings, live, audit)
     enforcer = Enforcer(store, audit, clock=time.time, notifier=notifier.deliver if notifier else None)
     alerts = AlertHub()
     usage = UsageTracker(metrics=metrics)
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
-                      metrics=metrics, usage=usage, upstream=Upstream(settings.upstream_url or "", settings.timeouts),  # demo: set at startup
+                      metrics=metrics, usage=usage, upstream=_upstream(settings, settings.upstream_url or ""),  # demo: set at startup
                       replica=settings.replica or socket.gethostname())
     app[GATEWAY] = gateway
     if hasattr(store, "on_overflow"):
@@ -85,20 +90,18 @@ def create_app(settings: Settings) -> web.Application:
                   "notifier": notifier}
     metrics.rules_loaded.set(inspector.engine.rule_count)
     metrics.soc_enabled.set(1)
-    metrics.policy_info.labels(live.current.name, live.current.sha256[:12]).set(1)
+    metrics.policy_info.info({"name": live.current.name, "sha256": live.current.sha256[:12]})
 
     async def on_policy_change(policy: Policy | None, error: str | None) -> None:
         if policy is None:
             metrics.policy_reload_errors.inc()
             await audit.append("policy_reload_failed", {"error": error, "kept": live.current.name})
             return
-        gateway.inspector = Inspector.load(settings.rules_dir, overrides=policy.rule_overrides,
-                                           verdict_cache_chars=settings.verdict_cache_chars)
+        gateway.inspector = load_inspector(policy)
         pipeline = app[STATE].get("pipeline")
         if pipeline is not None:  # the SOC holds actions for approval by the policy in force
             pipeline.analyst.approval_required = frozenset(policy.approval_required)
-        metrics.policy_info.clear()
-        metrics.policy_info.labels(policy.name, policy.sha256[:12]).set(1)
+        metrics.policy_info.info({"name": policy.name, "sha256": policy.sha256[:12]})
         await audit.append("policy_reloaded", {"name": policy.name, "sha256": policy.sha256})
 
     live.on_change.append(on_policy_change)
@@ -166,6 +169,11 @@ def _overflow_alert(what: str, count: int, replica: str | None) -> dict[str, Any
             "remediation_taken": [], "ip": None, "user": None, "session": None, "replica": replica}
 
 
+def _upstream(settings: Settings, base_url: str) -> Upstream:
+    return Upstream(base_url, settings.timeouts, api_key=settings.upstream_api_key,
+                    transport=settings.upstream_transport)
+
+
 def _make_store(settings: Settings, metrics: Metrics) -> Any:
     if settings.redis_url:
         from llm_firewall.enforce.redis_store import RedisStore  # optional dependency
@@ -193,7 +201,7 @@ async def _on_startup(app: web.Application) -> None:
     if settings.uses_demo_upstream:
         runner, base = await start_demo_upstream(max_body_bytes=settings.limits.max_body_bytes)
         state["demo_runner"] = runner
-        gateway.upstream = Upstream(base, settings.timeouts)
+        gateway.upstream = _upstream(settings, base)
         log.info("no upstream configured: serving the embedded demo model at %s", base)
     await gateway.upstream.start()
     keep = gateway.alerts._recent.maxlen or 1000
@@ -268,7 +276,7 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
     if pipeline is not None:
         for name, q in (pipeline.status().get("queues") or {}).items():
             gateway.metrics.queue_depth.labels(name).set(q.get("depth", 0))
-            gateway.metrics.queue_drops.labels(name).set(q.get("drops", 0))
+            gateway.metrics.queue_drops.labels(name).mirror(q.get("drops", 0))
     sanctions = await state["store"].list_sanctions(time.time())
     gateway.metrics.sanctions.clear()
     for kind in {s.kind for s in sanctions}:

@@ -14,8 +14,11 @@ errored), 2 for bad arguments or an unreachable target.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import secrets
 import sys
+import urllib.request
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -117,7 +120,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-ip", default=None,
                    help="X-Forwarded-For to send (honoured only if the firewall trusts this host as a proxy); "
                         "default: a synthetic 198.18.x.y address per scenario")
+    p.add_argument("--admin-token", default=os.environ.get("LLM_FIREWALL_ADMIN_TOKEN"),
+                   help="to ask the firewall which address it sees (default: LLM_FIREWALL_ADMIN_TOKEN)")
+    p.add_argument("--yes", action="store_true",
+                   help="run scenarios that block the client address even when that address is this host's")
     return p
+
+
+def whoami(target: str, token: str | None, timeout: float) -> dict[str, object]:
+    """What the firewall makes of a request from here (GET /api/whoami): the address it sees and
+    whether it believes this host's forwarding header; {} when it cannot be asked."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(target.rstrip("/") + "/api/whoami", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            found = json.loads(answer.read())
+            return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _may_block_this_host(args: argparse.Namespace, names: list[str]) -> bool:
+    """Scenarios that end in an IP block would block this host when the firewall does not take
+    the synthetic address: run them only if the operator says so."""
+    blocking = [n for n in names if scenario_catalog.get(n).blocks_address]
+    if not blocking or args.yes or args.client_ip:
+        return True
+    seen = whoami(args.target, args.admin_token, args.timeout)
+    if seen.get("peer_is_trusted_proxy"):
+        return True  # the firewall takes the synthetic address: that one is blocked
+    who = f"this host's address ({seen['ip']})" if seen.get("ip") else "the address the firewall sees for this host"
+    question = (f"{', '.join(blocking)} ends with a block of {who} for an hour, which would lock this "
+                "host out of the firewall. Run it anyway? [y/N] ")
+    if sys.stdin is not None and sys.stdin.isatty():
+        return input(question).strip().lower() in ("y", "yes")
+    print(f"note: skipping {', '.join(blocking)}: it would block {who}. Trust this host as a proxy "
+          "(LLM_FIREWALL_TRUSTED_PROXIES) so the synthetic addresses are used, or pass --yes.", file=sys.stderr)
+    return False
 
 
 def main(argv: list[str], out: TextIO | None = None) -> int:
@@ -129,6 +168,8 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     names = scenario_catalog.run_order(args.scenario or list(scenario_catalog.SCENARIOS))
     run_id = secrets.token_hex(3)
     subnet = secrets.randbelow(256)  # 198.18.0.0/15 is reserved for testing; a new /24 per run
+    if not _may_block_this_host(args, names):
+        names = [n for n in names if not scenario_catalog.get(n).blocks_address]
     results: list[Result] = []
     for n, name in enumerate(names):
         ip = args.client_ip or f"198.18.{subnet}.{n + 1}"

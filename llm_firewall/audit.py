@@ -107,6 +107,8 @@ class AuditLog:
             self._next = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        # Called with (kind, scrubbed record) for every append: the decision log reads from here.
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._writer.start()
 
@@ -117,6 +119,8 @@ class AuditLog:
         if self._closed:
             raise RuntimeError("audit log is closed")
         clean = scrub(record)
+        for listener in self.listeners:
+            listener(kind, clean)
         alert_id = clean.get("alert_id")
         row = (self._clock(), str(kind), *_identity_columns(clean), None if alert_id is None else str(alert_id),
                orjson.dumps(clean, option=orjson.OPT_NON_STR_KEYS).decode())

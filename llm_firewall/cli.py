@@ -13,11 +13,12 @@ import orjson
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from llm_firewall.app import create_app
-    from llm_firewall.config import ConfigError, from_env
+    from llm_firewall.config import ConfigError, from_env, upstream_loops_back
+    from llm_firewall.proxy.forward import without_credentials
+    from llm_firewall import decision_log
     from llm_firewall.logs import setup_logging
+    from llm_firewall.server import serve
 
     try:
         settings = from_env()
@@ -30,23 +31,22 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         policies_dir=Path(args.policies_dir) if args.policies_dir else None,
         log_format=args.log_format)
-    setup_logging(settings.log_format, settings.log_level)
+    setup_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
+    decision_log.setup(settings.decision_log)
+    if settings.upstream_url and upstream_loops_back(settings.upstream_url, settings.host, settings.port):
+        print(f"llm-firewall: the upstream {without_credentials(settings.upstream_url)} is this firewall itself "
+              f"(it listens on {settings.host}:{settings.port}): every request would come back to it. Set "
+              "LLM_FIREWALL_UPSTREAM_URL (or --upstream) to the real API; OPENAI_BASE_URL is what clients "
+              "use to reach the firewall.", file=sys.stderr)
+        return 2
     try:
         app = create_app(settings)
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
         print(f"llm-firewall: {exc}", file=sys.stderr)
         return 2
-    loop = None
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        pass
-    where = settings.upstream_url or "the embedded demo model"
+    where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
-                shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
+    serve(app, settings)
     return 0
 
 
@@ -75,7 +75,9 @@ def _scan(args: argparse.Namespace) -> int:
     from llm_firewall.policy.model import load_policy
 
     policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
-    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides)
+    local = tuple(Path(d) for d in args.local_rules_dir)
+    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides,
+                               local_rules_dirs=local)
     identity = Identity(ip="0.0.0.0")
     out = sys.stdout
 
@@ -99,9 +101,12 @@ def _scan(args: argparse.Namespace) -> int:
     if not args.text:
         print("llm-firewall scan: give TEXT or --jsonl FILE|-", file=sys.stderr)
         return 2
-    result = verdict(" ".join(args.text), args.role)
-    out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 1 if result["blocked"] else 0
+    blocked = False
+    for text in args.text:  # one JSON line per text, as --jsonl gives
+        result = {"text": text, **verdict(text, args.role)}
+        blocked = blocked or result["blocked"]
+        out.write(orjson.dumps(result).decode() + "\n")
+    return 1 if blocked else 0
 
 
 _DELEGATED = {
@@ -119,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the firewall proxy")
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8080)")
-    serve.add_argument("--upstream", default=None, help="OpenAI-compatible base URL (default: OPENAI_BASE_URL, "
-                                                        "else the embedded demo model)")
+    serve.add_argument("--upstream", default=None, help="OpenAI-compatible base URL (default: "
+                       "LLM_FIREWALL_UPSTREAM_URL, else OPENAI_BASE_URL, else the embedded demo model)")
     serve.add_argument("--policy", default=None, help="preset name or YAML path (default production)")
     serve.add_argument("--policies-dir", default=None)
     serve.add_argument("--rules-dir", default=None)
@@ -128,13 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"], default=None)
     serve.set_defaults(func=_serve)
 
-    scan = sub.add_parser("scan", help="inspect texts without a server")
-    scan.add_argument("text", nargs="*")
+    scan = sub.add_parser("scan", help="inspect texts without a server; exit 1 when any is refused")
+    scan.add_argument("text", nargs="*", help="texts to inspect, each on its own (one JSON line each)")
     scan.add_argument("--jsonl", default=None, help="JSON lines with a 'text' field (optional 'role'); - for stdin")
     scan.add_argument("--role", default="user")
     scan.add_argument("--policy", default="production")
     scan.add_argument("--policies-dir", default=None)
     scan.add_argument("--rules-dir", default=None)
+    scan.add_argument("--local-rules-dir", action="append", default=[],
+                      help="a directory layered over the rules (repeatable; as LLM_FIREWALL_RULES_DIRS)")
     scan.set_defaults(func=_scan)
 
     for name, (_, help_text) in _DELEGATED.items():

@@ -8,9 +8,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from llm_firewall.domain import FORWARDED_HEADERS
 
@@ -51,6 +53,18 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, float(default)))
 
 
+def _dirs(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """Directories separated as in PATH; each must exist (a typo must not drop local rules)."""
+    out = []
+    for part in env.get(name, "").split(os.pathsep):
+        if part.strip():
+            path = Path(part.strip())
+            if not path.is_dir():
+                raise ConfigError(f"{name}: not a directory: {part.strip()}")
+            out.append(path)
+    return tuple(out)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -70,6 +84,9 @@ class Limits:
     # with a 503 rather than held in memory behind a long queue.
     thread_inspect_chars: int = 64 * 1024
     max_queued_inspections: int = 8
+    # Open client connections; at the cap a new one closes the oldest idle one, or is refused
+    # when none is idle (see server.py). Lowered at start-up to fit the process's file limit.
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +99,74 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Client-side bounds in seconds, so slow or silent clients cannot hold connections forever.
+
+    `header`: a request head must be complete this long after its first byte (or after the
+    connection opened); `body`: a request body must be complete this long after its head;
+    `keepalive`: an idle connection between requests is closed after this; `stream`: a streamed
+    answer is ended with an error event after this total time, however steadily it flows.
+    """
+
+    header: float = 10.0
+    body: float = 60.0
+    keepalive: float = 30.0
+    stream: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTransport:
+    """How the firewall reaches its upstream: a proxy from the usual variables, and TLS material.
+
+    `proxies` holds what `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` said (lower-case names win,
+    as with curl); `forward.Upstream` picks the one that applies to the upstream's host, with
+    the standard library's reading of `NO_PROXY`. The analyst's openai client reads the same
+    variables itself, so both reach the outside the same way."""
+
+    proxies: Mapping[str, str] = field(default_factory=dict)
+    ca_file: Path | None = None  # a private CA for the upstream's certificate
+    client_cert: Path | None = None  # mutual TLS
+    client_key: Path | None = None
+
+
+def _proxies(env: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for scheme in ("https", "http", "no"):
+        value = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+        if value:
+            out[scheme] = value
+    return out
+
+
+def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such file: {raw}")
+    return path
+
+
+def _transport(env: Mapping[str, str]) -> UpstreamTransport:
+    cert = _existing_file(env, "LLM_FIREWALL_UPSTREAM_CLIENT_CERT")
+    key = _existing_file(env, "LLM_FIREWALL_UPSTREAM_CLIENT_KEY")
+    if key is not None and cert is None:
+        raise ConfigError("LLM_FIREWALL_UPSTREAM_CLIENT_KEY is set without LLM_FIREWALL_UPSTREAM_CLIENT_CERT")
+    return UpstreamTransport(proxies=_proxies(env), ca_file=_existing_file(env, "LLM_FIREWALL_UPSTREAM_CA_FILE"),
+                             client_cert=cert, client_key=key)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     upstream_url: str | None = None  # None: the embedded demo upstream
     upstream_api_key: str | None = None  # set: replaces the client's Authorization upstream
+    upstream_transport: UpstreamTransport = field(default_factory=UpstreamTransport)
     data_dir: Path | None = None
     rules_dir: Path | None = None
+    local_rules_dirs: tuple[Path, ...] = ()  # layered over the rules: add, replace or disable by id
     policy: str = "production"
     policies_dir: Path | None = None
     admin_token: str | None = None
@@ -97,8 +175,11 @@ class Settings:
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
+    decision_log: bool = True  # one JSON line per alert, sanction, refusal, admin action (decision_log.py)
+    access_log: bool = False  # one line per request (aiohttp's access log)
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     stream_window_chars: int = 128
     verdict_cache_chars: int = 4_000_000  # text held by the verdict cache; 0 turns it off
     ws_allowed_origins: tuple[str, ...] = ()
@@ -127,22 +208,26 @@ class Settings:
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Build settings from environment variables (`OPENAI_*` for the upstream, `LLM_FIREWALL_*`)."""
+    """Build settings from environment variables (`LLM_FIREWALL_*`; the upstream falls back to
+    `OPENAI_BASE_URL` / `OPENAI_API_KEY`, the variables clients use, when its own are unset)."""
     env = os.environ if env is None else env
-    upstream = env.get("LLM_FIREWALL_UPSTREAM") or env.get("OPENAI_BASE_URL") or None
+    upstream = (env.get("LLM_FIREWALL_UPSTREAM_URL") or env.get("LLM_FIREWALL_UPSTREAM")
+                or env.get("OPENAI_BASE_URL") or None)
     data_dir = env.get("LLM_FIREWALL_DATA_DIR")
     rules_dir = env.get("LLM_FIREWALL_RULES_DIR")
     policies_dir = env.get("LLM_FIREWALL_POLICIES_DIR")
     origins = tuple(o.strip() for o in env.get("LLM_FIREWALL_WS_ORIGINS", "").split(",") if o.strip())
     hooks = tuple(u.strip() for u in env.get("LLM_FIREWALL_WEBHOOKS", "").split(",") if u.strip())
-    dl, dt = Limits(), Timeouts()
+    dl, dt, dc = Limits(), Timeouts(), ClientTimeouts()
     return Settings(
         host=env.get("LLM_FIREWALL_HOST", "127.0.0.1"),
         port=_int(env, "LLM_FIREWALL_PORT", 8080),
         upstream_url=upstream.rstrip("/") if upstream else None,
-        upstream_api_key=env.get("OPENAI_API_KEY") or None,
+        upstream_api_key=env.get("LLM_FIREWALL_UPSTREAM_API_KEY") or env.get("OPENAI_API_KEY") or None,
+        upstream_transport=_transport(env),
         data_dir=Path(data_dir) if data_dir else None,
         rules_dir=Path(rules_dir) if rules_dir else None,
+        local_rules_dirs=_dirs(env, "LLM_FIREWALL_RULES_DIRS"),
         policy=env.get("LLM_FIREWALL_POLICY", "production"),
         policies_dir=Path(policies_dir) if policies_dir else None,
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
@@ -151,17 +236,26 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
+        decision_log=_bool(env, "LLM_FIREWALL_DECISION_LOG", True),
+        access_log=_bool(env, "LLM_FIREWALL_ACCESS_LOG", False),
         limits=Limits(
             max_body_bytes=_int(env, "LLM_FIREWALL_MAX_BODY_BYTES", dl.max_body_bytes),
             max_json_depth=_int(env, "LLM_FIREWALL_MAX_JSON_DEPTH", dl.max_json_depth),
             max_messages=_int(env, "LLM_FIREWALL_MAX_MESSAGES", dl.max_messages),
             thread_inspect_chars=_int(env, "LLM_FIREWALL_THREAD_INSPECT_CHARS", dl.thread_inspect_chars),
             max_queued_inspections=_int(env, "LLM_FIREWALL_MAX_QUEUED_INSPECTIONS", dl.max_queued_inspections),
+            max_connections=_int(env, "LLM_FIREWALL_MAX_CONNECTIONS", dl.max_connections),
         ),
         timeouts=Timeouts(
             connect=_float(env, "LLM_FIREWALL_CONNECT_TIMEOUT", dt.connect),
             first_byte=_float(env, "LLM_FIREWALL_FIRST_BYTE_TIMEOUT", dt.first_byte),
             idle=_float(env, "LLM_FIREWALL_IDLE_TIMEOUT", dt.idle),
+        ),
+        client_timeouts=ClientTimeouts(
+            header=_float(env, "LLM_FIREWALL_HEADER_TIMEOUT", dc.header),
+            body=_float(env, "LLM_FIREWALL_BODY_TIMEOUT", dc.body),
+            keepalive=_float(env, "LLM_FIREWALL_KEEPALIVE_TIMEOUT", dc.keepalive),
+            stream=_float(env, "LLM_FIREWALL_STREAM_MAX_SECONDS", dc.stream),
         ),
         stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 128),
         verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000),
@@ -196,3 +290,37 @@ def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:
     if not isinstance(specs, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str) for s in specs):
         raise ConfigError("LLM_FIREWALL_WATCH_LOGS: expected a JSON list of objects with a 'path'")
     return tuple(specs)
+
+
+def upstream_loops_back(upstream_url: str, host: str, port: int) -> bool:
+    """Whether `upstream_url` names this very firewall (its own port on one of its addresses).
+
+    Pointed at itself (say `OPENAI_BASE_URL` set for clients and read by the server too), the
+    firewall would forward every request to itself until its own rate limit answered. An
+    address is this machine's when a socket can bind to it; a name is resolved first."""
+    parts = urlsplit(upstream_url)
+    target_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if target_port != port or not parts.hostname:
+        return False
+    try:
+        infos = socket.getaddrinfo(parts.hostname, target_port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # unresolvable now: not provably a loop; connecting will say what is wrong
+    listen_any = host in ("0.0.0.0", "::", "")
+    for family, _, _, _, sockaddr in infos:
+        addr = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        if listen_any:
+            if addr.is_loopback or _is_local(family, sockaddr[0]):
+                return True
+        elif str(addr) == host or (host == "localhost" and addr.is_loopback):
+            return True
+    return False
+
+
+def _is_local(family: int, address: str) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True

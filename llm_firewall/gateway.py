@@ -25,24 +25,27 @@ import re2
 from aiohttp import web
 from cachetools import TTLCache
 
+from llm_firewall import decision_log
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
+from llm_firewall.deadline import Deadline
 from llm_firewall.domain import Finding, Identity, TextItem
 from llm_firewall.enforce.actions import Enforcer, Refusal
 from llm_firewall.enforce.identity import identify, trust_for
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
+from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
-from llm_firewall.proxy.forward import (ALLOWED_METHODS, Upstream, UpstreamError, downstream_headers,
-                                        upstream_headers)
+from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.openai_wire import (ParsedRequest, WireError, error_body, parse_json_body,
                                             request_texts, response_texts, validate_shape)
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import StreamGuard
+from llm_firewall.proxy.target import Passthrough, Target, TargetRefused, resolve
 from llm_firewall.reliability.circuit import CircuitBreaker
 from llm_firewall.score.fp import Bands, ScoreContext
 from llm_firewall.soc.wiring import soc_event
@@ -50,7 +53,6 @@ from llm_firewall.usage import UsageTracker
 
 log = logging.getLogger("llm_firewall.gateway")
 
-INSPECTED = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 _JSON_TYPES = ("application/json",)
 
 
@@ -103,25 +105,36 @@ class Gateway:
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
         self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header)
+        self._passthrough_key: Policy | None = None
+        self._passthrough_table = Passthrough()
 
     # -- identity and refusal ---------------------------------------------------------------------
-    def identify(self, request: web.Request) -> Identity:
+    @property
+    def trust(self) -> Any:
+        """The proxies trusted under the policy in force, prepared once per policy."""
         config = self.policy.current.identity
         if self._trust_key is not config:  # prepared once per policy, not per request
             self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
             self._trust_key = config
-        return identify(request.remote or "", request.headers, config, trust=self._trust,
+        return self._trust
+
+    def identify(self, request: web.Request) -> Identity:
+        return identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust,
                         keys_checked=self.settings.client_keys_checked)
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         rid: str = request["request_id"]
-        tail = request.match_info.get("tail", "")
-        route = tail if tail in INSPECTED or tail == "models" else "other"
         started = time.perf_counter()
         self.counts["requests"] += 1
+        route = "other"
         try:
-            response = await self._handle(request, rid, tail)
+            target = resolve(request.method, request.raw_path, base=self.upstream.base_path,
+                             passthrough=self._passthrough(self.policy.current))
+            route = target.endpoint.name if target.endpoint.known else "other"
+            response = await self._handle(request, rid, target)
+        except TargetRefused as exc:
+            response = json_error(exc.status, exc.message, code=exc.code, request_id=rid)
         except WireError as exc:
             response = json_error(exc.status, exc.message, code=exc.code, param=exc.param,
                                   err_type=exc.err_type, request_id=rid)
@@ -132,42 +145,48 @@ class Gateway:
         m.child(m.request_seconds, route).observe(time.perf_counter() - started)
         return response
 
-    async def _handle(self, request: web.Request, rid: str, tail: str) -> web.StreamResponse:
-        if request.method not in ALLOWED_METHODS:
-            return json_error(405, f"method {request.method} is not allowed", code="method_not_allowed",
-                              request_id=rid)
+    def _passthrough(self, policy: Policy) -> Passthrough:
+        """The policy's passthrough endpoints, compiled once per policy."""
+        if self._passthrough_key is not policy:
+            self._passthrough_table = Passthrough.of(policy.passthrough_endpoints)
+            self._passthrough_key = policy
+        return self._passthrough_table
+
+    async def _handle(self, request: web.Request, rid: str, target: Target) -> web.StreamResponse:
+        endpoint = target.endpoint
+        inspected = endpoint.body != "none"
         identity = self.identify(request)
         policy = self.policy.current
         enforcer = self.enforcer
         refusal = enforcer.check_now(identity, policy) if enforcer.inline else await enforcer.check(identity, policy)
         if refusal is not None:
-            return self._refused(refusal, identity, rid)
-        if policy.token_budgets and tail in INSPECTED:
+            return self._refused(refusal, identity, rid, endpoint.name)
+        if policy.token_budgets and inspected:
             over = self._over_budget(identity, policy)
             if over is not None:
                 resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
                                   err_type="rate_limit_error", request_id=rid,
-                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1)})
+                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1),
+                                           "x-should-retry": "false"})  # not before the budget resets
                 resp._firewall_outcome = "token_budget_exceeded"  # type: ignore[attr-defined]
                 return resp
 
         body: bytes | None = None
         parsed: ParsedRequest | None = None
-        if request.method == "POST":
+        if inspected:
             body = await self._read_body(request)
             if policy.size_limits:
                 refusal = await enforcer.charge(identity, policy, len(body))
                 if refusal is not None:
-                    return self._refused(refusal, identity, rid)
-            if tail in INSPECTED:
-                ctype = request.content_type
-                if ctype not in _JSON_TYPES:
-                    raise WireError(f"Content-Type must be application/json, got {ctype or 'none'}",
-                                    status=415, code="unsupported_media_type")
-                parsed = validate_shape(tail, parse_json_body(body, max_depth=self.settings.limits.max_json_depth),
-                                        max_messages=self.settings.limits.max_messages)
-        elif request.can_read_body and request.method != "GET":
-            body = await self._read_body(request)
+                    return self._refused(refusal, identity, rid, endpoint.name)
+            ctype = request.content_type
+            if ctype not in _JSON_TYPES:
+                raise WireError(f"Content-Type must be application/json, got {ctype or 'none'}",
+                                status=415, code="unsupported_media_type")
+            parsed = validate_shape(endpoint.name, parse_json_body(body, max_depth=self.settings.limits.max_json_depth),
+                                    max_messages=self.settings.limits.max_messages)
+        elif request.body_exists:  # fail closed: a body nobody inspects is never forwarded
+            raise WireError(f"/v1/{target.path} takes no request body", code="unexpected_body")
 
         alert: dict[str, Any] | None = None
         security_mode = policy.security_mode
@@ -184,17 +203,18 @@ class Gateway:
                 redact = functools.partial(self._redact_request, parsed, findings)
                 parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
                 body = orjson.dumps(parsed.body)
-        if parsed is not None and tail == "chat/completions":
+        if parsed is not None and endpoint.name == "chat/completions":
             hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)
             if hardened is not None:
                 body = orjson.dumps(hardened)
-        return await self._forward(request, rid, tail, body, parsed, identity, policy)
+        return await self._forward(request, rid, target, body, parsed, identity, policy)
 
-    def _refused(self, refusal: Refusal, identity: Identity, rid: str) -> web.Response:
+    def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
         self.counts["refused"] += 1
-        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code,
-                           "identity": {k: v for k, v in identity.keys().items()}})
+        keys = identity.keys()
+        self.submit_event({"type": "request", "status": refusal.status, "outcome": refusal.code, "identity": keys})
+        decision_log.emit(decision_log.refusal(refusal.code, refusal.status, keys, rid, endpoint))
         headers = {"x-should-retry": "false"} if refusal.status == 403 else {}
         if refusal.retry_after:
             headers["retry-after"] = str(max(1, int(refusal.retry_after + 0.999)))
@@ -281,6 +301,7 @@ class Gateway:
         """Build and count an alert; it is published once the actions taken are known."""
         alert = build_alert(findings, identity, direction=direction, request_id=rid, endpoint=endpoint,
                             replica=self.replica)
+        alert["client_request_id"] = CLIENT_REQUEST_ID.get()
         for f in findings:
             self.metrics.child(self.metrics.rule_matches, f.rule_id).inc()
         self.metrics.child(self.metrics.alerts, alert["threat_type"], alert["severity"]).inc()
@@ -318,26 +339,31 @@ class Gateway:
         return ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)
 
     # -- forwarding -------------------------------------------------------------------------------
-    async def _forward(self, request: web.Request, rid: str, tail: str, body: bytes | None,
+    async def _forward(self, request: web.Request, rid: str, target: Target, body: bytes | None,
                        parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
         if not self.breaker.allow():
             wait = self.breaker.retry_after()
             return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
                               code="upstream_circuit_open", err_type="server_error", request_id=rid,
                               headers={"retry-after": str(max(1, int(wait + 0.999)))})
-        headers = upstream_headers(request.headers, api_key=self.settings.upstream_api_key, request_id=rid)
-        url = self.upstream.url_for(tail, request.query_string)
+        headers = upstream_headers(request.headers, authorization=self.upstream.authorization, request_id=rid)
         started = time.perf_counter()
         try:
-            up = await self.upstream.send(request.method, url, headers, body)
+            up = await self.upstream.send(request.method, target.upstream, headers, body)
         except UpstreamError as exc:
-            self.breaker.record_failure()
-            return json_error(exc.status, exc.message, code=exc.code, err_type="server_error", request_id=rid)
+            if exc.status >= 500:  # a request refused before writing says nothing about the upstream
+                self.breaker.record_failure()
+            return json_error(exc.status, exc.message, code=exc.code, request_id=rid,
+                              err_type="server_error" if exc.status >= 500 else "invalid_request_error")
         self.metrics.ttfb_seconds.observe(time.perf_counter() - started)
         if up.status >= 500:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
+        if 300 <= up.status < 400 and up.status != 304:  # the client must not be sent elsewhere
+            up.close()
+            return json_error(502, "The upstream answered with a redirect; the firewall does not follow or relay it.",
+                              code="upstream_redirect", err_type="server_error", request_id=rid)
         try:
             if up.content_type == "text/event-stream":
                 return await self._relay_stream(request, rid, up, parsed, identity, policy)
@@ -445,6 +471,7 @@ class Gateway:
             anchor=anchor, anchor_width=width)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
+        deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
         try:
             while True:
                 try:
@@ -490,7 +517,13 @@ class Gateway:
             up.close()
             await self._end_stream_with_error(resp, "The upstream sent an event too large to inspect.",
                                               "upstream_error")
+        except asyncio.CancelledError:
+            if not deadline.reached():
+                raise
+            up.close()
+            await self._end_stream_with_error(resp, "The stream reached the firewall's time limit.", "stream_timeout")
         finally:
+            deadline.cancel()
             if inspect:
                 if observed:
                     self._raise_alert(list(observed.values()), identity, "response", rid,
@@ -532,8 +565,10 @@ class Gateway:
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
         policy = self.policy.current
+        self.counts["requests"] += 1  # the page's scenario traffic counts like any other
         refusal = await self.enforcer.check(identity, policy)
         if refusal is not None:
+            self.counts["refused"] += 1
             return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
                     "retry_after": refusal.retry_after, "alert": None, "blocked": True}
         parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
@@ -542,6 +577,7 @@ class Gateway:
         decision, findings, alert = await self._inspect_request(
             parsed, identity, policy, rid, security_mode or policy.security_mode)
         blocked = bool(decision and decision.blocked)
+        self.counts["blocked"] += blocked
         return {"refused": False, "blocked": blocked, "alert": alert,
                 "status": 400 if blocked else 200, "code": "content_policy_violation" if blocked else None}
 
@@ -555,11 +591,11 @@ class Gateway:
         body: dict[str, Any] = {"model": "demo-mini", "messages": messages}
         hardened = hardening.harden(body, security_mode or policy.security_mode,
                                     self.canary if policy.canary else None)
-        headers = upstream_headers({"Content-Type": "application/json"}, api_key=self.settings.upstream_api_key,
+        headers = upstream_headers({"Content-Type": "application/json"}, authorization=self.upstream.authorization,
                                    request_id=rid)
         try:
-            up = await self.upstream.send("POST", self.upstream.url_for("chat/completions", ""), headers,
-                                          orjson.dumps(hardened or body))
+            target = resolve("POST", "/v1/chat/completions", base=self.upstream.base_path).upstream
+            up = await self.upstream.send("POST", target, headers, orjson.dumps(hardened or body))
         except UpstreamError as exc:
             return {**verdict, "answer": None, "status": exc.status, "code": exc.code}
         try:

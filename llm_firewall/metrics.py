@@ -10,7 +10,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
+                               Gauge, Info)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -29,6 +30,10 @@ class _CounterChild:
         if amount < 0:
             raise ValueError("counters only go up")
         self.value += amount
+
+    def mirror(self, total: float) -> None:
+        """Follow a running count kept elsewhere (a queue's drops); never goes back down."""
+        self.value = max(self.value, float(total))
 
 
 class _HistogramChild:
@@ -108,9 +113,14 @@ class LoopHistogram(_LoopMetric):
 
 
 class Metrics:
+    """The firewall's metrics, named by Prometheus conventions (counters end in `_total`)."""
+
     def __init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # What every Prometheus exporter shows: CPU, memory, file descriptors, GC and Python version.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         p = "llm_firewall_"
         # Updated on every request: loop-local (see _LoopMetric). The rest change rarely.
         self.requests = LoopCounter(p + "requests", "Requests by route and outcome", ["route", "outcome"], r)
@@ -130,11 +140,11 @@ class Metrics:
         self.tokens = LoopCounter(p + "tokens", "Tokens by model and kind (prompt/completion)", ["model", "kind"], r)
         self.cost = LoopCounter(p + "cost_usd", "Estimated cost in US dollars by model", ["model"], r)
         self.queue_depth = Gauge(p + "queue_depth", "SOC queue depth", ["queue"], registry=r)
-        self.queue_drops = Gauge(p + "queue_drops", "SOC queue drops so far", ["queue"], registry=r)
+        self.queue_drops = LoopCounter(p + "queue_drops", "SOC queue events dropped (queue full)", ["queue"], r)
         self.circuit_state = Gauge(p + "circuit_state", "Circuit state (0 closed, 1 half-open, 2 open)",
                                    ["target"], registry=r)
         self.rules_loaded = Gauge(p + "rules_loaded", "Rules loaded", registry=r)
-        self.policy_info = Gauge(p + "policy_loaded", "1 for the policy in force", ["name", "sha256"], registry=r)
+        self.policy_info = Info(p + "policy", "The policy in force (name and sha256)", registry=r)
         self.policy_reload_errors = Counter(p + "policy_reload_errors_total",
                                             "Policy reloads refused because the new file was broken", registry=r)
         self.soc_enabled = Gauge(p + "soc_enabled", "1 when inspection is on", registry=r)

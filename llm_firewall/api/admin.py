@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from llm_firewall.api.auth import authorized, unauthorized
+from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
 from llm_firewall.enforce.identity import describe
 from llm_firewall.proxy.openai_wire import error_body
@@ -23,8 +23,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def admin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         settings = request.app[SETTINGS]
-        if not authorized(request, settings.admin_token, settings.host):
-            return unauthorized(request)
+        refusal = admin_refusal(request, settings.admin_token, settings.host)
+        if refusal is not None:
+            return refusal
         return await handler(request)
 
     guarded.__name__ = handler.__name__
@@ -181,8 +182,21 @@ async def reload_policy(request: web.Request) -> web.Response:
                              status=200 if ok else 422)
 
 
+@admin_only
+async def whoami(request: web.Request) -> web.Response:
+    """The identity the firewall derives for this very request: which address it believes (is
+    the caller's proxy trusted?), and the user, session and key fingerprint it would act on."""
+    gateway = request.app[GATEWAY]
+    identity = gateway.identify(request)
+    peer = gateway.trust.resolve_peer(request.remote or "")
+    return web.json_response({"ip": identity.ip, "user": identity.user, "session": identity.session,
+                              "agent": identity.agent, "api_key_fingerprint": identity.api_key_hash,
+                              "peer": request.remote, "peer_is_trusted_proxy": bool(peer and peer[1])})
+
+
 def setup_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/api/whoami", whoami)
     r.add_get("/api/soc/status", get_status)
     r.add_post("/api/soc/toggle", toggle)
     r.add_get("/api/security/alerts", alerts)

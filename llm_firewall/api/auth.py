@@ -1,14 +1,17 @@
 """Admin authentication shared by the admin API, the live feed and the demo endpoints.
 
 A bearer token compared in constant time. With no token configured, only a loopback listener
-reached directly from loopback is trusted (the out-of-the-box demo); any cross-origin browser
-request is refused so a web page cannot drive the admin API through the operator's browser.
+reached directly from loopback, under a loopback `Host`, is trusted (the out-of-the-box demo).
+Browser requests are refused when their Origin is not this very host, and, without a token, when
+the Host is not a loopback name: a page whose own name resolves to 127.0.0.1 (DNS rebinding) is
+same-origin with itself, and only its Host header gives it away.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 
 from aiohttp import web
 
@@ -24,6 +27,27 @@ def _is_loopback(addr: str | None) -> bool:
         return False
 
 
+_HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?", re.ASCII)
+
+
+def loopback_host(host: str | None) -> bool:
+    """True for a Host header that names this machine by a loopback name or address, any port:
+    `localhost`, `127.x.y.z`, `[::1]`. Names only the operator's machine gives loopback meaning to;
+    a name from the DNS (which an attacker controls) never qualifies."""
+    match = _HOST.fullmatch(host or "")
+    if match is None:
+        return False
+    name = match["name"].lower()
+    if name == "localhost":
+        return True
+    bracketed = name.startswith("[")
+    try:
+        address = ipaddress.ip_address(name[1:-1] if bracketed else name)
+    except ValueError:
+        return False
+    return address.is_loopback and bracketed == (address.version == 6)
+
+
 def same_origin(request: web.Request) -> bool:
     """True when the request has no Origin, or its Origin names this very host."""
     origin = request.headers.get("Origin")
@@ -33,18 +57,40 @@ def same_origin(request: web.Request) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
-def authorized(request: web.Request, token: str | None, listen_host: str, *, presented: str | None = None) -> bool:
+def browser_refusal(request: web.Request, token: str | None) -> web.Response | None:
+    """The 403 for what no token could fix: a foreign Origin, or, without a token, a Host that
+    is not a loopback name (DNS rebinding); None when neither applies."""
     if not same_origin(request):
-        return False
+        return forbidden(request, "Cross-origin requests to this API are refused.", "cross_origin")
+    if token is None and not loopback_host(request.headers.get("Host")):
+        return forbidden(request, "Without LLM_FIREWALL_ADMIN_TOKEN this API answers only requests addressed "
+                                  "to localhost, 127.0.0.1 or [::1].", "host_not_allowed")
+    return None
+
+
+def admin_refusal(request: web.Request, token: str | None, listen_host: str, *,
+                  presented: str | None = None) -> web.Response | None:
+    """None when the request may use the admin API, else the answer that refuses it: the
+    browser checks' 403, or a 401 when the token (or, without one, loopback) is missing."""
+    refusal = browser_refusal(request, token)
+    if refusal is not None:
+        return refusal
+    if token is None:
+        local = (_is_loopback(listen_host) or listen_host == "localhost") and _is_loopback(request.remote) and \
+            "X-Forwarded-For" not in request.headers and "Forwarded" not in request.headers
+        return None if local else unauthorized(request)
     if presented is None:
         header = request.headers.get("Authorization", "")
         presented = header[7:] if header[:7].lower() == "bearer " else ""
-    if token is None:
-        return (_is_loopback(listen_host) or listen_host == "localhost") and _is_loopback(request.remote) and \
-            "X-Forwarded-For" not in request.headers and "Forwarded" not in request.headers
     if not presented or len(presented) > MAX_TOKEN_LEN or not presented.isascii():
-        return False
-    return hmac.compare_digest(presented.encode("ascii"), token.encode("utf-8"))
+        return unauthorized(request)
+    return None if hmac.compare_digest(presented.encode("ascii"), token.encode("utf-8")) else unauthorized(request)
+
+
+def forbidden(request: web.Request, message: str, code: str) -> web.Response:
+    return web.Response(status=403, content_type="application/json",
+                        headers={"x-request-id": request.get("request_id", "-")},
+                        body=error_body(message, code=code, err_type="permission_error"))
 
 
 def unauthorized(request: web.Request) -> web.Response:

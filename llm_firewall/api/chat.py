@@ -1,14 +1,16 @@
 """`POST /api/chat`: one message through the firewall, answered with its security analysis.
 
 For the demo page and for scripts. It inspects in-process with the caller's own identity (so a
-sanctioned client cannot use it to get around a block) and never streams.
+sanctioned client cannot use it to get around a block) and never streams. Like the admin API it
+refuses other sites' pages and, without an admin token, any Host but a loopback one.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from llm_firewall.appkeys import GATEWAY
+from llm_firewall.api.auth import browser_refusal
+from llm_firewall.appkeys import GATEWAY, SETTINGS
 from llm_firewall.proxy.hardening import MODES
 from llm_firewall.proxy.openai_wire import error_body
 
@@ -17,6 +19,9 @@ MAX_MESSAGE_CHARS = 32_000
 
 async def chat(request: web.Request) -> web.Response:
     rid = request.get("request_id", "-")
+    refusal = browser_refusal(request, request.app[SETTINGS].admin_token)
+    if refusal is not None:  # another site's page, or one reaching 127.0.0.1 by DNS rebinding
+        return refusal
     try:
         body = await request.json()
     except ValueError:

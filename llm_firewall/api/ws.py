@@ -12,7 +12,7 @@ import contextlib
 
 from aiohttp import WSMsgType, web
 
-from llm_firewall.api.auth import authorized, unauthorized
+from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS
 
 METRICS_EVERY_S = 2.0
@@ -21,13 +21,12 @@ METRICS_EVERY_S = 2.0
 async def feed(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
+    checked = request
     if origin is not None and origin in settings.ws_allowed_origins:
-        ok = authorized(request.clone(headers={k: v for k, v in request.headers.items() if k != "Origin"}),
-                        settings.admin_token, settings.host, presented=request.query.get("token"))
-    else:
-        ok = authorized(request, settings.admin_token, settings.host, presented=request.query.get("token"))
-    if not ok:
-        return unauthorized(request)
+        checked = request.clone(headers={k: v for k, v in request.headers.items() if k != "Origin"})
+    refusal = admin_refusal(checked, settings.admin_token, settings.host, presented=request.query.get("token"))
+    if refusal is not None:
+        return refusal
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
     gateway = request.app[GATEWAY]

@@ -17,7 +17,18 @@ from llm_firewall.detect.rules import RuleSet, default_rules_dir, parse_rules
 USAGE = "usage: llm-firewall rules lint|test [DIR]"
 
 
+HELP = f"""{USAGE}
+
+  lint [DIR]   validate every rule file in DIR (default: the shipped rules): schema, patterns,
+               and each rule's own examples; prints every error with its file and field
+  test [DIR]   lint, then run every rule's examples through the compiled engine
+Exit status: 0 when no problem was found, 1 otherwise, 2 on a usage error."""
+
+
 def main(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(HELP)
+        return 0
     if not argv or argv[0] not in ("lint", "test") or len(argv) > 2:
         print(USAGE, file=sys.stderr)
         return 2

@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import re2
 import yaml
@@ -690,11 +690,19 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
     return None if len(ctx.errors) > before else rule
 
 
-def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
+class _Disable(NamedTuple):
+    """A `disable:` entry of a rules file: a rule id switched off by a later rules directory."""
+
+    id: str
+    file: str
+    line: int | None
+
+
+def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError], list[_Disable]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [RuleError(display, None, None, None, f"cannot read: {exc}")]
+        return [], [RuleError(display, None, None, None, f"cannot read: {exc}")], []
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -702,23 +710,29 @@ def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        return [], [RuleError(display, None, None, line, f"invalid YAML: {problem}")]
+        return [], [RuleError(display, None, None, line, f"invalid YAML: {problem}")], []
     ctx = _Ctx(display, root)
     if root is not None:
         _duplicate_keys(root, ctx)
     if ctx.errors:
-        return [], ctx.errors
+        return [], ctx.errors, []
     entries: list[tuple[Any, list[str | int]]] = []
+    disabled: list[_Disable] = []
     if data is None:
-        return [], []
-    if isinstance(data, dict) and "rules" in data:
-        extra = [k for k in data if k != "rules"]
+        return [], [], []
+    if isinstance(data, dict) and ("rules" in data or "disable" in data):
+        extra = [k for k in data if k not in ("rules", "disable")]
         for k in extra:
-            ctx.error(None, [], [str(k)], "unknown top-level key (a file holds one rule or rules:)")
-        if not isinstance(data["rules"], list):
+            ctx.error(None, [], [str(k)], "unknown top-level key (a file holds one rule, rules: or disable:)")
+        ids = _str_list(data.get("disable", []), allow_empty=True)
+        if ids is None:
+            ctx.error(None, [], ["disable"], "must be a list of rule ids")
+        else:
+            disabled = [_Disable(rid, display, ctx.line(["disable", i])) for i, rid in enumerate(ids)]
+        if not isinstance(data.get("rules", []), list):
             ctx.error(None, [], ["rules"], "must be a list of rules")
         else:
-            entries = [(r, ["rules", i]) for i, r in enumerate(data["rules"])]
+            entries = [(r, ["rules", i]) for i, r in enumerate(data.get("rules", []))]
     elif isinstance(data, dict):
         entries = [(data, [])]
     elif isinstance(data, list):
@@ -730,7 +744,7 @@ def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
         rule = _parse_rule(raw, base, ctx)
         if rule is not None:
             rules.append(rule)
-    return rules, ctx.errors
+    return rules, ctx.errors, disabled
 
 
 def _files(path: Path) -> list[Path]:
@@ -747,15 +761,22 @@ def _display(p: Path) -> str:
 
 
 def _parse_all(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], list[RuleError]]:
+    rules, errors, _ = _parse_layer(path, stop_at_first=stop_at_first)
+    return rules, errors
+
+
+def _parse_layer(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], list[RuleError], list[_Disable]]:
     root = Path(path)
     if not root.exists():
-        return [], [RuleError(str(root), None, None, None, "no such file or directory")]
+        return [], [RuleError(str(root), None, None, None, "no such file or directory")], []
     rules: list[Rule] = []
     errors: list[RuleError] = []
+    disabled: list[_Disable] = []
     seen: dict[str, Rule] = {}
     for file in _files(root):
-        got, errs = _parse_file(file, _display(file))
+        got, errs, off = _parse_file(file, _display(file))
         errors.extend(errs)
+        disabled.extend(off)
         for rule in got:
             if rule.id in seen:
                 first = seen[rule.id]
@@ -767,7 +788,7 @@ def _parse_all(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], li
             rules.append(rule)
         if errors and stop_at_first:
             break
-    return rules, errors
+    return rules, errors, disabled
 
 
 def parse_rules(path: str | Path) -> tuple[list[Rule], list[RuleError]]:
@@ -781,6 +802,25 @@ def load_rules(path: str | Path) -> RuleSet:
     if errors:
         raise errors[0]
     return RuleSet(tuple(rules))
+
+
+def load_rule_layers(paths: Sequence[str | Path]) -> RuleSet:
+    """The rules of several directories, each layered on the ones before it, as fail2ban's
+    `.local` files and CRS's exclusion files work: a later directory adds rules, replaces a rule
+    by using its id, or switches rules off with `disable: [ids]`. The shipped directory comes
+    first and is never edited. Raises RuleError on the first error (an unknown id to disable
+    is one: a typo must not leave a rule on silently)."""
+    merged: dict[str, Rule] = {}
+    for path in paths:
+        rules, errors, disabled = _parse_layer(path, stop_at_first=True)
+        if errors:
+            raise errors[0]
+        for rule in rules:
+            merged[rule.id] = rule  # a known id keeps its place; a new one goes last
+        for off in disabled:
+            if merged.pop(off.id, None) is None:
+                raise RuleError(off.file, off.id, "disable", off.line, "no rule with this id to disable")
+    return RuleSet(tuple(merged.values()))
 
 
 def lint_rules(path: str | Path) -> list[RuleError]:

@@ -153,12 +153,7 @@ class ScriptClient:
         return reply
 
     async def _call(self, command: Sequence[str]) -> Any:
-        proto = await self._connection()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        proto.waiting.append(fut)
-        assert proto.transport is not None
-        proto.transport.write(encode_command(command))
-        return await fut  # if the caller gives up, its slot stays queued and its reply is dropped
+        return await _send(await self._connection(), command)
 
     async def _connection(self) -> _Protocol:
         proto = self._proto
@@ -173,22 +168,33 @@ class ScriptClient:
             _, proto = await loop.create_connection(
                 _Protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None,
                 server_hostname=self._host if self._tls else None)
-            self._proto = proto
             try:
+                # AUTH and SELECT go to this connection before anyone else can see it: a caller
+                # that found it published early would send its script to the wrong database.
                 for setup in ([["AUTH", *self._auth]] if self._auth else []) + (
                         [["SELECT", str(self._db)]] if self._db else []):
-                    reply = await self._call(setup)
+                    reply = await _send(proto, setup)
                     if isinstance(reply, ResponseError):
                         raise RedisConnectionError(f"redis refused {setup[0]}: {reply}")
             except BaseException:  # refused, or given up on: never reuse a half-prepared connection
                 proto.fail(RedisConnectionError("redis connection setup failed"))
                 raise
+            self._proto = proto
             return proto
 
     def close(self) -> None:
         if self._proto is not None:
             self._proto.fail(RedisConnectionError("client closed"))
             self._proto = None
+
+
+async def _send(proto: _Protocol, command: Sequence[str]) -> Any:
+    """Write one command and wait for its reply, matched by its place in the queue."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    proto.waiting.append(fut)
+    assert proto.transport is not None
+    proto.transport.write(encode_command(command))
+    return await fut  # if the caller gives up, its slot stays queued and its reply is dropped
 
 
 @functools.cache

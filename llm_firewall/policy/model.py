@@ -23,6 +23,7 @@ import yaml
 
 from llm_firewall.domain import FORWARDED_HEADERS, SEVERITIES, SEVERITY_RANK, THREATS
 from llm_firewall.durations import DEFAULT_DURATIONS, PERMANENT, parse_seconds
+from llm_firewall.proxy.target import parse_passthrough
 
 PRESETS: tuple[str, ...] = ("production", "development", "medical", "financial")
 DEFAULT_PRESET = "production"
@@ -184,6 +185,9 @@ class Policy:
     # Other services' logs the SOC tails and runs the request rules on (like fail2ban):
     # ({"path", "format": json|combined|common, "ban": action spec}, ...)
     scan_logs: tuple[Mapping[str, Any], ...] = ()
+    # /v1 endpoints forwarded besides the known ones, as "METHOD path" (a POST's JSON body is
+    # inspected by a walk of every string in it; other methods may carry no body).
+    passthrough_endpoints: tuple[str, ...] = ()
     description: str = ""
     source_path: str = ""
     sha256: str = ""
@@ -464,7 +468,7 @@ _TOP_KEYS = frozenset({
     "name", "extends", "description", "mode", "security_mode", "identity", "allowlist",
     "rule_overrides", "rate_limits", "responses", "escalations", "approval_required",
     "block_severity", "fp_thresholds", "fail_modes", "token_budgets", "response_action",
-    "allow_security_mode_header", "canary", "notify_targets", "scan_logs",
+    "allow_security_mode_header", "canary", "notify_targets", "scan_logs", "passthrough_endpoints",
 })
 _SCAN_LOG_KEYS = frozenset({"path", "format", "ban"})
 LOG_FORMATS = ("json", "combined", "common")
@@ -606,6 +610,14 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
             entry["ban"] = _plain(item["ban"])
         scan_logs.append(entry)
 
+    raw, where = get("passthrough_endpoints", [])
+    passthrough = v.str_list(raw, where, "passthrough_endpoints")
+    for i, entry in enumerate(passthrough):
+        try:
+            parse_passthrough(entry)
+        except ValueError as exc:
+            raise v.fail(loc(raw, i) or where, f"passthrough_endpoints[{i}]", str(exc)) from None
+
     raw, where = get("token_budgets", {})
     tb_in = v.mapping(raw, where, "token_budgets", {"user", "key"})
     token_budgets = {
@@ -620,6 +632,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
         token_budgets=token_budgets, response_action=response_action,
         allow_security_mode_header=allow_header, canary=canary,
         notify_targets=notify_targets, description=description.strip(), scan_logs=tuple(scan_logs),
+        passthrough_endpoints=passthrough,
         source_path=source, sha256=digest,
     )
 

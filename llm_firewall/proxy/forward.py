@@ -1,22 +1,24 @@
-"""Talking to the upstream: target hygiene, header hygiene, timeouts.
+"""Talking to the upstream: header hygiene, credentials, transport, timeouts.
 
-The firewall only ever calls the one configured upstream. A request target that could steer it
-elsewhere (absolute-form, `//host`, dot segments in any encoding) is refused before routing.
+The firewall only ever calls the one configured upstream, with a request target decided by
+`proxy.target.resolve` (the only place that reads the client's target).
 """
 
 from __future__ import annotations
 
+import base64
+import ssl
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.request import proxy_bypass_environment
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from llm_firewall.config import Timeouts
-from llm_firewall.proxy.http1 import Http1Pool, Http1Response
-
-ALLOWED_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
+from llm_firewall.config import Timeouts, UpstreamTransport
+from llm_firewall.proxy.http1 import Http1Pool, Http1Response, UnsafeRequestError
+from llm_firewall.proxy.target import BASE_PATH
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus those the firewall recomputes itself.
 HOP_BY_HOP = frozenset({
@@ -36,36 +38,63 @@ _DROPPED_WITH_KEY = _DROPPED | {"authorization"}  # replaced by the firewall's o
 _NOT_DOWNSTREAM = HOP_BY_HOP | {"set-cookie"}
 
 
-class TargetError(ValueError):
-    """A request target the firewall will not forward."""
-
-
-def check_target(raw_path: str) -> None:
-    """Refuse absolute-form targets, `//host` paths, and dot segments, plain or percent-encoded."""
-    path = raw_path.split("?", 1)[0]
-    if not path.startswith("/"):
-        raise TargetError("absolute-form or relative request targets are not accepted")
-    if path.startswith("//"):
-        raise TargetError("a request path may not start with //")
-    lowered = path.lower()
-    if "\\" in path or "%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "%00" in lowered:
-        raise TargetError("encoded dots, slashes or NUL bytes are not accepted in the path")
-    for segment in path.split("/"):
-        if segment in (".", ".."):
-            raise TargetError("dot segments are not accepted in the path")
-
-
-def upstream_headers(incoming: Mapping[str, str], *, api_key: str | None, request_id: str) -> list[tuple[str, str]]:
-    """Headers to send upstream: end-to-end ones only, with our credential when configured."""
+def upstream_headers(incoming: Mapping[str, str], *, authorization: str | None,
+                     request_id: str) -> list[tuple[str, str]]:
+    """Headers to send upstream: end-to-end ones only, with our credential when configured
+    (`authorization` is the whole header value, see `Upstream.authorization`)."""
     connection = incoming.get("Connection")
-    dropped = _DROPPED_WITH_KEY if api_key else _DROPPED
+    dropped = _DROPPED_WITH_KEY if authorization else _DROPPED
     if connection:
         dropped = dropped | {t.strip().lower() for t in connection.split(",") if t.strip()}
     out = [(name, value) for name, value in incoming.items() if name.lower() not in dropped]
-    if api_key:
-        out.append(("Authorization", f"Bearer {api_key}"))
+    if authorization:
+        out.append(("Authorization", authorization))
     out.append(("X-Request-ID", request_id))
     return out
+
+
+def upstream_authorization(base_url: str, api_key: str | None) -> str | None:
+    """The Authorization the firewall sends upstream: its API key as a bearer token, or the
+    user and password written in the upstream URL as Basic credentials; both at once is a
+    configuration error (which one was meant?)."""
+    parts = urlsplit(base_url)
+    if parts.username is None and parts.password is None:
+        return f"Bearer {api_key}" if api_key else None
+    if api_key:
+        raise ValueError("the upstream URL carries credentials and an upstream API key is set too: keep one")
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def without_credentials(url: str) -> str:
+    """`url` with any `user:password@` removed: for connecting, Host headers and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _ssl_context(transport: UpstreamTransport) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(transport.ca_file) if transport.ca_file else None)
+    if transport.client_cert is not None:
+        context.load_cert_chain(str(transport.client_cert),
+                                str(transport.client_key) if transport.client_key else None)
+    return context
+
+
+def proxy_for(base_url: str, proxies: Mapping[str, str]) -> str | None:
+    """The proxy that `HTTPS_PROXY`/`HTTP_PROXY` name for this upstream, unless `NO_PROXY`
+    exempts its host (the standard library's reading of `NO_PROXY`, as curl and httpx read it)."""
+    parts = urlsplit(base_url)
+    proxy = proxies.get(parts.scheme)
+    if not proxy or not parts.hostname:
+        return None
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    if proxy_bypass_environment(host, {"no": proxies.get("no", "")}):
+        return None
+    return proxy
 
 
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -86,23 +115,27 @@ class UpstreamError(Exception):
 class Upstream:
     """The one configured upstream, over a pool of keep-alive HTTP/1.1 connections."""
 
-    def __init__(self, base_url: str, timeouts: Timeouts) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, timeouts: Timeouts, *, api_key: str | None = None,
+                 transport: UpstreamTransport | None = None) -> None:
+        self.authorization = upstream_authorization(base_url, api_key)
+        self.base_url = without_credentials(base_url.rstrip("/"))
         self.timeouts = timeouts
-        self._prefix = urlsplit(self.base_url).path
+        self.transport = transport or UpstreamTransport()
+        self.base_path = urlsplit(self.base_url).path  # request targets are written below it
+        if not BASE_PATH.fullmatch(self.base_path):
+            raise ValueError(f"the upstream URL's path {self.base_path!r} must be plain segments (no escapes)")
         self._pool: Http1Pool | None = None
 
     async def start(self) -> None:
+        secure = self.base_url.startswith("https:")
         self._pool = Http1Pool(self.base_url, connect_timeout=self.timeouts.connect,
-                               first_byte_timeout=self.timeouts.first_byte, idle_timeout=self.timeouts.idle)
+                               first_byte_timeout=self.timeouts.first_byte, idle_timeout=self.timeouts.idle,
+                               ssl_context=_ssl_context(self.transport) if secure else None,
+                               proxy=proxy_for(self.base_url, self.transport.proxies))
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
-
-    def url_for(self, v1_tail: str, query: str) -> str:
-        """The request target (path and query) for an endpoint under the upstream's base path."""
-        return f"{self._prefix}/{v1_tail}" + (f"?{query}" if query else "")
 
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None) -> Http1Response:
         """Send and wait for the response head; classify failures for the caller.
@@ -112,6 +145,8 @@ class Upstream:
         assert self._pool is not None, "Upstream.start() was not awaited"
         try:
             return await self._pool.request(method, target, headers, body)
+        except UnsafeRequestError as exc:
+            raise UpstreamError(400, "invalid_request_header", str(exc), False) from None
         except TimeoutError:
             raise UpstreamError(504, "upstream_timeout", "The upstream did not answer in time.", True) from None
         except OSError:

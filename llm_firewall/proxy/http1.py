@@ -15,16 +15,20 @@ Failures raise aiohttp's own exception types (`ClientConnectorError`-like `OSErr
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import re
 import ssl
 import time
 import zlib
 from collections import deque
 from typing import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from llm_firewall.proxy.target import UPSTREAM_TARGET
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
@@ -35,6 +39,22 @@ MAX_IDLE = 256
 SWEEP_S = 0.1  # deadline granularity: timeouts fire up to this much late
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Header names are RFC 9110 tokens (§5.1); values hold no CR, LF, NUL or other control but HTAB
+# (§5.5), so no line can start another header or request. Checked on the written block at once:
+# no control but HTAB and the CR LF pairs that end lines, exactly one pair per header.
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=256)
+def _target_ok(target: str) -> bool:
+    """Whether a request target has the one form `proxy.target.resolve` produces (few distinct)."""
+    return UPSTREAM_TARGET.fullmatch(target) is not None
+
+
+class UnsafeRequestError(ValueError):
+    """A request part that would not be written as exactly one well-formed HTTP/1.1 request."""
 
 
 class Http1Response:
@@ -433,11 +453,60 @@ class _Connection(asyncio.Protocol):
         self.close()
 
 
+class _Proxy:
+    """An `HTTPS_PROXY`-style URL: where the proxy listens, and its credentials if it wants any."""
+
+    def __init__(self, host: str, port: int, tls: bool, authorization: str | None) -> None:
+        self.host, self.port, self.authorization = host, port, authorization
+        self.ssl = ssl.create_default_context() if tls else None
+
+    @classmethod
+    def parse(cls, url: str) -> "_Proxy":
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"proxy URL must be http:// or https:// with a host, got {parts.scheme}://…")
+        authorization = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            authorization = "Basic " + base64.b64encode(pair).decode()
+        return cls(parts.hostname, parts.port or (443 if parts.scheme == "https" else 8080), parts.scheme == "https",
+                   authorization)
+
+
+class _TunnelOpener(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT; the connection then belongs to a `_Connection`."""
+
+    def __init__(self) -> None:
+        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._buf = b""
+        self.extra = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.status.done():
+            self.extra += data
+            return
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > MAX_HEAD_BYTES:
+                self.status.set_exception(ConnectionError("the proxy's answer to CONNECT is too long"))
+            return
+        line = self._buf.split(b"\r\n", 1)[0].split()
+        status = int(line[1]) if len(line) > 1 and line[0].startswith(b"HTTP/1.") and line[1].isdigit() else 0
+        self.extra = self._buf[end + 4:]
+        self.status.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.status.done():
+            self.status.set_exception(ConnectionError("the proxy closed the connection before opening a tunnel"))
+
+
 class Http1Pool:
     """Keep-alive connections to one origin (`http://` or `https://`), reused newest first."""
 
     def __init__(self, base_url: str, *, connect_timeout: float, first_byte_timeout: float = 120.0,
-                 idle_timeout: float = 120.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 idle_timeout: float = 120.0, ssl_context: ssl.SSLContext | None = None,
+                 proxy: str | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http:// or https:// with a host, got {base_url!r}")
@@ -454,6 +523,7 @@ class Http1Pool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ssl = (ssl_context or ssl.create_default_context()) if self.secure else None
+        self.proxy = _Proxy.parse(proxy) if proxy else None
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._closed = False
@@ -461,26 +531,62 @@ class Http1Pool:
     def _encode(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
         # Without Accept-Encoding a server may pick any coding (RFC 9110 §12.5.3): name the two
         # this client decodes, so an upstream never answers in one it cannot read.
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-                 "Accept-Encoding: gzip, deflate\r\n"]
-        for name, value in headers:
-            lines.append(f"{name}: {value}\r\n")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("utf-8", "surrogateescape")
+        # Checked here, at the socket, whoever built the parts.
+        if method not in _METHODS or not _target_ok(target):
+            raise UnsafeRequestError("the request method or target cannot be written upstream as given")
+        headers = list(headers)
+        names = [name for name, _ in headers]
+        block = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        if (not all(names) or _NOT_TOKEN.search("".join(names)) or _CONTROL.search(block)
+                or not block.count("\r") == block.count("\n") == len(headers)):
+            raise UnsafeRequestError("a header name or value cannot be written upstream as given")
+        length = f"Content-Length: {len(body)}\r\n" if body is not None else ""
+        head = (f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                f"Accept-Encoding: gzip, deflate\r\n{block}{length}\r\n").encode("utf-8", "surrogateescape")
         return head + body if body else head
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.host if self.secure else None)
+                if self.proxy is not None:
+                    conn = await self._through_proxy(loop, self.proxy)
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+                        server_hostname=self.host if self.secure else None)
         except TimeoutError:
             raise ConnectionError(f"connecting to the upstream took longer than {self.connect_timeout:g} s") from None
         self._all.add(conn)
+        return conn
+
+    async def _through_proxy(self, loop: asyncio.AbstractEventLoop, proxy: "_Proxy") -> _Connection:
+        """A tunnel through an HTTP proxy (CONNECT, RFC 9110 §9.3.6), then TLS to the upstream
+        inside it when the upstream is https: the proxy relays bytes and never sees the exchange."""
+        transport, opener = await loop.create_connection(
+            _TunnelOpener, proxy.host, proxy.port, ssl=proxy.ssl, server_hostname=proxy.host if proxy.ssl else None)
+        authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+        transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode())
+        try:
+            status = await opener.status
+        except BaseException:
+            transport.close()
+            raise
+        if status != 200:
+            transport.close()
+            raise ConnectionError(f"the proxy refused to open a tunnel to the upstream (HTTP {status})")
+        conn = _Connection(self)
+        if self.ssl is not None:
+            tls = await loop.start_tls(transport, conn, self.ssl, server_hostname=self.host)
+            if tls is None:
+                raise ConnectionError("the TLS handshake with the upstream did not complete")
+            conn.connection_made(tls)
+        else:
+            transport.set_protocol(conn)
+            conn.connection_made(transport)
+        if opener.extra:
+            conn.data_received(opener.extra)
         return conn
 
     def _reuse(self) -> _Connection | None:

@@ -288,7 +288,29 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
                         role = _message_role(item.get("role", "user"))
                         out.extend(_content_texts(item.get("content"), role, f"input[{i}].content"))
         out.extend(_tool_descriptions(body.get("tools")))
+    else:  # a policy's passthrough endpoint: no known shape, so every string is text the model may read
+        out.extend(_every_string(body, "user", ""))  # client-written: judged as user text
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _every_string(value: Any, role: str, path: str) -> Iterator[TextItem]:
+    """Every non-empty string value in a JSON value, with its path. Keys are not texts to
+    inspect: a key that is not a plain identifier is refused (fail closed), not forwarded."""
+    if isinstance(value, str):
+        if value:
+            yield TextItem(value, role, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not _PLAIN_KEY.fullmatch(key):
+                raise WireError(f"field names must be plain identifiers on this endpoint, got {key[:40]!r}",
+                                param=path or None, code="invalid_field_name")
+            yield from _every_string(item, role, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _every_string(item, role, f"{path}[{i}]")
 
 
 def response_texts(endpoint: str, body: Any) -> list[TextItem]:

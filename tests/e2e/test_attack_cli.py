@@ -92,3 +92,24 @@ def test_attack_unknown_scenario_is_a_usage_error() -> None:
     result = attack("--target", "http://127.0.0.1:1", "--scenario", "nope")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_attack_never_blocks_this_host_unasked(tmp_path) -> None:
+    """Without trusting this host as a proxy the firewall would block 127.0.0.1 itself: the
+    scenario that ends in an IP block is skipped with a note (no terminal to ask on)."""
+    import json
+    import urllib.request
+
+    server = Firewall(data_dir=tmp_path / "d").start()
+    try:
+        result = attack("--target", server.url)
+        assert "skipping data_exfiltration" in result.stderr and "LLM_FIREWALL_TRUSTED_PROXIES" in result.stderr
+        assert "data_exfiltration" not in {name for name, _ in rows(result.stdout)}
+        assert result.returncode == 0, result.stdout + result.stderr
+        blocks = json.loads(urllib.request.urlopen(server.url + "/api/blocks", timeout=10).read())
+        assert "127.0.0.1" not in json.dumps(blocks)
+        assert urllib.request.urlopen(server.url + "/healthz", timeout=10).status == 200
+        whoami = json.loads(urllib.request.urlopen(server.url + "/api/whoami", timeout=10).read())
+        assert whoami["ip"] == "127.0.0.1" and whoami["peer_is_trusted_proxy"] is False
+    finally:
+        server.stop()

@@ -130,6 +130,18 @@ def test_page_loads_without_token_on_loopback(tab: Page) -> None:
         assert tab.page.get_by_test_id(f"scenario-{name}").is_visible()
 
 
+def test_page_works_at_localhost_too(browser: Any, fw: Firewall) -> None:
+    """Without a token the admin API answers loopback names only; `localhost` is one of them."""
+    p = Page(browser, f"http://localhost:{fw.port}/")
+    try:
+        p.wait_live()
+        assert p.page.get_by_test_id("auth-panel").is_hidden()
+        assert p.page.get_by_test_id("policy-name").inner_text() == "production"
+        assert p.send("Hello! How are you?").get_by_test_id("badge-clean").is_visible()
+    finally:
+        assert p.close() == []
+
+
 def test_chat_answer_streams_in_with_no_threats_badge(tab: Page) -> None:
     tab.wait_live()
     streamed: list[str] = []
@@ -179,6 +191,11 @@ def test_each_scenario_button_brings_live_alerts_and_metrics(tab: Page) -> None:
         until(page, 
             f"Number(document.querySelector('#metric-actions').textContent) > {actions_metric}")
 
+    # Scenario traffic is counted with the rest, and no alert title is cut short.
+    steps = sum(len(s.steps) for s in scenario_catalog.SCENARIOS.values())
+    until(page, f"Number(document.querySelector('#metric-requests').textContent) >= {steps}")
+    until(page, "Number(document.querySelector('#metric-refused-requests').textContent) > 0")
+    assert page.evaluate("[...document.querySelectorAll('.alert-title')].every(e => e.scrollWidth <= e.clientWidth)")
     # Severity colours, false-positive badges and actions are on the cards.
     cards = page.locator("[data-testid=alert]")
     severities = {cards.nth(i).get_attribute("data-severity") for i in range(cards.count())}

@@ -156,6 +156,12 @@ def test_metrics_parse_and_move(firewall: Firewall, upstream: TestUpstream) -> N
     assert counts[-1] == metric_value(after, "llm_firewall_request_duration_seconds_count", route="chat/completions")
     assert metric_value(after, "llm_firewall_rules_loaded") > 20
     assert metric_value(after, "llm_firewall_sanctions_active", kind="session") >= 0
+    # Prometheus conventions: the default process and platform collectors, counters in _total,
+    # the policy in force as an _info metric.
+    assert metric_value(after, "process_resident_memory_bytes") > 0
+    assert "python_info{" in after
+    assert "# TYPE llm_firewall_queue_drops_total counter" in after
+    assert 'llm_firewall_policy_info{name="production",sha256="' in after
 
 
 def test_answer_findings_the_policy_only_logs_do_not_cut_the_stream(firewall: Firewall, upstream: TestUpstream) -> None:
@@ -178,6 +184,15 @@ def test_daily_token_budget_refuses_once_used_up(upstream: TestUpstream, tmp_pat
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
         assert err.value.code == "token_budget_exceeded"
         assert int(err.value.response.headers["retry-after"]) <= 86400
+        assert err.value.response.headers["x-should-retry"] == "false"
+        # The SDK's own retries stop at once: one refused request, not three.
+        seen = lambda: metric_value(urllib.request.urlopen(fw.url + "/metrics").read().decode(),  # noqa: E731
+                                    "llm_firewall_requests_total", outcome="token_budget_exceeded")
+        before = seen()
+        with pytest.raises(openai.RateLimitError):
+            client.with_options(max_retries=2).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}])
+        assert seen() == before + 1
         # Another user still has a budget.
         assert make_client(fw, Who()).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
     finally:

@@ -110,8 +110,8 @@ def test_unknown_scenario_names_the_choices(fw: Firewall) -> None:
 def test_scenarios_refused_to_a_foreign_origin(fw: Firewall) -> None:
     status, body = call(fw, "POST", "/api/test/scenario/prompt_injection", {},
                         headers={"Origin": "http://evil.example"})
-    assert status == 401
-    assert body["error"]["code"] == "unauthorized"
+    assert status == 403
+    assert body["error"]["code"] == "cross_origin"
 
 
 def test_scenarios_need_the_admin_token_when_one_is_set(tmp_path: Path) -> None:

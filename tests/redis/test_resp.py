@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings, strategies as st
@@ -52,6 +53,52 @@ def test_replies_split_anywhere_reach_their_callers_in_order(replies, cuts) -> N
         assert not proto.buf and not proto.waiting
     finally:
         loop.close()
+
+
+def _oracle(data: bytes) -> list:
+    """hiredis (the C parser redis-py uses when installed) reading the same bytes."""
+    reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape", replyError=ResponseError)
+    reader.feed(data)
+    out = []
+    while (value := reader.gets()) is not False:
+        out.append(value)
+    return out
+
+
+ERRORS = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+                 min_size=1, max_size=20).map(lambda s: ResponseError("ERR " + s))
+WIRE = st.recursive(REPLIES | ERRORS | st.binary(max_size=12), lambda inner: st.lists(inner, max_size=4),
+                    max_leaves=12)
+
+
+def _wire(value) -> bytes:
+    if isinstance(value, ResponseError):
+        return b"-%s\r\n" % str(value).encode()
+    if isinstance(value, bytes):
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if isinstance(value, list):
+        return b"*%d\r\n" % len(value) + b"".join(_wire(v) for v in value)
+    return resp(value)
+
+
+def _same(ours, theirs) -> bool:
+    if isinstance(ours, ResponseError):
+        return isinstance(theirs, ResponseError) and str(ours) == str(theirs)
+    if isinstance(ours, list):
+        return isinstance(theirs, list) and len(ours) == len(theirs) and all(map(_same, ours, theirs))
+    return ours == theirs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WIRE, min_size=1, max_size=6))
+def test_replies_are_read_as_hiredis_reads_them(values) -> None:
+    data = b"".join(_wire(v) for v in values)
+    ours, pos = [], 0
+    while pos < len(data):
+        value, pos = parse_reply(data, pos)
+        ours.append(value)
+    theirs = _oracle(data)
+    assert len(ours) == len(theirs) and all(map(_same, ours, theirs))
 
 
 def test_error_replies_and_commands_are_framed() -> None:
@@ -105,6 +152,34 @@ async def test_password_and_database_come_from_the_url(tmp_path) -> None:
         with pytest.raises(RedisConnectionError):
             await wrong.evalsha(ECHO, [], ["x"])
         wrong.close()
+    finally:
+        server.stop()
+
+
+async def test_calls_racing_the_first_connection_all_run_in_the_urls_database(tmp_path) -> None:
+    """AUTH and SELECT finish before any script is sent. The server is paused while the first
+    call sets its connection up, so later calls arrive during AUTH; none may land in database 0."""
+    server = RedisServer(tmp_path, extra_args=("--requirepass", "pw")).start()
+    try:
+        base = f"redis://:pw@127.0.0.1:{server.port}"
+        client = ScriptClient.for_url(base + "/5")
+        mark = "redis.call('SET', KEYS[1], 'here'); return 1"
+        loader = aioredis.from_url(base + "/0")
+        await loader.script_load(mark)  # known by digest: EVALSHA runs at once, no NOSCRIPT retry
+        await loader.aclose()
+        server.pause()  # connections are still accepted by the kernel; replies wait
+        first = asyncio.ensure_future(client.evalsha(mark, ["k0"], []))
+        await asyncio.sleep(0.2)  # the first call has connected and sent AUTH
+        later = [asyncio.ensure_future(client.evalsha(mark, [f"k{i}"], [])) for i in range(1, 50)]
+        await asyncio.sleep(0.2)
+        server.resume()
+        assert await asyncio.gather(first, *later) == [1] * 50
+        db0, db5 = (aioredis.from_url(f"{base}/{n}", decode_responses=True) for n in (0, 5))
+        assert await db0.dbsize() == 0
+        assert await db5.dbsize() == 50
+        await db0.aclose()
+        await db5.aclose()
+        client.close()
     finally:
         server.stop()
 

@@ -8,6 +8,7 @@ the next answer's text, SSE chunking, faults (reset mid-stream, slow first byte,
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 import uuid
@@ -52,10 +53,11 @@ class TestUpstream:
     port: int = 0
     script: Script = field(default_factory=Script)
     requests: list[Recorded] = field(default_factory=list)
+    ssl_context: ssl.SSLContext | None = None  # set: serves https (tests of TLS upstreams)
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}/v1"
 
     def reset(self) -> None:
         self.script = Script()
@@ -155,7 +157,7 @@ class TestUpstream:
             app.router.add_route("*", "/{tail:.*}", self.anything)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
+            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             ready.set()
