@@ -62,6 +62,7 @@ def build_alert(findings: Sequence[Finding], identity: Identity, *, direction: s
         "session": identity.session,
         "api_key": identity.api_key_hash,
         "agent": identity.agent,
+        "scope": identity.scope,  # the key or address its user and session are scoped to
         "replica": replica,
     }
 

@@ -119,10 +119,10 @@ class Identity:
         return out
 
     def anchor_for(self, kind: str) -> str | None:
-        """``*@<scope>``: every user (or session) the client can name from its scope, when ids
-        of `kind` are scoped. A sanction on a scoped id is also recorded on it, so naming
+        """``*@<scope>``: every user (session, agent) the client can name from its scope, when
+        ids of `kind` are scoped. A sanction on a scoped id is also recorded on it, so naming
         another id (or none) never escapes the sanction."""
-        if self.scope is None or not (kind == "session" or (kind == "user" and not self.user_bound)):
+        if self.scope is None or kind not in ("session", "user", "agent") or (kind == "user" and self.user_bound):
             return None
         return f"*@{self.scope}"
 
@@ -130,14 +130,12 @@ class Identity:
         """(kind, key) pairs a sanction on this identity may be stored under, in checking order
         (the stores' lookup): ip, session, user, agent, key, each scoped id with its anchor."""
         out = [("ip", self.ip)]
-        for kind, value in (("session", self.session), ("user", self.user)):
+        for kind, value in (("session", self.session), ("user", self.user), ("agent", self.agent)):
             if value:
                 out.append((kind, value))
             anchor = self.anchor_for(kind)
             if anchor is not None:
                 out.append((kind, anchor))
-        if self.agent:
-            out.append(("agent", self.agent))
         if self.api_key_hash:
             out.append(("key", self.api_key_hash))
         return out

@@ -290,9 +290,9 @@ def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
 
 
 def anchor_of(kind: str, key: str) -> str | None:
-    """The key-or-address record (``*@203.0.113.9``) kept beside a scoped user or session
+    """The key-or-address record (``*@203.0.113.9``) kept beside a scoped user, session or agent
     sanction (``bob@203.0.113.9``); None for other kinds and for anchors themselves."""
-    if kind not in ("user", "session") or key.startswith("*@") or "@" not in key:
+    if kind not in ("user", "session", "agent") or key.startswith("*@") or "@" not in key:
         return None
     return "*@" + key.rsplit("@", 1)[1]
 
@@ -301,7 +301,7 @@ def describe(kind: str, key: str) -> str:
     """A sanction's subject for people: 'user bob@203.0.113.9', 'user bob (key …1a2b)',
     'every session from 203.0.113.9'."""
     name, at, scope = key.rpartition("@")
-    if kind not in ("user", "session") or not at:
+    if kind not in ("user", "session", "agent") or not at:
         return f"{kind} {key}"
     where = f"key …{scope[-4:]}" if scope.startswith("key:") else scope
     if name == "*":

@@ -195,7 +195,7 @@ def strike_subject(ladder: Escalation, identity: Identity, subject: str) -> str:
     """Whom a ladder's strikes count against: the key or address behind a scoped user or session
     (so naming a new id for each offence still climbs the ladder), else `subject` itself."""
     target = _TARGET.get(ladder.do)
-    anchor = identity.anchor_for(target) if target and ladder.do in _SANCTIONED else None
+    anchor = identity.anchor_for(target) if target else None
     return anchor or subject
 
 

@@ -30,7 +30,7 @@ def soc_event(alert: dict[str, Any]) -> dict[str, Any]:
         "excerpt": (alert.get("findings") or [{}])[0].get("excerpt", ""),
         "identity": {k: v for k, v in (("ip", alert.get("ip")), ("user", alert.get("user")),
                                         ("session", alert.get("session")), ("key", alert.get("api_key")),
-                                        ("agent", alert.get("agent"))) if v},
+                                        ("agent", alert.get("agent")), ("scope", alert.get("scope"))) if v},
         "actions_taken": alert.get("remediation_taken") or [],
     }
 
@@ -41,7 +41,7 @@ def _identity(pb: Playbook) -> Identity:
     ident = pb.identity or {}
     return Identity(ip=ident.get("ip", ""), api_key_hash=ident.get("key"), user=ident.get("user"),
                     session=ident.get("session"), agent=ident.get("agent"),
-                    scope=ident.get("key") or ident.get("ip") or None)
+                    scope=ident.get("scope"))
 
 
 

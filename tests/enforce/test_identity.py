@@ -218,6 +218,10 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
         assert aimed is not None and aimed.endswith(f"@{ident.scope}")  # scoped, or the scope itself
         assert strike_subject(ladder, ident, aimed) == f"*@{ident.scope}"  # offences count against the scope
         assert (target, f"*@{ident.scope}") in ident.sanction_keys()
+    isolate = Escalation(frozenset({"prompt_injection"}), 1, 60.0, "isolate_agent", 60.0)
+    aimed = ladder_subject(isolate, ident)  # a named agent scoped, else the key itself
+    assert aimed is None or aimed.endswith(f"@{ident.scope}") or aimed == ident.api_key_hash
+    assert aimed is None or strike_subject(isolate, ident, aimed) == f"*@{ident.scope}"
     for key in ("client", "user", "session", "agent", "key", "ip"):
         subj = override_subject(ident, key)
         bound = subj == f"user:{ident.user}" and ident.user_bound
