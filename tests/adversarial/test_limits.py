@@ -11,6 +11,8 @@ import json
 import resource
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -320,3 +322,14 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(capped: Fire
         for sock in socks:
             sock.close()
     assert healthz(capped.port) == 200
+
+
+def test_the_cap_is_lowered_to_fit_the_open_file_limit() -> None:
+    """Running out of descriptors would stop `accept` for health checks too: the cap must fit."""
+    script = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (700, 700)); "
+              "from llm_firewall.server import FD_RESERVE, connection_cap; "
+              "print(connection_cap(4096), connection_cap(100), (700 - FD_RESERVE) // 2)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    lowered, kept, fits = map(int, out.stdout.split())
+    assert lowered == fits  # two descriptors per connection (client and upstream) plus the reserve
+    assert kept == 100
