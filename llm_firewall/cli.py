@@ -18,11 +18,12 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_firewall.app import create_app
     from llm_firewall.config import ConfigError, from_env
     from llm_firewall.logs import setup_logging
+    from llm_firewall.redact import redact_secrets
 
     try:
         settings = from_env()
     except ConfigError as exc:
-        print(f"llm-firewall: {exc}", file=sys.stderr)
+        print(f"llm-firewall: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     settings = settings.with_overrides(
         host=args.host, port=args.port, upstream_url=args.upstream.rstrip("/") if args.upstream else None,
@@ -34,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
-        print(f"llm-firewall: {exc}", file=sys.stderr)
+        print(f"llm-firewall: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     loop = None
     try:
@@ -43,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         pass
-    where = settings.upstream_url or "the embedded demo model"
+    where = redact_secrets(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
                 shutdown_timeout=30.0, backlog=1024, loop=loop, handle_signals=True)
