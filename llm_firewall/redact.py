@@ -103,7 +103,8 @@ def _find_spans(text: str) -> tuple[Span, ...]:
     return tuple(merged)
 
 
-secret_spans = lru_cache(maxsize=8)(_find_spans)  # the engine cuts several excerpts from one text
+# The engine cuts several excerpts from one text in a row; two texts kept (up to 4 MB each) is enough.
+secret_spans = lru_cache(maxsize=2)(_find_spans)
 
 
 def _render(text: str, spans: tuple[Span, ...], lo: int, hi: int) -> str:
