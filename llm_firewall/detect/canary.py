@@ -6,8 +6,8 @@ so one RE2 pattern matches the canary's random part in every form listed below, 
 pass with no decoding step:
 
 - as written, in any letter case, full-width or with look-alike letters, with up to three
-  separators (spaces, dashes, dots, zero-width characters, soft hyphens, escapes) between its
-  characters, each character also as `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX` or `\\xXX`;
+  separators (spaces, dashes, dots, zero-width characters, soft hyphens) or one escaped one
+  between its characters; or each character as `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX` or `\\xXX`;
 - reversed, the same way;
 - hex (upper or lower case digits; `%`, `\\x`, `0x`, `:` or spaces between the bytes);
 - base64 (standard and URL-safe, at each of the 3 byte alignments) and base32 (each of the 5);
@@ -30,39 +30,43 @@ import re2
 from llm_firewall.detect.normalize import CONFUSABLES
 from llm_firewall.detect.re2raw import found, iter_spans
 from llm_firewall.detect.rules import pattern_width
+from llm_firewall.redact import MASK
 
-MASK = "[REDACTED]"
-MAX_SEPARATORS = 3  # between two characters of a spelled-out canary
 ANCHOR_UNITS = 4  # characters of a form that mark where it may start
 
-# Between two characters: anything but a letter or digit, or an escaped one.
-_SEP = r"(?:[^0-9A-Za-z]|%[0-9A-Fa-f]{2}|&#?[0-9A-Za-z]{1,8};|\\u[0-9A-Fa-f]{4})"
-_HEX_SEP = r"(?:[^0-9A-Za-z]|[xX]|0[xX])"
+# Between two characters of a spelled-out canary: up to three non-alphanumerics, or one escaped
+# separator (`%20`, `&nbsp;`, `&#160;`, `\u200b`). Bounded so that every form stays shorter
+# than the stream guard's window (see `CanaryMatcher.width`).
+_SEP = r"(?:[^0-9A-Za-z]{1,3}|%[0-9A-Fa-f]{2}|&[A-Za-z]{2,4};|&#[0-9]{2,3};|\\u[0-9A-Fa-f]{4})?"
+_HEX_SEP = r"[^0-9A-Za-z]{0,3}(?:0?[xX])?"  # " ", ":", "%", "\\x", ", 0x", ";&#x" between bytes
 _LOOKALIKES: dict[str, set[str]] = {}
 for _other, _ascii in CONFUSABLES.items():
     _LOOKALIKES.setdefault(_ascii.lower(), set()).add(_other)
 
 
 def _char(ch: str) -> str:
-    """One character of the canary in any case, full-width, look-alike, or escaped form."""
-    code = ord(ch.lower())
+    """One character of the canary in either case, full-width or as a look-alike letter."""
     forms = {ch.lower(), ch.upper(), chr(ord(ch.lower()) + 0xFEE0), chr(ord(ch.upper()) + 0xFEE0)}
     forms |= _LOOKALIKES.get(ch.lower(), set())
-    cls = "".join(sorted(re2.escape(f) for f in forms))
-    escaped = [f"%{code:02x}", f"&#{code};", f"&#x{code:x};", f"\\\\u00{code:02x}", f"\\\\x{code:02x}"]
-    if ch.isalpha():
-        upper = ord(ch.upper())
-        escaped += [f"%{upper:02x}", f"&#{upper};", f"&#x{upper:x};", f"\\\\u00{upper:02x}", f"\\\\x{upper:02x}"]
-    return "(?:[" + cls + "]|(?i:" + "|".join(dict.fromkeys(escaped)) + "))"
+    return "[" + "".join(sorted(re2.escape(f) for f in forms)) + "]"
 
 
-def _spelled(chars: str) -> str:
-    return f"{_SEP}{{0,{MAX_SEPARATORS}}}".join(_char(c) for c in chars)
+def _escaped(ch: str) -> str:
+    """One character as written or escaped: `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX`, `\\xXX`."""
+    codes = dict.fromkeys((ord(ch.lower()), ord(ch.upper())))
+    escapes = [e for c in codes for e in (f"%{c:02x}", f"&#{c};", f"&#x{c:x};", f"\\\\u00{c:02x}",
+                                          f"\\\\x{c:02x}")]
+    return f"(?:{_char(ch)}|(?i:{'|'.join(escapes)}))"
+
+
+def _spelled(chars: str) -> list[str]:
+    """Spelled out with separators, or each character escaped (then at most one separator)."""
+    return [_SEP.join(_char(c) for c in chars), "[^0-9A-Za-z]?".join(_escaped(c) for c in chars)]
 
 
 def _hex(data: bytes) -> str:
     pairs = [f"(?i:{b:02x})" for b in data]
-    return f"{_HEX_SEP}{{0,4}}".join(pairs)
+    return _HEX_SEP.join(pairs)
 
 
 def _cores(data: bytes, block: int, bits: int, encode: Any) -> list[str]:
@@ -88,7 +92,7 @@ def _b32(core: str) -> str:
 def _forms(secret: str, units: int | None = None) -> list[str]:
     """Every form's pattern, or with `units` only each form's first `units` characters."""
     cut = (lambda s: s[:units]) if units else (lambda s: s)
-    forms = [_spelled(cut(secret)), _spelled(cut(secret[::-1]))]
+    forms = _spelled(cut(secret)) + _spelled(cut(secret[::-1]))
     for variant in dict.fromkeys((secret.lower(), secret.upper())):
         data = variant.encode("ascii")
         forms.append(_hex(data[:(units + 1) // 2] if units else data))
@@ -104,6 +108,7 @@ class CanaryMatcher:
     pattern: Any
     anchor: str
     anchor_width: int
+    width: int  # most characters one form spans: the stream window must be at least this
 
     def found(self, text: str) -> bool:
         return found(self.pattern, text)
@@ -128,9 +133,9 @@ def canary_matcher(canary: str) -> CanaryMatcher:
         raise ValueError("a canary needs at least 8 random ASCII letters or digits after its last dash")
     opts = re2.Options()
     opts.max_mem = 64 << 20
-    pattern = re2.compile("|".join(_forms(secret)), opts)
+    full = "|".join(_forms(secret))
     anchor = "|".join(_forms(secret, ANCHOR_UNITS))
-    return CanaryMatcher(pattern, anchor, pattern_width(anchor))
+    return CanaryMatcher(re2.compile(full, opts), anchor, pattern_width(anchor), pattern_width(full))
 
 
 def canary_found(text: str, canary: str) -> bool:

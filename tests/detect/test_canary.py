@@ -9,20 +9,23 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llm_firewall.config import Settings
 from llm_firewall.detect.canary import MASK, canary_found, canary_matcher
 from llm_firewall.detect.partial import prefix_pattern
 
 CANARIES = st.binary(min_size=8, max_size=8).map(lambda b: f"cnry-{b.hex()}")
-SEPARATORS = [" ", "-", ".", "_", "\u200b", "\u200c", "\u2060", "\u00ad", "\ufeff", "·", "%20", "&nbsp;"]
+SEPARATORS = [" ", "-", ".", "_", "\u200b", "\u200c", "\u2060", "\u00ad", "\ufeff", "·", "\n"]
+ESCAPED_SEPARATORS = ["%20", "&nbsp;", "&#173;", "\\u200b"]
 
 
 @st.composite
 def spelled(draw: st.DrawFn, text: str) -> str:
-    """`text` with 0-3 separators between its characters and each letter in either case."""
+    """`text` with 0-3 separators (or one escaped) between its characters, letters in either case."""
     out = []
     for ch in text:
         out.append(ch.upper() if draw(st.booleans()) else ch)
-        out.append("".join(draw(st.lists(st.sampled_from(SEPARATORS), max_size=3))))
+        out.append(draw(st.one_of(st.lists(st.sampled_from(SEPARATORS), max_size=3).map("".join),
+                                  st.sampled_from(ESCAPED_SEPARATORS))))
     return "".join(out[:-1])
 
 
@@ -83,6 +86,11 @@ def test_text_without_the_canary_is_left_alone(data: st.DataObject, canary: str,
         return
     assert not canary_found(prose, canary)
     assert not canary_found(f"{prose} {data.draw(dressed(other))} {prose}", canary)
+
+
+def test_every_form_fits_in_the_stream_window() -> None:
+    """A stream is checked a window at a time: a longer form could leave half-released."""
+    assert canary_matcher("cnry-0123456789abcdef").width <= Settings().stream_window_chars
 
 
 @settings(max_examples=40, deadline=None)  # each canary's prefix pattern takes ~0.1 s to build
