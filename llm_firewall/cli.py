@@ -18,12 +18,13 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_firewall.proxy.forward import without_credentials
     from llm_firewall import decision_log
     from llm_firewall.logs import setup_logging
+    from llm_firewall.redact import redact_secrets
     from llm_firewall.server import serve
 
     try:
         settings = from_env()
     except ConfigError as exc:
-        print(f"llm-firewall: {exc}", file=sys.stderr)
+        print(f"llm-firewall: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     settings = settings.with_overrides(
         host=args.host, port=args.port, upstream_url=args.upstream.rstrip("/") if args.upstream else None,
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
-        print(f"llm-firewall: {exc}", file=sys.stderr)
+        print(f"llm-firewall: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ from llm_firewall import decision_log
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
 from llm_firewall.deadline import Deadline
+from llm_firewall.detect.canary import canary_matcher
 from llm_firewall.domain import Finding, Identity, TextItem
 from llm_firewall.enforce.actions import Enforcer, Refusal
 from llm_firewall.enforce.identity import identify, trust_for
@@ -422,7 +423,7 @@ class Gateway:
     def _response_findings(self, text: str, policy: Policy, *, remember: bool = True) -> list[Finding]:
         findings = self.inspector.engine.scan_text(text, role="response", direction="response",
                                                    remember=remember)
-        if policy.canary and self.canary in text:
+        if policy.canary and canary_matcher(self.canary).found(text):  # also spelled out, encoded, reversed
             findings.append(Finding(rule_id="CANARY-001", title="System prompt canary echoed",
                                     threat="system_prompt_leakage", severity="critical", role="response",
                                     excerpt="[canary]"))
@@ -487,7 +488,7 @@ class Gateway:
         """An answer text with its secrets and personal data (and the canary) masked."""
         masked, _ = self.inspector.engine.redact(text, direction="response")
         if self.policy.current.canary:
-            masked = masked.replace(self.canary, "[REDACTED]")
+            masked = canary_matcher(self.canary).mask(masked)  # every form: spelled out, encoded, reversed
         return masked
 
     def _answer_findings(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
@@ -591,7 +592,8 @@ class Gateway:
         """Where a match the policy would act on may start in an answer, and the anchor width.
 
         Only rules whose findings this policy refuses or masks need text held back for them;
-        the canary's prefix is added when the policy plants one."""
+        the start of every form of the canary (spelled out, encoded, reversed) is added when the
+        policy plants one."""
         engine = self.inspector.engine
         if self._anchor_key is None or self._anchor_key[0] is not engine or self._anchor_key[1] is not policy:
             probe = Identity(ip="192.0.2.1")
@@ -601,8 +603,9 @@ class Gateway:
             base = engine.stream_anchor("response", only=acted)
             width = engine.stream_anchor_width("response", only=acted)
             if base is not None and policy.canary:
-                base = re2.compile(f"{re2.escape(self.canary[:5])}|{base.pattern}")
-                width = max(width, 5)
+                canary = canary_matcher(self.canary)
+                base = re2.compile(f"{canary.anchor}|{base.pattern}")
+                width = max(width, canary.anchor_width)
             self._anchor, self._anchor_key = (base, width), (engine, policy)
         return self._anchor
 

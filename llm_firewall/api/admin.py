@@ -16,6 +16,7 @@ from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
 from llm_firewall.enforce.identity import describe
 from llm_firewall.proxy.openai_wire import error_body
+from llm_firewall.redact import redact_secrets
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,7 +40,7 @@ def _plain(obj: Any) -> Any:
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [_plain(v) for v in obj]
-    return obj
+    return redact_secrets(obj) if isinstance(obj, str) else obj
 
 
 def _bad(request: web.Request, status: int, message: str, code: str) -> web.Response:

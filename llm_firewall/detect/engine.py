@@ -18,7 +18,7 @@ from llm_firewall.detect.normalize import TRIGGER_PATTERNS, View, base_view, der
 from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.detect.rules import STATUSES, Rule, RuleSet, pattern_width, prefilter_regex
 from llm_firewall.domain import SEVERITIES, Finding, TextItem
-from llm_firewall.redact import redact_secrets
+from llm_firewall.redact import MASK, excerpt
 
 EXCERPT_CONTEXT = 40
 EXCERPT_MAX = 200
@@ -138,14 +138,18 @@ def _check_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> None:
                                  f"one of {', '.join(STATUSES)}")
 
 
-def _excerpt(rule: Rule, text: str, span: tuple[int, int]) -> str:
-    start, end = span
-    before = text[max(0, start - EXCERPT_CONTEXT):start]
-    after = text[end:end + EXCERPT_CONTEXT]
-    middle = "[REDACTED]" if rule.threat in _MASKED_THREATS else text[start:end]
-    if len(middle) > EXCERPT_MAX:
-        middle = middle[:EXCERPT_MAX] + "…"
-    return redact_secrets(before + middle + after)
+def _excerpt(rule: Rule, view: View | str, span: tuple[int, int]) -> str:
+    """The alert's snippet, cut from the redacted text (`redact.excerpt`). A reversed view's
+    credentials read backwards: they are found on the text turned back, then the cut is turned
+    again so the snippet still shows what the rule saw."""
+    hide = rule.threat in _MASKED_THREATS
+    if isinstance(view, str) or "reversed" not in view.transforms:
+        text = view if isinstance(view, str) else view.text
+        return excerpt(text, span, context=EXCERPT_CONTEXT, limit=EXCERPT_MAX, hide=hide)
+    n = len(view.text)
+    forward = excerpt(view.text[::-1], (n - span[1], n - span[0]), context=EXCERPT_CONTEXT,
+                      limit=EXCERPT_MAX, hide=hide)
+    return forward[::-1].replace(MASK[::-1], MASK)
 
 
 class Engine:
@@ -191,7 +195,7 @@ class Engine:
             found[rule.id] = Finding(
                 rule_id=rule.id, title=rule.title, threat=rule.threat, severity=rule.severity,
                 role=role, path=path, category=rule.category, transforms=view.transforms,
-                status=rule.status, excerpt=_excerpt(rule, view.text, span), span=span,
+                status=rule.status, excerpt=_excerpt(rule, view, span), span=span,
             )
         return trig
 

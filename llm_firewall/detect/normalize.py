@@ -74,6 +74,7 @@ _CONFUSABLES = {
     "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t",
     "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
 }
+CONFUSABLES = _CONFUSABLES  # look-alike → ASCII letter, also read by the canary matcher
 _SKELETON_TABLE = str.maketrans(_CONFUSABLES)
 _CONFUSABLE_RUN_RE = re.compile("[" + "".join(_CONFUSABLES) + "]+")
 _FEW_RUNS = 1000  # above this many runs of confusables, one `translate` of the text is cheaper
