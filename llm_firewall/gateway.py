@@ -522,10 +522,12 @@ class Gateway:
             return found if self._actionable(found, identity, policy) else []
 
         anchor, width = self._stream_anchor(policy)
+        window = self.settings.stream_window_chars
+        if policy.canary:  # the longest encoded form of the canary must fit in the held window
+            window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
-            scan=scan, redact=lambda text: self.inspector.engine.redact(text, direction="response"),
-            window=self.settings.stream_window_chars, mode=policy.response_action,
-            anchor=anchor, anchor_width=width)
+            scan=scan, redact=lambda text: (self._mask(text), 0),
+            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut

@@ -218,5 +218,13 @@ def test_canary_is_masked_in_redact_mode(upstream: TestUpstream, tmp_path: Path)
         content = answer.choices[0].message.content or ""
         assert "[REDACTED]" in content and content.startswith("The marker is ") and content.endswith(" - done.")
         assert kept(content, pieces(leaked[4:-4])) == []
+        # A stream is masked the same way and goes on to its end.
+        reply = f"The marker is {leaked} - done."
+        upstream.script.chunks = [reply[i:i + 3] for i in range(0, len(reply), 3)]
+        stream = make_client(fw, Who()).chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": "marker?"}])
+        text = "".join(c.delta.content or "" for chunk in stream for c in chunk.choices)
+        assert "[REDACTED]" in text and text.endswith(" - done.")
+        assert kept(text, pieces(leaked[4:-4])) == []
     finally:
         fw.stop()
