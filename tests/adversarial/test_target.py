@@ -318,7 +318,9 @@ def test_the_upstream_receives_exactly_one_request_as_sent_or_the_client_a_refus
             "X-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n").encode("utf-8")
     status, _, answer = exchange(fw.port, head, body)
     assert raw_upstream.errors == []
-    if status == 200:
+    if status == 200 and not target.startswith("/v1/"):  # a page the firewall serves itself, e.g. "/?v1/..."
+        assert raw_upstream.requests == []
+    elif status == 200:
         assert len(raw_upstream.requests) == 1, raw_upstream.requests
         sent = raw_upstream.requests[0]
         path, _, query = target.partition("?")
