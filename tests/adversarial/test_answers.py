@@ -187,6 +187,16 @@ def test_a_key_in_any_responses_api_output_item_never_reaches_the_client(firewal
     assert_clean(responses(firewall))
 
 
+def test_a_filtered_responses_api_answer_says_it_is_incomplete(firewall: Firewall, upstream: TestUpstream) -> None:
+    """Like a chat answer's `finish_reason: content_filter`: a client can tell a cut answer from
+    an empty one."""
+    upstream.script.raw = RawAnswer(RESPONSES_ANSWERS["message output_text"])
+    answer = make_client(firewall, Who()).responses.create(model="m", input="what is the key?")
+    assert answer.status == "incomplete"
+    assert answer.incomplete_details is not None and answer.incomplete_details.reason == "content_filter"
+    assert SECRET not in answer.model_dump_json()
+
+
 def test_an_ordinary_answer_with_reasoning_and_tool_calls_arrives_unchanged(firewall: Firewall,
                                                                             upstream: TestUpstream) -> None:
     body = completion({"content": "Calling the weather tool.", "reasoning_content": "The user wants the weather.",
