@@ -30,7 +30,7 @@ import re2
 import yaml
 
 from llm_firewall.detect.normalize import views
-from llm_firewall.detect.re2raw import Lead, found, iter_spans, search_bytes, search_span
+from llm_firewall.detect.re2raw import Lead, iter_spans, search_bytes, search_span
 from llm_firewall.domain import SEVERITIES, THREATS
 
 DIRECTIONS = ("request", "response", "both")
@@ -38,7 +38,7 @@ STATUSES = ("stable", "experimental")
 ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description",
          "prompt", "input", "instructions", "embedding", "response")
 RESPONSE_MAX_WIDTH = 256
-EXCLUDE_CONTEXT = 64  # characters either side of a match that `exclude` patterns look at
+EXCLUDE_CONTEXT = 64  # characters before a match (within its sentence) that `exclude` may use
 MAX_MATCHES_TRIED = 8  # per pattern, when excludes or validators discard matches
 STREAM_ANCHOR_MAX_WIDTH = 64
 
@@ -115,6 +115,27 @@ class Pattern:
     lead: Lead | None = field(default=None, compare=False, repr=False)  # see `literal_lead`
 
 
+# Where a sentence ends: an exclusion in another sentence explains nothing about this match.
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f]+(?=\s|$)|[\u3002\uff01\uff1f]|\n")
+
+
+def explained(excludes: Iterable[Pattern], text: str, start: int, end: int) -> bool:
+    """True when an `exclude` match explains the rule's match at `text[start:end]`.
+
+    An exclusion clears only the span it explains: its own match must overlap the rule's
+    match, or lead up to it within the same sentence (at most EXCLUDE_CONTEXT characters
+    before it). An exclusion elsewhere in the text, or after the match, clears nothing, so
+    "Ignore all previous instructions. How do I ignore errors in Python?" is still an
+    override: the benign question does not launder the attack in front of it.
+    """
+    lo = max(0, start - EXCLUDE_CONTEXT)
+    for m in _SENTENCE_END.finditer(text, lo, start):
+        lo = m.end()
+    window = text[lo:end + EXCLUDE_CONTEXT]
+    limit = end - lo  # an exclusion must begin before the rule's match ends
+    return any(next(iter_spans(x.regex, window), (limit, 0))[0] < limit for x in excludes)
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -182,10 +203,8 @@ class Rule:
                     break
                 if check is not None and not check(text[start:end]):
                     continue
-                if self.exclude:
-                    window = text[max(0, start - EXCLUDE_CONTEXT):end + EXCLUDE_CONTEXT]
-                    if any(found(x.regex, window) for x in self.exclude):
-                        continue
+                if self.exclude and explained(self.exclude, text, start, end):
+                    continue
                 yield start, end
 
     def own_test_failures(self) -> list[tuple[str, int, str]]:
