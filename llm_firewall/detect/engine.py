@@ -115,7 +115,9 @@ def _apply_overrides(rules: Iterable[Rule], overrides: Mapping[str, Mapping[str,
             continue
         if o.get("enabled", True) is False:
             continue
-        changes = {k: o[k] for k in ("severity", "status") if k in o}
+        changes: dict[str, Any] = {k: o[k] for k in ("severity", "status") if k in o}
+        if "severity" in changes:  # the operator's severity holds for every role
+            changes["severity_by_role"] = ()
         out.append(dataclasses.replace(rule, **changes) if changes else rule)
     return out
 
@@ -189,8 +191,8 @@ class Engine:
             if span is None:
                 continue
             found[rule.id] = Finding(
-                rule_id=rule.id, title=rule.title, threat=rule.threat, severity=rule.severity,
-                role=role, path=path, category=rule.category, transforms=view.transforms,
+                rule_id=rule.id, title=rule.title, threat=rule.threat,
+                severity=rule.severity_for(role), role=role, path=path, category=rule.category, transforms=view.transforms,
                 status=rule.status, excerpt=_excerpt(rule, view.text, span), span=span,
             )
         return trig

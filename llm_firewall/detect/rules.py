@@ -44,7 +44,7 @@ STREAM_ANCHOR_MAX_WIDTH = 64
 
 _RULE_KEYS = {"id", "title", "description", "threat", "severity", "category", "status",
               "applies_to", "match", "exclude", "validate", "falsepositives", "tests",
-              "references", "tags", "precision", "author", "stream_anchor"}
+              "references", "tags", "precision", "author", "stream_anchor", "severity_by_role"}
 _REQUIRED = ("id", "title", "threat", "severity", "category", "match", "falsepositives", "tests")
 _ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$")
 _CATEGORY_RE = re.compile(r"^[a-z0-9_]+$")
@@ -160,6 +160,15 @@ class Rule:
     file: str = ""
     line: int | None = None
     stream_anchor: Pattern | None = None
+    severity_by_role: tuple[tuple[str, str], ...] = ()
+
+    def severity_for(self, role: str) -> str:
+        """The rule's severity for text from `role`: an instruction addressed to the assistant
+        is the request itself in a user's message, and an attack inside a tool result."""
+        for name, severity in self.severity_by_role:
+            if name == role:
+                return severity
+        return self.severity
 
     def applies(self, direction: str) -> bool:
         return self.direction == "both" or self.direction == direction
@@ -588,6 +597,24 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         roles = got_roles
     max_width = RESPONSE_MAX_WIDTH if direction in ("response", "both") else None
 
+    by_role: list[tuple[str, str]] = []
+    raw_by_role = raw.get("severity_by_role")
+    if raw_by_role is not None:
+        if not isinstance(raw_by_role, dict) or not raw_by_role:
+            err(["severity_by_role"], "must be a mapping of role name to severity")
+        else:
+            for role, sev in raw_by_role.items():
+                if role not in ROLES:
+                    err(["severity_by_role", str(role)], f"{role!r} is not one of {', '.join(ROLES)}")
+                elif roles and role not in roles:
+                    err(["severity_by_role", str(role)],
+                        f"{role!r} is not in applies_to.roles, so the rule never sees it")
+                elif sev not in SEVERITIES:
+                    err(["severity_by_role", str(role)],
+                        f"{sev!r} is not one of {', '.join(SEVERITIES)}")
+                else:
+                    by_role.append((role, sev))
+
     def patterns(value: Any, rel: list[str | int], width: int | None) -> tuple[Pattern, ...]:
         out: list[Pattern] = []
         if not isinstance(value, list) or not value:
@@ -702,7 +729,7 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         tests_match=t_match or (), tests_no_match=t_no or (), references=refs or (),
         tags=tags or (), precision=float(precision) if precision is not None else None,
         description=raw.get("description", ""), file=ctx.file, line=ctx.line(base),
-        stream_anchor=anchor,
+        stream_anchor=anchor, severity_by_role=tuple(by_role),
     )
     for key, index, message in rule.own_test_failures():
         err(["tests", key, index], message)
