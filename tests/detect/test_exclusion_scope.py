@@ -109,8 +109,6 @@ def test_the_reported_bypass_raises_the_override_rule() -> None:
     assert not refused("How do I ignore errors in my Python code?")
 
 
-@pytest.mark.xfail(strict=True, reason="the false-positive scorer (score/, retrained separately) "
-                   "reads the appended question as teaching context and rates PI-001 0.76")
 def test_the_reported_bypass_is_refused_by_the_production_policy() -> None:
     findings = Inspector.load().inspect_text(BYPASS)
     assert decide(load_policy("production"), findings, IDENTITY).blocked
