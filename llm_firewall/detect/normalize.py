@@ -118,6 +118,10 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "leetspeak": r"(?i)[a-z][013457$][a-z]|[a-z]@[a-z]+(?:[^a-z.]|\.[^a-z]|\.?$)"
                  r"|\b[0134][a-z]{2}|(?:^|[^a-z0-9@$])[@$][a-z]{2}|[a-z]{2}[013457]\b",
     "whitespace": r"\s{12,}",
+    # Bad-character noise: control characters (backspace) or pipes inside words, or a word of
+    # five letters or more spelt with a separator after every letter (I-g-n-o-r-e); the view
+    # then also joins the shorter spelt-out words around it (a-l-l).
+    "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex")
 
@@ -385,6 +389,32 @@ def _leet(text: str) -> str | None:
     return b"".join(pieces).decode("utf-8", "surrogatepass")
 
 
+_NOISE_IN_WORD_RE = re.compile(r"(?<=[^\W\d_])[|\x00-\x08\x0e-\x1f\x7f]{1,3}(?=[^\W\d_])")
+_SPELT_OUT_RE = re.compile(r"\b[^\W\d_](?:[.*_-][^\W\d_]){2,}\b")
+_SPELT_SEP_RE = re.compile(r"[.*_-]")
+
+
+def _denoise(text: str) -> str | None:
+    """Noise characters inside words removed, and letter-by-letter spellings joined."""
+    out = _NOISE_IN_WORD_RE.sub("", text)
+    out = _SPELT_OUT_RE.sub(lambda m: _SPELT_SEP_RE.sub("", m.group(0)), out)
+    return out if out != text else None
+
+
+# Combining marks stacked on letters ("zalgo" text): two or more in a row is never spelling.
+_STACKED_MARKS_RE2 = re2.compile("[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}")
+
+
+def _strip_marks(text: str) -> str | None:
+    """Every mark (combining or enclosing) dropped after NFD, when marks are stacked as in
+    zalgo text."""
+    if search_bytes(_STACKED_MARKS_RE2, text.encode("utf-8", "surrogatepass")) is None:
+        return None
+    out = "".join(c for c in unicodedata.normalize("NFD", text)
+                  if not unicodedata.category(c).startswith("M"))
+    return out if out != text else None
+
+
 def _hidden_tags(text: str) -> str | None:
     if not _TAG_CHAR_RE.search(text):
         return None
@@ -436,8 +466,11 @@ def derived_views(
         if hidden is not None:
             add(hidden, ("unicode_tags",))
         add(_skeleton(base.text), base.transforms + ("confusables",))
+        add(_strip_marks(base.text), base.transforms + ("combining_marks",))
     if "whitespace" in hints:
         add(_collapse(base.text), base.transforms + ("whitespace",))
+    if "noise" in hints:
+        add(_denoise(base.text), base.transforms + ("noise",))
     if "leetspeak" in hints:
         add(_leet(base.text), base.transforms + ("leetspeak",))
     if "reversed" in hints:
