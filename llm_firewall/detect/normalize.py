@@ -121,9 +121,15 @@ TRIGGER_PATTERNS: dict[str, str] = {
     # Bad-character noise: control characters (backspace) or pipes inside words, or a word of
     # five letters or more spelt with a separator after every letter (I-g-n-o-r-e); the view
     # then also joins the shorter spelt-out words around it (a-l-l).
+    # Instructions spelt in Morse (dots and dashes, "/" between words), braille letters or
+    # an Ascii85 block (<~ ... ~>): decoded so every rule reads the plain instruction.
+    "morse": r"(?:[.-]{1,6}(?: {1,3}/)? {1,3}){12,}[.-]{1,6}",
+    "braille": r"[\x{2801}-\x{28ff}]{3,}",
+    "ascii85": r"<~[!-u\s]{10,}~>",
     "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
 }
-_DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex")
+_DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
+                   "braille", "ascii85")
 
 
 def _trigger_set() -> tuple[re2.Set, tuple[str, ...]]:
@@ -325,6 +331,42 @@ def _decode_js(text: str) -> str | None:
     return out if out != text else None
 
 
+_MORSE = dict(zip(
+    ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- "
+    "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----. .-.-.- --..-- ..--.."
+    .split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?"))
+_MORSE_RUN_RE = re.compile(r"(?:[.-]{1,6}(?: {1,3}/)? {1,3}){3,}[.-]{1,6}")
+_BRAILLE = dict(zip("\u2801\u2803\u2809\u2819\u2811\u280b\u281b\u2813\u280a\u281a\u2805\u2807"
+                    "\u280d\u281d\u2815\u280f\u281f\u2817\u280e\u281e\u2825\u2827\u283a\u282d"
+                    "\u283d\u2835", "abcdefghijklmnopqrstuvwxyz"))
+_ASCII85_RE = re.compile(r"<~([!-u\s]{10,}?)~>")
+
+
+def _morse_run(m: re.Match[str]) -> str:
+    words = re.split(r"\s*/\s*| {3,}", m.group(0))
+    return " ".join("".join(_MORSE.get(code, "?") for code in w.split()) for w in words)
+
+
+def _decode_morse(text: str) -> str | None:
+    out = _MORSE_RUN_RE.sub(_morse_run, text)
+    return out if out != text else None
+
+
+def _decode_braille(text: str) -> str | None:
+    out = "".join(_BRAILLE.get(c, c) for c in text)
+    return out if out != text else None
+
+
+def _decode_ascii85(text: str) -> str | None:
+    def run(m: re.Match[str]) -> str:
+        try:
+            return base64.a85decode(m.group(0), adobe=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return m.group(0)
+    out = _ASCII85_RE.sub(run, text)
+    return out if out != text else None
+
+
 _DECODERS = {
     "url": _decode_url,
     "html_entities": _decode_html,
@@ -332,6 +374,9 @@ _DECODERS = {
     "base64": _decode_base64,
     "base32": _decode_base32,
     "hex": _decode_hex,
+    "morse": _decode_morse,
+    "braille": _decode_braille,
+    "ascii85": _decode_ascii85,
 }
 
 
