@@ -35,8 +35,9 @@ class Detector(Protocol):
 
 # Patterns per RE2 set. One set of every exact rule pattern cost ~1 ms per unseen 2 KB (its DFA
 # states are products of all patterns' counters and positions, so fresh text kept building new
-# ones). Sets of loosened patterns reuse their states; 48 a set (4 sets for the shipped 174
-# patterns and the triggers) keeps unseen text cheap while familiar text still costs only a few
+# ones). Sets of loosened patterns reuse their states; 48 a set (4 sets for the 174 patterns
+# this was measured on, 6 for the 268 request patterns and triggers shipped now) keeps unseen
+# text cheap while familiar text still costs only a few
 # native passes. Fewer, larger sets trade the one for the other: on half the evaluation corpus,
 # after the other half warmed the DFAs, 3 / 2 / 1 sets scanned 30 / 40 / 79 % slower, while the
 # bench prompt's set passes went from 14.8 µs to 12.1 / 10.0 / 7.1 (benchmarks/set_groups.py).
