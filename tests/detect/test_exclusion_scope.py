@@ -86,15 +86,23 @@ def refused(text: str) -> bool:
                for f in _engine().scan_text(text))
 
 
+def _rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:  # not splitlines(): texts hold U+2028 and friends
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 @cache
 def _corpus() -> tuple[list[str], list[str]]:
     """(attacks refused on their own, benign texts): a strided sample of the corpus."""
     root = _datasets()
     if root is None:
         return [], []
-    rows = [json.loads(line) for line in (root / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = _rows(root / "dev.jsonl")
     attacks = [r["text"] for r in rows if r["label"] == "attack" and len(r["text"]) < 4000
                and r["category"].split("/")[0] in PROMPT_ATTACK_TOPS][::8]
+    extra = root / "train_extra.jsonl"  # documents, tool output and other languages, when present
+    if extra.is_file():
+        rows += _rows(extra)
     benign = [r["text"] for r in rows if r["label"] == "benign" and len(r["text"]) < 4000][::10]
     return [a for a in attacks if refused(a)], benign
 
