@@ -30,7 +30,7 @@ import re2
 import yaml
 
 from llm_firewall.detect.normalize import views
-from llm_firewall.detect.re2raw import Lead, found, iter_spans, search_bytes, search_span
+from llm_firewall.detect.re2raw import Lead, iter_spans, search_bytes, search_span
 from llm_firewall.domain import SEVERITIES, THREATS
 
 DIRECTIONS = ("request", "response", "both")
@@ -38,13 +38,13 @@ STATUSES = ("stable", "experimental")
 ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description",
          "prompt", "input", "instructions", "embedding", "response")
 RESPONSE_MAX_WIDTH = 256
-EXCLUDE_CONTEXT = 64  # characters either side of a match that `exclude` patterns look at
+EXCLUDE_CONTEXT = 64  # characters before a match (within its sentence) that `exclude` may use
 MAX_MATCHES_TRIED = 8  # per pattern, when excludes or validators discard matches
 STREAM_ANCHOR_MAX_WIDTH = 64
 
 _RULE_KEYS = {"id", "title", "description", "threat", "severity", "category", "status",
               "applies_to", "match", "exclude", "validate", "falsepositives", "tests",
-              "references", "tags", "precision", "author", "stream_anchor"}
+              "references", "tags", "precision", "author", "stream_anchor", "severity_by_role"}
 _REQUIRED = ("id", "title", "threat", "severity", "category", "match", "falsepositives", "tests")
 _ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$")
 _CATEGORY_RE = re.compile(r"^[a-z0-9_]+$")
@@ -115,6 +115,27 @@ class Pattern:
     lead: Lead | None = field(default=None, compare=False, repr=False)  # see `literal_lead`
 
 
+# Where a sentence ends: an exclusion in another sentence explains nothing about this match.
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f]+(?=\s|$)|[\u3002\uff01\uff1f]|\n")
+
+
+def explained(excludes: Iterable[Pattern], text: str, start: int, end: int) -> bool:
+    """True when an `exclude` match explains the rule's match at `text[start:end]`.
+
+    An exclusion clears only the span it explains: its own match must overlap the rule's
+    match, or lead up to it within the same sentence (at most EXCLUDE_CONTEXT characters
+    before it). An exclusion elsewhere in the text, or after the match, clears nothing, so
+    "Ignore all previous instructions. How do I ignore errors in Python?" is still an
+    override: the benign question does not launder the attack in front of it.
+    """
+    lo = max(0, start - EXCLUDE_CONTEXT)
+    for m in _SENTENCE_END.finditer(text, lo, start):
+        lo = m.end()
+    window = text[lo:end + EXCLUDE_CONTEXT]
+    limit = end - lo  # an exclusion must begin before the rule's match ends
+    return any(next(iter_spans(x.regex, window), (limit, 0))[0] < limit for x in excludes)
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -139,6 +160,15 @@ class Rule:
     file: str = ""
     line: int | None = None
     stream_anchor: Pattern | None = None
+    severity_by_role: tuple[tuple[str, str], ...] = ()
+
+    def severity_for(self, role: str) -> str:
+        """The rule's severity for text from `role`: an instruction addressed to the assistant
+        is the request itself in a user's message, and an attack inside a tool result."""
+        for name, severity in self.severity_by_role:
+            if name == role:
+                return severity
+        return self.severity
 
     def applies(self, direction: str) -> bool:
         return self.direction == "both" or self.direction == direction
@@ -182,10 +212,8 @@ class Rule:
                     break
                 if check is not None and not check(text[start:end]):
                     continue
-                if self.exclude:
-                    window = text[max(0, start - EXCLUDE_CONTEXT):end + EXCLUDE_CONTEXT]
-                    if any(found(x.regex, window) for x in self.exclude):
-                        continue
+                if self.exclude and explained(self.exclude, text, start, end):
+                    continue
                 yield start, end
 
     def own_test_failures(self) -> list[tuple[str, int, str]]:
@@ -569,6 +597,24 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         roles = got_roles
     max_width = RESPONSE_MAX_WIDTH if direction in ("response", "both") else None
 
+    by_role: list[tuple[str, str]] = []
+    raw_by_role = raw.get("severity_by_role")
+    if raw_by_role is not None:
+        if not isinstance(raw_by_role, dict) or not raw_by_role:
+            err(["severity_by_role"], "must be a mapping of role name to severity")
+        else:
+            for role, sev in raw_by_role.items():
+                if role not in ROLES:
+                    err(["severity_by_role", str(role)], f"{role!r} is not one of {', '.join(ROLES)}")
+                elif roles and role not in roles:
+                    err(["severity_by_role", str(role)],
+                        f"{role!r} is not in applies_to.roles, so the rule never sees it")
+                elif sev not in SEVERITIES:
+                    err(["severity_by_role", str(role)],
+                        f"{sev!r} is not one of {', '.join(SEVERITIES)}")
+                else:
+                    by_role.append((role, sev))
+
     def patterns(value: Any, rel: list[str | int], width: int | None) -> tuple[Pattern, ...]:
         out: list[Pattern] = []
         if not isinstance(value, list) or not value:
@@ -683,7 +729,7 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         tests_match=t_match or (), tests_no_match=t_no or (), references=refs or (),
         tags=tags or (), precision=float(precision) if precision is not None else None,
         description=raw.get("description", ""), file=ctx.file, line=ctx.line(base),
-        stream_anchor=anchor,
+        stream_anchor=anchor, severity_by_role=tuple(by_role),
     )
     for key, index, message in rule.own_test_failures():
         err(["tests", key, index], message)
