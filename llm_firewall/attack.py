@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import TextIO
@@ -123,38 +124,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-token", default=os.environ.get("LLM_FIREWALL_ADMIN_TOKEN"),
                    help="to ask the firewall which address it sees (default: LLM_FIREWALL_ADMIN_TOKEN)")
     p.add_argument("--yes", action="store_true",
-                   help="run scenarios that block the client address even when that address is this host's")
+                   help="run scenarios that sanction their client even when the firewall sees this host as it")
     return p
 
 
-def whoami(target: str, token: str | None, timeout: float) -> dict[str, object]:
+def whoami(target: str, token: str | None, timeout: float) -> dict[str, object] | None:
     """What the firewall makes of a request from here (GET /api/whoami): the address it sees and
-    whether it believes this host's forwarding header; {} when it cannot be asked."""
+    whether it believes this host's forwarding header; {} when it does not say, None when it
+    cannot be reached at all (the run then reports that)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(target.rstrip("/") + "/api/whoami", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             found = json.loads(answer.read())
             return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
+    except urllib.error.HTTPError:  # it answered, without saying
+        return {}
+    except OSError:
+        return None
+    except ValueError:
         return {}
 
 
 def _may_block_this_host(args: argparse.Namespace, names: list[str]) -> bool:
-    """Scenarios that end in an IP block would block this host when the firewall does not take
-    the synthetic address: run them only if the operator says so."""
-    blocking = [n for n in names if scenario_catalog.get(n).blocks_address]
+    """Scenarios that limit, suspend or block their client would do so to this host when the
+    firewall does not take the synthetic address (the address is what a client's ids are scoped
+    to): run them only if the operator says so."""
+    blocking = [n for n in names if scenario_catalog.get(n).sanctions_client]
     if not blocking or args.yes or args.client_ip:
         return True
     seen = whoami(args.target, args.admin_token, args.timeout)
-    if seen.get("peer_is_trusted_proxy"):
+    if seen is None or seen.get("peer_is_trusted_proxy"):
         return True  # the firewall takes the synthetic address: that one is blocked
     who = f"this host's address ({seen['ip']})" if seen.get("ip") else "the address the firewall sees for this host"
-    question = (f"{', '.join(blocking)} ends with a block of {who} for an hour, which would lock this "
-                "host out of the firewall. Run it anyway? [y/N] ")
+    question = (f"{', '.join(blocking)} would limit, suspend or block {who} (an IP block lasts an hour), "
+                "which would lock this host out of the firewall. Run anyway? [y/N] ")
     if sys.stdin is not None and sys.stdin.isatty():
         return input(question).strip().lower() in ("y", "yes")
-    print(f"note: skipping {', '.join(blocking)}: it would block {who}. Trust this host as a proxy "
+    print(f"note: skipping {', '.join(blocking)}: they would sanction {who}. Trust this host as a proxy "
           "(LLM_FIREWALL_TRUSTED_PROXIES) so the synthetic addresses are used, or pass --yes.", file=sys.stderr)
     return False
 
@@ -169,7 +176,7 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     run_id = secrets.token_hex(3)
     subnet = secrets.randbelow(256)  # 198.18.0.0/15 is reserved for testing; a new /24 per run
     if not _may_block_this_host(args, names):
-        names = [n for n in names if not scenario_catalog.get(n).blocks_address]
+        names = [n for n in names if not scenario_catalog.get(n).sanctions_client]
     results: list[Result] = []
     for n, name in enumerate(names):
         ip = args.client_ip or f"198.18.{subnet}.{n + 1}"

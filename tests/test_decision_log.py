@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from llm_firewall.redact import key_fingerprint
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import TestUpstream
@@ -53,7 +54,8 @@ def test_alerts_sanctions_refusals_and_admin_actions_each_log_one_ecs_line(upstr
     actions = {line["event"]["action"] for line in lines}
     alert = next(line for line in lines if line["event"]["action"] == "alert")
     assert alert["event"]["kind"] == "alert" and alert["event"]["severity"] >= 3
-    assert alert["source"]["ip"] == who.ip and alert["user"]["id"] == who.user
+    # The user as the firewall acts on it: scoped to the key it came with.
+    assert alert["source"]["ip"] == who.ip and alert["user"]["id"] == f"{who.user}@{key_fingerprint(who.key)}"
     assert alert["rule"]["id"] and alert["rule"]["name"]
     assert alert["http"]["request"]["id"].startswith("req_")
     assert "block_request" in alert["llm_firewall"]["actions"]

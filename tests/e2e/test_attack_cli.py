@@ -95,16 +95,21 @@ def test_attack_unknown_scenario_is_a_usage_error() -> None:
 
 
 def test_attack_never_blocks_this_host_unasked(tmp_path) -> None:
-    """Without trusting this host as a proxy the firewall would block 127.0.0.1 itself: the
-    scenario that ends in an IP block is skipped with a note (no terminal to ask on)."""
+    """Without trusting this host as a proxy the firewall would sanction 127.0.0.1 itself (the
+    address its ids are scoped to): the scenarios that limit, suspend or block their client are
+    skipped with a note (no terminal to ask on)."""
     import json
     import urllib.request
 
     server = Firewall(data_dir=tmp_path / "d").start()
     try:
         result = attack("--target", server.url)
-        assert "skipping data_exfiltration" in result.stderr and "LLM_FIREWALL_TRUSTED_PROXIES" in result.stderr
-        assert "data_exfiltration" not in {name for name, _ in rows(result.stdout)}
+        sanctioning = {n for n, s in scenario_catalog.SCENARIOS.items() if s.sanctions_client}
+        assert "data_exfiltration" in sanctioning and "malicious_input" not in sanctioning
+        assert "skipping" in result.stderr and "LLM_FIREWALL_TRUSTED_PROXIES" in result.stderr
+        assert all(name in result.stderr for name in sanctioning)
+        ran = {name for name, _ in rows(result.stdout)}
+        assert ran and not ran & sanctioning
         assert result.returncode == 0, result.stdout + result.stderr
         blocks = json.loads(urllib.request.urlopen(server.url + "/api/blocks", timeout=10).read())
         assert "127.0.0.1" not in json.dumps(blocks)
