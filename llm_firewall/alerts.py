@@ -112,9 +112,11 @@ class AlertHub:
             self._remember(alert)
 
     def recent(self, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
+        """The newest alerts matching `filters`; a user or session given as the client named it
+        (`bob`) also matches it as scoped (`bob@203.0.113.9`)."""
         out = []
         for alert in reversed(self._recent):
-            if all(v is None or alert.get(k) == v for k, v in filters.items()):
+            if all(v is None or alert.get(k) in (v, f"{v}@{alert.get('scope')}") for k, v in filters.items()):
                 out.append(alert)
                 if len(out) >= limit:
                     break
