@@ -1,6 +1,7 @@
 """Stream guard cost per SSE event against answer length, and the text it keeps.
 
 Usage: python benchmarks/stream_guard_bench.py [--events 50,500,5000,100000] [--window 128]
+                                              [--field content|reasoning_content]
 In-process: the firewall's own event splitter and guard (every response rule's anchor, no
 policy filter) over a benign answer of one-word chunks, as a model streams it. The per-event
 cost should not grow with the answer, and the kept text should stay bounded. Inside the server
@@ -25,13 +26,13 @@ WORDS = ("the order was shipped on monday and should arrive within three busines
          "please keep the tracking number").split()
 
 
-def events(n: int) -> list[bytes]:
+def events(n: int, field: str = "content") -> list[bytes]:
     out = []
     for i in range(n):
         text = " " + WORDS[i % len(WORDS)] + ("," if i % 7 == 0 else "")
         out.append(b"data: " + orjson.dumps({
             "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]}) + b"\n\n")
+            "choices": [{"index": 0, "delta": {field: text}, "logprobs": None, "finish_reason": None}]}) + b"\n\n")
     return out
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", default="50,500,5000,100000", help="comma-separated stream lengths")
     ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--field", default="content", help="the delta field the text streams in")
     args = ap.parse_args(argv)
     engine = Engine(load_rules(default_rules_dir()))
     anchor, width = engine.stream_anchor("response"), engine.stream_anchor_width("response")
@@ -48,7 +50,7 @@ def main(argv: list[str]) -> int:
 
     print(f"{'events':>8}  {'answer chars':>12}  {'us/event':>8}  {'text kept':>9}")
     for n in (int(x) for x in args.events.split(",")):
-        raw = events(n)
+        raw = events(n, args.field)
         guard = StreamGuard(scan=scan, window=args.window, anchor=anchor, anchor_width=width)
         splitter = EventSplitter()
         t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Sequence
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
-from llm_firewall.redact import redact_secrets
+from llm_firewall.redact import redact_secrets, redact_value
 
 _TITLES = {
     "prompt_injection": "Prompt injection attempt",
@@ -62,6 +62,7 @@ def build_alert(findings: Sequence[Finding], identity: Identity, *, direction: s
         "session": identity.session,
         "api_key": identity.api_key_hash,
         "agent": identity.agent,
+        "scope": identity.scope,  # the key or address its user and session are scoped to
         "replica": replica,
     }
 
@@ -128,6 +129,10 @@ class AlertHub:
         self._subscribers.discard(queue)
 
     def broadcast(self, message: dict[str, Any]) -> None:
+        """Send to every live viewer; whatever a producer put in, credentials never reach the page."""
+        if not self._subscribers:
+            return
+        message = redact_value(message)
         for queue in list(self._subscribers):
             if queue.full():  # a slow viewer loses its oldest message, never slows a request
                 try:

@@ -61,11 +61,15 @@ def create_app(settings: Settings) -> web.Application:
                           middlewares=[http_frame])
     app[SETTINGS] = settings
     metrics = Metrics()
-    inspector = Inspector.load(settings.rules_dir, verdict_cache_chars=settings.verdict_cache_chars)
+    def load_inspector(policy: Policy | None) -> Inspector:
+        return Inspector.load(settings.rules_dir, overrides=policy.rule_overrides if policy else None,
+                              verdict_cache_chars=settings.verdict_cache_chars,
+                              local_rules_dirs=settings.local_rules_dirs)
+
+    inspector = load_inspector(None)
     live = LivePolicy(settings.policy, settings.policies_dir, validate=_check_overrides(inspector))
     if live.current.rule_overrides:
-        inspector = Inspector.load(settings.rules_dir, overrides=live.current.rule_overrides,
-                                   verdict_cache_chars=settings.verdict_cache_chars)
+        inspector = load_inspector(live.current)
     data_dir = settings.data_dir
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +97,7 @@ def create_app(settings: Settings) -> web.Application:
             metrics.policy_reload_errors.inc()
             await audit.append("policy_reload_failed", {"error": error, "kept": live.current.name})
             return
-        gateway.inspector = Inspector.load(settings.rules_dir, overrides=policy.rule_overrides,
-                                           verdict_cache_chars=settings.verdict_cache_chars)
+        gateway.inspector = load_inspector(policy)
         pipeline = app[STATE].get("pipeline")
         if pipeline is not None:  # the SOC holds actions for approval by the policy in force
             pipeline.analyst.approval_required = frozenset(policy.approval_required)

@@ -14,8 +14,12 @@ errored), 2 for bad arguments or an unreachable target.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import secrets
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -45,14 +49,15 @@ def _client(target: str, api_key: str, headers: dict[str, str], timeout: float):
 
 
 def run_scenario(scenario: Scenario, target: str, api_key: str, *, model: str = DEFAULT_MODEL,
-                 timeout: float = 30.0, run_id: str | None = None, client_ip: str | None = None) -> list[Result]:
+                 timeout: float = 30.0, run_id: str | None = None, client_ip: str | None = None,
+                 forwarded_header: str = "X-Forwarded-For") -> list[Result]:
     """Send one scenario's messages in order, from one user and session; never raises for HTTP errors."""
     import openai
 
     run_id = run_id or secrets.token_hex(3)
     headers = {"X-User-ID": f"attack-{scenario.name}-{run_id}", "X-Session-ID": f"attack-{run_id}-{scenario.name}"}
     if client_ip:
-        headers["X-Forwarded-For"] = client_ip
+        headers[forwarded_header] = f'for="{client_ip}"' if forwarded_header.lower() == "forwarded" else client_ip
     client = _client(target, api_key, headers, timeout)
     out: list[Result] = []
     for i, step in enumerate(scenario.steps, start=1):
@@ -117,7 +122,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-ip", default=None,
                    help="X-Forwarded-For to send (honoured only if the firewall trusts this host as a proxy); "
                         "default: a synthetic 198.18.x.y address per scenario")
+    p.add_argument("--admin-token", default=os.environ.get("LLM_FIREWALL_ADMIN_TOKEN"),
+                   help="to ask the firewall which address it sees (default: LLM_FIREWALL_ADMIN_TOKEN)")
+    p.add_argument("--yes", action="store_true",
+                   help="run even when the firewall would sanction this host's own address")
     return p
+
+
+def whoami(target: str, token: str | None, timeout: float) -> dict[str, object] | None:
+    """What the firewall makes of a request from here (GET /api/whoami): the address it sees and
+    whether it believes this host's forwarding header; {} when it may not be asked, None when
+    it cannot be reached."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(target.rstrip("/") + "/api/whoami", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            found = json.loads(answer.read())
+            return found if isinstance(found, dict) else {}
+    except (urllib.error.HTTPError, ValueError):  # answered, but not this (no admin rights, say)
+        return {}
+    except OSError:
+        return None
+
+
+def _may_sanction_this_host(args: argparse.Namespace, seen: dict[str, object]) -> bool:
+    """Whether to run when the sanctions may land on this host. Each scenario claims a synthetic
+    address in the forwarding header; a firewall that does not trust this host as a proxy holds
+    its own address answerable instead (users and sessions are scoped to it, the exfiltration
+    scenario blocks it), which would lock this host out. Then run only if the operator says so."""
+    if args.yes or args.client_ip or seen.get("peer_is_trusted_proxy"):
+        return True
+    who = f"this host's address ({seen['ip']})" if seen.get("ip") else "the address the firewall sees for this host"
+    if sys.stdin is not None and sys.stdin.isatty():
+        question = (f"The firewall does not trust this host as a proxy, so the scenarios' sanctions (user "
+                    f"suspensions, an IP block) would fall on {who} and lock it out. Run anyway? [y/N] ")
+        return input(question).strip().lower() in ("y", "yes")
+    print(f"llm-firewall attack: not run: the firewall does not trust this host as a proxy, so the "
+          f"scenarios' sanctions would fall on {who} and lock it out. Add it to LLM_FIREWALL_TRUSTED_PROXIES "
+          "so the synthetic addresses are used, or pass --yes.", file=sys.stderr)
+    return False
 
 
 def main(argv: list[str], out: TextIO | None = None) -> int:
@@ -129,11 +172,18 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     names = scenario_catalog.run_order(args.scenario or list(scenario_catalog.SCENARIOS))
     run_id = secrets.token_hex(3)
     subnet = secrets.randbelow(256)  # 198.18.0.0/15 is reserved for testing; a new /24 per run
+    seen = whoami(args.target, args.admin_token, args.timeout)
+    if seen is None:
+        print(f"llm-firewall attack: cannot reach {args.target}", file=sys.stderr)
+        return 2
+    if not _may_sanction_this_host(args, seen):
+        return 2
+    header = str(seen.get("forwarded_header") or "X-Forwarded-For")
     results: list[Result] = []
     for n, name in enumerate(names):
         ip = args.client_ip or f"198.18.{subnet}.{n + 1}"
         results += run_scenario(scenario_catalog.get(name), args.target, args.api_key, model=args.model,
-                                timeout=args.timeout, run_id=run_id, client_ip=ip)
+                                timeout=args.timeout, run_id=run_id, client_ip=ip, forwarded_header=header)
         if results and all(r.outcome == "error" and r.status is None for r in results):
             print(f"llm-firewall attack: cannot reach {args.target} ({results[0].code})", file=sys.stderr)
             return 2

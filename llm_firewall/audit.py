@@ -10,7 +10,6 @@ through the one secret redactor before it is stored.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import queue
 import sqlite3
 import threading
@@ -20,42 +19,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
-from llm_firewall.redact import MASK, redact_secrets
+from llm_firewall.redact import redact_value
 
 AUDIT_DB = "audit.db"
-_SENSITIVE_KEYS = frozenset({
-    "authorization", "proxy_authorization", "api_key", "apikey", "x_api_key", "password", "passwd",
-    "secret", "client_secret", "token", "access_token", "refresh_token", "id_token", "cookie",
-    "set_cookie", "private_key", "admin_token",
-})
 _STOP = object()
 _COLUMNS = ("ip", "user", "session", "agent", "key")
-
-
-def scrub(value: Any, _depth: int = 0) -> Any:
-    """A JSON-ready copy of `value` with credentials masked: by key name, and inside every string."""
-    if _depth > 32:
-        return "[TRUNCATED]"
-    if isinstance(value, str):
-        return redact_secrets(value)
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    if isinstance(value, bytes):
-        return redact_secrets(value.decode("utf-8", "replace"))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = value.to_dict() if hasattr(value, "to_dict") else dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            key = redact_secrets(str(k))
-            if key.lower().replace("-", "_") in _SENSITIVE_KEYS and v not in (None, "", [], {}):
-                out[key] = MASK
-            else:
-                out[key] = scrub(v, _depth + 1)
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [scrub(v, _depth + 1) for v in value]
-    return redact_secrets(str(value))
 
 
 def _identity_columns(record: Mapping[str, Any]) -> tuple[str | None, ...]:
@@ -118,7 +86,7 @@ class AuditLog:
         """Store one record; returns its sequence number once it is committed."""
         if self._closed:
             raise RuntimeError("audit log is closed")
-        clean = scrub(record)
+        clean = redact_value(record)
         for listener in self.listeners:
             listener(kind, clean)
         alert_id = clean.get("alert_id")

@@ -18,12 +18,13 @@ def _serve(args: argparse.Namespace) -> int:
     from llm_firewall.proxy.forward import without_credentials
     from llm_firewall import decision_log
     from llm_firewall.logs import setup_logging
+    from llm_firewall.redact import redact_secrets
     from llm_firewall.server import serve
 
     try:
         settings = from_env()
     except ConfigError as exc:
-        print(f"llm-firewall: {exc}", file=sys.stderr)
+        print(f"llm-firewall: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     settings = settings.with_overrides(
         host=args.host, port=args.port, upstream_url=args.upstream.rstrip("/") if args.upstream else None,
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except ValueError as exc:  # a bad rule or policy file: one clear line, no traceback
-        print(f"llm-firewall: {exc}", file=sys.stderr)
+        print(f"llm-firewall: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     where = without_credentials(settings.upstream_url) if settings.upstream_url else "the embedded demo model"
     print(f"llm-firewall listening on http://{settings.host}:{settings.port} -> {where}", file=sys.stderr, flush=True)
@@ -75,7 +76,9 @@ def _scan(args: argparse.Namespace) -> int:
     from llm_firewall.policy.model import load_policy
 
     policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
-    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides)
+    local = tuple(Path(d) for d in args.local_rules_dir)
+    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides,
+                               local_rules_dirs=local)
     identity = Identity(ip="0.0.0.0")
     out = sys.stdout
 
@@ -138,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--policy", default="production")
     scan.add_argument("--policies-dir", default=None)
     scan.add_argument("--rules-dir", default=None)
+    scan.add_argument("--local-rules-dir", action="append", default=[],
+                      help="a directory layered over the rules (repeatable; as LLM_FIREWALL_RULES_DIRS)")
     scan.set_defaults(func=_scan)
 
     for name, (_, help_text) in _DELEGATED.items():

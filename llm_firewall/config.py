@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from llm_firewall.domain import FORWARDED_HEADERS
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -49,6 +51,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, float(default)))
+
+
+def _dirs(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """Directories separated as in PATH; each must exist (a typo must not drop local rules)."""
+    out = []
+    for part in env.get(name, "").split(os.pathsep):
+        if part.strip():
+            path = Path(part.strip())
+            if not path.is_dir():
+                raise ConfigError(f"{name}: not a directory: {part.strip()}")
+            out.append(path)
+    return tuple(out)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -152,10 +166,12 @@ class Settings:
     upstream_transport: UpstreamTransport = field(default_factory=UpstreamTransport)
     data_dir: Path | None = None
     rules_dir: Path | None = None
+    local_rules_dirs: tuple[Path, ...] = ()  # layered over the rules: add, replace or disable by id
     policy: str = "production"
     policies_dir: Path | None = None
     admin_token: str | None = None
     trusted_proxies: tuple[Network, ...] = ()
+    forwarded_header: str = FORWARDED_HEADERS[0]  # the one forwarding header believed from them
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
@@ -179,6 +195,13 @@ class Settings:
     @property
     def uses_demo_upstream(self) -> bool:
         return self.upstream_url is None
+
+    @property
+    def client_keys_checked(self) -> bool:
+        """True when a client's API key reaches a real upstream, which refuses a made-up one.
+        Otherwise (the firewall's own key replaces it, or the demo model) any string passes,
+        so a client's key is no identity it cannot choose."""
+        return self.upstream_url is not None and self.upstream_api_key is None
 
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -204,10 +227,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         upstream_transport=_transport(env),
         data_dir=Path(data_dir) if data_dir else None,
         rules_dir=Path(rules_dir) if rules_dir else None,
+        local_rules_dirs=_dirs(env, "LLM_FIREWALL_RULES_DIRS"),
         policy=env.get("LLM_FIREWALL_POLICY", "production"),
         policies_dir=Path(policies_dir) if policies_dir else None,
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
         trusted_proxies=_parse_networks(env.get("LLM_FIREWALL_TRUSTED_PROXIES", ""), "LLM_FIREWALL_TRUSTED_PROXIES"),
+        forwarded_header=_forwarded_header(env.get("LLM_FIREWALL_FORWARDED_HEADER", "")),
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
@@ -244,6 +269,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         watch_logs=_watch_logs(env.get("LLM_FIREWALL_WATCH_LOGS", "")),
         replica=env.get("LLM_FIREWALL_REPLICA") or None,
     )
+
+
+def _forwarded_header(raw: str) -> str:
+    """LLM_FIREWALL_FORWARDED_HEADER: X-Forwarded-For (default), Forwarded or X-Real-IP."""
+    name = raw.strip().lower() or FORWARDED_HEADERS[0]
+    if name not in FORWARDED_HEADERS:
+        raise ConfigError(f"LLM_FIREWALL_FORWARDED_HEADER: {raw!r} is not one of X-Forwarded-For, Forwarded, X-Real-IP")
+    return name
 
 
 def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:

@@ -26,6 +26,10 @@ THREATS: tuple[str, ...] = (
 
 Direction = Literal["request", "response"]
 
+# The forwarding headers a deployment may name as the one it believes from trusted proxies
+# (LLM_FIREWALL_FORWARDED_HEADER, a policy's identity.forwarded_header); lower case.
+FORWARDED_HEADERS: tuple[str, ...] = ("x-forwarded-for", "forwarded", "x-real-ip")
+
 
 @dataclass(frozen=True, slots=True)
 class TextItem:
@@ -85,13 +89,21 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who sent a request. The API key is kept only as a short hash, never in clear."""
+    """Who sent a request. The API key is kept only as a short hash, never in clear.
+
+    `scope` is what the client cannot choose: its API key's hash, else its address (None for
+    identities the firewall makes up itself, e.g. the scenario buttons'). A user, session or
+    agent id the client merely names is held *scoped* to it, ``bob@203.0.113.9`` or
+    ``bob@key:1a2b…``, so a sanction on it never reaches the real bob elsewhere; `user_bound`
+    marks a user id vouched for by a trusted gateway, held alone."""
 
     ip: str
     api_key_hash: str | None = None
     user: str | None = None
     session: str | None = None
     agent: str | None = None
+    scope: str | None = None
+    user_bound: bool = False
 
     def keys(self) -> dict[str, str]:
         """The sanction/rate-limit subjects this identity can be addressed by."""
@@ -104,4 +116,26 @@ class Identity:
             out["session"] = self.session
         if self.agent:
             out["agent"] = self.agent
+        return out
+
+    def anchor_for(self, kind: str) -> str | None:
+        """``*@<scope>``: every user (session, agent) the client can name from its scope, when
+        ids of `kind` are scoped. A sanction on a scoped id is also recorded on it, so naming
+        another id (or none) never escapes the sanction."""
+        if self.scope is None or kind not in ("session", "user", "agent") or (kind == "user" and self.user_bound):
+            return None
+        return f"*@{self.scope}"
+
+    def sanction_keys(self) -> list[tuple[str, str]]:
+        """(kind, key) pairs a sanction on this identity may be stored under, in checking order
+        (the stores' lookup): ip, session, user, agent, key, each scoped id with its anchor."""
+        out = [("ip", self.ip)]
+        for kind, value in (("session", self.session), ("user", self.user), ("agent", self.agent)):
+            if value:
+                out.append((kind, value))
+            anchor = self.anchor_for(kind)
+            if anchor is not None:
+                out.append((kind, anchor))
+        if self.api_key_hash:
+            out.append(("key", self.api_key_hash))
         return out

@@ -29,22 +29,26 @@ from llm_firewall import decision_log
 from llm_firewall.alerts import AlertHub, build_alert
 from llm_firewall.config import Settings
 from llm_firewall.deadline import Deadline
+from llm_firewall.detect.canary import canary_matcher
 from llm_firewall.domain import Finding, Identity, TextItem
 from llm_firewall.enforce.actions import Enforcer, Refusal
 from llm_firewall.enforce.identity import identify, trust_for
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
+from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
-from llm_firewall.proxy.forward import (ALLOWED_METHODS, Upstream, UpstreamError, downstream_headers,
-                                        upstream_headers)
-from llm_firewall.proxy.openai_wire import (ParsedRequest, WireError, error_body, parse_json_body,
-                                            request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
+from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
+                                            parse_json_body, request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import StreamGuard
+from llm_firewall.proxy.target import Passthrough, Target, TargetRefused, resolve
 from llm_firewall.reliability.circuit import CircuitBreaker
 from llm_firewall.score.fp import Bands, ScoreContext
 from llm_firewall.soc.wiring import soc_event
@@ -52,7 +56,6 @@ from llm_firewall.usage import UsageTracker
 
 log = logging.getLogger("llm_firewall.gateway")
 
-INSPECTED = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 _JSON_TYPES = ("application/json",)
 
 
@@ -104,25 +107,37 @@ class Gateway:
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
-        self._trust = trust_for(settings.trusted_proxies, policy.current.identity)
+        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header)
+        self._passthrough_key: Policy | None = None
+        self._passthrough_table = Passthrough()
 
     # -- identity and refusal ---------------------------------------------------------------------
-    def identify(self, request: web.Request) -> Identity:
+    @property
+    def trust(self) -> Any:
+        """The proxies trusted under the policy in force, prepared once per policy."""
         config = self.policy.current.identity
         if self._trust_key is not config:  # prepared once per policy, not per request
-            self._trust = trust_for(self.settings.trusted_proxies, config)
+            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
             self._trust_key = config
-        return identify(request.remote or "", request.headers, config, trust=self._trust)
+        return self._trust
+
+    def identify(self, request: web.Request) -> Identity:
+        return identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust,
+                        keys_checked=self.settings.client_keys_checked)
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         rid: str = request["request_id"]
-        tail = request.match_info.get("tail", "")
-        route = tail if tail in INSPECTED or tail == "models" else "other"
         started = time.perf_counter()
         self.counts["requests"] += 1
+        route = "other"
         try:
-            response = await self._handle(request, rid, tail)
+            target = resolve(request.method, request.raw_path, base=self.upstream.base_path,
+                             passthrough=self._passthrough(self.policy.current))
+            route = target.endpoint.name if target.endpoint.known else "other"
+            response = await self._handle(request, rid, target)
+        except TargetRefused as exc:
+            response = json_error(exc.status, exc.message, code=exc.code, request_id=rid)
         except WireError as exc:
             response = json_error(exc.status, exc.message, code=exc.code, param=exc.param,
                                   err_type=exc.err_type, request_id=rid)
@@ -133,17 +148,23 @@ class Gateway:
         m.child(m.request_seconds, route).observe(time.perf_counter() - started)
         return response
 
-    async def _handle(self, request: web.Request, rid: str, tail: str) -> web.StreamResponse:
-        if request.method not in ALLOWED_METHODS:
-            return json_error(405, f"method {request.method} is not allowed", code="method_not_allowed",
-                              request_id=rid)
+    def _passthrough(self, policy: Policy) -> Passthrough:
+        """The policy's passthrough endpoints, compiled once per policy."""
+        if self._passthrough_key is not policy:
+            self._passthrough_table = Passthrough.of(policy.passthrough_endpoints)
+            self._passthrough_key = policy
+        return self._passthrough_table
+
+    async def _handle(self, request: web.Request, rid: str, target: Target) -> web.StreamResponse:
+        endpoint = target.endpoint
+        inspected = endpoint.body != "none"
         identity = self.identify(request)
         policy = self.policy.current
         enforcer = self.enforcer
         refusal = enforcer.check_now(identity, policy) if enforcer.inline else await enforcer.check(identity, policy)
         if refusal is not None:
-            return self._refused(refusal, identity, rid, tail)
-        if policy.token_budgets and tail in INSPECTED:
+            return self._refused(refusal, identity, rid, endpoint.name)
+        if policy.token_budgets and inspected:
             over = self._over_budget(identity, policy)
             if over is not None:
                 resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
@@ -155,21 +176,20 @@ class Gateway:
 
         body: bytes | None = None
         parsed: ParsedRequest | None = None
-        if request.method == "POST":
+        if inspected:
             body = await self._read_body(request)
             if policy.size_limits:
                 refusal = await enforcer.charge(identity, policy, len(body))
                 if refusal is not None:
-                    return self._refused(refusal, identity, rid, tail)
-            if tail in INSPECTED:
-                ctype = request.content_type
-                if ctype not in _JSON_TYPES:
-                    raise WireError(f"Content-Type must be application/json, got {ctype or 'none'}",
-                                    status=415, code="unsupported_media_type")
-                parsed = validate_shape(tail, parse_json_body(body, max_depth=self.settings.limits.max_json_depth),
-                                        max_messages=self.settings.limits.max_messages)
-        elif request.can_read_body and request.method != "GET":
-            body = await self._read_body(request)
+                    return self._refused(refusal, identity, rid, endpoint.name)
+            ctype = request.content_type
+            if ctype not in _JSON_TYPES:
+                raise WireError(f"Content-Type must be application/json, got {ctype or 'none'}",
+                                status=415, code="unsupported_media_type")
+            parsed = validate_shape(endpoint.name, parse_json_body(body, max_depth=self.settings.limits.max_json_depth),
+                                    max_messages=self.settings.limits.max_messages)
+        elif request.body_exists:  # fail closed: a body nobody inspects is never forwarded
+            raise WireError(f"/v1/{target.path} takes no request body", code="unexpected_body")
 
         alert: dict[str, Any] | None = None
         security_mode = policy.security_mode
@@ -186,11 +206,11 @@ class Gateway:
                 redact = functools.partial(self._redact_request, parsed, findings)
                 parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
                 body = orjson.dumps(parsed.body)
-        if parsed is not None and tail == "chat/completions":
+        if parsed is not None and endpoint.name == "chat/completions":
             hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)
             if hardened is not None:
                 body = orjson.dumps(hardened)
-        return await self._forward(request, rid, tail, body, parsed, identity, policy)
+        return await self._forward(request, rid, target, body, parsed, identity, policy)
 
     def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
@@ -284,6 +304,7 @@ class Gateway:
         """Build and count an alert; it is published once the actions taken are known."""
         alert = build_alert(findings, identity, direction=direction, request_id=rid, endpoint=endpoint,
                             replica=self.replica)
+        alert["client_request_id"] = CLIENT_REQUEST_ID.get()
         for f in findings:
             self.metrics.child(self.metrics.rule_matches, f.rule_id).inc()
         self.metrics.child(self.metrics.alerts, alert["threat_type"], alert["severity"]).inc()
@@ -321,7 +342,7 @@ class Gateway:
         return ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)
 
     # -- forwarding -------------------------------------------------------------------------------
-    async def _forward(self, request: web.Request, rid: str, tail: str, body: bytes | None,
+    async def _forward(self, request: web.Request, rid: str, target: Target, body: bytes | None,
                        parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
         if not self.breaker.allow():
             wait = self.breaker.retry_after()
@@ -329,52 +350,80 @@ class Gateway:
                               code="upstream_circuit_open", err_type="server_error", request_id=rid,
                               headers={"retry-after": str(max(1, int(wait + 0.999)))})
         headers = upstream_headers(request.headers, authorization=self.upstream.authorization, request_id=rid)
-        url = self.upstream.url_for(tail, request.query_string)
         started = time.perf_counter()
         try:
-            up = await self.upstream.send(request.method, url, headers, body)
+            up = await self.upstream.send(request.method, target.upstream, headers, body)
         except UpstreamError as exc:
-            self.breaker.record_failure()
-            return json_error(exc.status, exc.message, code=exc.code, err_type="server_error", request_id=rid)
+            if exc.status >= 500:  # a request refused before writing says nothing about the upstream
+                self.breaker.record_failure()
+            return json_error(exc.status, exc.message, code=exc.code, request_id=rid,
+                              err_type="server_error" if exc.status >= 500 else "invalid_request_error")
         self.metrics.ttfb_seconds.observe(time.perf_counter() - started)
         if up.status >= 500:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
+        if 300 <= up.status < 400 and up.status != 304:  # the client must not be sent elsewhere
+            up.close()
+            return json_error(502, "The upstream answered with a redirect; the firewall does not follow or relay it.",
+                              code="upstream_redirect", err_type="server_error", request_id=rid)
         try:
-            if up.content_type == "text/event-stream":
-                return await self._relay_stream(request, rid, up, parsed, identity, policy)
-            return await self._relay_body(rid, up, parsed, identity, policy)
+            try:
+                head = await _answer_head(up)
+            except (TimeoutError, aiohttp.ClientError):
+                return json_error(502, "The upstream answer was cut off.", code="upstream_error",
+                                  err_type="server_error", request_id=rid)
+            endpoint = parsed.endpoint if parsed is not None else target.endpoint.name
+            if is_sse(head):  # the body's shape decides, not its Content-Type
+                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy)
+            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy)
         finally:
             up.release()
 
-    async def _relay_body(self, rid: str, up: Http1Response, parsed: ParsedRequest | None,
-                          identity: Identity, policy: Policy) -> web.Response:
+    async def _relay_body(self, rid: str, up: Http1Response, head: bytes, parsed: ParsedRequest | None,
+                          endpoint: str, identity: Identity, policy: Policy) -> web.Response:
+        """A whole answer, inspected as what it is (JSON, text), or refused when undecodable."""
         try:
-            data = await up.read()  # the upstream pool times out idle gaps
+            data = head + await up.read()  # the upstream pool times out idle gaps
         except (TimeoutError, aiohttp.ClientError):
             return json_error(502, "The upstream answer was cut off.", code="upstream_error",
                               err_type="server_error", request_id=rid)
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
-        if parsed is not None and up.status < 400 and up.content_type == "application/json":
-            try:
-                answer = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                answer = None
-            if isinstance(answer, dict):
-                self.usage.record(identity, parsed.model or answer.get("model"), answer.get("usage"),
+        if not self.soc_enabled:
+            headers["Content-Type"] = up.content_type
+            return web.Response(status=up.status, body=data, headers=headers)
+        answer = read_answer(data, up.content_type)
+        if answer.kind == "json":
+            headers["Content-Type"] = "application/json"
+            value = answer.value
+            if parsed is not None and up.status < 400 and isinstance(value, dict):
+                self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
-                if self.soc_enabled and parsed.endpoint != "embeddings":
-                    changed = await self._inspect_answer(answer, parsed, identity, policy, rid)
-                    if changed is not None:
-                        data = orjson.dumps(changed)
+            changed = await self._inspect_answer(value, endpoint, identity, policy, rid)
+            if changed is _WITHHELD:
+                return _withheld(rid)
+            if changed is not None:
+                data = orjson.dumps(changed)
+        elif answer.kind == "text":
+            headers["Content-Type"] = f"{_text_type(up.content_type)}; charset=utf-8"
+            masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
+            if masked is _WITHHELD:
+                return _withheld(rid)
+            if masked is not None:
+                data = masked.encode("utf-8")
+        elif answer.kind == "undecodable":
+            if parsed is not None or up.status >= 400:  # an answer that cannot be read is not relayed
+                return json_error(502, f"The upstream answer {answer.reason}; the firewall does not relay "
+                                  "what it cannot inspect.", code="upstream_undecodable",
+                                  err_type="server_error", request_id=rid)
+            headers["Content-Type"] = up.content_type  # bytes of another endpoint (audio, files): as sent
         return web.Response(status=up.status, body=data, headers=headers)
 
     def _response_findings(self, text: str, policy: Policy, *, remember: bool = True) -> list[Finding]:
         findings = self.inspector.engine.scan_text(text, role="response", direction="response",
                                                    remember=remember)
-        if policy.canary and self.canary in text:
+        if policy.canary and canary_matcher(self.canary).found(text):  # also spelled out, encoded, reversed
             findings.append(Finding(rule_id="CANARY-001", title="System prompt canary echoed",
                                     threat="system_prompt_leakage", severity="critical", role="response",
                                     excerpt="[canary]"))
@@ -387,32 +436,60 @@ class Gateway:
         decision = decide(policy, findings, identity)
         return decision.blocked or decision.redact
 
-    async def _inspect_answer(self, answer: dict[str, Any], parsed: ParsedRequest, identity: Identity,
-                              policy: Policy, rid: str) -> dict[str, Any] | None:
-        """Inspect a whole JSON answer; returns the changed answer, or None when it passes."""
-        items = response_texts(parsed.endpoint, answer)
-        if self._inline(items):
-            hits = self._answer_findings(items, policy)
-        else:
-            hits = await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
+    async def _inspect_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy,
+                              rid: str) -> Any:
+        """Inspect a whole JSON answer; returns the changed answer, _WITHHELD when it must not be
+        relayed at all, or None when it passes."""
+        items = response_texts(endpoint, answer)
+        hits = await self._answer_findings_of(items, policy)
         if not hits:
             return None
-        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, parsed.endpoint)
+        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
             return None
+        if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
+            return _WITHHELD
+        done: set[str] = set()
         for item in items:
-            if item.path not in acted:
+            if item.path not in acted or item.path in done:
                 continue
-            if policy.response_action == "redact":
-                masked, _ = self.inspector.engine.redact(item.text, direction="response")
-                if policy.canary:
-                    masked = masked.replace(self.canary, "[REDACTED]")
-                _set_path(answer, item.path, masked)
+            if item.path.endswith(JOINED):  # text joined from pieces (logprob tokens): removed
+                _set_path(answer, item.path[:-len(JOINED)], None)
+                done.add(item.path)
+            elif policy.response_action == "redact":
+                _set_path(answer, item.path, self._mask(item.text))
             else:
                 _set_path(answer, item.path, "")
                 _mark_content_filter(answer, item.path)
         return answer
+
+    async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
+                                   rid: str) -> str | object | None:
+        """Inspect a plain-text answer with the answer rules: masked text, _WITHHELD, or None."""
+        found = await self._answer_findings_of([TextItem(text, "response", "")], policy)
+        if not found:
+            return None
+        self._raise_alert(found[""], identity, "response", rid, endpoint)
+        if not self._actionable(found[""], identity, policy):
+            return None
+        if policy.response_action == "redact":
+            masked = self._mask(text)
+            if not self._response_findings(masked, policy, remember=False):
+                return masked
+        return _WITHHELD
+
+    async def _answer_findings_of(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
+        if self._inline(items):
+            return self._answer_findings(items, policy)
+        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
+
+    def _mask(self, text: str) -> str:
+        """An answer text with its secrets and personal data (and the canary) masked."""
+        masked, _ = self.inspector.engine.redact(text, direction="response")
+        if self.policy.current.canary:
+            masked = canary_matcher(self.canary).mask(masked)  # every form: spelled out, encoded, reversed
+        return masked
 
     def _answer_findings(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
         """Findings per answer text path (texts with none are left out)."""
@@ -422,16 +499,19 @@ class Gateway:
             if found:
                 for f in found:
                     f.path = item.path
-                hits[item.path] = found
+                hits.setdefault(item.path, []).extend(found)
         return hits
 
-    async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response,
-                            parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+    async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response, head: bytes,
+                            parsed: ParsedRequest | None, endpoint: str, identity: Identity,
+                            policy: Policy) -> web.StreamResponse:
+        """An SSE-framed answer (whatever its label), each event's texts through the hold-back guard."""
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
+        headers["Content-Type"] = "text/event-stream"
         resp = web.StreamResponse(status=up.status, headers=headers)
         await resp.prepare(request)
-        inspect = parsed is not None and self.soc_enabled and up.status < 400
+        inspect = self.soc_enabled
         splitter = EventSplitter()
         observed: dict[tuple[str, str], Finding] = {}
 
@@ -442,17 +522,19 @@ class Gateway:
             return found if self._actionable(found, identity, policy) else []
 
         anchor, width = self._stream_anchor(policy)
+        window = self.settings.stream_window_chars
+        if policy.canary:  # the longest encoded form of the canary must fit in the held window
+            window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
-            scan=scan, redact=lambda text: self.inspector.engine.redact(text, direction="response"),
-            window=self.settings.stream_window_chars, mode=policy.response_action,
-            anchor=anchor, anchor_width=width)
+            scan=scan, redact=lambda text: (self._mask(text), 0),
+            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
         try:
             while True:
-                try:
-                    chunk = await up.content.readany()  # the upstream pool times out idle gaps
+                try:  # the head already read first; the upstream pool times out idle gaps
+                    chunk, head = (head, b"") if head else (await up.content.readany(), b"")
                 except TimeoutError:
                     await self._end_stream_with_error(resp, "The upstream stopped sending.", "upstream_timeout")
                     return resp
@@ -489,10 +571,10 @@ class Gateway:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             log.info("client went away during a stream (request %s); closing upstream", rid)
             up.close()
-        except ValueError as exc:  # an event larger than the firewall accepts: stop, never pass it unread
+        except ValueError as exc:  # an event too large or undecodable: stop, never pass it unread
             log.warning("stream stopped (request %s): %s", rid, exc)
             up.close()
-            await self._end_stream_with_error(resp, "The upstream sent an event too large to inspect.",
+            await self._end_stream_with_error(resp, f"The upstream sent an event the firewall cannot inspect ({exc}).",
                                               "upstream_error")
         except asyncio.CancelledError:
             if not deadline.reached():
@@ -501,10 +583,9 @@ class Gateway:
             await self._end_stream_with_error(resp, "The stream reached the firewall's time limit.", "stream_timeout")
         finally:
             deadline.cancel()
-            if inspect:
-                if observed:
-                    self._raise_alert(list(observed.values()), identity, "response", rid,
-                                      parsed.endpoint if parsed else "")
+            if observed:
+                self._raise_alert(list(observed.values()), identity, "response", rid, endpoint)
+            if inspect and parsed is not None:
                 self.usage.record(identity, model, usage_seen,
                                   estimated_from=None if usage_seen else guard.assembled_chars)
         return resp
@@ -513,7 +594,8 @@ class Gateway:
         """Where a match the policy would act on may start in an answer, and the anchor width.
 
         Only rules whose findings this policy refuses or masks need text held back for them;
-        the canary's prefix is added when the policy plants one."""
+        the start of every form of the canary (spelled out, encoded, reversed) is added when the
+        policy plants one."""
         engine = self.inspector.engine
         if self._anchor_key is None or self._anchor_key[0] is not engine or self._anchor_key[1] is not policy:
             probe = Identity(ip="192.0.2.1")
@@ -523,8 +605,9 @@ class Gateway:
             base = engine.stream_anchor("response", only=acted)
             width = engine.stream_anchor_width("response", only=acted)
             if base is not None and policy.canary:
-                base = re2.compile(f"{re2.escape(self.canary[:5])}|{base.pattern}")
-                width = max(width, 5)
+                canary = canary_matcher(self.canary)
+                base = re2.compile(f"{canary.anchor}|{base.pattern}")
+                width = max(width, canary.anchor_width)
             self._anchor, self._anchor_key = (base, width), (engine, policy)
         return self._anchor
 
@@ -542,8 +625,10 @@ class Gateway:
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
         policy = self.policy.current
+        self.counts["requests"] += 1  # the page's scenario traffic counts like any other
         refusal = await self.enforcer.check(identity, policy)
         if refusal is not None:
+            self.counts["refused"] += 1
             return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
                     "retry_after": refusal.retry_after, "alert": None, "blocked": True}
         parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
@@ -552,6 +637,7 @@ class Gateway:
         decision, findings, alert = await self._inspect_request(
             parsed, identity, policy, rid, security_mode or policy.security_mode)
         blocked = bool(decision and decision.blocked)
+        self.counts["blocked"] += blocked
         return {"refused": False, "blocked": blocked, "alert": alert,
                 "status": 400 if blocked else 200, "code": "content_policy_violation" if blocked else None}
 
@@ -568,8 +654,8 @@ class Gateway:
         headers = upstream_headers({"Content-Type": "application/json"}, authorization=self.upstream.authorization,
                                    request_id=rid)
         try:
-            up = await self.upstream.send("POST", self.upstream.url_for("chat/completions", ""), headers,
-                                          orjson.dumps(hardened or body))
+            target = resolve("POST", "/v1/chat/completions", base=self.upstream.base_path).upstream
+            up = await self.upstream.send("POST", target, headers, orjson.dumps(hardened or body))
         except UpstreamError as exc:
             return {**verdict, "answer": None, "status": exc.status, "code": exc.code}
         try:
@@ -580,7 +666,10 @@ class Gateway:
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
-        changed = await self._inspect_answer(answer, parsed, identity, policy, rid) if self.soc_enabled else None
+        changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None
+        if changed is _WITHHELD:
+            return {**verdict, "answer": None, "status": 502, "code": "content_policy_violation",
+                    "response_alert": True}
         final = changed or answer
         choice = (final.get("choices") or [{}])[0]
         return {**verdict, "answer": (choice.get("message") or {}).get("content"),
@@ -588,24 +677,37 @@ class Gateway:
                 "response_alert": self.alerts.counts["alerts"] > response_alert_before}
 
 
-_PATH_TOKENS = re.compile(r"[^.\[\]]+|\[\d+\]")
+_WITHHELD = object()  # an answer the content policy keeps from the client whole
 
 
-def _set_path(obj: Any, path: str, value: Any) -> None:
-    """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
-    tokens = _PATH_TOKENS.findall(path)
-    target = obj
-    for tok in tokens[:-1]:
-        target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]
-    last = tokens[-1]
-    if last.startswith("["):
-        target[int(last[1:-1])] = value
-    else:
-        target[last] = value
+def _withheld(rid: str) -> web.Response:
+    resp = json_error(502, "The upstream answer was withheld by the content policy.",
+                      code="content_policy_violation", err_type="server_error", request_id=rid)
+    resp._firewall_outcome = "answer_withheld"  # type: ignore[attr-defined]
+    return resp
 
 
-def _mark_content_filter(answer: dict[str, Any], path: str) -> None:
-    if path.startswith("choices["):
+def _text_type(content_type: str) -> str:
+    """The media type a text answer is relayed with: the upstream's when it is a text type."""
+    return content_type if re.fullmatch(r"text/[a-z0-9.+-]{1,40}", content_type) else "text/plain"
+
+
+async def _answer_head(up: Http1Response) -> bytes:
+    """The first bytes of an answer: enough to tell an SSE stream from the rest (or all of it)."""
+    head = b""
+    while len(head.lstrip()) < HEAD_BYTES:
+        chunk = await up.content.readany()
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _mark_content_filter(answer: Any, path: str) -> None:
+    if path.startswith("output") and isinstance(answer, dict):  # Responses API
+        answer["status"] = "incomplete"
+        answer["incomplete_details"] = {"reason": "content_filter"}
+    elif path.startswith("choices[") and isinstance(answer, dict):
         idx = int(path[len("choices["):path.index("]")])
         choice = answer["choices"][idx]
         choice["finish_reason"] = "content_filter"

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.learned import LearnedDetector
-from llm_firewall.detect.rules import default_rules_dir, load_rules
+from llm_firewall.detect.rules import default_rules_dir, load_rule_layers
 from llm_firewall.domain import Finding, TextItem
 from llm_firewall.score.fp import Bands, FPScorer, ScoreContext
 
@@ -23,8 +23,9 @@ class Inspector:
 
     @classmethod
     def load(cls, rules_dir: Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-             learned: bool = True, verdict_cache_chars: int = 0) -> "Inspector":
-        ruleset = load_rules(rules_dir or default_rules_dir())
+             learned: bool = True, verdict_cache_chars: int = 0, local_rules_dirs: Sequence[Path] = ()) -> "Inspector":
+        """The shipped rules (or `rules_dir`), with `local_rules_dirs` layered on top in order."""
+        ruleset = load_rule_layers([rules_dir or default_rules_dir(), *local_rules_dirs])
         detectors = [LearnedDetector.load()] if learned else []
         return cls(Engine(ruleset, overrides=overrides, detectors=detectors,
                           verdict_cache_chars=verdict_cache_chars), FPScorer.load())

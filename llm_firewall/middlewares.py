@@ -1,19 +1,22 @@
 """The middleware that runs before routing: request ids, target hygiene, error shapes, headers.
 
-Target checks run here, on the raw request line, because the router only ever sees the
-already-decoded path and would happily match `/v1/../admin`.
+Target checks run on the raw request line, because the router only ever sees the
+already-decoded path and would happily match `/v1/../admin`. /v1 targets are decided by the
+gateway (`proxy.target.resolve`, which knows the policy's passthrough endpoints); every other
+target is checked here.
 """
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import secrets
+from contextvars import ContextVar
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from llm_firewall.proxy.forward import TargetError, check_target
+from llm_firewall.proxy.target import V1, TargetRefused, check_local
 from llm_firewall.proxy.openai_wire import error_body
 
 log = logging.getLogger("llm_firewall.http")
@@ -24,6 +27,10 @@ def _error(status: int, message: str, code: str, rid: str, err_type: str = "inva
     return web.Response(status=status, body=error_body(message, code=code, err_type=err_type),
                         content_type="application/json", headers={"x-request-id": rid})
 
+
+# The X-Request-ID a client sent, kept beside the firewall's own id (alerts, audit) but never used
+# as one: a client could otherwise make its requests look like another's in the audit trail.
+CLIENT_REQUEST_ID: ContextVar[str | None] = ContextVar("client_request_id", default=None)
 
 _PREFIX = f"req_{secrets.token_hex(6)}"
 _counter = itertools.count(1)
@@ -46,13 +53,16 @@ async def http_frame(request: web.Request, handler: Handler) -> web.StreamRespon
     request, and this is the proxy's hot path. Order of the old chain is kept: the id first,
     then the target check (its 400 carries no security headers), then the handler, whose
     response gets the security headers, then the error shapes around all of it."""
-    given = request.headers.get("X-Request-ID", "")
-    rid = given if 0 < len(given) <= 64 and given.isascii() and given.isprintable() else new_request_id()
+    rid = new_request_id()
     request["request_id"] = rid
-    try:
-        check_target(request.raw_path)
-    except TargetError as exc:
-        return _error(400, str(exc), "invalid_request_target", rid)
+    given = request.headers.get("X-Request-ID")  # set on every request: a keep-alive connection may share a context
+    CLIENT_REQUEST_ID.set(given[:64] if given and given.isascii() and given.isprintable() else None)
+    raw = request.raw_path
+    if not raw.startswith(V1):
+        try:
+            check_local(raw)
+        except TargetRefused as exc:
+            return _error(exc.status, exc.message, exc.code, rid)
     try:
         response: web.StreamResponse = await handler(request)
         if not response.prepared:

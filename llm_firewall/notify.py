@@ -9,45 +9,21 @@ target URL (Slack hook URLs carry their token in the path) is only ever shown in
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
 import time
-from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit
+from typing import Awaitable, Callable
 
 import aiohttp
 
-from llm_firewall.redact import redact_secrets
+from llm_firewall.redact import mask_url, redact_secrets, redact_value
 from llm_firewall.reliability.circuit import CircuitBreaker, CircuitOpenError
 from llm_firewall.reliability.retry import retry_async
 
 log = logging.getLogger(__name__)
 
 DeadLetterHook = Callable[[str, dict, str], Awaitable[None] | None]
-
-
-def redact_payload(value: Any, *, max_depth: int = 20) -> Any:
-    """Deep copy of a JSON-like value with every string passed through `redact_secrets`."""
-    if max_depth <= 0:
-        return "[TRUNCATED]"
-    if isinstance(value, str):
-        return redact_secrets(value)
-    if isinstance(value, dict):
-        return {str(k): redact_payload(v, max_depth=max_depth - 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_payload(v, max_depth=max_depth - 1) for v in value]
-    return value
-
-
-def mask_target(target: str) -> str:
-    """A loggable name for a webhook URL: scheme and host plus a short hash, never the path."""
-    parts = urlsplit(target)
-    digest = hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme or '?'}://{host}{port}/…#{digest}"
 
 
 def slack_text(payload: dict) -> str:
@@ -107,7 +83,7 @@ class WebhookNotifier:
         self.counts = {"sent": 0, "attempts": 0, "dead_letters": 0, "short_circuited": 0}
 
     def breaker(self, url: str) -> CircuitBreaker:
-        name = mask_target(url)
+        name = mask_url(url)
         cb = self.breakers.get(name)
         if cb is None:
             cb = CircuitBreaker(
@@ -136,8 +112,8 @@ class WebhookNotifier:
     async def send(self, target: str, payload: dict, *, fmt: str = "json") -> bool:
         """Deliver `payload` to `target` (a URL or a configured name). Never raises."""
         url = self.targets.get(target, target)
-        shown = mask_target(url)
-        safe = redact_payload(payload)
+        shown = mask_url(url)
+        safe = redact_value(payload)
         try:
             body = {"text": slack_text(safe)} if fmt == "slack" else safe
             if fmt not in ("json", "slack"):

@@ -1,5 +1,11 @@
 """The listening socket: aiohttp's request handler plus the client-side bounds it lacks.
 
+Two things aiohttp does not offer as options. First, a request its parser rejects (bad request
+line, invalid header, smuggling attempt) never reaches the app or its middleware: the
+connection's `RequestHandler.handle_error` answers with a plain-text `HTTP/1.0 400`, which an
+OpenAI SDK cannot read and which tells a prober which server sits behind; the handler here
+answers in the same JSON shape as every other refusal. Second, resource bounds:
+
 aiohttp closes idle keep-alive connections, but gives a request head or body as long as the
 client likes and accepts connections until the process runs out of file descriptors: a thousand
 slowloris connections were enough to stop `/healthz` answering. This module adds a deadline for
@@ -15,12 +21,15 @@ import contextlib
 import logging
 import resource
 import signal
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from llm_firewall.config import Settings
+from llm_firewall.middlewares import new_request_id
 from llm_firewall.proxy.openai_wire import error_body
 
 log = logging.getLogger("llm_firewall.server")
@@ -48,6 +57,17 @@ class BodyTimeout(web.HTTPRequestTimeout, TimeoutError):
 def _body_overdue(payload: StreamReader, seconds: float) -> None:
     if not payload.is_eof() and payload.exception() is None:
         payload.set_exception(BodyTimeout(seconds))
+
+
+_CODES = {400: "invalid_http_request", 413: "request_too_large", 414: "request_target_too_long",
+          431: "request_header_too_large", 500: "internal_error", 504: "handler_timeout"}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class GuardedHandler(RequestHandler):
@@ -96,6 +116,18 @@ class GuardedHandler(RequestHandler):
                 self._loop.call_later(seconds, _body_overdue, payload, seconds)
         elif self._head_for != self._request_count and self.idle:
             self._arm_head()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """The connection's own error answers (parser rejections, 500s outside the app) as JSON."""
+        super().handle_error(request, status, exc, message)  # logs, and refuses if bytes were sent
+        text = "The request could not be parsed as HTTP/1.1." if status == 400 else _phrase(status)
+        resp = web.Response(status=status, content_type="application/json",
+                            body=error_body(text, code=_CODES.get(status, "http_error"),
+                                            err_type="server_error" if status >= 500 else "invalid_request_error"),
+                            headers={"x-request-id": new_request_id()})
+        resp.force_close()
+        return resp
 
     def _arm_head(self) -> None:
         self._head_for = count = self._request_count

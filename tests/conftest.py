@@ -50,6 +50,9 @@ class Who:
         self.ip = f"203.0.113.{n % 250 + 1}" if n < 250 else f"198.51.{n // 250}.{n % 250 + 1}"
         self.user = f"user-{n}"
         self.session = f"session-{n}"
+        # Its own API key: user and session ids are scoped to the key, and sanctions on them are
+        # held by the key too, so clients sharing one key would share each other's sanctions.
+        self.key = f"sk-test-client-{n:04d}-0123456789abcdef"
 
     def headers(self, **overrides: str) -> dict[str, str]:
         h = {"X-Forwarded-For": self.ip, "X-User-ID": self.user, "X-Session-ID": self.session}
@@ -62,17 +65,21 @@ def who() -> Who:
     return Who()
 
 
-def make_client(fw: Firewall, who: Who | None = None, **headers: str) -> openai.OpenAI:
+CLIENT_KEY = "sk-test-client-key-0123456789abcdef"  # a client without a `Who` of its own
+
+
+def make_client(fw: Firewall, who: Who | None = None, *, api_key: str | None = None, **headers: str) -> openai.OpenAI:
     hdrs = who.headers() if who else {}
     hdrs.update(headers)
-    return openai.OpenAI(base_url=fw.base_url, api_key="sk-test-client-key-0123456789abcdef",
+    return openai.OpenAI(base_url=fw.base_url, api_key=api_key or (who.key if who else CLIENT_KEY),
                          default_headers=hdrs, max_retries=0, timeout=20)
 
 
-def make_async_client(fw: Firewall, who: Who | None = None, **headers: str) -> openai.AsyncOpenAI:
+def make_async_client(fw: Firewall, who: Who | None = None, *, api_key: str | None = None,
+                      **headers: str) -> openai.AsyncOpenAI:
     hdrs = who.headers() if who else {}
     hdrs.update(headers)
-    return openai.AsyncOpenAI(base_url=fw.base_url, api_key="sk-test-client-key-0123456789abcdef",
+    return openai.AsyncOpenAI(base_url=fw.base_url, api_key=api_key or (who.key if who else CLIENT_KEY),
                               default_headers=hdrs, max_retries=0, timeout=20)
 
 

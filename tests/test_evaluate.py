@@ -38,7 +38,10 @@ def test_json_figures_per_category_and_rule(tmp_path, capsys) -> None:
     assert cats["ALL attacks"]["catch_at_1pct_fp"] == 1.0
     assert cats["ALL benign"]["p99_ms"] >= cats["ALL benign"]["p50_ms"] >= 0
     rules = {r["rule_id"]: r for r in result["rules"]}
-    assert rules and all(r["benign_hits"] == 0 for r in rules.values())
+    # PI-014 is the low-severity finding the benign "ignore errors" question is meant to raise
+    # (an alert the scorer rates as a likely false positive); no other rule touches the benign texts
+    assert rules and all(r["benign_hits"] == 0 for r in rules.values() if r["rule_id"] != "PI-014")
+    assert rules["PI-014"]["benign_hits"] == 1 and cats["benign_prompt"]["benign_refused"] == 0.0
 
 
 def test_markdown_table(tmp_path, capsys) -> None:

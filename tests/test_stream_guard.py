@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_firewall.detect.engine import Engine
+from llm_firewall.detect.normalize import base_view
 from llm_firewall.detect.rules import default_rules_dir, load_rules
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import EARLY_HEAD_CHARS, StreamGuard
@@ -287,3 +290,68 @@ def test_a_long_answer_does_not_stay_in_memory(anchored: bool) -> None:
         tracemalloc.stop()
     assert guard.assembled_chars > 1_000_000
     assert held < 256 * 1024, held
+
+
+# Every delta field a client reads is held back like `content`: the same property, per field.
+def _chat_field(field: str) -> tuple[Callable[[str], dict], Callable[[dict], str]]:
+    """How a text piece rides in a chat chunk's delta field, and how a client reads it back."""
+    if field == "tool_calls":
+        return (lambda part: {"tool_calls": [{"index": 0, "function": {"arguments": part}}]},
+                lambda d: "".join((c.get("function") or {}).get("arguments") or "" for c in d.get("tool_calls") or []))
+    return (lambda part: {field: part}), (lambda d: d.get(field) or "")
+
+
+def _field_stream(field: str, parts: list[str]) -> tuple[bytes, Callable[[bytes], str]]:
+    """An SSE stream carrying `parts` in `field`, and a reader of what a client assembles from it."""
+    if field.startswith("response."):
+        raw = b"".join(b"data: " + orjson.dumps({"type": field, "item_id": "i1", "output_index": 0,
+                                                  "content_index": 0, "delta": p}) + b"\n\n" for p in parts)
+
+        def read(out: bytes) -> str:
+            return "".join(orjson.loads(b[6:]).get("delta") or "" for b in out.split(b"\n\n")
+                           if b.startswith(b"data: {") and orjson.loads(b[6:]).get("type") == field)
+        return raw + b"data: [DONE]\n\n", read
+    if field == "logprobs":
+        events = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [
+            {"index": 0, "delta": {"content": ""}, "finish_reason": None,
+             "logprobs": {"content": [{"token": p, "logprob": -0.1, "bytes": None, "top_logprobs": []}]}}]}
+            for p in parts]
+
+        def read(out: bytes) -> str:
+            return "".join(e["token"] for b in out.split(b"\n\n") if b.startswith(b"data: {")
+                           for c in orjson.loads(b[6:]).get("choices") or []
+                           for e in ((c.get("logprobs") or {}).get("content") or []))
+        return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n", read
+    wrap, unwrap = _chat_field(field)
+    raw = b"".join(b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                             "choices": [{"index": 0, "delta": wrap(p), "finish_reason": None}]})
+                   + b"\n\n" for p in parts)
+
+    def read(out: bytes) -> str:
+        return "".join(unwrap(c.get("delta") or {}) for b in out.split(b"\n\n") if b.startswith(b"data: {")
+                       for c in orjson.loads(b[6:]).get("choices") or [])
+    return raw + b"data: [DONE]\n\n", read
+
+
+FIELDS = ["content", "reasoning_content", "reasoning", "refusal", "tool_calls", "logprobs",
+          "response.output_text.delta", "response.reasoning_summary_text.delta",
+          "response.function_call_arguments.delta"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(FIELDS), cuts=st.lists(st.integers(min_value=1, max_value=len(TEXT) - 1), unique=True,
+                                                    max_size=25),
+       byte_cut=st.integers(min_value=0, max_value=64), anchored=st.booleans(), invisible=st.sampled_from(
+           ["", "\u200b", "\u00ad", "\u2060", "\ufe0f"]))
+def test_no_chunking_of_any_delta_field_releases_the_secret(field: str, cuts: list[int], byte_cut: int,
+                                                             anchored: bool, invisible: str) -> None:
+    """For any field, any cut of the text into deltas and of the bytes into reads, and a secret
+    spelled with invisible characters between its letters, what the client assembles from the
+    field never holds the secret, as written or as the normaliser reads it."""
+    secret = invisible.join(SECRET)
+    text = TEXT.replace(SECRET, secret)
+    bounds = [0, *sorted(c for c in cuts if c < len(text)), len(text)]
+    raw, read = _field_stream(field, [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
+    got = read(relay(raw, byte_cut=byte_cut, anchored=anchored))
+    assert SECRET[:12] not in base_view(got).text and SECRET[-12:] not in base_view(got).text
+    assert len(got) <= text.index(secret), f"part of the secret left in {field}: {got!r}"

@@ -14,7 +14,9 @@ from aiohttp import web
 
 from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
+from llm_firewall.enforce.identity import describe
 from llm_firewall.proxy.openai_wire import error_body
+from llm_firewall.redact import redact_secrets
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,7 +40,7 @@ def _plain(obj: Any) -> Any:
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [_plain(v) for v in obj]
-    return obj
+    return redact_secrets(obj) if isinstance(obj, str) else obj
 
 
 def _bad(request: web.Request, status: int, message: str, code: str) -> web.Response:
@@ -74,7 +76,7 @@ async def status_summary(request: web.Request) -> dict[str, Any]:
                     "false_positives": gw.alerts.counts["false_positives"],
                     "actions_taken": gw.alerts.counts["actions"],
                     "blocked_entities": len(sanctions)},
-        "sanctions": [_plain(s) for s in sanctions],
+        "sanctions": [_listed(s) for s in sanctions],
         "rate_limits": [_plain(r) for r in policy.rate_limits],
         "queues": pipeline.status() if pipeline is not None else {},
         "circuits": {"upstream": {"state": gw.breaker.state, "retry_after": round(gw.breaker.retry_after(), 2)},
@@ -118,7 +120,12 @@ async def alerts(request: web.Request) -> web.Response:
 @admin_only
 async def blocks(request: web.Request) -> web.Response:
     sanctions = await request.app[STATE]["store"].list_sanctions(time.time())
-    return web.json_response({"blocks": [_plain(s) for s in sanctions]})
+    return web.json_response({"blocks": [_listed(s) for s in sanctions]})
+
+
+def _listed(sanction: Any) -> dict[str, Any]:
+    """A sanction as the API lists it, with its subject for people ('user bob@203.0.113.9')."""
+    return {**_plain(sanction), "subject": describe(sanction.kind, sanction.key)}
 
 
 @admin_only
@@ -176,8 +183,22 @@ async def reload_policy(request: web.Request) -> web.Response:
                              status=200 if ok else 422)
 
 
+@admin_only
+async def whoami(request: web.Request) -> web.Response:
+    """The identity the firewall derives for this very request: which address it believes (is
+    the caller's proxy trusted?), and the user, session and key fingerprint it would act on."""
+    gateway = request.app[GATEWAY]
+    identity = gateway.identify(request)
+    peer = gateway.trust.resolve_peer(request.remote or "")
+    return web.json_response({"ip": identity.ip, "user": identity.user, "session": identity.session,
+                              "agent": identity.agent, "api_key_fingerprint": identity.api_key_hash,
+                              "peer": request.remote, "peer_is_trusted_proxy": bool(peer and peer[1]),
+                              "forwarded_header": gateway.trust.header})
+
+
 def setup_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/api/whoami", whoami)
     r.add_get("/api/soc/status", get_status)
     r.add_post("/api/soc/toggle", toggle)
     r.add_get("/api/security/alerts", alerts)

@@ -18,7 +18,7 @@ from llm_firewall.detect.normalize import TRIGGER_PATTERNS, View, base_view, der
 from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.detect.rules import STATUSES, Rule, RuleSet, pattern_width, prefilter_regex
 from llm_firewall.domain import SEVERITIES, Finding, TextItem
-from llm_firewall.redact import redact_secrets
+from llm_firewall.redact import MASK, excerpt
 
 EXCERPT_CONTEXT = 40
 EXCERPT_MAX = 200
@@ -35,8 +35,9 @@ class Detector(Protocol):
 
 # Patterns per RE2 set. One set of every exact rule pattern cost ~1 ms per unseen 2 KB (its DFA
 # states are products of all patterns' counters and positions, so fresh text kept building new
-# ones). Sets of loosened patterns reuse their states; 48 a set (4 sets for the shipped 174
-# patterns and the triggers) keeps unseen text cheap while familiar text still costs only a few
+# ones). Sets of loosened patterns reuse their states; 48 a set (4 sets for the 174 patterns
+# this was measured on, 6 for the 268 request patterns and triggers shipped now) keeps unseen
+# text cheap while familiar text still costs only a few
 # native passes. Fewer, larger sets trade the one for the other: on half the evaluation corpus,
 # after the other half warmed the DFAs, 3 / 2 / 1 sets scanned 30 / 40 / 79 % slower, while the
 # bench prompt's set passes went from 14.8 µs to 12.1 / 10.0 / 7.1 (benchmarks/set_groups.py).
@@ -115,7 +116,9 @@ def _apply_overrides(rules: Iterable[Rule], overrides: Mapping[str, Mapping[str,
             continue
         if o.get("enabled", True) is False:
             continue
-        changes = {k: o[k] for k in ("severity", "status") if k in o}
+        changes: dict[str, Any] = {k: o[k] for k in ("severity", "status") if k in o}
+        if "severity" in changes:  # the operator's severity holds for every role
+            changes["severity_by_role"] = ()
         out.append(dataclasses.replace(rule, **changes) if changes else rule)
     return out
 
@@ -138,14 +141,18 @@ def _check_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> None:
                                  f"one of {', '.join(STATUSES)}")
 
 
-def _excerpt(rule: Rule, text: str, span: tuple[int, int]) -> str:
-    start, end = span
-    before = text[max(0, start - EXCERPT_CONTEXT):start]
-    after = text[end:end + EXCERPT_CONTEXT]
-    middle = "[REDACTED]" if rule.threat in _MASKED_THREATS else text[start:end]
-    if len(middle) > EXCERPT_MAX:
-        middle = middle[:EXCERPT_MAX] + "…"
-    return redact_secrets(before + middle + after)
+def _excerpt(rule: Rule, view: View | str, span: tuple[int, int]) -> str:
+    """The alert's snippet, cut from the redacted text (`redact.excerpt`). A reversed view's
+    credentials read backwards: they are found on the text turned back, then the cut is turned
+    again so the snippet still shows what the rule saw."""
+    hide = rule.threat in _MASKED_THREATS
+    if isinstance(view, str) or "reversed" not in view.transforms:
+        text = view if isinstance(view, str) else view.text
+        return excerpt(text, span, context=EXCERPT_CONTEXT, limit=EXCERPT_MAX, hide=hide)
+    n = len(view.text)
+    forward = excerpt(view.text[::-1], (n - span[1], n - span[0]), context=EXCERPT_CONTEXT,
+                      limit=EXCERPT_MAX, hide=hide)
+    return forward[::-1].replace(MASK[::-1], MASK)
 
 
 class Engine:
@@ -189,9 +196,9 @@ class Engine:
             if span is None:
                 continue
             found[rule.id] = Finding(
-                rule_id=rule.id, title=rule.title, threat=rule.threat, severity=rule.severity,
-                role=role, path=path, category=rule.category, transforms=view.transforms,
-                status=rule.status, excerpt=_excerpt(rule, view.text, span), span=span,
+                rule_id=rule.id, title=rule.title, threat=rule.threat,
+                severity=rule.severity_for(role), role=role, path=path, category=rule.category,
+                transforms=view.transforms, status=rule.status, excerpt=_excerpt(rule, view, span), span=span,
             )
         return trig
 

@@ -24,7 +24,7 @@ from operator import xor
 from pathlib import Path
 
 from llm_firewall.domain import Finding
-from llm_firewall.redact import redact_secrets
+from llm_firewall.redact import excerpt
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "learned_pi.json"
 
@@ -280,7 +280,7 @@ class LearnedDetector:
                 role=role,
                 path=path,
                 category="learned",
-                excerpt=redact_secrets(_excerpt(text)),
+                excerpt=_excerpt(text),
                 span=(0, len(text)),
             )
         ]
@@ -297,5 +297,6 @@ def severity_for(p: float) -> str | None:
 
 
 def _excerpt(text: str, limit: int = 120) -> str:
+    """The text's start, whitespace collapsed, cut from the redacted text (`redact.excerpt`)."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return excerpt(flat, (0, len(flat)), context=0, limit=limit - 1)

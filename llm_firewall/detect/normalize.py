@@ -74,6 +74,7 @@ _CONFUSABLES = {
     "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t",
     "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
 }
+CONFUSABLES = _CONFUSABLES  # look-alike → ASCII letter, also read by the canary matcher
 _SKELETON_TABLE = str.maketrans(_CONFUSABLES)
 _CONFUSABLE_RUN_RE = re.compile("[" + "".join(_CONFUSABLES) + "]+")
 _FEW_RUNS = 1000  # above this many runs of confusables, one `translate` of the text is cheaper
@@ -118,8 +119,18 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "leetspeak": r"(?i)[a-z][013457$][a-z]|[a-z]@[a-z]+(?:[^a-z.]|\.[^a-z]|\.?$)"
                  r"|\b[0134][a-z]{2}|(?:^|[^a-z0-9@$])[@$][a-z]{2}|[a-z]{2}[013457]\b",
     "whitespace": r"\s{12,}",
+    # Bad-character noise: control characters (backspace) or pipes inside words, or a word of
+    # five letters or more spelt with a separator after every letter (I-g-n-o-r-e); the view
+    # then also joins the shorter spelt-out words around it (a-l-l).
+    # Instructions spelt in Morse (dots and dashes, "/" between words), braille letters or
+    # an Ascii85 block (<~ ... ~>): decoded so every rule reads the plain instruction.
+    "morse": r"(?:[.-]{1,6}(?: {1,3}/)? {1,3}){12,}[.-]{1,6}",
+    "braille": r"[\x{2801}-\x{28ff}]{3,}",
+    "ascii85": r"<~[!-u\s]{10,}~>",
+    "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
 }
-_DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex")
+_DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
+                   "braille", "ascii85")
 
 
 def _trigger_set() -> tuple[re2.Set, tuple[str, ...]]:
@@ -175,6 +186,12 @@ def base_view(text: str) -> View:
     if folded != stripped:
         transforms.append("nfkc")
     return View(_collapse(folded), tuple(transforms))
+
+
+def dropped_count(text: str) -> int:
+    """How many characters of `text` the base view drops (invisible ones): a window of answer
+    text that the rules read as N characters spans N plus these in the raw text."""
+    return 0 if text.isascii() else len(_INVISIBLE_RE.findall(text))
 
 
 # --- derived views -----------------------------------------------------------------------------
@@ -321,6 +338,42 @@ def _decode_js(text: str) -> str | None:
     return out if out != text else None
 
 
+_MORSE = dict(zip(
+    ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- "
+    "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----. .-.-.- --..-- ..--.."
+    .split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?"))
+_MORSE_RUN_RE = re.compile(r"(?:[.-]{1,6}(?: {1,3}/)? {1,3}){3,}[.-]{1,6}")
+_BRAILLE = dict(zip("\u2801\u2803\u2809\u2819\u2811\u280b\u281b\u2813\u280a\u281a\u2805\u2807"
+                    "\u280d\u281d\u2815\u280f\u281f\u2817\u280e\u281e\u2825\u2827\u283a\u282d"
+                    "\u283d\u2835", "abcdefghijklmnopqrstuvwxyz"))
+_ASCII85_RE = re.compile(r"<~([!-u\s]{10,}?)~>")
+
+
+def _morse_run(m: re.Match[str]) -> str:
+    words = re.split(r"\s*/\s*| {3,}", m.group(0))
+    return " ".join("".join(_MORSE.get(code, "?") for code in w.split()) for w in words)
+
+
+def _decode_morse(text: str) -> str | None:
+    out = _MORSE_RUN_RE.sub(_morse_run, text)
+    return out if out != text else None
+
+
+def _decode_braille(text: str) -> str | None:
+    out = "".join(_BRAILLE.get(c, c) for c in text)
+    return out if out != text else None
+
+
+def _decode_ascii85(text: str) -> str | None:
+    def run(m: re.Match[str]) -> str:
+        try:
+            return base64.a85decode(m.group(0), adobe=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return m.group(0)
+    out = _ASCII85_RE.sub(run, text)
+    return out if out != text else None
+
+
 _DECODERS = {
     "url": _decode_url,
     "html_entities": _decode_html,
@@ -328,6 +381,9 @@ _DECODERS = {
     "base64": _decode_base64,
     "base32": _decode_base32,
     "hex": _decode_hex,
+    "morse": _decode_morse,
+    "braille": _decode_braille,
+    "ascii85": _decode_ascii85,
 }
 
 
@@ -385,6 +441,32 @@ def _leet(text: str) -> str | None:
     return b"".join(pieces).decode("utf-8", "surrogatepass")
 
 
+_NOISE_IN_WORD_RE = re.compile(r"(?<=[^\W\d_])[|\x00-\x08\x0e-\x1f\x7f]{1,3}(?=[^\W\d_])")
+_SPELT_OUT_RE = re.compile(r"\b[^\W\d_](?:[.*_-][^\W\d_]){2,}\b")
+_SPELT_SEP_RE = re.compile(r"[.*_-]")
+
+
+def _denoise(text: str) -> str | None:
+    """Noise characters inside words removed, and letter-by-letter spellings joined."""
+    out = _NOISE_IN_WORD_RE.sub("", text)
+    out = _SPELT_OUT_RE.sub(lambda m: _SPELT_SEP_RE.sub("", m.group(0)), out)
+    return out if out != text else None
+
+
+# Combining marks stacked on letters ("zalgo" text): two or more in a row is never spelling.
+_STACKED_MARKS_RE2 = re2.compile("[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}")
+
+
+def _strip_marks(text: str) -> str | None:
+    """Every mark (combining or enclosing) dropped after NFD, when marks are stacked as in
+    zalgo text."""
+    if search_bytes(_STACKED_MARKS_RE2, text.encode("utf-8", "surrogatepass")) is None:
+        return None
+    out = "".join(c for c in unicodedata.normalize("NFD", text)
+                  if not unicodedata.category(c).startswith("M"))
+    return out if out != text else None
+
+
 def _hidden_tags(text: str) -> str | None:
     if not _TAG_CHAR_RE.search(text):
         return None
@@ -436,8 +518,11 @@ def derived_views(
         if hidden is not None:
             add(hidden, ("unicode_tags",))
         add(_skeleton(base.text), base.transforms + ("confusables",))
+        add(_strip_marks(base.text), base.transforms + ("combining_marks",))
     if "whitespace" in hints:
         add(_collapse(base.text), base.transforms + ("whitespace",))
+    if "noise" in hints:
+        add(_denoise(base.text), base.transforms + ("noise",))
     if "leetspeak" in hints:
         add(_leet(base.text), base.transforms + ("leetspeak",))
     if "reversed" in hints:

@@ -21,16 +21,16 @@ from __future__ import annotations
 import re
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import re2
 import yaml
 
 from llm_firewall.detect.normalize import views
-from llm_firewall.detect.re2raw import Lead, found, iter_spans, search_bytes, search_span
+from llm_firewall.detect.re2raw import Lead, iter_spans, search_bytes, search_span
 from llm_firewall.domain import SEVERITIES, THREATS
 
 DIRECTIONS = ("request", "response", "both")
@@ -38,13 +38,13 @@ STATUSES = ("stable", "experimental")
 ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description",
          "prompt", "input", "instructions", "embedding", "response")
 RESPONSE_MAX_WIDTH = 256
-EXCLUDE_CONTEXT = 64  # characters either side of a match that `exclude` patterns look at
+EXCLUDE_CONTEXT = 64  # characters before a match (within its sentence) that `exclude` may use
 MAX_MATCHES_TRIED = 8  # per pattern, when excludes or validators discard matches
 STREAM_ANCHOR_MAX_WIDTH = 64
 
 _RULE_KEYS = {"id", "title", "description", "threat", "severity", "category", "status",
               "applies_to", "match", "exclude", "validate", "falsepositives", "tests",
-              "references", "tags", "precision", "author", "stream_anchor"}
+              "references", "tags", "precision", "author", "stream_anchor", "severity_by_role"}
 _REQUIRED = ("id", "title", "threat", "severity", "category", "match", "falsepositives", "tests")
 _ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$")
 _CATEGORY_RE = re.compile(r"^[a-z0-9_]+$")
@@ -115,6 +115,27 @@ class Pattern:
     lead: Lead | None = field(default=None, compare=False, repr=False)  # see `literal_lead`
 
 
+# Where a sentence ends: an exclusion in another sentence explains nothing about this match.
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f]+(?=\s|$)|[\u3002\uff01\uff1f]|\n")
+
+
+def explained(excludes: Iterable[Pattern], text: str, start: int, end: int) -> bool:
+    """True when an `exclude` match explains the rule's match at `text[start:end]`.
+
+    An exclusion clears only the span it explains: its own match must overlap the rule's
+    match, or lead up to it within the same sentence (at most EXCLUDE_CONTEXT characters
+    before it). An exclusion elsewhere in the text, or after the match, clears nothing, so
+    "Ignore all previous instructions. How do I ignore errors in Python?" is still an
+    override: the benign question does not launder the attack in front of it.
+    """
+    lo = max(0, start - EXCLUDE_CONTEXT)
+    for m in _SENTENCE_END.finditer(text, lo, start):
+        lo = m.end()
+    window = text[lo:end + EXCLUDE_CONTEXT]
+    limit = end - lo  # an exclusion must begin before the rule's match ends
+    return any(next(iter_spans(x.regex, window), (limit, 0))[0] < limit for x in excludes)
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -139,6 +160,15 @@ class Rule:
     file: str = ""
     line: int | None = None
     stream_anchor: Pattern | None = None
+    severity_by_role: tuple[tuple[str, str], ...] = ()
+
+    def severity_for(self, role: str) -> str:
+        """The rule's severity for text from `role`: an instruction addressed to the assistant
+        is the request itself in a user's message, and an attack inside a tool result."""
+        for name, severity in self.severity_by_role:
+            if name == role:
+                return severity
+        return self.severity
 
     def applies(self, direction: str) -> bool:
         return self.direction == "both" or self.direction == direction
@@ -182,10 +212,8 @@ class Rule:
                     break
                 if check is not None and not check(text[start:end]):
                     continue
-                if self.exclude:
-                    window = text[max(0, start - EXCLUDE_CONTEXT):end + EXCLUDE_CONTEXT]
-                    if any(found(x.regex, window) for x in self.exclude):
-                        continue
+                if self.exclude and explained(self.exclude, text, start, end):
+                    continue
                 yield start, end
 
     def own_test_failures(self) -> list[tuple[str, int, str]]:
@@ -569,6 +597,24 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         roles = got_roles
     max_width = RESPONSE_MAX_WIDTH if direction in ("response", "both") else None
 
+    by_role: list[tuple[str, str]] = []
+    raw_by_role = raw.get("severity_by_role")
+    if raw_by_role is not None:
+        if not isinstance(raw_by_role, dict) or not raw_by_role:
+            err(["severity_by_role"], "must be a mapping of role name to severity")
+        else:
+            for role, sev in raw_by_role.items():
+                if role not in ROLES:
+                    err(["severity_by_role", str(role)], f"{role!r} is not one of {', '.join(ROLES)}")
+                elif roles and role not in roles:
+                    err(["severity_by_role", str(role)],
+                        f"{role!r} is not in applies_to.roles, so the rule never sees it")
+                elif sev not in SEVERITIES:
+                    err(["severity_by_role", str(role)],
+                        f"{sev!r} is not one of {', '.join(SEVERITIES)}")
+                else:
+                    by_role.append((role, sev))
+
     def patterns(value: Any, rel: list[str | int], width: int | None) -> tuple[Pattern, ...]:
         out: list[Pattern] = []
         if not isinstance(value, list) or not value:
@@ -683,18 +729,26 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
         tests_match=t_match or (), tests_no_match=t_no or (), references=refs or (),
         tags=tags or (), precision=float(precision) if precision is not None else None,
         description=raw.get("description", ""), file=ctx.file, line=ctx.line(base),
-        stream_anchor=anchor,
+        stream_anchor=anchor, severity_by_role=tuple(by_role),
     )
     for key, index, message in rule.own_test_failures():
         err(["tests", key, index], message)
     return None if len(ctx.errors) > before else rule
 
 
-def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
+class _Disable(NamedTuple):
+    """A `disable:` entry of a rules file: a rule id switched off by a later rules directory."""
+
+    id: str
+    file: str
+    line: int | None
+
+
+def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError], list[_Disable]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [RuleError(display, None, None, None, f"cannot read: {exc}")]
+        return [], [RuleError(display, None, None, None, f"cannot read: {exc}")], []
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -702,23 +756,29 @@ def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        return [], [RuleError(display, None, None, line, f"invalid YAML: {problem}")]
+        return [], [RuleError(display, None, None, line, f"invalid YAML: {problem}")], []
     ctx = _Ctx(display, root)
     if root is not None:
         _duplicate_keys(root, ctx)
     if ctx.errors:
-        return [], ctx.errors
+        return [], ctx.errors, []
     entries: list[tuple[Any, list[str | int]]] = []
+    disabled: list[_Disable] = []
     if data is None:
-        return [], []
-    if isinstance(data, dict) and "rules" in data:
-        extra = [k for k in data if k != "rules"]
+        return [], [], []
+    if isinstance(data, dict) and ("rules" in data or "disable" in data):
+        extra = [k for k in data if k not in ("rules", "disable")]
         for k in extra:
-            ctx.error(None, [], [str(k)], "unknown top-level key (a file holds one rule or rules:)")
-        if not isinstance(data["rules"], list):
+            ctx.error(None, [], [str(k)], "unknown top-level key (a file holds one rule, rules: or disable:)")
+        ids = _str_list(data.get("disable", []), allow_empty=True)
+        if ids is None:
+            ctx.error(None, [], ["disable"], "must be a list of rule ids")
+        else:
+            disabled = [_Disable(rid, display, ctx.line(["disable", i])) for i, rid in enumerate(ids)]
+        if not isinstance(data.get("rules", []), list):
             ctx.error(None, [], ["rules"], "must be a list of rules")
         else:
-            entries = [(r, ["rules", i]) for i, r in enumerate(data["rules"])]
+            entries = [(r, ["rules", i]) for i, r in enumerate(data.get("rules", []))]
     elif isinstance(data, dict):
         entries = [(data, [])]
     elif isinstance(data, list):
@@ -730,7 +790,7 @@ def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError]]:
         rule = _parse_rule(raw, base, ctx)
         if rule is not None:
             rules.append(rule)
-    return rules, ctx.errors
+    return rules, ctx.errors, disabled
 
 
 def _files(path: Path) -> list[Path]:
@@ -747,15 +807,22 @@ def _display(p: Path) -> str:
 
 
 def _parse_all(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], list[RuleError]]:
+    rules, errors, _ = _parse_layer(path, stop_at_first=stop_at_first)
+    return rules, errors
+
+
+def _parse_layer(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], list[RuleError], list[_Disable]]:
     root = Path(path)
     if not root.exists():
-        return [], [RuleError(str(root), None, None, None, "no such file or directory")]
+        return [], [RuleError(str(root), None, None, None, "no such file or directory")], []
     rules: list[Rule] = []
     errors: list[RuleError] = []
+    disabled: list[_Disable] = []
     seen: dict[str, Rule] = {}
     for file in _files(root):
-        got, errs = _parse_file(file, _display(file))
+        got, errs, off = _parse_file(file, _display(file))
         errors.extend(errs)
+        disabled.extend(off)
         for rule in got:
             if rule.id in seen:
                 first = seen[rule.id]
@@ -767,7 +834,7 @@ def _parse_all(path: str | Path, *, stop_at_first: bool) -> tuple[list[Rule], li
             rules.append(rule)
         if errors and stop_at_first:
             break
-    return rules, errors
+    return rules, errors, disabled
 
 
 def parse_rules(path: str | Path) -> tuple[list[Rule], list[RuleError]]:
@@ -781,6 +848,25 @@ def load_rules(path: str | Path) -> RuleSet:
     if errors:
         raise errors[0]
     return RuleSet(tuple(rules))
+
+
+def load_rule_layers(paths: Sequence[str | Path]) -> RuleSet:
+    """The rules of several directories, each layered on the ones before it, as fail2ban's
+    `.local` files and CRS's exclusion files work: a later directory adds rules, replaces a rule
+    by using its id, or switches rules off with `disable: [ids]`. The shipped directory comes
+    first and is never edited. Raises RuleError on the first error (an unknown id to disable
+    is one: a typo must not leave a rule on silently)."""
+    merged: dict[str, Rule] = {}
+    for path in paths:
+        rules, errors, disabled = _parse_layer(path, stop_at_first=True)
+        if errors:
+            raise errors[0]
+        for rule in rules:
+            merged[rule.id] = rule  # a known id keeps its place; a new one goes last
+        for off in disabled:
+            if merged.pop(off.id, None) is None:
+                raise RuleError(off.file, off.id, "disable", off.line, "no rule with this id to disable")
+    return RuleSet(tuple(merged.values()))
 
 
 def lint_rules(path: str | Path) -> list[RuleError]:

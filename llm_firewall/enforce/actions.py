@@ -18,9 +18,9 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import is_allowlisted, subject_for, subjects
+from llm_firewall.enforce.identity import anchor_of, is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
-from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for
+from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for, strike_subject
 from llm_firewall.policy.model import Action, Policy, RateLimit
 
 log = logging.getLogger(__name__)
@@ -211,13 +211,14 @@ class Enforcer:
                 ladder_key = f"monitor:{ladder.ladder_id}" if monitor else ladder.ladder_id
                 if not await self.store.claim(f"strike:{alert_id}:{ladder_key}", CLAIM_TTL_S, now):
                     continue  # this alert already counted
-                strikes = await self.store.add_strike(ladder_key, subj, now, ladder.within_s)
-                level = await self.store.get_level(ladder_key, subj, now)
+                counted = strike_subject(ladder, identity, subj)
+                strikes = await self.store.add_strike(ladder_key, counted, now, ladder.within_s)
+                level = await self.store.get_level(ladder_key, counted, now)
                 action = escalation_step(ladder, strikes, level, subj)
                 if action is None:
                     continue
-                await self.store.clear_strikes(ladder_key, subj)
-                await self.store.set_level(ladder_key, subj, action.params["level"], now + ladder.reset_after_s)
+                await self.store.clear_strikes(ladder_key, counted)
+                await self.store.set_level(ladder_key, counted, action.params["level"], now + ladder.reset_after_s)
                 out.append(action)
         return out
 
@@ -268,7 +269,13 @@ class Enforcer:
                 return {"status": "skipped", "error": "no subject"}
             duration = p.get("duration_s")
             expires = None if duration is None else now + float(duration)
-            await self.store.add_sanction(Sanction(kind, str(key), reason, now, expires, int(p.get("level", 0)), alert_id))
+            level = int(p.get("level", 0))
+            await self.store.add_sanction(Sanction(kind, str(key), reason, now, expires, level, alert_id))
+            anchor = identity.anchor_for(kind)
+            if anchor is not None and anchor != key and str(key).endswith(anchor[1:]):
+                # A scoped id: recorded on its key or address too, which naming another id keeps.
+                await self.store.add_sanction(Sanction(kind, anchor, reason, now, expires, level, alert_id))
+                return {"sanction": kind, "key": key, "anchor": anchor, "expires_at": expires}
             return {"sanction": kind, "key": key, "expires_at": expires}
         if action.kind == "rate_limit":
             until = now + float(p.get("duration_s", 3600.0))
@@ -314,8 +321,12 @@ class Enforcer:
         return await self._request_approval(action, identity, alert_id, policy)
 
     async def release(self, kind: str, key: str, by: str) -> bool:
-        """Lift a sanction (DELETE /api/blocks/{kind}/{key}); audited with who did it."""
+        """Lift a sanction (DELETE /api/blocks/{kind}/{key}); audited with who did it. Lifting a
+        scoped user or session (``bob@203.0.113.9``) lifts its key's or address's record too."""
         removed = await self.store.remove_sanction(kind, key)
+        anchor = anchor_of(kind, key)
+        if removed and anchor is not None:
+            await self.store.remove_sanction(kind, anchor)
         await self.audit.append("sanction_released", {"kind": kind, "key": key, "by": by, "removed": removed})
         return removed
 

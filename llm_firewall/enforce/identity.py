@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, Union
 
-from llm_firewall.domain import Identity
+from llm_firewall.domain import FORWARDED_HEADERS, Identity
 from llm_firewall.redact import key_fingerprint
 
 if TYPE_CHECKING:
@@ -68,19 +68,26 @@ def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
     return [v for k, v in headers.items() if k.lower() == lower]
 
 
-def _forwarded_hops(headers: Mapping[str, str]) -> list[str]:
-    """Hops from `Forwarded: for=...` (RFC 7239) when present, else X-Forwarded-For."""
+DEFAULT_FORWARDED_HEADER = FORWARDED_HEADERS[0]  # X-Forwarded-For
+
+
+def _hops(value: str, header: str) -> list[str]:
+    """The hops of the believed header's (joined) value, left to right.
+
+    `Forwarded` (RFC 7239): one element per hop, its `for=` parameter the address; an element
+    without one is an unknown hop (it stops the walk). The others: comma-separated addresses."""
+    if header != "forwarded":
+        return [part for part in value.split(",") if part.strip()]
     hops: list[str] = []
-    for value in _header_values(headers, "forwarded"):
-        for element in value.split(","):
-            for pair in element.split(";"):
-                key, _, val = pair.partition("=")
-                if key.strip().lower() == "for":
-                    hops.append(val)
-    if hops:
-        return hops
-    for value in _header_values(headers, "x-forwarded-for"):
-        hops.extend(part for part in value.split(",") if part.strip())
+    for element in value.split(","):
+        if not element.strip():
+            continue
+        found = ""
+        for pair in element.split(";"):
+            key, _, val = pair.partition("=")
+            if key.strip().lower() == "for":
+                found = val
+        hops.append(found)
     return hops
 
 
@@ -102,10 +109,11 @@ class Trust:
     with integer masks instead of building `ipaddress` objects: forwarding hops are almost
     always such quads, and this runs on every request."""
 
-    __slots__ = ("networks", "_v4", "_peers")
+    __slots__ = ("networks", "header", "_v4", "_peers")
 
-    def __init__(self, networks: Sequence[Network]) -> None:
+    def __init__(self, networks: Sequence[Network], header: str = DEFAULT_FORWARDED_HEADER) -> None:
         self.networks = tuple(networks)
+        self.header = header  # the one forwarding header believed (lower case)
         self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
         # Peers (the load balancers in front of us, or direct clients) recur: remembered, bounded.
         self._peers: dict[str, tuple[str, bool] | None] = {}
@@ -137,9 +145,9 @@ class Trust:
 
 
 @lru_cache(maxsize=64)
-def trust_of(networks: tuple[Network, ...]) -> Trust:
-    """One `Trust` per distinct set of networks (they come from settings and policies: few)."""
-    return Trust(networks)
+def trust_of(networks: tuple[Network, ...], header: str = DEFAULT_FORWARDED_HEADER) -> Trust:
+    """One `Trust` per distinct set of networks and header (from settings and policies: few)."""
+    return Trust(networks, header)
 
 
 # Forwarding headers longer than this (together) are walked on every request instead of being
@@ -148,26 +156,26 @@ CACHED_HOPS_CHARS = 512
 
 
 def client_ip(peer: str, headers: Mapping[str, str], trusted_proxies: Sequence[Network] | Trust) -> str:
-    """The client's address (see `_walk_hops`); cached, since the same hops recur constantly."""
+    """The client's address (see `_walk_hops`); cached, since the same hops recur constantly.
+
+    Only the header the `Trust` names is read; several instances of it are one list, in order
+    (RFC 9110 §5.3), as aiohttp keeps them."""
     trust = trusted_proxies if isinstance(trusted_proxies, Trust) else trust_of(tuple(trusted_proxies))
     getall = getattr(headers, "getall", None)
-    if getall is not None:
-        fwd = ",".join(getall("forwarded", ()))
-        xff = ",".join(getall("x-forwarded-for", ()))
-    else:
-        fwd = ",".join(_header_values(headers, "forwarded"))
-        xff = ",".join(_header_values(headers, "x-forwarded-for"))
-    if len(fwd) + len(xff) > CACHED_HOPS_CHARS:  # written by clients: long chains are not kept
-        return _walk_hops(peer, fwd, xff, trust)
-    return _client_ip(peer, fwd, xff, trust)
+    values = getall(trust.header, ()) if getall is not None else _header_values(headers, trust.header)
+    value = values[0] if len(values) == 1 else ",".join(values)
+    if len(value) > CACHED_HOPS_CHARS:  # written by clients: long chains are not kept
+        return _walk_hops(peer, value, trust)
+    return _client_ip(peer, value, trust)
 
 
-def _walk_hops(peer: str, fwd: str, xff: str, trust: Trust) -> str:
+def _walk_hops(peer: str, value: str, trust: Trust) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy.
 
-    Then the forwarding chain is walked right to left (nearest hop first), skipping trusted
-    proxies; the first untrusted address is the client. A malformed hop stops the walk at the
-    last address a trusted proxy vouched for.
+    Then the believed header's hops are walked right to left (nearest first), skipping trusted
+    proxies; the first untrusted address is the client. A hop that is no address stops the walk
+    at the last address a trusted proxy vouched for: never a value further left, which only the
+    client wrote.
     """
     found = trust.resolve_peer(peer or "")
     if found is None:
@@ -175,14 +183,13 @@ def _walk_hops(peer: str, fwd: str, xff: str, trust: Trust) -> str:
     current, trusted = found
     if not trusted:
         return current
-    if not fwd and "," not in xff:  # one X-Forwarded-For hop or none: the usual case
-        if xff.strip():
-            found = trust.resolve(xff)
+    if "," not in value and trust.header != "forwarded":  # one hop or none: the usual case
+        if value.strip():
+            found = trust.resolve(value)
             if found is not None:
                 return found[0]
         return current
-    headers = {k: v for k, v in (("forwarded", fwd), ("x-forwarded-for", xff)) if v}
-    for hop in reversed(_forwarded_hops(headers)):
+    for hop in reversed(_hops(value, trust.header)):
         found = trust.resolve(hop)
         if found is None:
             break
@@ -226,38 +233,80 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
 
 
 def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
-             trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None) -> Identity:
+             trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None,
+             forwarded_header: str = DEFAULT_FORWARDED_HEADER, keys_checked: bool = True) -> Identity:
     """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's.
 
     `trust`, when given, is that union already prepared (see `trust_for`): the gateway keeps
-    one per policy instead of rebuilding it on every request."""
+    one per policy instead of rebuilding it on every request. User, session and agent ids the
+    client names are scoped to its key, else its address (see `Identity`); only the policy's
+    `trusted_user` header, arriving from a trusted proxy, names a user alone. A key scopes only
+    when the upstream checks it (`keys_checked`): a key nobody checks is one more claim."""
     if trust is None:
-        trust = trust_for(trusted_proxies, policy_identity)
+        trust = trust_for(trusted_proxies, policy_identity, forwarded_header)
     key = api_key_of(headers)
+    key_hash = key_fingerprint(key) if key else None
+    ip = client_ip(peer, headers, trust)
+    scope = key_hash if key_hash and keys_checked else ip
+    user = None
+    if policy_identity.trusted_user_header is not None:
+        via = trust.resolve_peer(peer or "")
+        if via is not None and via[1]:  # written by the gateway, not by a client
+            user = _clean_id(_first(headers, policy_identity.trusted_user_header))
     return Identity(
-        ip=client_ip(peer, headers, trust),
-        api_key_hash=key_fingerprint(key) if key else None,
-        user=_clean_id(_first(headers, policy_identity.user_header)),
-        session=_clean_id(_first(headers, policy_identity.session_header)),
-        agent=_clean_id(_first(headers, policy_identity.agent_header)),
+        ip=ip,
+        api_key_hash=key_hash,
+        user=user or _scoped(_clean_id(_first(headers, policy_identity.user_header)), scope),
+        session=_scoped(_clean_id(_first(headers, policy_identity.session_header)), scope),
+        agent=_scoped(_clean_id(_first(headers, policy_identity.agent_header)), scope),
+        scope=scope,
+        user_bound=user is not None,
     )
 
 
-def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConfig") -> Trust:
-    """The proxies trusted for a request: the deployment's plus the policy's."""
-    return trust_of(tuple(trusted_proxies) + _networks(tuple(policy_identity.trusted_proxies)))
+def _scoped(value: str | None, scope: str) -> str | None:
+    return None if value is None else f"{value}@{scope}"
+
+
+def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConfig",
+              forwarded_header: str = DEFAULT_FORWARDED_HEADER) -> Trust:
+    """The proxies trusted for a request (the deployment's plus the policy's) and the one
+    forwarding header believed from them (the policy's, else the deployment's)."""
+    return trust_of(tuple(trusted_proxies) + _networks(tuple(policy_identity.trusted_proxies)),
+                    policy_identity.forwarded_header or forwarded_header)
 
 
 def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
-    """True when the client IP is in an allowlisted range or the user matches a pattern."""
+    """True when the client IP is in an allowlisted range or the user matches a pattern; only a
+    user vouched for (a trusted gateway's, or the firewall's own) can match: anyone can name one."""
     allow = policy.allowlist
     if allow.ips:
         addr = _parse_addr(identity.ip)
         if addr is not None and _trusted(addr, _networks(tuple(allow.ips))):
             return True
-    if allow.users and identity.user:
+    if allow.users and identity.user and (identity.scope is None or identity.user_bound):  # never a named id
         return any(fnmatch.fnmatchcase(identity.user, pattern) for pattern in allow.users)
     return False
+
+
+def anchor_of(kind: str, key: str) -> str | None:
+    """The key-or-address record (``*@203.0.113.9``) kept beside a scoped user, session or agent
+    sanction (``bob@203.0.113.9``); None for other kinds and for anchors themselves."""
+    if kind not in ("user", "session", "agent") or key.startswith("*@") or "@" not in key:
+        return None
+    return "*@" + key.rsplit("@", 1)[1]
+
+
+def describe(kind: str, key: str) -> str:
+    """A sanction's subject for people: 'user bob@203.0.113.9', 'user bob (key …1a2b)',
+    'every session from 203.0.113.9'."""
+    name, at, scope = key.rpartition("@")
+    if kind not in ("user", "session", "agent") or not at:
+        return f"{kind} {key}"
+    where = f"key …{scope[-4:]}" if scope.startswith("key:") else scope
+    if name == "*":
+        return f"every {kind} from {where}"
+    return f"{kind} {name} ({where})" if scope.startswith("key:") else f"{kind} {key}"
 
 
 def subject(kind: str, value: str) -> str:
@@ -284,6 +333,17 @@ def subject_for(identity: Identity, key: str) -> str:
     if identity.api_key_hash:
         return subject("key", identity.api_key_hash)
     return subject("ip", identity.ip)
+
+
+def override_subject(identity: Identity, key: str) -> str:
+    """Where a rate limit imposed after an offence lands: `subject_for`, unless that is an id
+    the client merely names (scoped): then its scope (key or address), so naming another id
+    (or none) does not shed the limit."""
+    subj = subject_for(identity, key)
+    if identity.scope is not None and (subj.startswith(("session:", "agent:"))
+                                       or (subj.startswith("user:") and not identity.user_bound)):
+        return subject("key", identity.scope) if identity.scope == identity.api_key_hash else subject("ip", identity.ip)
+    return subj
 
 
 def subjects(identity: Identity) -> list[str]:

@@ -28,7 +28,7 @@ from cachetools import LRUCache
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.buckets import Buckets
-from llm_firewall.enforce.state import SANCTION_KINDS, Approval, RateResult, Sanction
+from llm_firewall.enforce.state import Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,7 @@ class MemoryStore:
     def active_sanction_now(self, identity: Identity, now: float) -> Sanction | None:
         if not self._sanctions:  # the common case: nobody is sanctioned
             return None
-        keys = identity.keys()
-        for kind in SANCTION_KINDS:
-            value = keys.get(kind)
-            if value is None:
-                continue
+        for kind, value in identity.sanction_keys():
             s = self._sanctions.get((kind, value))
             if s is not None and s.active(now):
                 return s

@@ -44,8 +44,7 @@ from redis.exceptions import RedisError
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import subjects
 from llm_firewall.enforce.resp import ScriptClient
-from llm_firewall.enforce.state import (StoreUnavailable, SANCTION_KINDS, Approval, QuickCheck, RateResult,
-                                        Sanction)
+from llm_firewall.enforce.state import Approval, QuickCheck, RateResult, Sanction, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -407,8 +406,7 @@ class RedisStore:
     def _lookup_keys(self, identity: Identity) -> tuple[list[tuple[str, str]], list[str], list[str]]:
         """An identity's (kind, key) sanction keys in checking order, its subjects, and the
         lookup script's KEYS for them."""
-        keys = identity.keys()
-        order = [(kind, keys[kind]) for kind in SANCTION_KINDS if keys.get(kind) is not None]
+        order = identity.sanction_keys()
         subs = subjects(identity)
         return order, subs, [*(self._k("s", kind, value) for kind, value in order), self._k("s", "ranges"),
                              *(self._k("ov", subj) for subj in subs)]

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
-from llm_firewall.enforce.identity import is_allowlisted, subject_for
+from llm_firewall.enforce.identity import is_allowlisted, override_subject
 from llm_firewall.policy.model import Action, Escalation, Policy, ResponseRule
 
-__all__ = ["Action", "Decision", "decide", "escalation_step", "ladder_duration", "ladder_subject", "ladders_for"]
+__all__ = ["Action", "Decision", "decide", "escalation_step", "ladder_duration", "ladder_subject", "ladders_for",
+           "strike_subject"]
 
 LOG = Action("log", {})
 # Action kind -> the identity field it is aimed at (None: the request itself).
@@ -25,6 +26,8 @@ _TARGET = {
     "suspend_user": "user",
     "isolate_agent": "agent",  # falls back to the API key
 }
+# Actions that sanction a user or session (ended sessions, suspensions), as opposed to marking one.
+_SANCTIONED = frozenset({"terminate_session", "suspend_user"})
 
 
 @dataclass
@@ -84,15 +87,21 @@ def _matches(rule: ResponseRule, f: Finding, fp: float) -> bool:
 
 
 def _aim(action: Action, identity: Identity) -> Action | None:
-    """Bind an action to the identity it concerns; None when the identity lacks that field."""
+    """Bind an action to the identity it concerns; None when the identity lacks that field.
+
+    Every sanction lands on a subject the client cannot choose: a user or session it merely
+    names is scoped to its key or address (see `Identity`), and a caller that names none is
+    suspended (or its sessions ended) by that key or address itself."""
     if action.kind == "rate_limit":
-        return replace(action, subject=subject_for(identity, action.params.get("key", "client")))
+        return replace(action, subject=override_subject(identity, action.params.get("key", "client")))
     target = _TARGET.get(action.kind)
     if target is None:
         return action
     value = getattr(identity, target)
     if value is None and action.kind == "isolate_agent":
         value = identity.api_key_hash
+    if value is None and action.kind in _SANCTIONED:
+        value = identity.anchor_for(target)
     return replace(action, subject=value) if value else None
 
 
@@ -180,6 +189,14 @@ def ladder_subject(ladder: Escalation, identity: Identity) -> str | None:
     """The identity value a ladder's sanction is aimed at (the user for suspend_user, ...)."""
     aimed = _aim(Action(ladder.do, {}), identity)
     return aimed.subject if aimed else None
+
+
+def strike_subject(ladder: Escalation, identity: Identity, subject: str) -> str:
+    """Whom a ladder's strikes count against: the key or address behind a scoped user or session
+    (so naming a new id for each offence still climbs the ladder), else `subject` itself."""
+    target = _TARGET.get(ladder.do)
+    anchor = identity.anchor_for(target) if target else None
+    return anchor or subject
 
 
 # The longest timed sanction, whatever the level: a ladder capped at `permanent` keeps doubling,

@@ -21,8 +21,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from llm_firewall.domain import SEVERITIES, SEVERITY_RANK, THREATS
+from llm_firewall.domain import FORWARDED_HEADERS, SEVERITIES, SEVERITY_RANK, THREATS
 from llm_firewall.durations import DEFAULT_DURATIONS, PERMANENT, parse_seconds
+from llm_firewall.proxy.target import parse_passthrough
 
 PRESETS: tuple[str, ...] = ("production", "development", "medical", "financial")
 DEFAULT_PRESET = "production"
@@ -87,6 +88,12 @@ class IdentityConfig:
     session_header: str = "x-session-id"
     agent_header: str = "x-agent-id"
     trusted_proxies: tuple[str, ...] = ()
+    # The one forwarding header believed from trusted proxies (lower case); None: the deployment's
+    # (LLM_FIREWALL_FORWARDED_HEADER, default X-Forwarded-For).
+    forwarded_header: str | None = None
+    # A gateway's header naming an authenticated user, believed only from a trusted proxy: such a
+    # user is held alone, not scoped to the caller's key or address.
+    trusted_user_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,9 @@ class Policy:
     # Other services' logs the SOC tails and runs the request rules on (like fail2ban):
     # ({"path", "format": json|combined|common, "ban": action spec}, ...)
     scan_logs: tuple[Mapping[str, Any], ...] = ()
+    # /v1 endpoints forwarded besides the known ones, as "METHOD path" (a POST's JSON body is
+    # inspected by a walk of every string in it; other methods may carry no body).
+    passthrough_endpoints: tuple[str, ...] = ()
     description: str = ""
     source_path: str = ""
     sha256: str = ""
@@ -458,7 +468,7 @@ _TOP_KEYS = frozenset({
     "name", "extends", "description", "mode", "security_mode", "identity", "allowlist",
     "rule_overrides", "rate_limits", "responses", "escalations", "approval_required",
     "block_severity", "fp_thresholds", "fail_modes", "token_budgets", "response_action",
-    "allow_security_mode_header", "canary", "notify_targets", "scan_logs",
+    "allow_security_mode_header", "canary", "notify_targets", "scan_logs", "passthrough_endpoints",
 })
 _SCAN_LOG_KEYS = frozenset({"path", "format", "ban"})
 LOG_FORMATS = ("json", "combined", "common")
@@ -490,15 +500,26 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
 
     # identity
     raw, where = get("identity", {})
-    ident = v.mapping(raw, where, "identity", {"user", "session", "agent", "trusted_proxies"})
+    ident = v.mapping(raw, where, "identity", {"user", "session", "agent", "trusted_proxies", "forwarded_header",
+                                               "trusted_user"})
     headers = {}
     for key, default in (("user", "x-user-id"), ("session", "x-session-id"), ("agent", "x-agent-id")):
         value = ident.get(key, f"header:{default}")
         if not isinstance(value, str) or not re.fullmatch(r"header:[A-Za-z0-9-]{1,64}", value):
             raise v.fail(loc(ident, key), f"identity.{key}", f"expected 'header:<header-name>', got {value!r}")
         headers[key] = value.split(":", 1)[1].lower()
+    gateway_user = ident.get("trusted_user")
+    if gateway_user is not None:
+        if not isinstance(gateway_user, str) or not re.fullmatch(r"header:[A-Za-z0-9-]{1,64}", gateway_user):
+            raise v.fail(loc(ident, "trusted_user"), "identity.trusted_user",
+                         f"expected 'header:<header-name>', got {gateway_user!r}")
+        gateway_user = gateway_user.split(":", 1)[1].lower()
+    forwarded = ident.get("forwarded_header")
+    if forwarded is not None:
+        forwarded = v.choice(str(forwarded).lower(), loc(ident, "forwarded_header"), "identity.forwarded_header",
+                             FORWARDED_HEADERS)
     proxies = _cidrs(v, ident.get("trusted_proxies", []), loc(ident, "trusted_proxies"), "identity.trusted_proxies")
-    identity = IdentityConfig(headers["user"], headers["session"], headers["agent"], proxies)
+    identity = IdentityConfig(headers["user"], headers["session"], headers["agent"], proxies, forwarded, gateway_user)
 
     raw, where = get("allowlist", {})
     allow = v.mapping(raw, where, "allowlist", {"ips", "users"})
@@ -589,6 +610,14 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
             entry["ban"] = _plain(item["ban"])
         scan_logs.append(entry)
 
+    raw, where = get("passthrough_endpoints", [])
+    passthrough = v.str_list(raw, where, "passthrough_endpoints")
+    for i, entry in enumerate(passthrough):
+        try:
+            parse_passthrough(entry)
+        except ValueError as exc:
+            raise v.fail(loc(raw, i) or where, f"passthrough_endpoints[{i}]", str(exc)) from None
+
     raw, where = get("token_budgets", {})
     tb_in = v.mapping(raw, where, "token_budgets", {"user", "key"})
     token_budgets = {
@@ -603,6 +632,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
         token_budgets=token_budgets, response_action=response_action,
         allow_security_mode_header=allow_header, canary=canary,
         notify_targets=notify_targets, description=description.strip(), scan_logs=tuple(scan_logs),
+        passthrough_endpoints=passthrough,
         source_path=source, sha256=digest,
     )
 

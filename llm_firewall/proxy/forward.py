@@ -1,12 +1,13 @@
-"""Talking to the upstream: target hygiene, header hygiene, timeouts.
+"""Talking to the upstream: header hygiene, credentials, transport, timeouts.
 
-The firewall only ever calls the one configured upstream. A request target that could steer it
-elsewhere (absolute-form, `//host`, dot segments in any encoding) is refused before routing.
+The firewall only ever calls the one configured upstream, with a request target decided by
+`proxy.target.resolve` (the only place that reads the client's target).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Mapping
@@ -17,9 +18,8 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from llm_firewall.config import Timeouts, UpstreamTransport
-from llm_firewall.proxy.http1 import Http1Pool, Http1Response
-
-ALLOWED_METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
+from llm_firewall.proxy.http1 import Http1Pool, Http1Response, UnsafeRequestError
+from llm_firewall.proxy.target import BASE_PATH
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus those the firewall recomputes itself.
 HOP_BY_HOP = frozenset({
@@ -36,26 +36,25 @@ _CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-fi
 # One set lookup per header on every request instead of three.
 _DROPPED = HOP_BY_HOP | _CLIENT_ONLY
 _DROPPED_WITH_KEY = _DROPPED | {"authorization"}  # replaced by the firewall's own credential
-_NOT_DOWNSTREAM = HOP_BY_HOP | {"set-cookie"}
 
-
-class TargetError(ValueError):
-    """A request target the firewall will not forward."""
-
-
-def check_target(raw_path: str) -> None:
-    """Refuse absolute-form targets, `//host` paths, and dot segments, plain or percent-encoded."""
-    path = raw_path.split("?", 1)[0]
-    if not path.startswith("/"):
-        raise TargetError("absolute-form or relative request targets are not accepted")
-    if path.startswith("//"):
-        raise TargetError("a request path may not start with //")
-    lowered = path.lower()
-    if "\\" in path or "%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "%00" in lowered:
-        raise TargetError("encoded dots, slashes or NUL bytes are not accepted in the path")
-    for segment in path.split("/"):
-        if segment in (".", ".."):
-            raise TargetError("dot segments are not accepted in the path")
+# Upstream answer headers a client may see, each with the shape its value must have. Any other
+# header, or a value of another shape, is dropped: header values are not inspected text, and an
+# upstream can put anything there (keys, internal host names, cookies, its account's organisation
+# and project ids). Kept: what the SDKs act on (rate limits, retry hints) and the processing time.
+# Content-Type is set by the gateway from the answer's inspected shape; the request id is the
+# firewall's own.
+_NUMBER = r"[0-9]{1,12}(?:\.[0-9]{1,6})?"
+_DURATION = r"(?:[0-9]{1,9}(?:\.[0-9]{1,6})?(?:ms|s|m|h))+"
+_HTTP_DATE = r"[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+_RELAYED = {
+    "openai-processing-ms": re.compile(_NUMBER),
+    "openai-version": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+    "retry-after": re.compile(f"[0-9]{{1,9}}|{_HTTP_DATE}"),
+    "retry-after-ms": re.compile(_NUMBER),
+    "x-should-retry": re.compile("true|false"),
+}
+_RATE_LIMIT_NAME = re.compile(r"x-ratelimit-[a-z0-9_-]{1,48}")
+_RATE_LIMIT_VALUE = re.compile(f"{_NUMBER}|{_DURATION}")
 
 
 def upstream_headers(incoming: Mapping[str, str], *, authorization: str | None,
@@ -117,9 +116,20 @@ def proxy_for(base_url: str, proxies: Mapping[str, str]) -> str | None:
     return proxy
 
 
+def relayed_header(name: str, value: str) -> bool:
+    """Whether an upstream answer header reaches the client (see `_RELAYED`)."""
+    name = name.lower()
+    shape = _RELAYED.get(name)
+    if shape is None:
+        if not _RATE_LIMIT_NAME.fullmatch(name):
+            return False
+        shape = _RATE_LIMIT_VALUE
+    return shape.fullmatch(value.strip()) is not None
+
+
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers to return to the client; the body is re-framed by us, so length/encoding go."""
-    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in _NOT_DOWNSTREAM])
+    """Headers to return to the client: the allowlisted ones only (the body is re-framed by us)."""
+    return CIMultiDict([(k, v) for k, v in upstream.items() if relayed_header(k, v)])
 
 
 @dataclass(slots=True)
@@ -141,7 +151,9 @@ class Upstream:
         self.base_url = without_credentials(base_url.rstrip("/"))
         self.timeouts = timeouts
         self.transport = transport or UpstreamTransport()
-        self._prefix = urlsplit(self.base_url).path
+        self.base_path = urlsplit(self.base_url).path  # request targets are written below it
+        if not BASE_PATH.fullmatch(self.base_path):
+            raise ValueError(f"the upstream URL's path {self.base_path!r} must be plain segments (no escapes)")
         self._pool: Http1Pool | None = None
 
     async def start(self) -> None:
@@ -155,10 +167,6 @@ class Upstream:
         if self._pool is not None:
             await self._pool.close()
 
-    def url_for(self, v1_tail: str, query: str) -> str:
-        """The request target (path and query) for an endpoint under the upstream's base path."""
-        return f"{self._prefix}/{v1_tail}" + (f"?{query}" if query else "")
-
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None) -> Http1Response:
         """Send and wait for the response head; classify failures for the caller.
 
@@ -167,6 +175,8 @@ class Upstream:
         assert self._pool is not None, "Upstream.start() was not awaited"
         try:
             return await self._pool.request(method, target, headers, body)
+        except UnsafeRequestError as exc:
+            raise UpstreamError(400, "invalid_request_header", str(exc), False) from None
         except TimeoutError:
             raise UpstreamError(504, "upstream_timeout", "The upstream did not answer in time.", True) from None
         except OSError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import ssl
 import time
@@ -27,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from llm_firewall.proxy.target import UPSTREAM_TARGET
+
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # 1*HEXDIG; int(x, 16) alone accepts "0x", "_", signs
@@ -36,6 +39,22 @@ MAX_IDLE = 256
 SWEEP_S = 0.1  # deadline granularity: timeouts fire up to this much late
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Header names are RFC 9110 tokens (§5.1); values hold no CR, LF, NUL or other control but HTAB
+# (§5.5), so no line can start another header or request. Checked on the written block at once:
+# no control but HTAB and the CR LF pairs that end lines, exactly one pair per header.
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=256)
+def _target_ok(target: str) -> bool:
+    """Whether a request target has the one form `proxy.target.resolve` produces (few distinct)."""
+    return UPSTREAM_TARGET.fullmatch(target) is not None
+
+
+class UnsafeRequestError(ValueError):
+    """A request part that would not be written as exactly one well-formed HTTP/1.1 request."""
 
 
 class Http1Response:
@@ -512,14 +531,18 @@ class Http1Pool:
     def _encode(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
         # Without Accept-Encoding a server may pick any coding (RFC 9110 §12.5.3): name the two
         # this client decodes, so an upstream never answers in one it cannot read.
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-                 "Accept-Encoding: gzip, deflate\r\n"]
-        for name, value in headers:
-            lines.append(f"{name}: {value}\r\n")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("utf-8", "surrogateescape")
+        # Checked here, at the socket, whoever built the parts.
+        if method not in _METHODS or not _target_ok(target):
+            raise UnsafeRequestError("the request method or target cannot be written upstream as given")
+        headers = list(headers)
+        names = [name for name, _ in headers]
+        block = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        if (not all(names) or _NOT_TOKEN.search("".join(names)) or _CONTROL.search(block)
+                or not block.count("\r") == block.count("\n") == len(headers)):
+            raise UnsafeRequestError("a header name or value cannot be written upstream as given")
+        length = f"Content-Length: {len(body)}\r\n" if body is not None else ""
+        head = (f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+                f"Accept-Encoding: gzip, deflate\r\n{block}{length}\r\n").encode("utf-8", "surrogateescape")
         return head + body if body else head
 
     async def _connect(self) -> _Connection:

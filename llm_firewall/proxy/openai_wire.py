@@ -288,29 +288,161 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
                         role = _message_role(item.get("role", "user"))
                         out.extend(_content_texts(item.get("content"), role, f"input[{i}].content"))
         out.extend(_tool_descriptions(body.get("tools")))
+    else:  # a policy's passthrough endpoint: no known shape, so every string is text the model may read
+        out.extend(_every_string(body, "user", ""))  # client-written: judged as user text
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _every_string(value: Any, role: str, path: str) -> Iterator[TextItem]:
+    """Every non-empty string value in a JSON value, with its path. Keys are not texts to
+    inspect: a key that is not a plain identifier is refused (fail closed), not forwarded."""
+    if isinstance(value, str):
+        if value:
+            yield TextItem(value, role, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not _PLAIN_KEY.fullmatch(key):
+                raise WireError(f"field names must be plain identifiers on this endpoint, got {key[:40]!r}",
+                                param=path or None, code="invalid_field_name")
+            yield from _every_string(item, role, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _every_string(item, role, f"{path}[{i}]")
+
+
+# Answer strings that are opaque payloads (images, audio, vectors, encrypted reasoning): a client
+# decodes them as bytes, never reads them as text.
+OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image_b64",
+                    "obfuscation"})  # (random padding some APIs add to stream events)
+# Answer strings that label rather than say (ids, enums, model names). They are scanned too, but
+# joined into one text: one scan per answer rather than ~25 µs for each id.
+LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
+                    "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id"})
+# The path of the joined labels; a path ending in JOINED names a field whose text was joined from
+# pieces (logprob tokens): it can be removed, not rewritten.
+IDENTIFIERS = "#labels"
+JOINED = "#"
+_TOOL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "input", "code"})
+
+
+def logprob_texts(logprobs: Any, path: str) -> list[TextItem]:
+    """The text logprobs spell out, token by token: a secret can hide there as well as in
+    `content`. Chat: `content`/`refusal` lists of {token, top_logprobs}; legacy completions:
+    `tokens` and `top_logprobs` (one {token: logprob} per position). Each alternative rank is
+    joined too, since a client can read the text along any of them."""
+    out: list[TextItem] = []
+    _logprobs_into(logprobs, path, out)
+    return out
+
+
+def _logprobs_into(logprobs: Any, path: str, out: list[TextItem]) -> None:
+    if not isinstance(logprobs, dict):
+        if logprobs is not None:
+            _walk_into(logprobs, path, "response", None, frozenset(), out)
+        return
+    ranks: dict[int, list[str]] = {}
+    for field in ("content", "refusal"):
+        tokens = logprobs.get(field)
+        if isinstance(tokens, list):
+            ranks.setdefault(-1, []).extend(t["token"] for t in tokens
+                                            if isinstance(t, dict) and isinstance(t.get("token"), str))
+            for t in tokens:
+                for r, alt in enumerate(t.get("top_logprobs") or () if isinstance(t, dict) else ()):
+                    if isinstance(alt, dict) and isinstance(alt.get("token"), str):
+                        ranks.setdefault(r, []).append(alt["token"])
+    legacy = logprobs.get("tokens")
+    if isinstance(legacy, list):
+        ranks.setdefault(-1, []).extend(t for t in legacy if isinstance(t, str))
+    for position in logprobs.get("top_logprobs") or () if isinstance(logprobs.get("top_logprobs"), list) else ():
+        if isinstance(position, dict):
+            for r, token in enumerate(position):
+                ranks.setdefault(r, []).append(token)
+    for r in sorted(ranks):
+        text = "".join(ranks[r])
+        if text:
+            out.append(TextItem(text, "response", path + JOINED))
+    _walk_into(logprobs, path, "response", None, _TOKENS, out)  # anything else put there
+
+
+_TOKENS = frozenset({"token", "tokens"})  # read joined above, not one scan a token
+_SCALARS = (int, float, bool, type(None))
+
+
+def walk_answer(value: Any, path: str = "", role: str = "response", labels: list[str] | None = None,
+                skip: frozenset[str] = frozenset()) -> list[TextItem]:
+    """Every string under `value` with its path: unknown shapes are read whole (fail closed).
+    Labels go to `labels` when given (else they are texts too); opaque payloads are skipped, and
+    so are strings (or lists of them) under a key in `skip`."""
+    out: list[TextItem] = []
+    _walk_into(value, path, role, labels, skip, out)
+    return out
+
+
+def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip: frozenset[str],
+               out: list[TextItem]) -> None:
+    # Appends to one list rather than yielding: a generator per level cost ~6x on every answer.
+    kind = type(value)
+    if kind is str:
+        if value:
+            out.append(TextItem(value, role, path))
+    elif kind is dict:
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind in _SCALARS:
+                continue
+            if item_kind is str:
+                if not item or (key in skip):
+                    continue
+                if key in LABELS and labels is not None:
+                    labels.append(item)
+                elif not (key in OPAQUE or (key == "data" and path.endswith("audio"))):
+                    out.append(TextItem(item, role, f"{path}.{key}" if path else key))
+                continue
+            if key in skip and item_kind is list and all(type(x) is str for x in item):
+                continue
+            sub = f"{path}.{key}" if path else key
+            if key == "logprobs":
+                _logprobs_into(item, sub, out)
+            else:
+                _walk_into(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels, skip, out)
+    elif kind is list:
+        for i, item in enumerate(value):
+            if type(item) not in _SCALARS:
+                _walk_into(item, f"{path}[{i}]", role, labels, skip, out)
 
 
 def response_texts(endpoint: str, body: Any) -> list[TextItem]:
-    """Texts of a non-streamed answer: message content, refusals, tool-call arguments."""
-    out: list[TextItem] = []
-    if not isinstance(body, dict):
-        return out
-    if endpoint == "responses":
-        for i, item in enumerate(body.get("output") or []):
-            if isinstance(item, dict):
-                out.extend(_content_texts(item.get("content"), "response", f"output[{i}].content"))
-                if isinstance(item.get("arguments"), str):
-                    out.append(TextItem(item["arguments"], "tool_call", f"output[{i}].arguments"))
-        return out
-    for i, choice in enumerate(body.get("choices") or []):
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        if isinstance(message, dict):
-            out.extend(_content_texts(message.get("content"), "response", f"choices[{i}].message.content"))
-            out.extend(_tool_call_texts(message.get("tool_calls"), f"choices[{i}].message.tool_calls"))
-        text = choice.get("text")
-        if isinstance(text, str) and text:
-            out.append(TextItem(text, "response", f"choices[{i}].text"))
+    """Every text of a non-streamed answer a client or a model downstream reads.
+
+    Not a list of known fields: every string of the answer is read (chat `content`, `refusal`,
+    `reasoning_content`/`reasoning`, tool-call names and arguments, `function_call`, audio
+    transcripts, annotations; completions `text`; Responses API output items of every type and
+    `output_text`; error bodies; and whatever a new API version or a hostile upstream adds), except
+    opaque base64/vector payloads. Logprob tokens are joined into the text they spell; labels
+    (ids, enums, model names) are joined into one text at IDENTIFIERS. `endpoint` is kept for the
+    callers' symmetry with `request_texts`: the answer's own shape decides.
+    """
+    labels: list[str] = []
+    out = walk_answer(body, "", "response", labels)
+    if labels:
+        out.append(TextItem("\n".join(labels), "response", IDENTIFIERS))
     return out
+
+
+_PATH_TOKENS = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def set_path(obj: Any, path: str, value: Any) -> None:
+    """Assign to a dotted/indexed path such as ``messages[2].content[0].text``."""
+    tokens = _PATH_TOKENS.findall(path)
+    target = obj
+    for tok in tokens[:-1]:
+        target = target[int(tok[1:-1])] if tok.startswith("[") else target[tok]
+    last = tokens[-1]
+    if last.startswith("["):
+        target[int(last[1:-1])] = value
+    else:
+        target[last] = value

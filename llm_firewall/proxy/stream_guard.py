@@ -34,9 +34,12 @@ import orjson
 
 import re2
 
+from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
-from llm_firewall.domain import Finding
+from llm_firewall.domain import Finding, TextItem
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, logprob_texts, set_path,
+                                            walk_answer)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -88,20 +91,37 @@ ENCODED_ANCHOR = r"[A-Za-z0-9+/_=-]{20,}|%[0-9A-Fa-f]{2}|&#?[A-Za-z0-9]{1,8};|\\
 ENCODED_ANCHOR_WIDTH = 20
 
 
+# A non-ASCII character may be dropped (zero-width, soft hyphen, variation selector) or folded
+# (NFKC, look-alike letters) by the normaliser the rules read through (`detect/normalize.py`,
+# the same for JSON and streamed answers). So an anchor may match only in the normalised text,
+# starting at ASCII characters before the non-ASCII one ("s\u200bk-proj-..." reads "sk-proj-..."):
+# a non-ASCII character anchors from the start of any unfinished anchor just before it.
+NON_ASCII = r"[^\x00-\x7f]"
+
+
 @lru_cache(maxsize=32)
-def _compiled_anchors(pattern: str) -> tuple[Any, Any | None]:
-    """The anchor (rules' plus encoded text's) and the pattern for its unfinished beginnings.
+def _compiled_anchors(pattern: str, tail: int = ENCODED_ANCHOR_WIDTH - 1) -> tuple[Any, Any | None]:
+    """The anchor (rules', encoded text's, and a non-ASCII character with the unfinished anchor
+    before it) and the pattern for its unfinished beginnings.
 
     Cached: a guard is built per stream, and compiling these costs milliseconds. The second is
-    None when the anchor uses syntax `prefix_pattern` cannot rewrite: then a fixed tail is held.
+    None when the anchor uses syntax `prefix_pattern` cannot rewrite: then a fixed tail is held,
+    and as much is held before a non-ASCII character.
     """
     full = f"{pattern}|{ENCODED_ANCHOR}"
     try:
-        partial = re2.compile(f"(?:{prefix_pattern(full)})\\z")
+        prefixes = prefix_pattern(full)
+        partial = re2.compile(f"(?:{prefixes})\\z")
+        before = f"(?:{prefixes})"
     except (Unsupported, re2.error):
         partial = None
-    return re2.compile(full), partial
+        before = f"(?s:.{{0,{tail}}})"
+    return re2.compile(f"{full}|{before}{NON_ASCII}"), partial
 
+
+# How far back (in windows of raw text) invisible characters may stretch the window: more
+# padding than that is not followed, to keep a stream's held text and scans bounded.
+WINDOW_STRETCH = 4
 
 _PLAIN_DELTA = frozenset({"content", "role"})
 
@@ -131,7 +151,8 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
         return None
     delta = choice.get("delta")
     if (type(delta) is not dict or type(delta.get("content")) is not str
-            or choice.get("finish_reason") is not None or choice.get("logprobs") is not None):
+            or choice.get("finish_reason") is not None or choice.get("logprobs") is not None
+            or not choice.keys() <= _CHOICE_KEYS):
         return None
     if not delta.keys() <= _PLAIN_DELTA and any(v is not None for k, v in delta.items() if k not in _PLAIN_DELTA):
         return None  # null fields (`"refusal": null`) are fine: repeating a null adds nothing
@@ -144,14 +165,36 @@ def _with_content(payload: dict[str, Any], content: str) -> dict[str, Any]:
     return {**payload, "choices": [{**choice, "delta": {**choice["delta"], "content": content}}]}
 
 
+_MAX_LABELS = 1024  # distinct labels remembered per stream (a new id in every chunk is read each time)
+
+# Choice and delta keys whose values the guard reads itself (the rest is read whole, see _whole_texts).
+_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs", "text"})
+_DELTA_PARTS = frozenset({"tool_calls", "function_call", "audio"})
+
+
+def _joined_tokens(logprobs: Any) -> str:
+    """The text a chunk's logprobs spell out (chosen tokens, then each alternative), joined."""
+    if not isinstance(logprobs, dict):
+        return ""
+    return "".join(item.text for item in logprob_texts(logprobs, ""))
+
+
 def _text_segments(payload: Any) -> Iterator[tuple[Key, str, dict[str, Any], str]]:
-    """Yield (buffer key, delta text, the dict holding it, its field) for every text delta."""
+    """Yield (buffer key, delta text, the dict holding it, its field) for every text delta.
+
+    Chat chunks: every string field of a delta (`content`, `refusal`, `reasoning_content`,
+    `reasoning`, any new one), tool-call and legacy function-call names and arguments, audio
+    transcripts, logprob tokens; completions `text`; Responses API `*.delta` events. Each is
+    assembled across chunks under its own key, so a secret split over deltas is seen whole.
+    """
     if not isinstance(payload, dict):
         return
     kind = payload.get("type")
-    if isinstance(kind, str) and kind.endswith(".delta") and isinstance(payload.get("delta"), str):
-        key: Key = ("resp", payload.get("item_id") or payload.get("output_index"), payload.get("content_index"))
-        yield key, payload["delta"], payload, "delta"
+    if isinstance(kind, str):
+        if kind.endswith(".delta") and isinstance(payload.get("delta"), str) and payload["delta"]:
+            key: Key = ("resp", kind, payload.get("item_id") or payload.get("output_index"),
+                        payload.get("content_index"), payload.get("summary_index"))
+            yield key, payload["delta"], payload, "delta"
         return
     for choice in payload.get("choices") or ():
         if not isinstance(choice, dict):
@@ -159,17 +202,73 @@ def _text_segments(payload: Any) -> Iterator[tuple[Key, str, dict[str, Any], str
         idx = choice.get("index", 0)
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                yield ("content", idx), content, delta, "content"
-            if isinstance(delta.get("refusal"), str) and delta["refusal"]:
-                yield ("refusal", idx), delta["refusal"], delta, "refusal"
-            for call in delta.get("tool_calls") or ():
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                    yield ("tool", idx, call.get("index", 0)), fn["arguments"], fn, "arguments"
+            for name, value in delta.items():
+                if type(value) is str:
+                    if value and name != "role":
+                        yield ("content", idx) if name == "content" else ("field", idx, name), value, delta, name
+                elif name == "tool_calls" and isinstance(value, list):
+                    for call in value:
+                        fn = call.get("function") if isinstance(call, dict) else None
+                        if isinstance(fn, dict):
+                            for part in ("name", "arguments"):
+                                if isinstance(fn.get(part), str) and fn[part]:
+                                    yield ("field", idx, "tool", call.get("index", 0), part), fn[part], fn, part
+                elif name in _DELTA_PARTS and isinstance(value, dict):
+                    for part in ("name", "arguments", "transcript"):
+                        if isinstance(value.get(part), str) and value[part]:
+                            yield ("field", idx, name, part), value[part], value, part
         elif isinstance(choice.get("text"), str) and choice["text"]:
             yield ("text", idx), choice["text"], choice, "text"
+        tokens = _joined_tokens(choice.get("logprobs"))
+        if tokens:
+            yield ("field", idx, "logprobs"), tokens, choice, "logprobs"
+
+
+def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
+    """The strings of an event that are not deltas: complete texts, inspected at once.
+
+    Responses API events other than `*.delta` (`*.done`, `response.output_item.done`, the final
+    `response.completed` with the whole answer, `error`), and whatever else an upstream puts in a
+    chunk: top-level fields, unknown choice fields, nested delta parts. Labels (ids, enums) go to
+    `labels`."""
+    if not isinstance(payload, dict):
+        return list(walk_answer(payload, "", "response", labels))
+    out: list[TextItem] = []
+    typed = isinstance(payload.get("type"), str)
+    for key, value in payload.items():
+        if typed and key == "delta" and type(value) is str:
+            continue  # assembled by _text_segments
+        if key == "choices" and not typed and isinstance(value, list):
+            for i, choice in enumerate(value):
+                if not isinstance(choice, dict):
+                    out.extend(walk_answer(choice, f"choices[{i}]", "response", labels))
+                    continue
+                for name, item in choice.items():
+                    path = f"choices[{i}].{name}"
+                    if name == "delta" and isinstance(item, dict):
+                        for field, part in item.items():
+                            if type(part) is not str and part is not None and field not in _DELTA_PARTS:
+                                out.extend(walk_answer(part, f"{path}.{field}", "response", labels))
+                            elif field in _DELTA_PARTS and isinstance(part, (dict, list)):
+                                out.extend(_delta_part_rest(part, f"{path}.{field}", labels))
+                    elif name == "finish_reason" and type(item) is str:
+                        labels.append(item)
+                    elif name not in _CHOICE_KEYS:
+                        out.extend(walk_answer(item, path, "response", labels))
+            continue
+        if type(value) is str:
+            if key in LABELS or key == "event":
+                labels.append(value)
+                continue
+        out.extend(walk_answer(value, key, "response", labels))
+    return out
+
+
+def _delta_part_rest(part: Any, path: str, labels: list[str]) -> Iterator[TextItem]:
+    """A tool-call / function-call / audio delta's strings other than the assembled ones."""
+    for item in walk_answer(part, path, "tool_call", labels):
+        if not item.path.endswith((".name", ".arguments", ".transcript")):
+            yield item
 
 
 class StreamGuard:
@@ -189,8 +288,8 @@ class StreamGuard:
         # first anchor in the window on, and an unfinished anchor at the very end, is held; plain
         # prose flows at once. Held text is scanned when a clean scan would release some of it,
         # and otherwise every `scan_every` characters (so a match still stops the stream early).
-        self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern)
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
+        self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern, self._tail)
         # A text's kept part is trimmed once it is this long (and never below what scans need).
         self._trim_at = max(trim_at, 2 * (self._window + self._scan_every + self._tail))
         self._mode = mode  # content_filter | error_event | redact
@@ -200,7 +299,9 @@ class StreamGuard:
         self._rewritten = False  # a redaction changed held text: compare segments on release
         self._text_out = False  # some text has been released (see EARLY_HEAD_CHARS)
         self._last_payload: dict[str, Any] | None = None
+        self._labels: set[str] = set()  # labels (ids, model names) already inspected
         self.blocked = False
+        self.padded = False  # invisible characters stretched a window too far (see _window_start)
         self.findings: list[Finding] = []
         self.assembled_chars = 0
 
@@ -216,17 +317,80 @@ class StreamGuard:
         if isinstance(payload, dict):
             self._last_payload = payload
             delta = _splittable(payload)
-            if delta is not None:  # the usual chunk: one choice, content only
+            if delta is not None and self._labels_known(payload):  # the usual chunk: one choice, content only
                 if delta["content"]:
                     held.plain = delta
                     self._add(held, ("content", payload["choices"][0].get("index", 0)), delta["content"])
             else:
+                if not self._check_whole(held):
+                    return self._terminate()
                 for key, text, _, _ in _text_segments(payload):
                     self._add(held, key, text)
+        elif payload is not None:  # JSON, but not an object
+            if not self._check_whole(held):
+                return self._terminate()
+        elif not self._add_raw(held):
+            return self._terminate()
         self._held.append(held)
         if held.segments and not self._check(final=False):
             return self._terminate()
         return self._release(final=False)
+
+    def _labels_known(self, payload: dict[str, Any]) -> bool:
+        """Whether a plain chunk's other top-level fields are labels already inspected (its id,
+        model, ...) or numbers: then only its content needs reading."""
+        labels = self._labels
+        for key, value in payload.items():
+            kind = type(value)
+            if kind is str:
+                if value not in labels and key not in OPAQUE:
+                    return False
+            elif kind is not int and kind is not float and value is not None and key != "choices":
+                return False
+        return True
+
+    def _check_whole(self, held: _Held) -> bool:
+        """Inspect an event's complete texts (see `_whole_texts`) and new labels at once; masks
+        them in redact mode. False when the stream must stop."""
+        labels: list[str] = []
+        items = _whole_texts(held.payload, labels)
+        new = [label for label in labels if label not in self._labels]
+        if new:
+            if len(self._labels) > _MAX_LABELS:
+                self._labels.clear()
+            self._labels.update(new)
+            items.append(TextItem("\n".join(new), "response", IDENTIFIERS))
+        for item in items:
+            findings = self._scan(item.text)
+            if not findings:
+                continue
+            self._record(findings)
+            if self._mode != "redact" or self._redact is None or item.path == IDENTIFIERS \
+                    or item.path.endswith(JOINED) or not item.path:
+                return False
+            masked, _ = self._redact(item.text)
+            if masked == item.text or self._scan(masked):
+                return False
+            set_path(held.payload, item.path, masked)
+            held.rewritten = True
+        return True
+
+    def _add_raw(self, held: _Held) -> bool:
+        """An event whose data is not JSON (or a comment): its text is inspected like any other,
+        never passed unread. False when the stream must stop; ValueError when it is not UTF-8."""
+        event = held.event
+        try:
+            text = (event.raw if event.data is None else event.data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("an event that is not valid UTF-8") from None
+        if event.data is not None:
+            if text:
+                self._add(held, ("raw",), text)
+            return True
+        if text.strip() and self._scan(text):  # a comment or field-only event: complete already
+            self._record(self._scan(text))
+            return False
+        return True
 
     def _add(self, held: _Held, key: Key, delta: str) -> None:
         buf = self._texts.get(key)
@@ -245,7 +409,7 @@ class StreamGuard:
         length back from the end. Without this a long answer was kept whole and copied on every
         append (quadratic: ~0.6 s of CPU for a 600 KB answer)."""
         need = buf.end - self._window - self._scan_every - self._tail
-        need = min(need, buf.safe if self._anchor is not None else buf.scanned_to - self._window)
+        need = min(need, self._safe_until_of(buf))
         for held in self._held:
             for seg in held.segments:
                 if seg.key == key and seg.start < need:
@@ -272,10 +436,10 @@ class StreamGuard:
             end = buf.end
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
-            start = max(0, buf.scanned_to - self._window)
+            start = self._window_start(buf, buf.scanned_to)
             if start < end and not self._scan_region(key, buf, start, end):
                 return False
-        return True
+        return not self.padded
 
     def _check_anchored(self, final: bool) -> bool:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
@@ -297,7 +461,7 @@ class StreamGuard:
                 end = buf.end
                 target = end if final else self._safe_target(buf, end, None)
             buf.safe = target
-        return True
+        return not self.padded
 
     def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
@@ -322,13 +486,30 @@ class StreamGuard:
         anchor at the end, can no longer start a match. `first` is the first anchor at or after
         `safe`, when already known.
         """
-        lo = max(buf.safe, end - self._window)
+        lo = max(buf.safe, self._window_start(buf, end))
         held_from = self._unfinished_from(buf, end)
         if first is None or first < lo:
             first = self._first_anchor(buf, lo, end)
         if first is not None:
             held_from = min(held_from, first)
         return max(buf.safe, held_from)
+
+    def _window_start(self, buf: _Text, end: int) -> int:
+        """Where the last `window` characters before `end` begin, counted as the rules read the
+        text: invisible characters, which the normaliser drops, do not count (so padding a secret
+        with them does not stretch it past the window). Text padded more than WINDOW_STRETCH
+        windows back sets `padded`: the stream is stopped rather than its held text let grow."""
+        lo = end - self._window
+        limit = end - WINDOW_STRETCH * self._window
+        floor = max(buf.base, limit)
+        extra = dropped_count(buf.slice(max(lo, floor), end))
+        while extra and lo > floor:
+            new_lo = max(floor, lo - extra)
+            extra = dropped_count(buf.slice(new_lo, lo))
+            lo = new_lo
+        if extra and lo <= limit:
+            self.padded = True
+        return max(lo, buf.base)
 
     def _unfinished_from(self, buf: _Text, end: int) -> int:
         """Where an anchor that the next delta may complete could begin in the text's tail."""
@@ -371,8 +552,11 @@ class StreamGuard:
                     seg.end = start + len(new)
 
     def _safe_until(self, key: Key) -> int:
-        buf = self._texts[key]
-        return buf.safe if self._anchor is not None else buf.scanned_to - self._window
+        return self._safe_until_of(self._texts[key])
+
+    def _safe_until_of(self, buf: _Text) -> int:
+        """Text before this offset has been checked and can no longer be part of a match."""
+        return buf.safe if self._anchor is not None else self._window_start(buf, buf.scanned_to)
 
     def _release(self, *, final: bool) -> bytes:
         """Encode what may leave now.
@@ -471,11 +655,17 @@ class StreamGuard:
 
     def _encode(self, held: _Held) -> bytes:
         changed = held.rewritten
+        if held.payload is None and held.segments:  # not JSON: its data lines, masked if need be
+            seg = held.segments[0]
+            current = self._texts[seg.key].slice(seg.start, seg.end)
+            if current == seg.original:
+                return held.event.raw
+            return b"data: " + current.replace("\n", "\ndata: ").encode("utf-8") + b"\n\n"
         if held.segments and (changed or self._rewritten):
             for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
                 current = self._texts[key].slice(seg.start, seg.end)
-                if current != seg.original:
-                    holder[name] = current
+                if current != seg.original:  # joined logprob tokens cannot be rewritten: removed
+                    holder[name] = current if type(holder[name]) is str else None
                     changed = True
         return encode(held.payload) if changed else held.event.raw
 
@@ -492,7 +682,7 @@ class StreamGuard:
             return (b"event: response.incomplete\n" + b"data: " + orjson.dumps(
                 {"type": "response.incomplete", "response": {"status": "incomplete",
                  "incomplete_details": {"reason": "content_filter"}}}) + b"\n\n")
-        indices = sorted({k[1] for k in self._texts if k[0] in ("content", "refusal", "text", "tool")} or {0})
+        indices = sorted({k[1] for k in self._texts if k[0] in ("content", "field", "text")} or {0})
         obj = "text_completion" if any(k[0] == "text" for k in self._texts) else "chat.completion.chunk"
         out = []
         for idx in indices:

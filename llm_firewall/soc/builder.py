@@ -161,7 +161,7 @@ class Builder:
             "fp_probability": None,
             "recommendation": rec,
             "excerpt": "",
-            "identity": {subject: identity[subject], **({"ip": identity["ip"]} if "ip" in identity else {})},
+            "identity": {subject: identity[subject], **{k: identity[k] for k in ("ip", "scope") if k in identity}},
             "soc_actions": list(self.abuse_actions),
             "actions_taken": [],
         }
@@ -170,7 +170,7 @@ class Builder:
 def _identity(event: dict[str, Any]) -> dict[str, str]:
     src = event.get("identity") if isinstance(event.get("identity"), dict) else event
     out = {}
-    for name in ("ip", "user", "session", "key", "agent"):
+    for name in ("ip", "user", "session", "key", "agent", "scope"):
         value = src.get(name) or (src.get("api_key_hash") if name == "key" else None)
         if value:
             out[name] = str(value)[:256]

@@ -123,7 +123,7 @@ class LlmAnalyst:
             "severity": alert.get("severity"),
             "role": alert.get("role"),
             "false_positive_probability": alert.get("fp_probability"),
-            "excerpt": str(alert.get("excerpt", ""))[:800],
+            "excerpt": redact_secrets(str(alert.get("excerpt", "")))[:800],  # redacted before the cut
         }
         return redact_secrets(json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False))
 

@@ -15,8 +15,8 @@ import dataclasses
 import logging
 from typing import Any, Awaitable, Callable
 
-from llm_firewall.notify import WebhookNotifier, redact_payload
-from llm_firewall.redact import redact_secrets
+from llm_firewall.notify import WebhookNotifier
+from llm_firewall.redact import redact_secrets, redact_value
 from llm_firewall.reliability.idempotency import ExecutionTracker
 from llm_firewall.soc.playbook import Playbook, PlaybookError, validate_playbook
 
@@ -45,7 +45,7 @@ class Remediator:
 
     async def audit(self, kind: str, record: dict[str, Any]) -> None:
         try:
-            await self._audit(kind, redact_payload(record))
+            await self._audit(kind, redact_value(record))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the audit sink failing must not stop a ban

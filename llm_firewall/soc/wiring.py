@@ -30,15 +30,18 @@ def soc_event(alert: dict[str, Any]) -> dict[str, Any]:
         "excerpt": (alert.get("findings") or [{}])[0].get("excerpt", ""),
         "identity": {k: v for k, v in (("ip", alert.get("ip")), ("user", alert.get("user")),
                                         ("session", alert.get("session")), ("key", alert.get("api_key")),
-                                        ("agent", alert.get("agent"))) if v},
+                                        ("agent", alert.get("agent")), ("scope", alert.get("scope"))) if v},
         "actions_taken": alert.get("remediation_taken") or [],
     }
 
 
 def _identity(pb: Playbook) -> Identity:
+    """The alert's identity; its user and session are already scoped (``bob@203.0.113.9``), and
+    the scope lets a sanction on one also hold the key or address (see `Enforcer`)."""
     ident = pb.identity or {}
     return Identity(ip=ident.get("ip", ""), api_key_hash=ident.get("key"), user=ident.get("user"),
-                    session=ident.get("session"), agent=ident.get("agent"))
+                    session=ident.get("session"), agent=ident.get("agent"),
+                    scope=ident.get("scope"))
 
 
 

@@ -166,7 +166,7 @@
       const li = el("li", "sanction");
       li.dataset.kind = s.kind;
       const what = el("span", "what");
-      what.append(el("strong", null, `${human(s.kind)} ${s.key}`));
+      what.append(el("strong", null, s.subject || `${human(s.kind)} ${s.key}`));
       const left = s.expires_at ? `${duration(s.expires_at - now)} left` : "until released";
       what.append(el("small", null, `${s.reason || "sanction"} · ${left}`));
       li.append(what);

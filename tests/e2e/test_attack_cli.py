@@ -92,3 +92,23 @@ def test_attack_unknown_scenario_is_a_usage_error() -> None:
     result = attack("--target", "http://127.0.0.1:1", "--scenario", "nope")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_attack_never_sanctions_this_host_unasked(tmp_path) -> None:
+    """Without trusting this host as a proxy the firewall would hold 127.0.0.1 itself answerable
+    for the scenarios: nothing is sent (no terminal to ask on), and the host stays unsanctioned."""
+    import json
+    import urllib.request
+
+    server = Firewall(data_dir=tmp_path / "d").start()
+    try:
+        result = attack("--target", server.url)
+        assert result.returncode == 2
+        assert "does not trust this host" in result.stderr and "LLM_FIREWALL_TRUSTED_PROXIES" in result.stderr
+        assert rows(result.stdout) == {}
+        blocks = json.loads(urllib.request.urlopen(server.url + "/api/blocks", timeout=10).read())
+        assert blocks["blocks"] == []
+        whoami = json.loads(urllib.request.urlopen(server.url + "/api/whoami", timeout=10).read())
+        assert whoami["ip"] == "127.0.0.1" and whoami["peer_is_trusted_proxy"] is False
+    finally:
+        server.stop()

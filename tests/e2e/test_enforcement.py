@@ -53,9 +53,9 @@ def test_injection_then_client_is_limited_to_five_per_two_minutes(firewall: Fire
 def test_exfiltration_terminates_session_and_blocks_ip(firewall: Firewall, who: Who) -> None:
     with pytest.raises(openai.BadRequestError):
         ask(make_client(firewall, who), EXFIL)
-    # The session is dead from any address.
-    elsewhere = make_client(firewall, None, **{"X-Forwarded-For": "192.0.2.200", "X-Session-ID": who.session,
-                                               "X-User-ID": "someone-else"})
+    # The session is dead from any address (it is the session of this key).
+    elsewhere = make_client(firewall, None, api_key=who.key, **{"X-Forwarded-For": "192.0.2.200",
+                                                                "X-Session-ID": who.session, "X-User-ID": "someone-else"})
     with pytest.raises(openai.PermissionDeniedError) as err:
         ask(elsewhere, "hello")
     assert err.value.code == "session_terminated"
@@ -75,7 +75,7 @@ def test_destructive_command_is_refused_limited_and_flagged(firewall: Firewall, 
     client = make_client(firewall, who)
     with pytest.raises(openai.BadRequestError):
         ask(client, DESTROY)
-    alerts = admin(firewall, f"/api/security/alerts?user={who.user}")["alerts"]
+    alerts = admin(firewall, f"/api/security/alerts?ip={who.ip}")["alerts"]
     assert alerts and alerts[0]["threat_type"] == "system_manipulation"
     taken = {a["action"] for a in alerts[0]["remediation_taken"]}
     assert {"rate_limit", "flag_session"} <= taken
@@ -89,20 +89,20 @@ def test_honest_question_is_answered_and_nothing_happens(firewall: Firewall, who
     client = make_client(firewall, who)
     for _ in range(8):
         assert ask(client, "How do I ignore errors in my Python code?").choices
-    alerts = admin(firewall, f"/api/security/alerts?user={who.user}")["alerts"]
+    alerts = admin(firewall, f"/api/security/alerts?ip={who.ip}")["alerts"]
     assert all(not a["remediation_taken"] or all(r["action"] == "log" for r in a["remediation_taken"])
                for a in alerts)
     assert all(a.get("fp_probability", 1) >= 0.7 for a in alerts)
 
 
 def test_three_injections_suspend_the_user(firewall: Firewall, who: Who) -> None:
-    for i in range(3):
-        client = make_client(firewall, None, **{"X-Forwarded-For": f"192.0.2.{10 + i}", "X-User-ID": who.user,
-                                                "X-Session-ID": f"{who.session}-{i}"})
+    for i in range(3):  # the same user of the same key, from three addresses
+        client = make_client(firewall, None, api_key=who.key, **{"X-Forwarded-For": f"192.0.2.{10 + i}",
+                                                                 "X-User-ID": who.user, "X-Session-ID": f"{who.session}-{i}"})
         with pytest.raises(openai.BadRequestError):
             ask(client, INJECTION)
-    fresh = make_client(firewall, None, **{"X-Forwarded-For": "192.0.2.99", "X-User-ID": who.user,
-                                           "X-Session-ID": "another"})
+    fresh = make_client(firewall, None, api_key=who.key, **{"X-Forwarded-For": "192.0.2.99", "X-User-ID": who.user,
+                                                            "X-Session-ID": "another"})
     with pytest.raises(openai.PermissionDeniedError) as err:
         ask(fresh, "hello")
     assert err.value.code == "user_suspended"

@@ -191,6 +191,11 @@ def test_each_scenario_button_brings_live_alerts_and_metrics(tab: Page) -> None:
         until(page, 
             f"Number(document.querySelector('#metric-actions').textContent) > {actions_metric}")
 
+    # Scenario traffic is counted with the rest, and no alert title is cut short.
+    steps = sum(len(s.steps) for s in scenario_catalog.SCENARIOS.values())
+    until(page, f"Number(document.querySelector('#metric-requests').textContent) >= {steps}")
+    until(page, "Number(document.querySelector('#metric-refused-requests').textContent) > 0")
+    assert page.evaluate("[...document.querySelectorAll('.alert-title')].every(e => e.scrollWidth <= e.clientWidth)")
     # Severity colours, false-positive badges and actions are on the cards.
     cards = page.locator("[data-testid=alert]")
     severities = {cards.nth(i).get_attribute("data-severity") for i in range(cards.count())}

@@ -11,6 +11,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llm_firewall.redact import key_fingerprint
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import TestUpstream
@@ -118,7 +119,8 @@ def test_token_totals_and_cost_match_upstream_usage(upstream: TestUpstream, tmp_
         model = usage["by_model"]["gpt-4o-mini"]
         assert model["prompt_tokens"] == 4 * 11 and model["completion_tokens"] == 4 * 7
         assert model["estimated_tokens"] == 0
-        assert usage["by_user"][who.user]["total_tokens"] == 4 * 18
+        # Counted for the user as scoped to the key it came with: nobody else's bob is charged.
+        assert usage["by_user"][f"{who.user}@{key_fingerprint(who.key)}"]["total_tokens"] == 4 * 18
         assert model["cost_usd"] == pytest.approx(4 * (11 * 0.00015 + 7 * 0.0006) / 1000, rel=1e-3)
     finally:
         fw.stop()

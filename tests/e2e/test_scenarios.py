@@ -1,4 +1,5 @@
-"""`POST /api/test/scenario/{name}` against a real firewall subprocess (production preset, demo model)."""
+"""`POST /api/test/scenario/{name}` against a real firewall subprocess (production preset, demo model),
+and the specification's five seed scenarios sent with the openai SDK through the proxy to a local upstream."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+import openai
 import pytest
 
 from llm_firewall import scenario_catalog
+from tests.conftest import make_client
 from tests.support.firewall import Firewall
 
 NAMES = list(scenario_catalog.SCENARIOS)
@@ -126,3 +129,66 @@ def test_scenarios_need_the_admin_token_when_one_is_set(tmp_path: Path) -> None:
         assert status == 200 and run["blocked"] >= 3
     finally:
         server.stop()
+
+
+# --- the product specification's five seed scenarios, through the real openai SDK ---------------
+
+def _alert_for(fw: Firewall, user: str) -> dict[str, Any]:
+    status, listed = call(fw, "GET", "/api/security/alerts?limit=200")
+    assert status == 200
+    mine = [a for a in listed["alerts"] if a["user"] == user]
+    assert len(mine) == 1, mine
+    return mine[0]
+
+
+def _seed_params() -> list[Any]:
+    out = []
+    for case in scenario_catalog.SEED:
+        marks = []
+        if case.name == "prompt_injection":
+            marks.append(pytest.mark.xfail(
+                reason="the shipped learned model (ML-PI-001) still rates this text critical; the "
+                       "rules say high and the retrained model caps its findings at high"))
+        out.append(pytest.param(case, id=case.name, marks=marks))
+    return out
+
+
+def _run_seed(firewall: Firewall, who: Any, case: scenario_catalog.SeedCase) -> tuple[Any, dict[str, Any]]:
+    client = make_client(firewall, who)
+    try:
+        answer = client.chat.completions.create(
+            model="demo-mini", messages=[{"role": "user", "content": case.message}])
+        outcome: Any = answer
+    except openai.BadRequestError as exc:
+        outcome = exc
+    return outcome, _alert_for(firewall, who.user)
+
+
+@pytest.mark.parametrize("case", list(scenario_catalog.SEED), ids=lambda c: c.name)
+def test_seed_scenario_outcome_threat_and_remediation(firewall: Firewall, who: Any,
+                                                      case: scenario_catalog.SeedCase) -> None:
+    outcome, alert = _run_seed(firewall, who, case)
+    if case.blocked:
+        assert isinstance(outcome, openai.BadRequestError), outcome
+        assert outcome.status_code == 400 and outcome.code == "content_policy_violation"
+        actions = [a["action"] for a in alert["remediation_taken"]]
+        assert "block_request" in actions, actions
+        assert alert["fp_probability"] < 0.3
+    else:
+        assert not isinstance(outcome, Exception), outcome
+        assert outcome.choices[0].message.content
+    assert case.threat in alert["threats"], alert["threats"]
+    rule_findings = [f for f in alert["findings"] if not f["rule_id"].startswith("ML-")]
+    if case.severity is not None:
+        assert {f["severity"] for f in rule_findings if f["threat"] == case.threat} == {case.severity}
+    if case.fp_at_least is not None:
+        assert alert["remediation_taken"] == []
+        assert alert["severity"] == case.severity
+        assert alert["fp_probability"] >= case.fp_at_least, alert["fp_probability"]
+
+
+@pytest.mark.parametrize("case", [c for c in _seed_params() if c.values[0].severity is not None])
+def test_seed_scenario_alert_severity(firewall: Firewall, who: Any,
+                                      case: scenario_catalog.SeedCase) -> None:
+    _, alert = _run_seed(firewall, who, case)
+    assert alert["severity"] == case.severity, alert["rule_ids"]

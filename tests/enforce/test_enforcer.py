@@ -12,7 +12,7 @@ from llm_firewall.enforce.actions import Enforcer
 from llm_firewall.enforce.memory_store import MemoryStore
 from llm_firewall.enforce.state import Sanction
 from llm_firewall.policy.decide import decide
-from llm_firewall.policy.model import load_policy
+from llm_firewall.policy.model import Action, load_policy
 
 T0 = 1_700_000_000.0
 ALICE = Identity(ip="203.0.113.7", user="alice", session="s-1")
@@ -249,3 +249,21 @@ async def test_store_failures_follow_the_fail_modes(tmp_path: Path):
     (tmp_path / "o.yaml").write_text("name: o\nextends: production\nfail_modes: {store: open}\n")
     assert await enforcer.check(ALICE, load_policy("o", tmp_path)) is None  # and rate limits fail open
     await audit.close()
+
+
+async def test_a_sanction_on_a_named_id_is_held_by_its_scope_and_released_with_it(env) -> None:
+    """What the SOC's remediator does too: a suspension of a scoped user (the id a client named,
+    scoped to its address) is also recorded on the address, so another id from there is refused,
+    the same id from elsewhere is not, and releasing the user releases the address's record."""
+    enforcer, clock, _ = env
+    policy = load_policy("production")
+    bob_here = Identity(ip="203.0.113.9", user="bob@203.0.113.9", session="s@203.0.113.9", scope="203.0.113.9")
+    result = await enforcer.execute(Action("suspend_user", {"duration_s": 900.0}, bob_here.user), bob_here, "al-9", "test")
+    assert result["status"] == "done" and result["anchor"] == "*@203.0.113.9"
+    carol_here = Identity(ip="203.0.113.9", user="carol@203.0.113.9", scope="203.0.113.9")
+    assert (await enforcer.check(carol_here, policy)).code == "user_suspended"
+    assert (await enforcer.check(Identity(ip="203.0.113.9", scope="203.0.113.9"), policy)).code == "user_suspended"
+    bob_elsewhere = Identity(ip="198.51.100.4", user="bob@198.51.100.4", scope="198.51.100.4")
+    assert await enforcer.check(bob_elsewhere, policy) is None
+    assert await enforcer.release("user", "bob@203.0.113.9", "admin")
+    assert await enforcer.check(carol_here, policy) is None

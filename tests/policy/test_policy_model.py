@@ -210,3 +210,17 @@ responses:
     assert block_ip.params["duration_s"] is None and block_ip.permanent
     assert dict(rate.params) == {"limit": 5, "window_s": 120.0, "key": "client", "duration_s": 3600.0}
     assert suspend.params["duration_s"] == 900.0
+
+
+def test_identity_names_one_forwarding_header_and_a_gateways_user_header(tmp_path: Path) -> None:
+    (tmp_path / "gw.yaml").write_text("name: gw\nidentity: {forwarded_header: Forwarded, "
+                                      "trusted_user: 'header:X-Authenticated-User'}\n")
+    p = load_policy("gw", tmp_path)
+    assert (p.identity.forwarded_header, p.identity.trusted_user_header) == ("forwarded", "x-authenticated-user")
+    assert load_policy("production").identity.forwarded_header is None  # the deployment's setting
+    (tmp_path / "bad.yaml").write_text("name: bad\nidentity: {forwarded_header: X-Client-IP}\n")
+    with pytest.raises(PolicyError, match="identity.forwarded_header"):
+        load_policy("bad", tmp_path)
+    (tmp_path / "bad2.yaml").write_text("name: bad2\nidentity: {trusted_user: x-authenticated-user}\n")
+    with pytest.raises(PolicyError, match="identity.trusted_user"):
+        load_policy("bad2", tmp_path)

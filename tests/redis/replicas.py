@@ -52,7 +52,8 @@ def start_pair(redis_url: str, upstream_url: str, tmp: Path, policy_a: Path, pol
 def chat(fw: Firewall, text: str, ip: str, session: str = "sess-1", timeout: float = 10) -> tuple[int, dict[str, Any]]:
     body = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": text}]}).encode()
     req = urllib.request.Request(f"{fw.base_url}/chat/completions", data=body, method="POST", headers={
-        "Content-Type": "application/json", "Authorization": "Bearer sk-test-client-key-0123456789abcdef",
+        # A key per client address: sanctions on a session are held by its key too.
+        "Content-Type": "application/json", "Authorization": f"Bearer sk-test-client-{ip}",
         "X-Forwarded-For": ip, "X-Session-ID": session})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:

@@ -225,6 +225,13 @@ async def test_the_one_call_check_decides_as_the_step_by_step_check(redis_server
     await on_both("add_sanction", Sanction("ip", "198.51.100.0/28", "range", clock[0], None))
     assert (await both(who(4)))[0] == 403
     assert await both(who(40)) is None  # outside the range, which exists
+    # A scoped user's sanction held by its address: another id, or none, from there is refused too.
+    scoped = Identity(ip="198.51.100.60", user="bob@198.51.100.60", scope="198.51.100.60")
+    await on_both("add_sanction", Sanction("user", "*@198.51.100.60", "x", clock[0], clock[0] + 60))
+    assert (await both(scoped))[1] == "user_suspended"
+    assert (await both(Identity(ip="198.51.100.60", session="s@198.51.100.60", scope="198.51.100.60")))[1] == \
+        "user_suspended"
+    assert await both(Identity(ip="198.51.100.61", user="bob@198.51.100.61", scope="198.51.100.61")) is None
     await on_both("set_override_limit", "user:u5", 1, 60.0, clock[0] + 600)
     answers = [await both(Identity(ip="198.51.100.77", user="u5", session="x")) for _ in range(2)]
     assert answers[0] is None and answers[1] is not None and answers[1][0] == 429

@@ -20,6 +20,16 @@ from aiohttp import web
 
 
 @dataclass
+class RawAnswer:
+    """An answer sent exactly as given to any POST (a hostile or broken upstream): `body` whole,
+    or a list of chunks written one by one (a stream)."""
+
+    body: bytes | list[bytes]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+
+
+@dataclass
 class Script:
     reply: str = "Hello from the test upstream."
     chunks: list[str] | None = None  # explicit SSE content deltas
@@ -32,6 +42,7 @@ class Script:
     prompt_tokens: int = 11
     completion_tokens: int = 7
     echo_system: bool = False  # answer with the system prompt it was sent (a leaking model)
+    raw: RawAnswer | None = None  # answer with exactly these bytes instead
 
 
 @dataclass
@@ -69,9 +80,21 @@ class TestUpstream:
         self.requests.append(Recorded(request.method, request.path_qs, dict(request.headers), body))
         return body
 
+    async def _raw(self, request: web.Request, answer: RawAnswer) -> web.StreamResponse:
+        if isinstance(answer.body, bytes):
+            return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        resp = web.StreamResponse(status=answer.status, headers=answer.headers)
+        await resp.prepare(request)
+        for chunk in answer.body:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         raw = await self._record(request)
         s = self.script
+        if s.raw is not None:
+            return await self._raw(request, s.raw)
         if s.delay_first_byte:
             await asyncio.sleep(s.delay_first_byte)
         if s.status != 200:
@@ -140,8 +163,10 @@ class TestUpstream:
                                            for i in range(len(inputs))],
                                   "usage": {"prompt_tokens": 3, "total_tokens": 3}})
 
-    async def anything(self, request: web.Request) -> web.Response:
+    async def anything(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
+        if self.script.raw is not None and request.method == "POST":
+            return await self._raw(request, self.script.raw)
         return web.json_response({"ok": True, "path": request.path})
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Finds the firewall's canary in an answer, however the model dressed it up.
+
+The canary (`cnry-<16 hex>`) is planted in the system prompt; a model that repeats it has leaked
+its instructions. A verbatim check misses a model told to "spell it out", encode or reverse it,
+so one RE2 pattern matches the canary's random part in every form listed below, in one linear
+pass with no decoding step:
+
+- as written, in any letter case, full-width or with look-alike letters, with up to three
+  separators (spaces, dashes, dots, zero-width characters, soft hyphens) or one escaped one
+  between its characters; or each character as `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX` or `\\xXX`;
+- reversed, the same way;
+- hex (upper or lower case digits; `%`, `\\x`, `0x`, `:` or spaces between the bytes);
+- base64 (standard and URL-safe, at each of the 3 byte alignments) and base32 (each of the 5);
+  encodings of the upper-cased canary too.
+
+The random part alone is matched (with or without the `cnry-` prefix): 64 random bits make an
+accidental match in ordinary text negligible. `anchor` is where such a match can start, for the
+stream guard's hold-back; every form is shorter than the guard's window.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import re2
+
+from llm_firewall.detect.normalize import CONFUSABLES
+from llm_firewall.detect.re2raw import found, iter_spans
+from llm_firewall.detect.rules import pattern_width
+from llm_firewall.redact import MASK
+
+ANCHOR_UNITS = 4  # characters of a form that mark where it may start
+
+# Between two characters of a spelled-out canary: up to three non-alphanumerics, or one escaped
+# separator (`%20`, `&nbsp;`, `&#160;`, `\u200b`). Bounded so that every form stays shorter
+# than the stream guard's window (see `CanaryMatcher.width`).
+_SEP = r"(?:[^0-9A-Za-z]{1,3}|%[0-9A-Fa-f]{2}|&[A-Za-z]{2,4};|&#[0-9]{2,3};|\\u[0-9A-Fa-f]{4})?"
+_HEX_SEP = r"[^0-9A-Za-z]{0,3}(?:0?[xX])?"  # " ", ":", "%", "\\x", ", 0x", ";&#x" between bytes
+_LOOKALIKES: dict[str, set[str]] = {}
+for _other, _ascii in CONFUSABLES.items():
+    _LOOKALIKES.setdefault(_ascii.lower(), set()).add(_other)
+
+
+def _char(ch: str) -> str:
+    """One character of the canary in either case, full-width or as a look-alike letter."""
+    forms = {ch.lower(), ch.upper(), chr(ord(ch.lower()) + 0xFEE0), chr(ord(ch.upper()) + 0xFEE0)}
+    forms |= _LOOKALIKES.get(ch.lower(), set())
+    return "[" + "".join(sorted(re2.escape(f) for f in forms)) + "]"
+
+
+def _escaped(ch: str) -> str:
+    """One character as written or escaped: `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX`, `\\xXX`."""
+    codes = dict.fromkeys((ord(ch.lower()), ord(ch.upper())))
+    escapes = [e for c in codes for e in (f"%{c:02x}", f"&#{c};", f"&#x{c:x};", f"\\\\u00{c:02x}",
+                                          f"\\\\x{c:02x}")]
+    return f"(?:{_char(ch)}|(?i:{'|'.join(escapes)}))"
+
+
+def _spelled(chars: str) -> list[str]:
+    """Spelled out with separators, or each character escaped (then at most one separator)."""
+    return [_SEP.join(_char(c) for c in chars), "[^0-9A-Za-z]?".join(_escaped(c) for c in chars)]
+
+
+def _hex(data: bytes) -> str:
+    pairs = [f"(?i:{b:02x})" for b in data]
+    return _HEX_SEP.join(pairs)
+
+
+def _cores(data: bytes, block: int, bits: int, encode: Any) -> list[str]:
+    """The part of `encode(data)` that is the same wherever `data` starts in a longer input:
+    one per alignment of `data` in the encoder's `block`-byte groups (`bits` per output char)."""
+    out = []
+    for shift in range(block):
+        encoded = encode(bytes(shift) + data + bytes(block)).decode("ascii")
+        first = -(-8 * shift // bits)
+        last = (8 * (shift + len(data))) // bits
+        out.append(encoded[first:last])
+    return out
+
+
+def _b64(core: str) -> str:
+    return r"\s{0,2}".join({"+": "[+-]", "/": "[/_]"}.get(c, c) for c in core)
+
+
+def _b32(core: str) -> str:
+    return "(?i:" + r"\s{0,2}".join(core) + ")"
+
+
+def _forms(secret: str, units: int | None = None) -> list[str]:
+    """Every form's pattern, or with `units` only each form's first `units` characters."""
+    cut = (lambda s: s[:units]) if units else (lambda s: s)
+    forms = _spelled(cut(secret)) + _spelled(cut(secret[::-1]))
+    for variant in dict.fromkeys((secret.lower(), secret.upper())):
+        data = variant.encode("ascii")
+        forms.append(_hex(data[:(units + 1) // 2] if units else data))
+        forms += [_b64(cut(c)) for c in _cores(data, 3, 6, base64.b64encode)]
+        forms += [_b32(cut(c)) for c in _cores(data, 5, 5, base64.b32encode)]
+    return list(dict.fromkeys(forms))
+
+
+@dataclass(frozen=True)
+class CanaryMatcher:
+    """The compiled forms of one canary; `anchor`/`anchor_width` feed the stream hold-back."""
+
+    pattern: Any
+    anchor: str
+    anchor_width: int
+    width: int  # most characters one form spans: the stream window must be at least this
+
+    def found(self, text: str) -> bool:
+        return found(self.pattern, text)
+
+    def mask(self, text: str) -> str:
+        """`text` with every form of the canary masked."""
+        spans = list(iter_spans(self.pattern, text))
+        if not spans:
+            return text
+        out, pos = [], 0
+        for start, end in spans:
+            out += [text[pos:start], MASK]
+            pos = end
+        return "".join(out) + text[pos:]
+
+
+@lru_cache(maxsize=8)
+def canary_matcher(canary: str) -> CanaryMatcher:
+    """The matcher for `canary`: its random part after the last dash, in every form."""
+    secret = canary.rsplit("-", 1)[-1]
+    if len(secret) < 8 or not secret.isascii() or not secret.isalnum():
+        raise ValueError("a canary needs at least 8 random ASCII letters or digits after its last dash")
+    opts = re2.Options()
+    opts.max_mem = 64 << 20
+    full = "|".join(_forms(secret))
+    anchor = "|".join(_forms(secret, ANCHOR_UNITS))
+    return CanaryMatcher(re2.compile(full, opts), anchor, pattern_width(anchor), pattern_width(full))
+
+
+def canary_found(text: str, canary: str) -> bool:
+    """Whether `text` holds `canary` in any of the forms this module knows."""
+    return canary_matcher(canary).found(text)

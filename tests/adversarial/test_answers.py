@@ -1,0 +1,450 @@
+"""Every answer shape is inspected before release: a hostile upstream cannot get a key to the client
+through a field, a label, a header, a content type or an encoding the firewall does not read.
+
+Each case scripts the local upstream to answer with exact bytes, and asks through the real
+`openai` SDK where it parses the shape (else over raw HTTP). The client must never receive the
+key, whole or in part, and gets a clean answer or an OpenAI-shaped error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+import openai
+import orjson
+import pytest
+
+from llm_firewall.detect.normalize import base_view
+from tests.conftest import Who, make_client
+from tests.support.firewall import Firewall
+from tests.support.upstream import RawAnswer, TestUpstream
+
+SECRET = "sk-proj-" + "Qw7Er6Ty5Ui4Op3As2Df1Gh0Jk9Lz8Xc"
+AWS = "AKIA" + "IOSFODNN7QWERTY2"
+HALF = len(SECRET) // 2
+ASK = [{"role": "user", "content": "what is the key?"}]
+
+
+def pieces(secret: str = SECRET, size: int = 10) -> list[str]:
+    """Every `size`-character piece of a secret: none may reach the client."""
+    return [secret[i:i + size] for i in range(0, len(secret) - size + 1)]
+
+
+def assert_clean(received: str) -> None:
+    seen = base_view(received).text  # as a reader sees it: invisible characters dropped
+    leaked = [p for p in pieces() + pieces(AWS) if p in received or p in seen]
+    assert not leaked, f"part of the secret reached the client: {leaked[:3]}"
+
+
+def spelled(obj: Any) -> str:
+    """The texts logprobs spell out in a received answer or chunk: the chosen tokens, and each
+    rank of alternatives, joined (a key can be streamed a few characters a token)."""
+    lines = []
+    for choice in obj.get("choices") or [] if isinstance(obj, dict) else []:
+        entries = (choice.get("logprobs") or {}).get("content") or []
+        lines.append("".join(e["token"] for e in entries))
+        for rank in range(max((len(e.get("top_logprobs") or []) for e in entries), default=0)):
+            lines.append("".join(e["top_logprobs"][rank]["token"] for e in entries if len(e["top_logprobs"]) > rank))
+    return "\n".join(lines)
+
+
+def stream_spelled(raw: bytes) -> str:
+    """`spelled` over a received SSE stream: each choice's tokens joined across events."""
+    events = [orjson.loads(block[6:]) for block in raw.split(b"\n\n") if block.startswith(b"data: {")]
+    merged = {"choices": [{"logprobs": {"content": [e for ev in events for c in ev.get("choices") or []
+                                                    for e in ((c.get("logprobs") or {}).get("content") or [])]}}]}
+    return spelled(merged)
+
+
+def completion(message: dict[str, Any], **choice: Any) -> bytes:
+    return orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+                         "choices": [{"index": 0, "message": {"role": "assistant", **message},
+                                      "finish_reason": "stop", **choice}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+
+
+def responses_answer(*output: dict[str, Any], **extra: Any) -> bytes:
+    return orjson.dumps({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+                         "model": "m", "output": list(output), "parallel_tool_calls": True,
+                         "tool_choice": "auto", "tools": [], **extra})
+
+
+def sse(*payloads: Any) -> list[bytes]:
+    return [b"data: " + (p if isinstance(p, bytes) else orjson.dumps(p)) + b"\n\n" for p in payloads] + [
+        b"data: [DONE]\n\n"]
+
+
+def chunk(delta: dict[str, Any] | None = None, **choice: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"index": 0, "finish_reason": None, **choice}
+    if delta is not None:
+        body["delta"] = delta
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [body]}
+
+
+def split(field: str, secret: str = SECRET) -> list[dict[str, Any]]:
+    """A delta field carrying the key over three chunks, around ordinary text."""
+    parts = ["Here it is: " + secret[:HALF // 2], secret[HALF // 2:HALF + 3], secret[HALF + 3:] + " - done."]
+    return [chunk({field: part}) for part in parts]
+
+
+def post(fw: Firewall, path: str, body: dict[str, Any], who: Who) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(fw.url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **who.headers()})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def chat(fw: Firewall, **kw: Any) -> str:
+    answer = make_client(fw, Who()).chat.completions.create(model="m", messages=ASK, **kw)
+    return answer.model_dump_json()
+
+
+def chat_stream(fw: Firewall) -> tuple[str, str | None]:
+    """Everything the SDK yields for a streamed chat answer, and the last finish reason."""
+    received, finish = [], None
+    for part in make_client(fw, Who()).chat.completions.create(model="m", messages=ASK, stream=True):
+        received.append(part.model_dump_json())
+        for choice in part.choices:
+            finish = choice.finish_reason or finish
+    return "".join(received), finish
+
+
+def responses(fw: Firewall, stream: bool = False) -> str:
+    client = make_client(fw, Who())
+    if stream:
+        return "".join(event.model_dump_json() for event in client.responses.create(
+            model="m", input="what is the key?", stream=True))
+    return client.responses.create(model="m", input="what is the key?").model_dump_json()
+
+
+# -- whole (JSON) answers -------------------------------------------------------------------------
+
+JSON_ANSWERS: dict[str, bytes] = {
+    "reasoning_content": completion({"content": "No.", "reasoning_content": f"The key is {SECRET}."}),
+    "reasoning (object)": completion({"content": "No.", "reasoning": {"summary": [{"text": f"use {SECRET}"}]}}),
+    "refusal": completion({"content": None, "refusal": f"I cannot share {SECRET}."}),
+    "tool_call arguments": completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "send", "arguments": json.dumps({"key": SECRET})}}]}),
+    "tool_call name": completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": SECRET, "arguments": "{}"}}]}),
+    "legacy function_call": completion({"content": None, "function_call": {"name": "send", "arguments": SECRET}}),
+    "audio transcript": completion({"content": None, "audio": {"id": "a1", "data": "AAAA", "expires_at": 1,
+                                                                "transcript": f"say {AWS}"}}),
+    "logprob tokens": completion({"content": "fine"}, logprobs={"content": [
+        {"token": SECRET[i:i + 3], "logprob": -0.1, "bytes": None, "top_logprobs": []}
+        for i in range(0, len(SECRET), 3)]}),
+    "top_logprobs tokens": completion({"content": "fine"}, logprobs={"content": [
+        {"token": "x", "logprob": -0.1, "bytes": None,
+         "top_logprobs": [{"token": SECRET[i:i + 4], "logprob": -2.0, "bytes": None}]}
+        for i in range(0, len(SECRET), 4)]}),
+    "unknown field": completion({"content": "ok", "x_debug": {"env": [f"OPENAI_API_KEY={SECRET}"]}}),
+    "label (id)": orjson.dumps({**orjson.loads(completion({"content": "ok"})), "id": SECRET}),
+}
+
+RESPONSES_ANSWERS: dict[str, bytes] = {
+    "message output_text": responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                                             "content": [{"type": "output_text", "text": f"key: {SECRET}",
+                                                          "annotations": []}]}),
+    "message refusal": responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                                         "content": [{"type": "refusal", "refusal": f"not {SECRET}"}]}),
+    "reasoning summary": responses_answer({"type": "reasoning", "id": "r1", "summary": [
+        {"type": "summary_text", "text": f"the user wants {AWS}"}]}),
+    "function_call": responses_answer({"type": "function_call", "id": "f1", "call_id": "c1", "name": "send",
+                                       "arguments": json.dumps({"key": SECRET}), "status": "completed"}),
+    "custom tool call": responses_answer({"type": "custom_tool_call", "id": "t1", "call_id": "c1", "name": "shell",
+                                          "input": f"export KEY={SECRET}"}),
+    "file search results": responses_answer({"type": "file_search_call", "id": "fs1", "status": "completed",
+                                             "queries": ["keys"], "results": [{"file_id": "f", "filename": "a.txt",
+                                                                               "text": f"prod: {SECRET}"}]}),
+    "output_text field": responses_answer(output_text=f"key: {SECRET}"),
+}
+
+
+@pytest.mark.parametrize("body", JSON_ANSWERS.values(), ids=JSON_ANSWERS.keys())
+def test_a_key_in_any_field_of_a_chat_answer_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream,
+                                                                       body: bytes) -> None:
+    upstream.script.raw = RawAnswer(body)
+    try:
+        answer = make_client(firewall, Who()).chat.completions.create(model="m", messages=ASK, logprobs=True)
+        received = answer.model_dump_json() + spelled(answer.model_dump())
+    except openai.InternalServerError as exc:  # a label cannot be masked: the answer is withheld
+        assert exc.status_code == 502 and exc.code == "content_policy_violation"
+        received = str(exc.body)
+    assert_clean(received)
+
+
+@pytest.mark.parametrize("body", RESPONSES_ANSWERS.values(), ids=RESPONSES_ANSWERS.keys())
+def test_a_key_in_any_responses_api_output_item_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream,
+                                                                         body: bytes) -> None:
+    upstream.script.raw = RawAnswer(body)
+    assert_clean(responses(firewall))
+
+
+def test_a_filtered_responses_api_answer_says_it_is_incomplete(firewall: Firewall, upstream: TestUpstream) -> None:
+    """Like a chat answer's `finish_reason: content_filter`: a client can tell a cut answer from
+    an empty one."""
+    upstream.script.raw = RawAnswer(RESPONSES_ANSWERS["message output_text"])
+    answer = make_client(firewall, Who()).responses.create(model="m", input="what is the key?")
+    assert answer.status == "incomplete"
+    assert answer.incomplete_details is not None and answer.incomplete_details.reason == "content_filter"
+    assert SECRET not in answer.model_dump_json()
+
+
+def test_an_ordinary_answer_with_reasoning_and_tool_calls_arrives_unchanged(firewall: Firewall,
+                                                                            upstream: TestUpstream) -> None:
+    body = completion({"content": "Calling the weather tool.", "reasoning_content": "The user wants the weather.",
+                       "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                           "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]})
+    upstream.script.raw = RawAnswer(body)
+    status, headers, got = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
+    assert status == 200 and orjson.loads(got) == orjson.loads(body)
+    assert headers["Content-Type"].startswith("application/json")
+
+
+# -- streamed answers -----------------------------------------------------------------------------
+
+CHAT_STREAMS: dict[str, list[bytes]] = {
+    "reasoning_content": sse(*split("reasoning_content")),
+    "reasoning": sse(*split("reasoning")),
+    "refusal": sse(*split("refusal")),
+    "tool_call arguments": sse(chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                      "function": {"name": "send", "arguments": ""}}]}),
+                               *(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+                                 for p in ('{"key": "' + SECRET[:HALF], SECRET[HALF:] + '"}'))),
+    "tool_call name": sse(chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                 "function": {"name": SECRET, "arguments": ""}}]})),
+    "logprob tokens": sse(*(chunk({"content": "."}, logprobs={"content": [
+        {"token": SECRET[i:i + 5], "logprob": -0.1, "bytes": None, "top_logprobs": []}]})
+        for i in range(0, len(SECRET), 5))),
+    "zero-width-split content": sse(*(chunk({"content": part}) for part in (
+        "Sure, the key is " + "\u200b".join(SECRET[:HALF]), "\u200b" + "\u2060".join(SECRET[HALF:]), " - bye."))),
+    "soft-hyphen-split content": sse(*(chunk({"content": part}) for part in (
+        "Sure, the key is " + AWS[:2] + "\u00ad" + AWS[2:10], AWS[10:], " ok"))),
+    "not JSON": sse(b"the key is " + SECRET.encode()),
+}
+
+
+@pytest.mark.parametrize("name", CHAT_STREAMS)
+def test_a_key_in_any_streamed_delta_field_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream,
+                                                                    name: str) -> None:
+    events = CHAT_STREAMS[name]
+    upstream.script.raw = RawAnswer(events, headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and raw.endswith(b"data: [DONE]\n\n")
+    assert_clean(raw.decode() + stream_spelled(raw))
+    assert b"content_filter" in raw
+    if name != "not JSON":  # the SDK parses the JSON ones
+        received, finish = chat_stream(firewall)
+        assert_clean(received)
+        assert finish == "content_filter"
+
+
+def resp_event(kind: str, **fields: Any) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, "sequence_number": 1, **fields})
+
+
+RESPONSES_STREAMS: dict[str, list[bytes]] = {
+    "output_text.delta": [e + b"\n\n" for e in (
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta=SECRET[:HALF]),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta=SECRET[HALF:]))],
+    "reasoning_summary_text.delta": [e + b"\n\n" for e in (
+        resp_event("response.reasoning_summary_text.delta", item_id="r1", output_index=0, summary_index=0,
+                   delta="thinking of " + SECRET[:HALF]),
+        resp_event("response.reasoning_summary_text.delta", item_id="r1", output_index=0, summary_index=0,
+                   delta=SECRET[HALF:]))],
+    "function_call_arguments.delta": [e + b"\n\n" for e in (
+        resp_event("response.function_call_arguments.delta", item_id="f1", output_index=0, delta=SECRET[:HALF]),
+        resp_event("response.function_call_arguments.delta", item_id="f1", output_index=0, delta=SECRET[HALF:]))],
+    "response.completed only": [resp_event("response.completed", response=orjson.loads(responses_answer(
+        {"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": f"key {SECRET}", "annotations": []}]}))) + b"\n\n"],
+}
+
+
+@pytest.mark.parametrize("events", RESPONSES_STREAMS.values(), ids=RESPONSES_STREAMS.keys())
+def test_a_key_in_a_responses_api_stream_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream,
+                                                                  events: list[bytes]) -> None:
+    upstream.script.raw = RawAnswer(events, headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/responses", {"model": "m", "input": "key?", "stream": True}, Who())
+    assert status == 200 and b"content_filter" in raw
+    assert_clean(raw.decode())
+
+
+# -- errors, headers, content types, encodings ------------------------------------------------------
+
+def test_a_key_in_an_upstream_error_body_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(orjson.dumps({"error": {
+        "message": f"Incorrect API key provided: {SECRET}.", "type": "invalid_request_error",
+        "param": None, "code": "invalid_api_key"}}), status=401)
+    with pytest.raises(openai.AuthenticationError) as err:
+        chat(firewall)
+    assert err.value.status_code == 401
+    assert_clean(str(err.value.body) + str(err.value))
+
+
+def test_a_key_in_a_plain_text_error_page_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(f"Traceback: config OPENAI_API_KEY={SECRET}\n".encode(), status=500,
+                                    headers={"Content-Type": "text/html"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
+    assert status == 502 and orjson.loads(raw)["error"]["code"] == "content_policy_violation"
+    assert_clean(raw.decode())
+
+
+def test_only_allowlisted_answer_headers_reach_the_client(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(completion({"content": "Hello."}), headers={
+        "Content-Type": "application/json", "X-Debug-Api-Key": SECRET, "Server": "internal-llm-7.corp:8443",
+        "openai-organization": "org-internal", "x-ratelimit-remaining-requests": SECRET,
+        "x-ratelimit-limit-requests": "10000", "x-ratelimit-reset-tokens": "6m0s", "openai-processing-ms": "212",
+        "Set-Cookie": f"session={SECRET}", "Link": f"<https://internal/?k={AWS}>"})
+    status, headers, _ = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
+    assert status == 200
+    assert_clean(json.dumps(headers))
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert "openai-organization" not in lowered and "internal-llm" not in json.dumps(headers)
+    assert lowered["x-ratelimit-limit-requests"] == "10000" and lowered["x-ratelimit-reset-tokens"] == "6m0s"
+    assert lowered["openai-processing-ms"] == "212"
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "text/event-stream", "application/octet-stream"])
+def test_json_under_another_content_type_is_inspected_as_json(firewall: Firewall, upstream: TestUpstream,
+                                                              ctype: str) -> None:
+    upstream.script.raw = RawAnswer(completion({"content": f"The key is {SECRET}."}), headers={"Content-Type": ctype})
+    answer = make_client(firewall, Who()).chat.completions.create(model="m", messages=ASK)
+    assert_clean(answer.model_dump_json())
+    assert answer.choices[0].finish_reason == "content_filter"
+
+
+@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "text/html"])
+def test_sse_under_another_content_type_is_inspected_as_a_stream(firewall: Firewall, upstream: TestUpstream,
+                                                                 ctype: str) -> None:
+    upstream.script.raw = RawAnswer(sse(*split("content")), headers={"Content-Type": ctype})
+    received, finish = chat_stream(firewall)
+    assert_clean(received)
+    assert finish == "content_filter"
+
+
+def test_a_plain_text_answer_is_inspected(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(f"Sure! Your key is {SECRET}".encode(), headers={"Content-Type": "text/plain"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
+    assert status == 502 and orjson.loads(raw)["error"]["code"] == "content_policy_violation"
+    upstream.script.raw = RawAnswer(b"Just a plain greeting.", headers={"Content-Type": "text/plain"})
+    status, headers, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
+    assert status == 200 and raw == b"Just a plain greeting."
+
+
+UNDECODABLE: dict[str, Callable[[], RawAnswer]] = {
+    "invalid UTF-8": lambda: RawAnswer(b'{"choices": [{"message": {"content": "' + SECRET.encode() + b'\xff\xfe"}}]}'),
+    "invalid UTF-8 as text": lambda: RawAnswer(SECRET.encode() + b"\xc3\x28", headers={"Content-Type": "text/plain"}),
+    "JSON that does not parse": lambda: RawAnswer(b'{"choices": [{"message": {"content": "' + SECRET.encode() + b'"'),
+    "corrupt gzip": lambda: RawAnswer(gzip.compress(completion({"content": SECRET}))[:-12] + b"garbage!",
+                                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}),
+    "unknown encoding": lambda: RawAnswer(completion({"content": SECRET}),
+                                          headers={"Content-Type": "application/json", "Content-Encoding": "br"}),
+}
+
+
+@pytest.mark.parametrize("make", UNDECODABLE.values(), ids=UNDECODABLE.keys())
+def test_an_answer_that_cannot_be_decoded_is_refused_not_relayed(firewall: Firewall, upstream: TestUpstream,
+                                                                 make: Callable[[], RawAnswer]) -> None:
+    upstream.script.raw = make()
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(firewall)
+    assert err.value.status_code == 502
+    assert isinstance(err.value.body, dict) and err.value.code in {"upstream_undecodable", "upstream_error"}
+    assert_clean(str(err.value.body))
+
+
+def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(sse(chunk({"content": "Hello"}), b'{"x": "' + SECRET.encode() + b'\xff"}'),
+                                    headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and b"upstream_error" in raw
+    assert_clean(raw.decode("utf-8", "replace"))
+
+
+# -- the pure decisions, for any input ----------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llm_firewall.proxy.answer_shape import is_sse, read_answer  # noqa: E402
+from llm_firewall.proxy.forward import relayed_header  # noqa: E402
+from llm_firewall.proxy.openai_wire import OPAQUE, response_texts  # noqa: E402
+
+_KEYS = st.sampled_from(["content", "text", "message", "error", "choices", "output", "delta", "id", "type",
+                         "reasoning", "refusal", "arguments", "name", "x", "logprobs", "summary", "data"])
+_ANSWERS = st.recursive(
+    st.one_of(st.none(), st.integers(), st.booleans(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=20)
+
+
+def _plant(value: Any, where: int) -> Any:
+    """`value` with SECRET put in its `where`-th container (as a new key or an element)."""
+    containers: list[Any] = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, (dict, list)):
+            containers.append(v)
+            for item in (v.values() if isinstance(v, dict) else v):
+                visit(item)
+    visit(value)
+    if not containers:
+        return {"planted": SECRET}
+    target = containers[where % len(containers)]
+    if isinstance(target, dict):
+        target["planted"] = SECRET
+    else:
+        target.append(SECRET)
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=_ANSWERS, where=st.integers(min_value=0, max_value=50))
+def test_response_texts_reads_a_key_put_anywhere_in_any_answer(answer: Any, where: int) -> None:
+    """Fail closed: whatever the shape, a string the answer carries is among the texts inspected
+    (opaque base64 payloads aside), whole or within the joined labels."""
+    texts = [item.text for item in response_texts("chat/completions", _plant(answer, where))]
+    assert any(SECRET in text for text in texts)
+
+
+def test_response_texts_skips_only_opaque_payloads() -> None:
+    answer = {key: SECRET for key in OPAQUE}
+    assert not any(SECRET in item.text for item in response_texts("responses", answer))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=1, max_size=40),
+       prefix=st.text(max_size=6), suffix=st.text(max_size=6))
+def test_no_header_value_carrying_a_key_is_relayed(name: str, prefix: str, suffix: str) -> None:
+    for header in (name, "x-ratelimit-" + name, "openai-processing-ms", "retry-after", "x-should-retry"):
+        assert not relayed_header(header, prefix + SECRET + suffix)
+        assert not relayed_header(header, prefix + AWS + suffix)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=64), ctype=st.sampled_from(["application/json", "text/plain", "text/event-stream",
+                                                            "application/octet-stream", "application/problem+json"]))
+def test_an_answer_is_json_text_or_refused_never_relayed_unread(body: bytes, ctype: str) -> None:
+    answer = read_answer(body, ctype)
+    if answer.kind == "json":
+        assert orjson.dumps(answer.value) is not None
+    elif answer.kind == "text":
+        assert answer.value == body.decode("utf-8").removeprefix("\ufeff")
+    elif answer.kind == "empty":
+        assert not body.strip()
+    else:
+        assert answer.kind == "undecodable"
+
+
+def test_sse_is_told_by_its_first_bytes_not_its_label() -> None:
+    assert is_sse(b"data: {}") and is_sse(b"\n\nevent: x\ndata: 1") and is_sse(b": keep-alive\n\n")
+    assert is_sse(b"\xef\xbb\xbfdata: {}")
+    assert not is_sse(b'{"data": 1}') and not is_sse(b"Hello") and not is_sse(b"")
