@@ -302,13 +302,14 @@ def test_at_the_cap_a_slow_upload_makes_room_when_none_is_idle(capped: Firewall,
 
 def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(capped: Firewall,
                                                                       upstream: TestUpstream) -> None:
-    upstream.script.delay_first_byte = 3.0
+    upstream.script.delay_first_byte = 10.0  # long enough for all four to be in progress at once, even on a busy machine
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]}).encode()
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     socks = [open_connection(capped.port, request) for _ in range(4)]
     try:
-        upstream.wait_for_requests(4)  # four answers in progress: none may be cut to make room
+        upstream.wait_for_requests(4, timeout=WAIT_S)
+        assert len(upstream.requests) == 4  # four answers in progress: none may be cut to make room
         with open_connection(capped.port) as extra:
             closed, received = read_until_closed(extra)
         assert closed
@@ -316,7 +317,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(capped: Fire
         assert status == 503
         assert error["error"]["code"] == "server_busy"  # type: ignore[index]
         for sock in socks:
-            sock.settimeout(10)
+            sock.settimeout(WAIT_S)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     finally:
         for sock in socks:
