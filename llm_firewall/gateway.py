@@ -423,6 +423,15 @@ class Gateway:
     def _response_findings(self, text: str, policy: Policy, *, remember: bool = True) -> list[Finding]:
         findings = self.inspector.engine.scan_text(text, role="response", direction="response",
                                                    remember=remember)
+        return self._with_canary(findings, text, policy)
+
+    def _label_findings(self, text: str, policy: Policy) -> list[Finding]:
+        """Secrets and personal data in an answer's labels (ids, model names), as written: a new
+        id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
+        _, findings = self.inspector.engine.redact(text, direction="response")
+        return self._with_canary(findings, text, policy)
+
+    def _with_canary(self, findings: list[Finding], text: str, policy: Policy) -> list[Finding]:
         if policy.canary and canary_matcher(self.canary).found(text):  # also spelled out, encoded, reversed
             findings.append(Finding(rule_id="CANARY-001", title="System prompt canary echoed",
                                     threat="system_prompt_leakage", severity="critical", role="response",
@@ -495,7 +504,8 @@ class Gateway:
         """Findings per answer text path (texts with none are left out)."""
         hits: dict[str, list[Finding]] = {}
         for item in items:
-            found = self._response_findings(item.text, policy)
+            found = (self._label_findings(item.text, policy) if item.path == IDENTIFIERS
+                     else self._response_findings(item.text, policy))
             if found:
                 for f in found:
                     f.path = item.path

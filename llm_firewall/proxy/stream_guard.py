@@ -338,16 +338,21 @@ class StreamGuard:
 
     def _labels_known(self, payload: dict[str, Any]) -> bool:
         """Whether a plain chunk's other top-level fields are labels already inspected (its id,
-        model, ...) or numbers: then only its content needs reading."""
+        model, ...), opaque padding or scalars: then only its content needs reading."""
         labels = self._labels
-        for key, value in payload.items():
+        containers = 0
+        for value in payload.values():  # values only: this runs for every chunk
             kind = type(value)
             if kind is str:
-                if value not in labels and key not in OPAQUE:
+                if value not in labels and not self._only_padding_is_new(payload):
                     return False
-            elif kind is not int and kind is not float and value is not None and key != "choices":
-                return False
-        return True
+            elif kind is list or kind is dict:
+                containers += 1
+        return containers == 1  # `choices`, checked by _splittable
+
+    def _only_padding_is_new(self, payload: dict[str, Any]) -> bool:
+        labels = self._labels
+        return all(type(v) is not str or v in labels or k in OPAQUE for k, v in payload.items())
 
     def _check_whole(self, held: _Held) -> bool:
         """Inspect an event's complete texts (see `_whole_texts`) and new labels at once; masks

@@ -227,6 +227,8 @@ CHAT_STREAMS: dict[str, list[bytes]] = {
         "Sure, the key is " + "\u200b".join(SECRET[:HALF]), "\u200b" + "\u2060".join(SECRET[HALF:]), " - bye."))),
     "soft-hyphen-split content": sse(*(chunk({"content": part}) for part in (
         "Sure, the key is " + AWS[:2] + "\u00ad" + AWS[2:10], AWS[10:], " ok"))),
+    "label in a later chunk": sse(chunk({"content": "Hello"}), chunk({"content": " there"}),
+                                  {**chunk({"content": "!"}), "system_fingerprint": SECRET}),
     "not JSON": sse(b"the key is " + SECRET.encode()),
 }
 
