@@ -27,7 +27,7 @@ def test_a_local_directory_adds_replaces_and_disables_rules(tmp_path: Path) -> N
     local.mkdir()
     (local / "a.yaml").write_text((EXAMPLE / "local.yaml").read_text())
     replaced = next(r for r in shipped.rules if r.id == "PV-001")
-    (local / "b.yaml").write_text(f"""rules:
+    (local / "b.yaml").write_text("""rules:
   - id: PV-001
     title: E-mail address (local wording)
     description: Replaced locally.
@@ -35,10 +35,10 @@ def test_a_local_directory_adds_replaces_and_disables_rules(tmp_path: Path) -> N
     category: pii
     severity: low
     status: stable
-    applies_to: {{direction: request}}
-    match: {{any: [{{regex: '\\b[a-z]+@corp\\.example\\b'}}]}}
+    applies_to: {direction: request}
+    match: {any: [{regex: '\\b[a-z]+@corp\\.example\\b'}]}
     falsepositives: [Addresses the company publishes]
-    tests: {{match: ["write to ann@corp.example"], no_match: ["write to ann@other.example"]}}
+    tests: {match: ["write to ann@corp.example"], no_match: ["write to ann@other.example"]}
 """)
     layered = load_rule_layers([default_rules_dir(), local])
     ids = [r.id for r in layered.rules]
