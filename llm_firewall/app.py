@@ -171,7 +171,7 @@ def _overflow_alert(what: str, count: int, replica: str | None) -> dict[str, Any
 
 def _upstream(settings: Settings, base_url: str) -> Upstream:
     return Upstream(base_url, settings.timeouts, api_key=settings.upstream_api_key,
-                    transport=settings.upstream_transport)
+                    transport=settings.upstream_transport, max_answer_bytes=settings.limits.max_answer_bytes)
 
 
 def _make_store(settings: Settings, metrics: Metrics) -> Any:

@@ -77,12 +77,13 @@ class Limits:
     """Request hygiene limits, applied before any inspection."""
 
     max_body_bytes: int = 4 * 1024 * 1024  # counted after Content-Encoding is decoded
+    max_answer_bytes: int = 64 * 1024 * 1024  # an upstream answer, decoded (a stream's whole length)
     max_json_depth: int = 64
     max_messages: int = 2048
     # Requests and answers with more text than this are inspected on a worker thread (see gateway),
     # and at most `max_queued_inspections` requests may wait for it or be on it: more are refused
     # with a 503 rather than held in memory behind a long queue.
-    thread_inspect_chars: int = 64 * 1024
+    thread_inspect_chars: int = 8 * 1024  # ~40 ms at most on the loop, for the costliest text
     max_queued_inspections: int = 8
     # Open client connections; at the cap a new one closes the oldest idle one, or is refused
     # when none is idle (see server.py). Lowered at start-up to fit the process's file limit.
@@ -240,6 +241,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         access_log=_bool(env, "LLM_FIREWALL_ACCESS_LOG", False),
         limits=Limits(
             max_body_bytes=_int(env, "LLM_FIREWALL_MAX_BODY_BYTES", dl.max_body_bytes),
+            max_answer_bytes=_int(env, "LLM_FIREWALL_MAX_ANSWER_BYTES", dl.max_answer_bytes),
             max_json_depth=_int(env, "LLM_FIREWALL_MAX_JSON_DEPTH", dl.max_json_depth),
             max_messages=_int(env, "LLM_FIREWALL_MAX_MESSAGES", dl.max_messages),
             thread_inspect_chars=_int(env, "LLM_FIREWALL_THREAD_INSPECT_CHARS", dl.thread_inspect_chars),

@@ -43,6 +43,7 @@ from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
+from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
                                             parse_json_body, request_texts, response_texts, validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
@@ -236,11 +237,16 @@ class Gateway:
         return None
 
     async def _read_body(self, request: web.Request) -> bytes:
+        """The body as sent, decoded here with a bound: the server does not decode it itself, so a
+        small gzip body cannot inflate to gigabytes before any limit applies."""
+        limit = self.settings.limits.max_body_bytes
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise WireError(f"request body larger than {self.settings.limits.max_body_bytes} bytes",
-                            status=413, code="request_too_large") from None
+            raw = await request.read()
+            return decode_whole(raw, request.headers.get("Content-Encoding", ""), limit)
+        except (web.HTTPRequestEntityTooLarge, TooLarge):
+            raise WireError(f"request body larger than {limit} bytes", status=413, code="request_too_large") from None
+        except CodingError as exc:
+            raise WireError(str(exc), status=415, code="unsupported_content_encoding") from None
 
     # -- request inspection -----------------------------------------------------------------------
     async def _inspect_request(self, parsed: ParsedRequest, identity: Identity, policy: Policy, rid: str,

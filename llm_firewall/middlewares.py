@@ -14,7 +14,7 @@ import secrets
 from contextvars import ContextVar
 from typing import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion, web
 
 from llm_firewall.proxy.target import V1, TargetRefused, check_local
 from llm_firewall.proxy.openai_wire import error_body
@@ -41,6 +41,8 @@ def new_request_id() -> str:
     return f"{_PREFIX}{next(_counter):x}"
 
 
+HTTP11_OR_10 = HttpVersion(1, 0)
+
 _PAGE_CSP = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
              "frame-ancestors 'none'")
 
@@ -57,6 +59,8 @@ async def http_frame(request: web.Request, handler: Handler) -> web.StreamRespon
     request["request_id"] = rid
     given = request.headers.get("X-Request-ID")  # set on every request: a keep-alive connection may share a context
     CLIENT_REQUEST_ID.set(given[:64] if given and given.isascii() and given.isprintable() else None)
+    if request.version < HTTP11_OR_10:  # a request line without a version (HTTP/0.9 style)
+        return _error(400, "HTTP/1.0 or HTTP/1.1 is required.", "invalid_http_request", rid)
     raw = request.raw_path
     if not raw.startswith(V1):
         try:

@@ -156,7 +156,10 @@ class Listener:
         self.header_timeout = timeouts.header
         self.body_timeout = timeouts.body
         access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
-        self.handler_args = {"keepalive_timeout": timeouts.keepalive, "access_log": access_log}
+        # Bodies are decoded by the gateway with a bound (proxy/content_coding.py), not by aiohttp
+        # as they arrive: a gzip bomb inflated there held the loop for seconds.
+        self.handler_args = {"keepalive_timeout": timeouts.keepalive, "access_log": access_log,
+                             "auto_decompress": False}
         self.cap = cap
         self.open: dict[GuardedHandler, None] = {}  # in order of arrival, the oldest first
 

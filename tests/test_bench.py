@@ -486,7 +486,9 @@ def test_server_stages_stream_mode_times_the_relay_once_per_upstream_event() -> 
     rows = {cells[0]: cells[1:] for cells in map(str.split, lines[2:]) if cells[0] != "not"}
     for stage in ("EventSplitter.feed", "StreamGuard.feed"):
         per_event, per_call, calls = map(float, rows[stage])
-        assert per_event > 0 and calls == 1.0, (stage, rows[stage])
+        # once per read from the upstream: one event each, or fewer when a busy machine lets
+        # TCP deliver two events in one read
+        assert per_event > 0 and 0.5 <= calls <= 1.0, (stage, rows[stage])
     assert float(rows["StreamGuard._first_anchor"][0]) > 0
     per_event, _, calls = map(float, rows["Gateway.identify"])
     assert abs(calls - 1 / 51) < 0.005  # one request per stream

@@ -30,12 +30,19 @@ HOP_BY_HOP = frozenset({
 # Request headers that describe the client to us and must not be replayed upstream.
 _CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-firewall-admin",
                           "cookie", "accept-encoding", "x-security-mode", "origin",
-                          "x-request-id"})  # replaced by the id the firewall logs
+                          "x-request-id",  # replaced by the id the firewall logs
+                          # the firewall is the proxy here: a client does not describe the hop
+                          "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "via",
+                          # a method is what the firewall inspected, not what a header says
+                          "x-http-method-override", "x-http-method", "x-method-override"})
+# With the firewall's own credential, the client may not choose whose account it is spent on or
+# add a credential of its own beside it.
+_ACCOUNT = frozenset({"authorization", "openai-organization", "openai-project", "api-key", "x-api-key"})
 
 
 # One set lookup per header on every request instead of three.
 _DROPPED = HOP_BY_HOP | _CLIENT_ONLY
-_DROPPED_WITH_KEY = _DROPPED | {"authorization"}  # replaced by the firewall's own credential
+_DROPPED_WITH_KEY = _DROPPED | _ACCOUNT  # replaced by the firewall's own credential
 
 # Upstream answer headers a client may see, each with the shape its value must have. Any other
 # header, or a value of another shape, is dropped: header values are not inspected text, and an
@@ -146,7 +153,7 @@ class Upstream:
     """The one configured upstream, over a pool of keep-alive HTTP/1.1 connections."""
 
     def __init__(self, base_url: str, timeouts: Timeouts, *, api_key: str | None = None,
-                 transport: UpstreamTransport | None = None) -> None:
+                 transport: UpstreamTransport | None = None, max_answer_bytes: int = 64 << 20) -> None:
         self.authorization = upstream_authorization(base_url, api_key)
         self.base_url = without_credentials(base_url.rstrip("/"))
         self.timeouts = timeouts
@@ -154,6 +161,7 @@ class Upstream:
         self.base_path = urlsplit(self.base_url).path  # request targets are written below it
         if not BASE_PATH.fullmatch(self.base_path):
             raise ValueError(f"the upstream URL's path {self.base_path!r} must be plain segments (no escapes)")
+        self.max_answer_bytes = max_answer_bytes
         self._pool: Http1Pool | None = None
 
     async def start(self) -> None:
@@ -161,7 +169,8 @@ class Upstream:
         self._pool = Http1Pool(self.base_url, connect_timeout=self.timeouts.connect,
                                first_byte_timeout=self.timeouts.first_byte, idle_timeout=self.timeouts.idle,
                                ssl_context=_ssl_context(self.transport) if secure else None,
-                               proxy=proxy_for(self.base_url, self.transport.proxies))
+                               proxy=proxy_for(self.base_url, self.transport.proxies),
+                               max_answer_bytes=self.max_answer_bytes)
 
     async def close(self) -> None:
         if self._pool is not None:

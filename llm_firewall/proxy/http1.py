@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from llm_firewall.proxy.content_coding import CodingError, decode_some, decoder_for
+
 from llm_firewall.proxy.target import UPSTREAM_TARGET
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -61,7 +63,7 @@ class Http1Response:
     """One answer: status and headers at once, the body as it arrives (`read`, `content.readany`)."""
 
     __slots__ = ("status", "reason", "headers", "content_type", "_conn", "_loop", "_chunks", "_buffered",
-                 "_done", "_error", "_waiter", "_keep_alive", "_released", "_decoder")
+                 "_done", "_error", "_waiter", "_keep_alive", "_released", "_decoder", "_room")
 
     def __init__(self, conn: "_Connection", status: int, reason: str, headers: CIMultiDictProxy[str],
                  keep_alive: bool) -> None:
@@ -79,13 +81,11 @@ class Http1Response:
         self._waiter: asyncio.Future[None] | None = None
         self._keep_alive = keep_alive
         self._released = False
-        encoding = headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            self._decoder: zlib._Decompress | None = zlib.decompressobj(zlib.MAX_WBITS | 32)
-        elif encoding in ("identity", ""):
-            self._decoder = None
-        else:
-            raise aiohttp.ClientPayloadError(f"the upstream used a content-encoding we did not offer: {encoding}")
+        self._room = conn.pool.max_answer_bytes  # decoded bytes this answer may still bring
+        try:
+            self._decoder = decoder_for(headers.get("Content-Encoding", "identity"))
+        except CodingError:
+            raise aiohttp.ClientPayloadError("the upstream used a content-encoding we did not offer") from None
 
     @property
     def content(self) -> "Http1Response":
@@ -96,12 +96,18 @@ class Http1Response:
     def _feed(self, data: bytes) -> None:
         if self._decoder is not None:
             try:
-                data = self._decoder.decompress(data)
+                data = decode_some(self._decoder, data, self._room)
             except zlib.error as exc:
                 self._fail(aiohttp.ClientPayloadError(f"the upstream answer could not be decoded: {exc}"))
                 return
             if not data:
                 return
+        self._room -= len(data)
+        if self._room < 0:  # a decompression bomb, or just more than any answer may be
+            self._fail(aiohttp.ClientPayloadError("the upstream answer is larger than the firewall accepts"))
+            if self._conn is not None:
+                self._conn.close()
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > PAUSE_ABOVE and self._conn is not None:
@@ -506,7 +512,7 @@ class Http1Pool:
 
     def __init__(self, base_url: str, *, connect_timeout: float, first_byte_timeout: float = 120.0,
                  idle_timeout: float = 120.0, ssl_context: ssl.SSLContext | None = None,
-                 proxy: str | None = None) -> None:
+                 proxy: str | None = None, max_answer_bytes: int = 64 << 20) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http:// or https:// with a host, got {base_url!r}")
@@ -524,6 +530,7 @@ class Http1Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ssl = (ssl_context or ssl.create_default_context()) if self.secure else None
         self.proxy = _Proxy.parse(proxy) if proxy else None
+        self.max_answer_bytes = max_answer_bytes  # decoded, per answer (a stream included)
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._closed = False

@@ -125,6 +125,22 @@ def test_a_foreign_origin_is_refused_even_on_loopback(fw: Firewall) -> None:
     assert soc_enabled(fw)
 
 
+
+def test_a_browser_request_marked_cross_site_without_an_origin_is_refused(fw: Firewall) -> None:
+    """A form or fetch from another site that omits Origin is still named cross-site by the
+    browser's Sec-Fetch-Site; the firewall believes that word."""
+    conn = http.client.HTTPConnection("127.0.0.1", fw.port, timeout=20)
+    try:
+        conn.request("POST", "/api/soc/toggle", body=json.dumps({"enabled": False}).encode(),
+                     headers={"Host": f"127.0.0.1:{fw.port}", "Content-Type": "application/json",
+                              "Sec-Fetch-Site": "cross-site"})
+        resp = conn.getresponse()
+        status, body = resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+    assert status == 403 and body["error"]["code"] == "cross_origin"
+    assert soc_enabled(fw)
+
 # -- with a token, the token decides (as before) --------------------------------------------------
 def test_with_a_token_any_host_needs_it_and_it_suffices(fw_token: Firewall) -> None:
     host = f"firewall.internal.example:{fw_token.port}"

@@ -431,3 +431,27 @@ async def test_the_upstream_client_refuses_parts_that_would_not_be_one_request(
         await pool.close()
     assert [(r.method, r.target) for r in raw_upstream.requests] == [("GET", "/v1/models")]
     assert raw_upstream.errors == []
+
+
+def test_a_request_line_without_a_version_is_refused(fw: Firewall, raw_upstream: RawUpstream) -> None:
+    """An HTTP/0.9-style request line has no headers to inspect and no framing to trust."""
+    with socket.create_connection(("127.0.0.1", fw.port), timeout=20) as s:
+        s.sendall(b"GET /v1/models\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert b" 400 " in answer.split(b"\r\n", 1)[0] and b'"code":"invalid_http_request"' in answer, answer[:300]
+    assert raw_upstream.requests == []
+
+
+def test_headers_that_describe_the_hop_or_override_the_method_never_reach_the_upstream(
+        fw: Firewall, raw_upstream: RawUpstream) -> None:
+    hop = ("X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 1\r\n"
+           "Via: 1.1 evil\r\nX-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: DELETE\r\n"
+           "X-Method-Override: DELETE\r\nX-Kept: yes\r\n")
+    status, _, _ = request(fw.port, "POST", "/v1/chat/completions", chat_body("hello"), headers=hop)
+    assert status == 200
+    sent = {n.lower() for r in raw_upstream.requests for n, _ in r.headers}
+    assert "x-kept" in sent  # other headers still go
+    assert not sent & {"x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "via",
+                       "x-http-method-override", "x-http-method", "x-method-override"}
