@@ -192,6 +192,9 @@ class Settings:
     circuit_reset_s: float = 10.0
     watch_logs: tuple[dict[str, object], ...] = ()  # log files the SOC tails, like fail2ban
     replica: str | None = None  # name shown in alerts when several replicas run
+    workers: int = 1  # processes serving one port (serve --workers; see workers.py)
+    reuse_port: bool = False  # set for each worker: several processes bind the same port
+    journal_dir: Path | None = None  # the store's local journal; None: data_dir
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -206,6 +209,19 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def parse_workers(value: str) -> int:
+    """A worker count: a positive number, or `auto` for one per core this process may use."""
+    if value.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"workers must be a positive number or 'auto', got {value!r}")
+    return count
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -270,6 +286,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         circuit_reset_s=_float(env, "LLM_FIREWALL_CIRCUIT_RESET", 10.0),
         watch_logs=_watch_logs(env.get("LLM_FIREWALL_WATCH_LOGS", "")),
         replica=env.get("LLM_FIREWALL_REPLICA") or None,
+        workers=parse_workers(env.get("LLM_FIREWALL_WORKERS", "1")),
+        reuse_port=_bool(env, "LLM_FIREWALL_REUSE_PORT", False),
+        journal_dir=Path(env["LLM_FIREWALL_JOURNAL_DIR"]) if env.get("LLM_FIREWALL_JOURNAL_DIR") else None,
     )
 
 

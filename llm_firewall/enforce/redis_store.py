@@ -242,7 +242,8 @@ class RedisStore:
         # override limits read in the same round trip as the sanction lookup, for the same instant
         self._prefetched: tuple[float, dict[str, list[str | None]]] = (0.0, {})
         parts = urlsplit(url)  # never log the password
-        self._url_safe = f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}"
+        self._url_safe = (f"unix://{parts.path}" if parts.scheme == "unix"
+                          else f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}")
         r = self._redis
         self._add_sanction_script = r.register_script(_ADD_SANCTION)
         self._gcra = r.register_script(_GCRA)
