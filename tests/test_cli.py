@@ -31,3 +31,12 @@ def test_rules_help_describes_the_subcommands_and_exits_0() -> None:
         assert done.returncode == 0, (args, done.stderr)
         assert "lint [DIR]" in done.stdout and "test [DIR]" in done.stdout
     assert run("rules").returncode == 2
+
+
+def test_scan_with_a_broken_policy_names_file_line_and_field_without_a_traceback(tmp_path) -> None:
+    policy = tmp_path / "mine.yaml"
+    policy.write_text("name: mine\nextends: production\nmode: enforcing\n")
+    done = run("scan", "--policy", str(policy), "hello")
+    assert done.returncode == 2
+    assert "mine.yaml:3" in done.stderr and "'mode'" in done.stderr and "enforce" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
