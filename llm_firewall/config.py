@@ -36,7 +36,7 @@ def _parse_networks(raw: str, source: str) -> tuple[Network, ...]:
     return tuple(nets)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, zero_ok: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -44,13 +44,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be positive, got {raw!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name}: must be {'zero or more' if zero_ok else 'positive'}, got {raw!r}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return int(_float(env, name, float(default)))
+def _int(env: Mapping[str, str], name: str, default: int, zero_ok: bool = False) -> int:
+    return int(_float(env, name, float(default), zero_ok))
 
 
 def _dirs(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
@@ -276,7 +276,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             stream=_float(env, "LLM_FIREWALL_STREAM_MAX_SECONDS", dc.stream),
         ),
         stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 128),
-        verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000),
+        verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000, zero_ok=True),
         ws_allowed_origins=origins,
         analyst_base_url=env.get("LLM_FIREWALL_ANALYST_BASE_URL") or None,
         analyst_api_key=env.get("LLM_FIREWALL_ANALYST_API_KEY") or None,
