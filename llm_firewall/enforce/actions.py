@@ -9,7 +9,6 @@ audits what it would have done.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import uuid
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import anchor_of, is_allowlisted, subject_for, subjects
+from llm_firewall.enforce.identity import anchor_of, as_network, is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
 from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for, strike_subject
 from llm_firewall.policy.model import Action, Policy, RateLimit
@@ -262,9 +261,11 @@ class Enforcer:
             if action.kind == "isolate_agent" and identity.agent is None:
                 kind = "key"
             if action.kind == "block_ip_range":
-                addr = ipaddress.ip_address(str(key))
-                prefix = p.get("prefix_v4", 24) if addr.version == 4 else p.get("prefix_v6", 64)
-                key = str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+                own = as_network(str(key))  # an address, or an IPv6 client's counted network
+                if own is None:
+                    return {"status": "skipped", "error": f"not an address: {key}"}
+                prefix = int(p.get("prefix_v4", 24) if own.version == 4 else p.get("prefix_v6", 64))
+                key = str(own.supernet(new_prefix=prefix) if prefix < own.prefixlen else own)
             if not key:
                 return {"status": "skipped", "error": "no subject"}
             duration = p.get("duration_s")

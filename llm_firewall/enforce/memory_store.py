@@ -28,6 +28,7 @@ from cachetools import LRUCache
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.buckets import Buckets
+from llm_firewall.enforce.identity import within
 from llm_firewall.enforce.state import Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
@@ -237,13 +238,9 @@ class MemoryStore:
             if s is not None and s.active(now):
                 return s
             if kind == "ip" and self._ranges:
-                try:
-                    addr = ipaddress.ip_address(value)
-                except ValueError:
-                    continue
                 for key, net in self._ranges.items():
                     s = self._sanctions.get(("ip", key))
-                    if addr.version == net.version and addr in net and s is not None and s.active(now):
+                    if s is not None and s.active(now) and key != value and within(value, net):
                         return s
         return None
 

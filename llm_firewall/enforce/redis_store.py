@@ -26,7 +26,6 @@ and `ap:decided` indexes for approvals.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import time
@@ -42,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import subjects
+from llm_firewall.enforce.identity import as_network, subjects, within
 from llm_firewall.enforce.resp import ScriptClient
 from llm_firewall.enforce.state import Approval, QuickCheck, RateResult, Sanction, StoreUnavailable
 
@@ -782,16 +781,10 @@ def _sanction(data: Mapping[str, str]) -> Sanction:
 
 
 def _covering(ip: str, ranges: list[str]) -> str | None:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
+    """The range (of `ranges`) a client address or counted network lies in, if any."""
     for cidr in ranges:
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            continue
-        if net.version == addr.version and addr in net:
+        net = as_network(cidr)
+        if net is not None and within(ip, net):
             return cidr
     return None
 

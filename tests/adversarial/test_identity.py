@@ -196,3 +196,21 @@ def test_made_up_keys_do_not_escape_when_the_firewall_supplies_its_own(upstream:
         assert chat(server, [("X-Forwarded-For", Who().ip), ("Authorization", "Bearer sk-made-up-new")])[0] == 200
     finally:
         server.stop()
+
+
+def test_changing_the_ipv6_interface_id_never_escapes_an_address_block(fw: Firewall) -> None:
+    n = Who().ip.rsplit(".", 1)[1]  # a network of its own for this test
+    host = f"2001:db8:{n}:64::"
+    assert code(chat(fw, [("X-Forwarded-For", f"{host}1")], EXFIL)) == (400, "content_policy_violation")
+    # Another interface id, a zone id, another spelling: the same /64, still blocked.
+    for spelt in (f"{host}beef:1", f"{host.upper()}2%eth0", f"2001:0db8:{int(n):04d}:0064:0:0:0:9"):
+        assert code(chat(fw, [("X-Forwarded-For", spelt)])) == (403, "ip_blocked"), spelt
+    assert ("ip", f"2001:db8:{n}:64::/64") in {(b["kind"], b["key"]) for b in blocks(fw)}
+    assert chat(fw, [("X-Forwarded-For", f"2001:db8:{n}:65::1")])[0] == 200  # the next /64 is served
+
+
+def test_an_ipv4_mapped_client_is_its_ipv4_address(fw: Firewall) -> None:
+    who = Who()
+    assert chat(fw, [("X-Forwarded-For", f"::ffff:{who.ip}")], EXFIL)[0] == 400
+    assert code(chat(fw, [("X-Forwarded-For", who.ip)])) == (403, "ip_blocked")
+    assert ("ip", who.ip) in {(b["kind"], b["key"]) for b in blocks(fw)}
