@@ -19,7 +19,8 @@ from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import anchor_of, as_network, is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
-from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for, strike_subject
+from llm_firewall.policy.decide import (Decision, address_strike_subject, escalation_step, ladder_subject, ladders_for,
+                                        strike_subject)
 from llm_firewall.policy.model import Action, Policy, RateLimit
 
 log = logging.getLogger(__name__)
@@ -211,12 +212,19 @@ class Enforcer:
                 if not await self.store.claim(f"strike:{alert_id}:{ladder_key}", CLAIM_TTL_S, now):
                     continue  # this alert already counted
                 counted = strike_subject(ladder, identity, subj)
+                address = address_strike_subject(ladder, identity)
                 strikes = await self.store.add_strike(ladder_key, counted, now, ladder.within_s)
+                from_address = 0 if address is None else await self.store.add_strike(
+                    ladder_key, address, now, ladder.within_s)
+                if address is not None and strikes < ladder.strikes <= from_address:
+                    counted, subj, strikes = address, address, from_address  # spread over keys: the address answers
                 level = await self.store.get_level(ladder_key, counted, now)
                 action = escalation_step(ladder, strikes, level, subj)
                 if action is None:
                     continue
                 await self.store.clear_strikes(ladder_key, counted)
+                if address is not None and address != counted:  # these offences are answered
+                    await self.store.clear_strikes(ladder_key, address)
                 await self.store.set_level(ladder_key, counted, action.params["level"], now + ladder.reset_after_s)
                 out.append(action)
         return out

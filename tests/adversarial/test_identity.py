@@ -214,3 +214,30 @@ def test_an_ipv4_mapped_client_is_its_ipv4_address(fw: Firewall) -> None:
     assert chat(fw, [("X-Forwarded-For", f"::ffff:{who.ip}")], EXFIL)[0] == 400
     assert code(chat(fw, [("X-Forwarded-For", who.ip)])) == (403, "ip_blocked")
     assert ("ip", who.ip) in {(b["kind"], b["key"]) for b in blocks(fw)}
+
+
+def test_a_new_upstream_key_for_every_offence_ends_in_a_suspension_of_the_address(fw: Firewall) -> None:
+    """Keys pass through to the upstream (the firewall has none of its own), so each names a
+    caller; but offences count against the address as well, and spread over keys it answers."""
+    attacker, neighbour = Who(), Who()
+    for i in range(3):
+        invented = [("X-Forwarded-For", attacker.ip), ("Authorization", f"Bearer sk-invented-{attacker.ip}-{i}")]
+        assert chat(fw, invented, INJECTION)[0] == 400
+    fresh = [("X-Forwarded-For", attacker.ip), ("Authorization", "Bearer sk-invented-fresh")]
+    assert code(chat(fw, fresh)) == (403, "user_suspended")
+    assert code(chat(fw, [("X-Forwarded-For", attacker.ip)])) == (403, "user_suspended")  # no key at all
+    assert f"every user from {attacker.ip}" in {b["subject"] for b in blocks(fw)}
+    assert chat(fw, [("X-Forwarded-For", neighbour.ip), ("Authorization", "Bearer sk-invented-fresh")])[0] == 200
+
+
+def test_one_key_that_offends_is_suspended_without_its_address(fw: Firewall) -> None:
+    """A caller who keeps one key answers by that key: others behind the same address are served."""
+    offender, colleague = Who(), Who()
+    for _ in range(3):
+        assert chat(fw, [("X-Forwarded-For", offender.ip), key(offender)], INJECTION)[0] == 400
+    assert code(chat(fw, [("X-Forwarded-For", offender.ip), key(offender)])) == (403, "user_suspended")
+    assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)])[0] == 200
+    assert f"every user from {offender.ip}" not in {b["subject"] for b in blocks(fw)}
+    # A later offence from that address under another key starts a new count, not a suspension.
+    assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)], INJECTION)[0] == 400
+    assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)])[0] == 200
