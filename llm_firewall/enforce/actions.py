@@ -13,7 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
@@ -26,6 +26,7 @@ from llm_firewall.policy.model import Action, Policy, RateLimit
 log = logging.getLogger(__name__)
 
 CLAIM_TTL_S = 86400.0
+FLAG_TTL_S = 86400.0  # a flagged session stays listed for the SOC this long
 Notifier = Callable[[Action, dict], Awaitable[None]]
 
 # sanction kind -> (status, code, message)
@@ -264,6 +265,7 @@ class Enforcer:
                    now: float) -> dict[str, Any]:
         p = action.params
         reason = str(alert.get("title") or alert.get("threat_type") or action.kind)
+        rule = ", ".join(str(r) for r in (alert.get("rule_ids") or ())[:8]) or None
         if action.kind in _SANCTION_OF:
             kind, key = _SANCTION_OF[action.kind], action.subject
             if action.kind == "isolate_agent" and identity.agent is None:
@@ -279,16 +281,21 @@ class Enforcer:
             duration = p.get("duration_s")
             expires = None if duration is None else now + float(duration)
             level = int(p.get("level", 0))
-            await self.store.add_sanction(Sanction(kind, str(key), reason, now, expires, level, alert_id))
+            await self.store.add_sanction(Sanction(kind, str(key), reason, now, expires, level, alert_id, rule))
             anchor = identity.anchor_for(kind)
             if anchor is not None and anchor != key and str(key).endswith(anchor[1:]):
                 # A scoped id: recorded on its key or address too, which naming another id keeps.
-                await self.store.add_sanction(Sanction(kind, anchor, reason, now, expires, level, alert_id))
+                await self.store.add_sanction(Sanction(kind, anchor, reason, now, expires, level, alert_id, rule))
                 return {"sanction": kind, "key": key, "anchor": anchor, "expires_at": expires}
             return {"sanction": kind, "key": key, "expires_at": expires}
         if action.kind == "rate_limit":
             until = now + float(p.get("duration_s", 3600.0))
-            await self.store.set_override_limit(str(action.subject), int(p["limit"]), float(p["window_s"]), until)
+            limit, window_s = int(p["limit"]), float(p["window_s"])
+            await self.store.set_override_limit(str(action.subject), limit, window_s, until)
+            # Listed with the sanctions (GET /api/blocks), where it can be lifted too.
+            await self.store.add_sanction(Sanction("rate_limit", str(action.subject),
+                                                   f"{reason} (at most {limit} per {window_s:g}s)", now, until,
+                                                   0, alert_id, rule))
             return {"limit": p["limit"], "window_s": p["window_s"], "until": until}
         if action.kind == "notify":
             if self.notifier is None:
@@ -296,7 +303,13 @@ class Enforcer:
             await self.notifier(action, dict(alert))
             return {"target": p.get("target")}
         if action.kind == "flag_session":
-            return {"flagged": action.subject, "note": p.get("note", "")}
+            if not action.subject:
+                return {"status": "skipped", "error": "no subject"}
+            note = str(p.get("note") or "")
+            until = now + FLAG_TTL_S
+            await self.store.add_sanction(Sanction("flag", str(action.subject), note or reason, now, until, 0,
+                                                   alert_id, rule))
+            return {"flagged": action.subject, "note": note, "expires_at": until}
         # block_request and redact are carried out by the proxy itself; recorded here.
         return {}
 
@@ -321,9 +334,10 @@ class Enforcer:
                 "approval_id": approval.id, "approval_status": approval.status}
 
     async def execute(self, action: Action, identity: Identity, alert_id: str, reason: str,
-                      claim_key: str | None = None) -> dict:
+                      claim_key: str | None = None, rule_ids: Sequence[str] = ()) -> dict:
         """Run one action outside the inline path (the SOC remediator), exactly once per claim key."""
-        return await self._execute(action, identity, {"title": reason}, alert_id, claim_key=claim_key)
+        return await self._execute(action, identity, {"title": reason, "rule_ids": list(rule_ids)}, alert_id,
+                                   claim_key=claim_key)
 
     async def request_approval(self, action: Action, identity: Identity, alert_id: str, policy: Policy) -> dict:
         """Queue one action for an admin's decision (the SOC remediator's held actions)."""
@@ -331,8 +345,11 @@ class Enforcer:
 
     async def release(self, kind: str, key: str, by: str) -> bool:
         """Lift a sanction (DELETE /api/blocks/{kind}/{key}); audited with who did it. Lifting a
-        scoped user or session (``bob@203.0.113.9``) lifts its key's or address's record too."""
+        scoped user or session (``bob@203.0.113.9``) lifts its key's or address's record too;
+        lifting a `rate_limit` lifts the limit itself."""
         removed = await self.store.remove_sanction(kind, key)
+        if kind == "rate_limit":
+            removed = await self.store.remove_override_limit(key) or removed
         anchor = anchor_of(kind, key)
         if removed and anchor is not None:
             await self.store.remove_sanction(kind, anchor)

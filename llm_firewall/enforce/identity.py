@@ -351,7 +351,14 @@ def anchor_of(kind: str, key: str) -> str | None:
 
 def describe(kind: str, key: str) -> str:
     """A sanction's subject for people: 'user bob@203.0.113.9', 'user bob (key …1a2b)',
-    'every session from 203.0.113.9'."""
+    'every session from 203.0.113.9', 'rate limit on ip 203.0.113.9', 'flagged session s1@…'."""
+    if kind == "rate_limit":  # its key is a limit's subject: 'ip:1.2.3.4', 'key:…', 'user:bob@…'
+        of, _, value = key.partition(":")
+        if of == "key":
+            return f"rate limit on key …{key[-4:]}"
+        return f"rate limit on {describe(of, value) if value else key}"
+    if kind == "flag":
+        return f"flagged {describe('session', key)}"
     name, at, scope = key.rpartition("@")
     if kind not in ("user", "session", "agent") or not at:
         return f"{kind} {key}"

@@ -116,6 +116,8 @@ class MemoryStore:
             self._drop_sanction(op["kind"], op["key"])
         elif kind == "override":
             self._overrides[op["subject"]] = (int(op["limit"]), float(op["window_s"]), float(op["until"]))
+        elif kind == "unoverride":
+            self._overrides.pop(op["subject"], None)
         elif kind == "strike":
             times = self._strikes.get((op["ladder"], op["subject"])) or []
             self._strikes[(op["ladder"], op["subject"])] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
@@ -325,6 +327,14 @@ class MemoryStore:
         if entry is None or entry[2] <= now:
             return None
         return entry[0], entry[1]
+
+    async def remove_override_limit(self, subject: str) -> bool:
+        removed = self._overrides.pop(subject, None) is not None
+        self._buckets.drop(f"override:{subject}")
+        if removed:
+            self._log({"op": "unoverride", "subject": subject})
+            await self._flush(fsync=True)
+        return removed
 
     def has_overrides(self) -> bool:
         return bool(self._overrides)

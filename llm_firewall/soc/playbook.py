@@ -119,6 +119,7 @@ class Playbook:
     identity: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     playbook_id: str = ""
+    rule_ids: tuple[str, ...] = ()  # the alert's rules, named beside the sanctions it leads to
 
     def __post_init__(self) -> None:
         if not self.playbook_id:
@@ -142,6 +143,7 @@ class Playbook:
             "identity": dict(self.identity),
             "created_at": self.created_at,
             "actions": [a.to_dict() for a in self.actions],
+            "rule_ids": list(self.rule_ids),
         }
 
     @classmethod
@@ -162,6 +164,7 @@ class Playbook:
             identity=identity,
             created_at=float(data.get("created_at") or 0.0),
             playbook_id=str(data.get("playbook_id", "")),
+            rule_ids=tuple(str(r)[:64] for r in list(data.get("rule_ids") or [])[:20]),
         )
 
 
