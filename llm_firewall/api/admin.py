@@ -211,7 +211,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/soc/toggle", toggle)
     r.add_get("/api/security/alerts", alerts)
     r.add_get("/api/blocks", blocks)
-    r.add_delete("/api/blocks/{kind}/{key}", unblock)
+    # A range's or an IPv6 client's key holds a '/' (2001:db8::/64), sent as written: an encoded
+    # '/' is refused for every path.
+    r.add_delete("/api/blocks/{kind}/{key:.+}", unblock)
     r.add_get("/api/approvals", approvals)
     r.add_post("/api/approvals/{approval_id}/approve", _decide(True))
     r.add_post("/api/approvals/{approval_id}/deny", _decide(False))

@@ -56,7 +56,8 @@ def blocks(fw: Firewall) -> list[dict[str, Any]]:
 
 
 def unblock(fw: Firewall, kind: str, subject_key: str) -> int:
-    req = urllib.request.Request(f"{fw.url}/api/blocks/{kind}/{urllib.parse.quote(subject_key, safe='')}",
+    """DELETE a listed sanction as the page does: each part of its key encoded, a '/' as written."""
+    req = urllib.request.Request(f"{fw.url}/api/blocks/{kind}/{urllib.parse.quote(subject_key, safe='/')}",
                                  method="DELETE")
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status
@@ -160,7 +161,7 @@ def test_releasing_a_scoped_user_releases_its_key_record(fw: Firewall) -> None:
     [entry] = [b for b in blocks(fw) if b["kind"] == "user" and b["key"].startswith(f"{who.user}@key:")]
     assert entry["subject"] == f"user {who.user} (key …{entry['key'][-4:]})"
     assert unblock(fw, "user", entry["key"]) == 200
-    assert not [b for b in blocks(fw) if b["key"].endswith(entry["key"].rsplit("@", 1)[1])]
+    assert not [b for b in blocks(fw) if b["kind"] == "user" and b["key"].endswith(entry["key"].rsplit("@", 1)[1])]
     assert chat(fw, [("X-Forwarded-For", who.ip), key(who), ("X-User-ID", who.user)])[0] == 200
 
 
@@ -207,6 +208,10 @@ def test_changing_the_ipv6_interface_id_never_escapes_an_address_block(fw: Firew
         assert code(chat(fw, [("X-Forwarded-For", spelt)])) == (403, "ip_blocked"), spelt
     assert ("ip", f"2001:db8:{n}:64::/64") in {(b["kind"], b["key"]) for b in blocks(fw)}
     assert chat(fw, [("X-Forwarded-For", f"2001:db8:{n}:65::1")])[0] == 200  # the next /64 is served
+    assert unblock(fw, "ip", f"2001:db8:{n}:64::/64") == 200  # lifted by its listed key
+    assert ("ip", f"2001:db8:{n}:64::/64") not in {(b["kind"], b["key"]) for b in blocks(fw)}
+    # What remains is the offence's other sanction: every session from that network ended.
+    assert code(chat(fw, [("X-Forwarded-For", f"{host}7")])) == (403, "session_terminated")
 
 
 def test_an_ipv4_mapped_client_is_its_ipv4_address(fw: Firewall) -> None:
