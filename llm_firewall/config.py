@@ -15,6 +15,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from llm_firewall.domain import FORWARDED_HEADERS
+from llm_firewall.enforce.identity import DEFAULT_IPV6_PREFIX, MIN_IPV6_PREFIX
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -173,6 +174,7 @@ class Settings:
     admin_token: str | None = None
     trusted_proxies: tuple[Network, ...] = ()
     forwarded_header: str = FORWARDED_HEADERS[0]  # the one forwarding header believed from them
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX  # IPv6 clients are counted and sanctioned by this network
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
@@ -250,6 +252,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
         trusted_proxies=_parse_networks(env.get("LLM_FIREWALL_TRUSTED_PROXIES", ""), "LLM_FIREWALL_TRUSTED_PROXIES"),
         forwarded_header=_forwarded_header(env.get("LLM_FIREWALL_FORWARDED_HEADER", "")),
+        ipv6_prefix=_ipv6_prefix(env),
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
@@ -298,6 +301,14 @@ def _forwarded_header(raw: str) -> str:
     if name not in FORWARDED_HEADERS:
         raise ConfigError(f"LLM_FIREWALL_FORWARDED_HEADER: {raw!r} is not one of X-Forwarded-For, Forwarded, X-Real-IP")
     return name
+
+
+def _ipv6_prefix(env: Mapping[str, str]) -> int:
+    """LLM_FIREWALL_IPV6_PREFIX: the network (in bits) one IPv6 client is counted by (64)."""
+    bits = _int(env, "LLM_FIREWALL_IPV6_PREFIX", DEFAULT_IPV6_PREFIX)
+    if not MIN_IPV6_PREFIX <= bits <= 128:
+        raise ConfigError(f"LLM_FIREWALL_IPV6_PREFIX: {bits} is not between {MIN_IPV6_PREFIX} and 128")
+    return bits
 
 
 def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:

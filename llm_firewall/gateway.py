@@ -108,7 +108,8 @@ class Gateway:
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
-        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header)
+        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header,
+                                settings.ipv6_prefix)
         self._passthrough_key: Policy | None = None
         self._passthrough_table = Passthrough()
 
@@ -118,7 +119,8 @@ class Gateway:
         """The proxies trusted under the policy in force, prepared once per policy."""
         config = self.policy.current.identity
         if self._trust_key is not config:  # prepared once per policy, not per request
-            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
+            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header,
+                                    self.settings.ipv6_prefix)
             self._trust_key = config
         return self._trust
 
