@@ -9,33 +9,24 @@ from __future__ import annotations
 
 import ipaddress
 from functools import partial
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Union
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, StringConstraints, Tag, \
     WithJsonSchema, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-from llm_firewall.domain import FORWARDED_HEADERS, SEVERITIES, SEVERITY_RANK, THREATS
+from llm_firewall.domain import FORWARDED_HEADERS, SEVERITIES, SEVERITY_RANK
 from llm_firewall.durations import DEFAULT_DURATIONS, DURATION_PATTERN, PERMANENT, parse_seconds
 from llm_firewall.policy.types import (ACTIONS, BASE_MARKER, FAIL_MODES, FP_THRESHOLD_NAMES, LADDER_ACTIONS, LOG_FORMATS, MODES,
                                        OVERRIDE_STATUSES, RATE_KEYS, RATE_UNITS, RESPONSE_ACTIONS, SECURITY_MODES,
                                        Action, Allowlist, Escalation, FpThresholds, IdentityConfig, Policy, RateLimit,
                                        ResponseRule, When)
 from llm_firewall.proxy.target import parse_passthrough
-from llm_firewall.schema.typed import Doc, FileSchema, OneOrMany, choice, kind, located_error
+from llm_firewall.schema.typed import (Doc, FileSchema, OneOrMany, Probability, Severity, Text, Threat, choice, kind,
+                                      located_error, many, optional)
 
 MAX_DURATION_S = 10 * 365 * 86400.0
-
-
-def optional(typ: Any) -> Any:
-    """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`)."""
-    return Optional[typ]
-
-
-def many(item: Any) -> Any:
-    """A list of `item`; one item may be written alone."""
-    return Annotated[list[item], OneOrMany()]
 
 
 def _seconds(value: Any, permanent: bool) -> float | None:
@@ -100,9 +91,6 @@ def _any_case(words: tuple[str, ...]) -> str:
                              for w in words) + ")$"
 
 
-Threat = choice(THREATS)
-Severity = choice(SEVERITIES)
-Text = Annotated[str, StringConstraints(min_length=1)]
 Cidr = Annotated[str, AfterValidator(_network)]
 HeaderRef = Annotated[str, StringConstraints(pattern=r"^header:[A-Za-z0-9-]{1,64}$")]
 ForwardedHeader = Annotated[choice(FORWARDED_HEADERS), BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
@@ -299,9 +287,6 @@ class EscalationSpec(Doc):
         if self.first_s is not None and self.max_s is not None and self.max_s < self.first_s:
             raise located_error(("max",), "must be at least 'for'")
         return self
-
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class FpThresholdsSpec(Doc):

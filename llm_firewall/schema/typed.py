@@ -5,12 +5,14 @@ can act on (pydantic's own wording names Python types)."""
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Callable, ClassVar, Literal, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, Sequence
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler, \
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, GetCoreSchemaHandler, GetJsonSchemaHandler, \
     ValidationError, model_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+
+from llm_firewall.domain import SEVERITIES, THREATS
 
 
 class Doc(BaseModel):
@@ -66,6 +68,22 @@ class OneOrMany:
     def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         array = handler(schema)
         return {"anyOf": [array.get("items", {}), array]}
+
+
+def optional(typ: Any) -> Any:
+    """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`)."""
+    return Optional[typ]
+
+
+def many(item: Any) -> Any:
+    """A list of `item`; one item may be written alone."""
+    return Annotated[list[item], OneOrMany()]
+
+
+Threat = choice(THREATS)
+Severity = choice(SEVERITIES)
+Text = Annotated[str, StringConstraints(min_length=1)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class FileSchema(GenerateJsonSchema):
