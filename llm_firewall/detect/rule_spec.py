@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, StringConstraints, Tag, WithJsonSchema, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
@@ -107,7 +107,9 @@ class RuleSpec(Doc):
         default_factory=list, description="owasp-llm:LLM01..LLM10, atlas:AML.T0051(.000), cwe:CWE-89")
     precision: optional(Probability) = None
     author: optional(str) = None
-    date: optional(Annotated[datetime.date, Field(strict=False)]) = Field(None, description="YYYY-MM-DD")
+    date: optional(Annotated[datetime.date, Field(strict=False), WithJsonSchema(
+        {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})]) = Field(
+        None, description="when the rule was written or last changed, YYYY-MM-DD")
     stream_anchor: optional(str) = None
     severity_by_role: optional(Annotated[dict[Role, Severity], BeforeValidator(_role_map)]) = None
 

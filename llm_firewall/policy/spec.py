@@ -212,17 +212,17 @@ class ActionMap(Doc):
     model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
     key_noun = "action"
 
-    block_request: optional(NoParams) = None
-    redact: optional(RedactParams) = None
-    rate_limit: optional(RateLimitParams) = None
-    block_ip: optional(TimedParams) = None
-    block_ip_range: optional(BlockIpRangeParams) = None
-    terminate_session: optional(TimedParams) = None
-    suspend_user: optional(TimedParams) = None
-    isolate_agent: optional(TimedParams) = None
-    flag_session: optional(FlagSessionParams) = None
-    notify: optional(NotifyParams) = None
-    log: optional(NoParams) = None
+    block_request: optional(NoParams, null=True) = None
+    redact: optional(RedactParams, null=True) = None
+    rate_limit: optional(RateLimitParams, null=True) = None
+    block_ip: optional(TimedParams, null=True) = None
+    block_ip_range: optional(BlockIpRangeParams, null=True) = None
+    terminate_session: optional(TimedParams, null=True) = None
+    suspend_user: optional(TimedParams, null=True) = None
+    isolate_agent: optional(TimedParams, null=True) = None
+    flag_session: optional(FlagSessionParams, null=True) = None
+    notify: optional(NotifyParams, null=True) = None
+    log: optional(NoParams, null=True) = None
 
     @model_validator(mode="before")
     @classmethod

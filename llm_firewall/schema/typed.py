@@ -70,9 +70,17 @@ class OneOrMany:
         return {"anyOf": [array.get("items", {}), array]}
 
 
-def optional(typ: Any) -> Any:
-    """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`)."""
-    return Optional[typ]
+class _NullWritten:
+    """Annotation: `null` (an empty value in YAML, `{log: }`) is a meaningful way to write it."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"anyOf": [handler(schema), {"type": "null"}]}
+
+
+def optional(typ: Any, null: bool = False) -> Any:
+    """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`) unless
+    `null` says an empty value is written on purpose."""
+    return Annotated[Optional[typ], _NullWritten()] if null else Optional[typ]
 
 
 def many(item: Any) -> Any:
