@@ -75,10 +75,14 @@ def _scan(args: argparse.Namespace) -> int:
     from llm_firewall.policy.decide import decide
     from llm_firewall.policy.model import load_policy
 
-    policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
-    local = tuple(Path(d) for d in args.local_rules_dir)
-    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides,
-                               local_rules_dirs=local)
+    try:
+        policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
+        local = tuple(Path(d) for d in args.local_rules_dir)
+        inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides,
+                                   local_rules_dirs=local)
+    except ValueError as exc:  # a bad rule or policy file: one clear line (file:line: field), no traceback
+        print(f"llm-firewall scan: {exc}", file=sys.stderr)
+        return 2
     identity = Identity(ip="0.0.0.0")
     out = sys.stdout
 

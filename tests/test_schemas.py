@@ -173,3 +173,12 @@ passthrough_endpoints: ["POST moderations", "GET files/{id}"]
     assert policy.responses[1].do[2].permanent and policy.escalations[0].max_s is None
     assert policy.identity.forwarded_header == "x-real-ip" and policy.rate_limits[0].unit == "kib"
     assert list(validator("policy").iter_errors(as_editor_reads(path))) == []
+
+
+def test_scan_with_a_broken_policy_says_where_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nextends: production\nresponses:\n  - when: {}\n    do: [blok_ip]\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "llm_firewall", "scan", "--policy", str(path), "hello"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "mine.yaml:5: policy 'mine': field 'responses[0].do[0]': unknown action 'blok_ip'" in done.stderr

@@ -18,7 +18,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
 from llm_firewall.schema.typed import (Doc, FileSchema, Probability, Severity, Text, Threat, choice, located_error,
-                                       many, optional)
+                                       many, matching, optional)
 
 DIRECTIONS = ("request", "response", "both")
 STATUSES = ("stable", "experimental")
@@ -29,6 +29,7 @@ TAG_PATTERN = r"^(?:owasp-llm:LLM(?:0[1-9]|10)|atlas:AML\.T[0-9]{4}(?:\.[0-9]{3}
 ID_PATTERN = r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$"
 
 Role = choice(ROLES)
+RuleId = matching(ID_PATTERN, "must look like PI-001 (upper-case prefix, dash, number)")
 
 
 class AppliesTo(Doc):
@@ -89,12 +90,12 @@ def _role_map(value: Any) -> Any:
 class RuleSpec(Doc):
     """One detection rule."""
 
-    id: Annotated[str, StringConstraints(pattern=ID_PATTERN)] = Field(description="like PI-001")
+    id: RuleId
     title: str
     description: str = ""
     threat: Threat
     severity: Severity
-    category: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")] = Field(description="snake_case")
+    category: matching(r"^[a-z0-9_]+$", "must be a snake_case name such as sql_injection")
     status: choice(STATUSES) = "stable"
     applies_to: AppliesTo = Field(default_factory=AppliesTo)
     match: MatchSpec
@@ -103,7 +104,7 @@ class RuleSpec(Doc):
     falsepositives: many(str)
     tests: TestsSpec
     references: many(Text) = Field(default_factory=list, description="URLs of write-ups of the attack")
-    tags: many(Annotated[str, StringConstraints(pattern=TAG_PATTERN)]) = Field(
+    tags: many(matching(TAG_PATTERN, "a tag is owasp-llm:LLM01..LLM10, atlas:AML.T0051 (or .000) or cwe:CWE-89")) = Field(
         default_factory=list, description="owasp-llm:LLM01..LLM10, atlas:AML.T0051(.000), cwe:CWE-89")
     precision: optional(Probability) = None
     author: optional(str) = None
@@ -132,7 +133,7 @@ class RuleFileSpec(Doc):
     """A rules file: rules, and ids of rules from earlier directories to switch off."""
 
     rules: list[RuleSpec] = Field(default_factory=list)
-    disable: list[Annotated[str, StringConstraints(pattern=ID_PATTERN)]] = Field(default_factory=list)
+    disable: list[RuleId] = Field(default_factory=list)
 
 
 def json_schema() -> JsonSchemaValue:

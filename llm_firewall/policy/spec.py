@@ -24,7 +24,7 @@ from llm_firewall.policy.types import (ACTIONS, BASE_MARKER, FAIL_MODES, FP_THRE
                                        ResponseRule, When)
 from llm_firewall.proxy.target import parse_passthrough
 from llm_firewall.schema.typed import (Doc, FileSchema, OneOrMany, Probability, Severity, Text, Threat, choice, kind,
-                                      located_error, many, optional)
+                                      located_error, many, matching, optional)
 
 MAX_DURATION_S = 10 * 365 * 86400.0
 
@@ -92,7 +92,7 @@ def _any_case(words: tuple[str, ...]) -> str:
 
 
 Cidr = Annotated[str, AfterValidator(_network)]
-HeaderRef = Annotated[str, StringConstraints(pattern=r"^header:[A-Za-z0-9-]{1,64}$")]
+HeaderRef = matching(r"^header:[A-Za-z0-9-]{1,64}$", "expected 'header:<header-name>'")
 ForwardedHeader = Annotated[choice(FORWARDED_HEADERS), BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
                             WithJsonSchema({"type": "string", "pattern": _any_case(FORWARDED_HEADERS)})]
 Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "pattern": r"^(?:https?://|\$\{)"})]
@@ -332,7 +332,7 @@ class ScanLogSpec(Doc):
 class PolicySpec(Doc):
     """A policy file: what the firewall does about each class of finding."""
 
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    name: matching(r"^[A-Za-z0-9_.-]{1,64}$", "expected a short name (letters, digits, _ . -)")
     extends: optional(str) = Field(None, description="a preset name or a path to the parent policy")
     description: str = ""
     mode: choice(MODES) = "enforce"

@@ -5,10 +5,11 @@ can act on (pydantic's own wording names Python types)."""
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, Sequence
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, GetCoreSchemaHandler, GetJsonSchemaHandler, \
-    ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, GetCoreSchemaHandler, GetJsonSchemaHandler, \
+    ValidationError, WithJsonSchema, model_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -56,6 +57,18 @@ def choice(values: Sequence[str], noun: str = "value") -> Any:
         return value
 
     return Annotated[Literal[tuple(values)], BeforeValidator(check)]  # type: ignore[valid-type]
+
+
+def matching(pattern: str, explain: str) -> Any:
+    """A string matching `pattern` (also in the JSON Schema); an error says `explain`, not the regex."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.search(value):
+            raise PydanticCustomError("pattern", f"{value!r}: {explain}")
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "pattern": pattern})]
 
 
 class OneOrMany:
