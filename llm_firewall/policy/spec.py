@@ -23,7 +23,7 @@ from llm_firewall.policy.types import (ACTIONS, BASE_MARKER, FAIL_MODES, FP_THRE
                                        Action, Allowlist, Escalation, FpThresholds, IdentityConfig, Policy, RateLimit,
                                        ResponseRule, When)
 from llm_firewall.proxy.target import parse_passthrough
-from llm_firewall.schema.typed import (Doc, FileSchema, OneOrMany, Probability, Severity, Text, Threat, choice, kind,
+from llm_firewall.schema.typed import (Doc, FileSchema, OneOrMany, Severity, Text, Threat, choice, kind,
                                       located_error, many, matching, optional)
 
 MAX_DURATION_S = 10 * 365 * 86400.0
@@ -289,24 +289,6 @@ class EscalationSpec(Doc):
         return self
 
 
-class FpThresholdsSpec(Doc):
-    """False-positive probability bands, and the values the names in `when` stand for."""
-
-    block_below: Probability = 0.3
-    monitor_above: Probability = 0.7
-    very_high: Probability = 0.9
-    high: Probability = 0.7
-    medium: Probability = 0.5
-    low: Probability = 0.3
-    very_low: Probability = 0.1
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "FpThresholdsSpec":
-        if self.block_below > self.monitor_above:
-            raise ValueError("block_below must not exceed monitor_above")
-        return self
-
-
 class FailModesSpec(Doc):
     """What happens when the sanction store or the rate limiter cannot answer."""
 
@@ -345,7 +327,7 @@ class PolicySpec(Doc):
     escalations: list[EscalationSpec] = Field(default_factory=list)
     approval_required: many(choice((*ACTIONS, PERMANENT))) = Field(default_factory=list)
     block_severity: Severity = "high"
-    fp_thresholds: FpThresholdsSpec = Field(default_factory=FpThresholdsSpec)
+    fp_thresholds: FpThresholds = Field(default_factory=FpThresholds)
     fail_modes: FailModesSpec = Field(default_factory=FailModesSpec)
     token_budgets: TokenBudgetsSpec = Field(default_factory=TokenBudgetsSpec)
     response_action: choice(RESPONSE_ACTIONS) = "content_filter"
@@ -432,7 +414,7 @@ def to_policy(spec: PolicySpec, source_path: str, sha256: str) -> Policy:
     """The dataclasses of a validated policy (headers lower-cased, durations in seconds, named
     false-positive thresholds resolved, defaults filled in)."""
     ident = spec.identity
-    thresholds = FpThresholds(**spec.fp_thresholds.model_dump())
+    thresholds = spec.fp_thresholds
     header = lambda ref: ref.split(":", 1)[1].lower()  # noqa: E731
     return Policy(
         name=spec.name, mode=spec.mode, security_mode=spec.security_mode,

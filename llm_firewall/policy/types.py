@@ -10,7 +10,10 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pydantic import model_validator
+
 from llm_firewall.durations import DEFAULT_DURATIONS, PERMANENT
+from llm_firewall.schema.typed import Doc, Probability
 
 PRESETS: tuple[str, ...] = ("production", "development", "medical", "financial")
 DEFAULT_PRESET = "production"
@@ -129,15 +132,23 @@ class Escalation:
         return f"esc{self.index}:{self.do}:{'+'.join(sorted(self.count))}"
 
 
-@dataclass(frozen=True)
-class FpThresholds:
-    block_below: float = 0.3
-    monitor_above: float = 0.7
-    very_high: float = 0.9
-    high: float = 0.7
-    medium: float = 0.5
-    low: float = 0.3
-    very_low: float = 0.1
+# A typed model, not a dataclass: the policy file's `fp_thresholds` is validated as this class.
+class FpThresholds(Doc):
+    """False-positive probability bands, and the values the names in `when` stand for."""
+
+    block_below: Probability = 0.3
+    monitor_above: Probability = 0.7
+    very_high: Probability = 0.9
+    high: Probability = 0.7
+    medium: Probability = 0.5
+    low: Probability = 0.3
+    very_low: Probability = 0.1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FpThresholds":
+        if self.block_below > self.monitor_above:
+            raise ValueError("block_below must not exceed monitor_above")
+        return self
 
 
 @dataclass(frozen=True)
