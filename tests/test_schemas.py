@@ -111,6 +111,7 @@ def test_rules_carry_sigma_style_metadata(tmp_path: Path) -> None:
     (("author: the security team", "author: [a, b]"), "author", 9),
     (("    title: Test rule\n", "    title: Test rule\n    titel: again\n"), "titel", 4),
     (("severity: high", "severity: hihg"), "severity", 5),
+    (("{regex: 'forget\\s+the\\s+rules'}", "{phrases: [forget the rules, '  ']}"), "match.any[0].phrases[1]", 11),
 ])
 def test_bad_rule_metadata_is_refused_by_the_loader_and_by_the_schema(tmp_path: Path, change: tuple[str, str],
                                                                       field: str, line: int) -> None:
@@ -120,6 +121,13 @@ def test_bad_rule_metadata_is_refused_by_the_loader_and_by_the_schema(tmp_path: 
         load_rules(tmp_path)
     assert (err.value.rule_id, err.value.field, err.value.line) == ("T-001", field, line), str(err.value)
     assert list(validator("rules").iter_errors(as_editor_reads(path)))
+
+
+def test_a_date_that_is_no_date_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(GOOD_RULE.replace("date: 2026-12-07", "date: 2026-13-01"), encoding="utf-8")
+    with pytest.raises(RuleError) as err:
+        load_rules(tmp_path)
+    assert err.value.line == 10 and "2026-13-01" in err.value.message
 
 
 @pytest.mark.parametrize("body, field", [

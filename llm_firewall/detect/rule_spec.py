@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Any, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, StringConstraints, Tag, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, WithJsonSchema, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
@@ -48,19 +48,20 @@ class RegexEntry(Doc):
 class PhrasesEntry(Doc):
     """Phrases matched as whole words, any run of whitespace between their words."""
 
-    phrases: Annotated[many(Annotated[str, StringConstraints(pattern=r"\S")]), Field(min_length=1)]
+    phrases: Annotated[many(matching(r"\S", "a phrase must not be blank")), Field(min_length=1)]
+
+
+PATTERN_TAGS = {"regex": "regex-entry", "phrases": "phrases-entry"}
 
 
 def _pattern_form(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1:
-        key = next(iter(value))
-        return key if key in ("regex", "phrases") else None
+        return PATTERN_TAGS.get(next(iter(value)))
     return None
 
 
-PATTERN_TAGS = ("regex", "phrases")
 PatternEntry = Annotated[
-    Union[Annotated[RegexEntry, Tag("regex")], Annotated[PhrasesEntry, Tag("phrases")]],
+    Union[Annotated[RegexEntry, Tag(PATTERN_TAGS["regex"])], Annotated[PhrasesEntry, Tag(PATTERN_TAGS["phrases"])]],
     Discriminator(_pattern_form, custom_error_type="pattern",
                   custom_error_message="each entry is exactly one of {regex: '...'} or {phrases: [...]}")]
 Patterns = Annotated[list[PatternEntry], Field(min_length=1)]
@@ -126,7 +127,7 @@ class RuleSpec(Doc):
 
 def hidden_in_paths(part: Any) -> bool:
     """Union tags and dict-key markers pydantic puts in error paths, which are not in the file."""
-    return part in PATTERN_TAGS or part == "[key]"
+    return part in PATTERN_TAGS.values() or part == "[key]"
 
 
 class RuleFileSpec(Doc):

@@ -11,8 +11,8 @@ import ipaddress
 from functools import partial
 from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, StringConstraints, Tag, \
-    WithJsonSchema, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, \
+    model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -306,7 +306,7 @@ class TokenBudgetsSpec(Doc):
 class ScanLogSpec(Doc):
     """Another service's log the SOC tails and runs the request rules on (like fail2ban)."""
 
-    path: Annotated[str, StringConstraints(pattern=r"\S")] = Field(description="the log file to watch")
+    path: matching(r"\S", "required: the log file to watch")
     format: choice(LOG_FORMATS) = "combined"
     ban: Any = None
 

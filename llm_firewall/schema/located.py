@@ -58,7 +58,10 @@ def _from_node(node: yaml.Node, src: str, loader: Any) -> Any:
         out_l.loc = loc
         out_l.item_locs = [(src, item.start_mark.line + 1) for item in node.value]
         return out_l
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as exc:  # e.g. 2026-13-01 read as a date
+        raise LocatedError(src, loc[1], f"invalid value {node.value!r}: {exc}") from None
 
 
 # libyaml's parser when PyYAML was built with it (several times faster on the rule files).
