@@ -4,7 +4,9 @@ A broken rule must never reach the proxy: the loader refuses unknown keys, dupli
 values, patterns RE2 cannot compile, patterns that would backtrack catastrophically on a
 backtracking engine (nested unbounded quantifiers, backreferences, lookarounds), response rules
 that could match more than 256 characters (they run on a sliding window over streams), and
-rules whose own tests fail. Every error names the file, line, rule id and field.
+rules whose own tests fail. Every error names the file, line, rule id and field. The typed
+models of `rule_spec` (also the rules' JSON Schema) check a rule's shape: keys, types, enums,
+ids, tags; this module checks and compiles what no schema can describe.
 
 `stream_anchor` (optional, rules whose direction is response or both): an RE2 pattern that
 matches, on the raw text, at or before every position where a match of the rule can start, e.g.
