@@ -1,4 +1,4 @@
-"""The `llm-firewall` command: serve | scan | rules | eval | attack | bench."""
+"""The `llm-firewall` command: serve | scan | rules | eval | attack | bench | schema."""
 
 from __future__ import annotations
 
@@ -132,6 +132,7 @@ _DELEGATED = {
     "eval": ("llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
     "attack": ("llm_firewall.attack", "run attack scenarios against a running firewall"),
     "bench": ("llm_firewall.bench", "measure throughput and latency against a baseline proxy"),
+    "schema": ("llm_firewall.schema.cli", "print the JSON Schema of rule or policy files: schema rules|policy"),
 }
 
 
