@@ -15,7 +15,7 @@ Configure it in LiteLLM's config.yaml (see config.yaml beside this file):
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 from fastapi import HTTPException
@@ -76,6 +76,23 @@ class FirewallGuardrail(CustomGuardrail):
                 choice.finish_reason = judged.get("finish_reason") or choice.finish_reason
         return response
 
+    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict: Any, response: Any,
+                                                      request_data: dict) -> AsyncIterator[Any]:
+        """A streamed answer is held whole, judged as one answer, then released (masked, or
+        refused): the guard sees whole answers only. Behind the firewall's own proxy a stream is
+        checked as it flows, holding back only what could still be the start of a secret."""
+        chunks = [chunk async for chunk in response]
+        answer = {"object": "chat.completion", "choices": [
+            {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            for index, text in _stream_texts(chunks).items()]}
+        verdict = await self.guard("response", "chat/completions", answer, self.identity(user_api_key_dict, request_data))
+        if verdict is not None:
+            self.refuse_unless_allowed(verdict)
+            if verdict["decision"] == "redact":
+                _mask_stream(chunks, verdict["body"])
+        for chunk in chunks:
+            yield chunk
+
     # -- the firewall ----------------------------------------------------------------------------
     @staticmethod
     def identity(user_api_key_dict: Any, data: dict) -> dict[str, str]:
@@ -115,3 +132,40 @@ class FirewallGuardrail(CustomGuardrail):
             raise HTTPException(status_code=int(action["status"]), detail={"error": {
                 "message": action["message"], "type": "invalid_request_error", "param": None,
                 "code": action["code"]}})
+
+
+def _stream_texts(chunks: list[Any]) -> dict[int, str]:
+    """Each choice's text, joined from its deltas (content and tool-call arguments)."""
+    texts: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for choice in getattr(chunk, "choices", None) or []:
+            parts = texts.setdefault(getattr(choice, "index", 0) or 0, [])
+            delta = getattr(choice, "delta", None)
+            if isinstance(getattr(delta, "content", None), str):
+                parts.append(delta.content)
+            for call in getattr(delta, "tool_calls", None) or []:
+                arguments = getattr(getattr(call, "function", None), "arguments", None)
+                if isinstance(arguments, str):
+                    parts.append(arguments)
+    return {index: "".join(parts) for index, parts in texts.items()}
+
+
+def _mask_stream(chunks: list[Any], judged: dict) -> None:
+    """The firewall's masked texts in place of the streamed ones: each choice's first content
+    delta carries its whole judged text, the later ones none; its finish reason is the judged one."""
+    by_index = {c.get("index", 0): c for c in judged.get("choices") or []}
+    started: set[int] = set()
+    for chunk in chunks:
+        for choice in getattr(chunk, "choices", None) or []:
+            index = getattr(choice, "index", 0) or 0
+            target = by_index.get(index)
+            if target is None:
+                continue
+            delta = getattr(choice, "delta", None)
+            if delta is not None and getattr(delta, "content", None) is not None:
+                delta.content = "" if index in started else (target.get("message") or {}).get("content") or ""
+                started.add(index)
+            if delta is not None and getattr(delta, "tool_calls", None):
+                delta.tool_calls = None
+            if getattr(choice, "finish_reason", None):
+                choice.finish_reason = target.get("finish_reason") or choice.finish_reason

@@ -141,6 +141,28 @@ def test_a_leaked_secret_never_reaches_the_client(guarded: tuple[LiteLLM, Firewa
     assert answer.choices[0].finish_reason == "content_filter"
 
 
+def stream(proxy: LiteLLM, who: Who, text: str) -> tuple[str, str | None]:
+    """The streamed answer's text and last finish reason."""
+    parts, finish = [], None
+    events = proxy.client(who).chat.completions.create(
+        model="demo-mini", user=who.user, stream=True, messages=[{"role": "user", "content": text}])
+    for event in events:
+        for choice in event.choices:
+            parts.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    return "".join(parts), finish
+
+
+def test_streamed_answers_are_judged_whole(guarded: tuple[LiteLLM, Firewall], upstream: TestUpstream) -> None:
+    proxy, _ = guarded
+    upstream.script.chunks = ["Saturn, Jupiter, ", "Uranus and ", "Neptune."]
+    assert stream(proxy, Who(), "Which planets have rings?") == ("Saturn, Jupiter, Uranus and Neptune.", "stop")
+    upstream.script.chunks = ["Sure. The deployment key is ", SECRET[:12], SECRET[12:], "."]
+    text, finish = stream(proxy, Who(), "What is the deployment key?")
+    assert SECRET[:12] not in text and SECRET[12:] not in text
+    assert finish == "content_filter"
+
+
 def test_repeat_offenders_are_refused_by_litellm_too(guarded: tuple[LiteLLM, Firewall],
                                                      upstream: TestUpstream) -> None:
     proxy, _ = guarded
