@@ -172,6 +172,7 @@ class Settings:
     policy: str = "production"
     policies_dir: Path | None = None
     admin_token: str | None = None
+    guard_token: str | None = None  # for `POST /api/guard` alone (the admin token works there too)
     trusted_proxies: tuple[Network, ...] = ()
     forwarded_header: str = FORWARDED_HEADERS[0]  # the one forwarding header believed from them
     ipv6_prefix: int = DEFAULT_IPV6_PREFIX  # IPv6 clients are counted and sanctioned by this network
@@ -250,6 +251,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         policy=env.get("LLM_FIREWALL_POLICY", "production"),
         policies_dir=Path(policies_dir) if policies_dir else None,
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
+        guard_token=env.get("LLM_FIREWALL_GUARD_TOKEN") or None,
         trusted_proxies=_parse_networks(env.get("LLM_FIREWALL_TRUSTED_PROXIES", ""), "LLM_FIREWALL_TRUSTED_PROXIES"),
         forwarded_header=_forwarded_header(env.get("LLM_FIREWALL_FORWARDED_HEADER", "")),
         ipv6_prefix=_ipv6_prefix(env),

@@ -58,6 +58,8 @@ from llm_firewall.usage import UsageTracker
 log = logging.getLogger("llm_firewall.gateway")
 
 _JSON_TYPES = ("application/json",)
+BLOCKED_MESSAGE = "This request was refused by the content policy."
+WITHHELD_MESSAGE = "The upstream answer was withheld by the content policy."
 
 
 def json_error(status: int, message: str, *, code: str, request_id: str, param: str | None = None,
@@ -168,11 +170,10 @@ class Gateway:
         if refusal is not None:
             return self._refused(refusal, identity, rid, endpoint.name)
         if policy.token_budgets and inspected:
-            over = self._over_budget(identity, policy)
+            over = self._budget_refusal(identity, policy)
             if over is not None:
-                resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
-                                  err_type="rate_limit_error", request_id=rid,
-                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1),
+                resp = json_error(429, over.message, code=over.code, err_type="rate_limit_error", request_id=rid,
+                                  headers={"retry-after": str(int(over.retry_after or 1)),
                                            "x-should-retry": "false"})  # not before the budget resets
                 resp._firewall_outcome = "token_budget_exceeded"  # type: ignore[attr-defined]
                 return resp
@@ -180,7 +181,7 @@ class Gateway:
         body: bytes | None = None
         parsed: ParsedRequest | None = None
         if inspected:
-            body = await self._read_body(request)
+            body = await self.read_body(request)
             if policy.size_limits:
                 refusal = await enforcer.charge(identity, policy, len(body))
                 if refusal is not None:
@@ -201,7 +202,7 @@ class Gateway:
             decision, findings, alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
             if decision is not None and decision.blocked:
                 self.counts["blocked"] += 1
-                resp = json_error(400, "This request was refused by the content policy.",
+                resp = json_error(400, BLOCKED_MESSAGE,
                                   code="content_policy_violation", request_id=rid)
                 resp._firewall_outcome = "blocked"  # type: ignore[attr-defined]
                 return resp
@@ -230,6 +231,14 @@ class Gateway:
         resp._firewall_outcome = refusal.code  # type: ignore[attr-defined]
         return resp
 
+    def _budget_refusal(self, identity: Identity, policy: Policy) -> Refusal | None:
+        """A 429 until the day's end when the user or key has used its daily token budget."""
+        over = self._over_budget(identity, policy)
+        if over is None:
+            return None
+        return Refusal(429, "token_budget_exceeded", f"Daily token budget of this {over} is used up.",
+                       float(int(86400 - time.time() % 86400) + 1))
+
     def _over_budget(self, identity: Identity, policy: Policy) -> str | None:
         """'user' or 'key' when that subject has used its daily token budget, else None."""
         for kind, subject in (("user", identity.user), ("key", identity.api_key_hash)):
@@ -238,9 +247,9 @@ class Gateway:
                 return kind
         return None
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request) -> bytes:
         """The body as sent, decoded here with a bound: the server does not decode it itself, so a
-        small gzip body cannot inflate to gigabytes before any limit applies."""
+        small gzip body cannot inflate to gigabytes before any limit applies (also the guard API's)."""
         limit = self.settings.limits.max_body_bytes
         try:
             raw = await request.read()
@@ -252,7 +261,10 @@ class Gateway:
 
     # -- request inspection -----------------------------------------------------------------------
     async def _inspect_request(self, parsed: ParsedRequest, identity: Identity, policy: Policy, rid: str,
-                               security_mode: str) -> tuple[Decision | None, list[Finding], dict[str, Any] | None]:
+                               security_mode: str, *, record: bool = True
+                               ) -> tuple[Decision | None, list[Finding], dict[str, Any] | None]:
+        """Inspect and decide; with `record` (all but the guard API's dry runs) also raise the
+        alert and apply the decision's actions (sanctions, strikes, audit)."""
         items = request_texts(parsed)
         if not items:
             return None, [], None
@@ -270,8 +282,10 @@ class Gateway:
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
-        self._recent_alerts[client] = self._recent_alerts.get(client, 0) + 1
         decision = decide(policy, findings, identity)
+        if not record:
+            return decision, findings, None
+        self._recent_alerts[client] = self._recent_alerts.get(client, 0) + 1
         alert = self._new_alert(findings, identity, "request", rid, parsed.endpoint)
         actions = await self.enforcer.apply(decision, identity, alert, policy)
         alert["remediation_taken"] = list(actions)
@@ -409,14 +423,14 @@ class Gateway:
                 self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
             changed = await self._inspect_answer(value, endpoint, identity, policy, rid)
-            if changed is _WITHHELD:
+            if changed is WITHHELD:
                 return _withheld(rid)
             if changed is not None:
                 data = orjson.dumps(changed)
         elif answer.kind == "text":
             headers["Content-Type"] = f"{_text_type(up.content_type)}; charset=utf-8"
             masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
-            if masked is _WITHHELD:
+            if masked is WITHHELD:
                 return _withheld(rid)
             if masked is not None:
                 data = masked.encode("utf-8")
@@ -455,18 +469,27 @@ class Gateway:
 
     async def _inspect_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy,
                               rid: str) -> Any:
-        """Inspect a whole JSON answer; returns the changed answer, _WITHHELD when it must not be
+        """Inspect a whole JSON answer; returns the changed answer, WITHHELD when it must not be
         relayed at all, or None when it passes."""
+        outcome, _ = await self.judge_answer(answer, endpoint, identity, policy, rid)
+        return outcome
+
+    async def judge_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy, rid: str,
+                           *, record: bool = True) -> tuple[Any, list[Finding]]:
+        """`_inspect_answer` with the findings it acted on; `record` False (the guard API's dry
+        runs) raises no alert. Changes `answer` in place when it masks or empties texts."""
         items = response_texts(endpoint, answer)
         hits = await self._answer_findings_of(items, policy)
         if not hits:
-            return None
-        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, endpoint)
+            return None, []
+        found = [f for fs in hits.values() for f in fs]
+        if record:
+            self._raise_alert(found, identity, "response", rid, endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
-            return None
+            return None, found
         if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
-            return _WITHHELD
+            return WITHHELD, found
         done: set[str] = set()
         for item in items:
             if item.path not in acted or item.path in done:
@@ -479,11 +502,11 @@ class Gateway:
             else:
                 _set_path(answer, item.path, "")
                 _mark_content_filter(answer, item.path)
-        return answer
+        return answer, found
 
     async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
                                    rid: str) -> str | object | None:
-        """Inspect a plain-text answer with the answer rules: masked text, _WITHHELD, or None."""
+        """Inspect a plain-text answer with the answer rules: masked text, WITHHELD, or None."""
         found = await self._answer_findings_of([TextItem(text, "response", "")], policy)
         if not found:
             return None
@@ -494,7 +517,7 @@ class Gateway:
             masked = self._mask(text)
             if not self._response_findings(masked, policy, remember=False):
                 return masked
-        return _WITHHELD
+        return WITHHELD
 
     async def _answer_findings_of(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
         if self._inline(items):
@@ -638,26 +661,48 @@ class Gateway:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass
 
-    # -- used by the page and the scenario runner -------------------------------------------------
+    # -- used by the page, the scenario runner and the guard API ----------------------------------
     async def analyse_chat(self, messages: list[dict[str, Any]], identity: Identity, *,
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
-        policy = self.policy.current
-        self.counts["requests"] += 1  # the page's scenario traffic counts like any other
-        refusal = await self.enforcer.check(identity, policy)
-        if refusal is not None:
-            self.counts["refused"] += 1
-            return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
-                    "retry_after": refusal.retry_after, "alert": None, "blocked": True}
         parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
+        return await self.screen_request(parsed, identity, security_mode=security_mode, rid=rid)
+
+    async def screen_request(self, parsed: ParsedRequest, identity: Identity, *, security_mode: str | None = None,
+                             rid: str = "internal", record: bool = True, body_bytes: int = 0) -> dict[str, Any]:
+        """The request side of the inline path without forwarding: refusal check, inspection,
+        decision and (with `record`) its enforcement: limits and budgets counted (`body_bytes`
+        against the size limits), alert raised, actions applied. `record` False (a dry run) counts no limit,
+        raises no alert and applies nothing, but still answers for an active sanction.
+
+        Returns the verdict: refused/blocked, status and code as the proxy would answer, the
+        alert, the `decision`, the `findings` and, when the policy masks, the `redacted` request."""
+        policy = self.policy.current
+        if record:
+            self.counts["requests"] += 1  # the page's scenario and guard traffic counts like any other
+        refusal = await (self.enforcer.check(identity, policy) if record else self.enforcer.sanctioned(identity))
+        if refusal is None and record and policy.size_limits and body_bytes:
+            refusal = await self.enforcer.charge(identity, policy, body_bytes)
+        if refusal is None and record and policy.token_budgets:
+            refusal = self._budget_refusal(identity, policy)
+        if refusal is not None:
+            self.counts["refused"] += record
+            return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
+                    "retry_after": refusal.retry_after, "alert": None, "blocked": True, "decision": None,
+                    "findings": []}
         if not self.soc_enabled:
-            return {"refused": False, "blocked": False, "alert": None}
+            return {"refused": False, "blocked": False, "alert": None, "decision": None, "findings": []}
         decision, findings, alert = await self._inspect_request(
-            parsed, identity, policy, rid, security_mode or policy.security_mode)
+            parsed, identity, policy, rid, security_mode or policy.security_mode, record=record)
         blocked = bool(decision and decision.blocked)
-        self.counts["blocked"] += blocked
-        return {"refused": False, "blocked": blocked, "alert": alert,
-                "status": 400 if blocked else 200, "code": "content_policy_violation" if blocked else None}
+        if record:
+            self.counts["blocked"] += blocked
+        redacted = None
+        if decision is not None and not blocked and decision.redact:
+            redacted = self._redact_request(parsed, findings)
+        return {"refused": False, "blocked": blocked, "alert": alert, "decision": decision, "findings": findings,
+                "redacted": redacted, "status": 400 if blocked else 200,
+                "code": "content_policy_violation" if blocked else None}
 
     async def chat_once(self, messages: list[dict[str, Any]], identity: Identity, *,
                         security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
@@ -685,7 +730,7 @@ class Gateway:
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
         changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None
-        if changed is _WITHHELD:
+        if changed is WITHHELD:
             return {**verdict, "answer": None, "status": 502, "code": "content_policy_violation",
                     "response_alert": True}
         final = changed or answer
@@ -695,11 +740,11 @@ class Gateway:
                 "response_alert": self.alerts.counts["alerts"] > response_alert_before}
 
 
-_WITHHELD = object()  # an answer the content policy keeps from the client whole
+WITHHELD = object()  # an answer the content policy keeps from the client whole
 
 
 def _withheld(rid: str) -> web.Response:
-    resp = json_error(502, "The upstream answer was withheld by the content policy.",
+    resp = json_error(502, WITHHELD_MESSAGE,
                       code="content_policy_violation", err_type="server_error", request_id=rid)
     resp._firewall_outcome = "answer_withheld"  # type: ignore[attr-defined]
     return resp

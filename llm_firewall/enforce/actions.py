@@ -105,6 +105,18 @@ class Enforcer:
         except Exception as exc:  # noqa: BLE001
             return _rate_limit_failure(policy, "rate limit check", exc)
 
+    async def sanctioned(self, identity: Identity) -> Refusal | None:
+        """The refusal an active sanction on this identity calls for, counting nothing against
+        any limit (the guard API's dry runs). A store failure answers None: a dry run enforces
+        nothing, so it has nothing to fail closed on."""
+        now = self.clock()
+        try:
+            sanction = await self.store.active_sanction(identity, now)
+        except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
+            _log_store_failure("sanction lookup", exc)
+            return None
+        return None if sanction is None else _sanction_refusal(sanction, now)
+
     @property
     def inline(self) -> bool:
         """True when the store answers synchronously (in memory): then `check_now` is the check."""

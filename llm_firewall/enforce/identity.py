@@ -314,6 +314,18 @@ def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityCo
     )
 
 
+def vouched(ip: str, *, user: str | None = None, session: str | None = None, agent: str | None = None) -> Identity:
+    """An identity a trusted gateway names for its own client (the guard API's callers, who
+    hold a token): ids held as given, not scoped to a key or address, as a `trusted_user`
+    header's user is. Raises ValueError when `ip` is no address."""
+    addr = _parse_addr(ip) if ip.strip() == ip else None
+    if addr is None:
+        raise ValueError(f"not an IP address: {ip!r}")
+    user = _clean_id(user)
+    return Identity(ip=str(addr), user=user, session=_clean_id(session), agent=_clean_id(agent),
+                    scope=None, user_bound=user is not None)
+
+
 def _scoped(value: str | None, scope: str) -> str | None:
     return None if value is None else f"{value}@{scope}"
 
