@@ -45,7 +45,8 @@ from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_heade
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
-                                            parse_json_body, request_texts, response_texts, validate_shape)
+                                            parse_json_body, request_texts, response_texts, rewrite_request_text,
+                                            validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import StreamGuard
@@ -341,10 +342,11 @@ class Gateway:
         """Mask personal data and secrets in place before the body is forwarded."""
         threats = {f.threat for f in findings}
         body = orjson.loads(orjson.dumps(parsed.body))
+        def mask(text: str) -> str:
+            return self.inspector.engine.redact(text, threats=threats)[0]
+
         for item in request_texts(ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)):
-            masked, _ = self.inspector.engine.redact(item.text, threats=threats)
-            if masked != item.text:
-                _set_path(body, item.path, masked)
+            rewrite_request_text(body, item, mask)
         return ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)
 
     # -- forwarding -------------------------------------------------------------------------------
