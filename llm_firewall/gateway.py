@@ -39,6 +39,7 @@ from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
 from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
+from llm_firewall.policy.trust import untrusted
 from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
@@ -253,6 +254,8 @@ class Gateway:
     async def _inspect_request(self, parsed: ParsedRequest, identity: Identity, policy: Policy, rid: str,
                                security_mode: str) -> tuple[Decision | None, list[Finding], dict[str, Any] | None]:
         items = request_texts(parsed)
+        if policy.trusted_system_prompts:
+            items = untrusted(items, policy.trusted_system_prompts)
         if not items:
             return None, [], None
         started = time.perf_counter()

@@ -57,11 +57,12 @@ _STRIP = "\"'`.,;:!?()[]{}<>*_~|#-=+/\\"
 # the length-normalised margin is dominated by one or two hashed n-grams and means nothing.
 MIN_LETTERS = 4
 
-# Roles whose text a prompt attack can arrive in (the model is not run on answers).
-# Operator-authored text (system, developer, Responses API instructions) is not scored: it is
-# written by the deployer, and system prompts are full of "never reveal these instructions".
+# Roles whose text a prompt attack can arrive in (the model is not run on answers). System,
+# developer and instructions text is scored too: a client can send any of them, and replayed
+# assistant turns can be forged. A policy trusts an operator's own prompt by its hash instead.
 SCANNED_ROLES = frozenset(
-    {"user", "tool", "input", "prompt", "tool_description", "tool_call", "embedding", "function"}
+    {"user", "tool", "input", "prompt", "tool_description", "tool_call", "embedding", "function",
+     "system", "developer", "instructions", "assistant"}
 )
 
 

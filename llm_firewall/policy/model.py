@@ -188,6 +188,10 @@ class Policy:
     # /v1 endpoints forwarded besides the known ones, as "METHOD path" (a POST's JSON body is
     # inspected by a walk of every string in it; other methods may carry no body).
     passthrough_endpoints: tuple[str, ...] = ()
+    # SHA-256 digests (hex) of the operator's own system/developer prompts or Responses API
+    # instructions: a text in one of those roles with a listed digest is not inspected. Empty by
+    # default: every role is inspected.
+    trusted_system_prompts: frozenset[str] = frozenset()
     description: str = ""
     source_path: str = ""
     sha256: str = ""
@@ -469,10 +473,12 @@ _TOP_KEYS = frozenset({
     "rule_overrides", "rate_limits", "responses", "escalations", "approval_required",
     "block_severity", "fp_thresholds", "fail_modes", "token_budgets", "response_action",
     "allow_security_mode_header", "canary", "notify_targets", "scan_logs", "passthrough_endpoints",
+    "trusted_system_prompts",
 })
 _SCAN_LOG_KEYS = frozenset({"path", "format", "ban"})
 LOG_FORMATS = ("json", "combined", "common")
 _RULE_OVERRIDE_KEYS = frozenset({"enabled", "severity", "status"})
+_SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
 _WHEN_KEYS = frozenset({"threat", "severity", "min_severity", "fp_below", "fp_above", "category", "rule", "role"})
 
 
@@ -618,6 +624,13 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
         except ValueError as exc:
             raise v.fail(loc(raw, i) or where, f"passthrough_endpoints[{i}]", str(exc)) from None
 
+    raw, where = get("trusted_system_prompts", [])
+    trusted = v.str_list(raw, where, "trusted_system_prompts")
+    for i, digest in enumerate(trusted):
+        if not _SHA256.fullmatch(digest):
+            raise v.fail(loc(raw, i) or where, f"trusted_system_prompts[{i}]",
+                         f"expected a SHA-256 digest (64 hex digits) of the prompt's UTF-8 text, got {digest[:80]!r}")
+
     raw, where = get("token_budgets", {})
     tb_in = v.mapping(raw, where, "token_budgets", {"user", "key"})
     token_budgets = {
@@ -633,6 +646,7 @@ def _build(data: _LDict, v: _V, source: str, digest: str) -> Policy:
         allow_security_mode_header=allow_header, canary=canary,
         notify_targets=notify_targets, description=description.strip(), scan_logs=tuple(scan_logs),
         passthrough_endpoints=passthrough,
+        trusted_system_prompts=frozenset(d.lower() for d in trusted),
         source_path=source, sha256=digest,
     )
 
