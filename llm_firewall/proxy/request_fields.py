@@ -64,6 +64,7 @@ TEXT_MEDIA = re.compile(r"text/[A-Za-z0-9.+\-]+|application/(?:json|xml|x-yaml|y
                         r"javascript|x-sh|x-python|[A-Za-z0-9.\-]+\+(?:json|xml))")
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_FETCHED_URL = re.compile(r"https?://[!#-~]{1,4096}")  # no spaces or controls: a URL, not a sentence
 _DATA_KEYS = frozenset({"url", "image_url", "file_data", "file_url", "data"})
 
 Out = list[TextItem]
@@ -92,6 +93,8 @@ def walk(value: Any, role: str, path: str, out: Out) -> None:
                     continue
                 if key in _DATA_KEYS and item.startswith("data:"):
                     data_url_text(item, role, sub, out)
+                elif key in _DATA_KEYS and _FETCHED_URL.fullmatch(item):
+                    continue  # fetched by the provider as an image or file: the URL itself is not read
                 elif key == "data" and path.endswith("input_audio"):
                     continue  # raw base64 sound
                 else:
