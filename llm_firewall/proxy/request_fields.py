@@ -70,8 +70,16 @@ _DATA_KEYS = frozenset({"url", "image_url", "file_data", "file_url", "data"})
 Out = list[TextItem]
 
 
-def _sub(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+_plain_keys: set[str] = set()  # keys already found plain (field names repeat in every request)
+_CONTAINERS_OR_STR = (str, dict, list)
+
+
+def _check_key(key: str, path: str) -> None:
+    if not _PLAIN_KEY.fullmatch(key):
+        raise Unreadable(f"field names must be plain identifiers here, got {key[:40]!r}",
+                         path or key, code="invalid_field_name")
+    if len(_plain_keys) < 4096:
+        _plain_keys.add(key)
 
 
 def walk(value: Any, role: str, path: str, out: Out) -> None:
@@ -84,10 +92,9 @@ def walk(value: Any, role: str, path: str, out: Out) -> None:
             out.append(TextItem(value, role, path))
     elif kind is dict:
         for key, item in value.items():
-            if not _PLAIN_KEY.fullmatch(key):
-                raise Unreadable(f"field names must be plain identifiers here, got {key[:40]!r}",
-                                 path or key, code="invalid_field_name")
-            sub = _sub(path, key)
+            if key not in _plain_keys:
+                _check_key(key, path)
+            sub = f"{path}.{key}" if path else key
             if type(item) is str:
                 if not item or key in OPAQUE or (key in LABELS and _IDENTIFIER.fullmatch(item)):
                     continue
@@ -120,17 +127,22 @@ def joined(value: Any, role: str, path: str, out: Out) -> None:
 
 
 def _leaves(value: Any, parts: list[str]) -> None:
-    """Keys and strings in document order (nesting is bounded by the body parser)."""
-    if type(value) is str:
-        if value:
-            parts.append(value)
-    elif type(value) is dict:
-        for key, sub in value.items():
-            parts.append(key)
-            _leaves(sub, parts)
-    elif type(value) is list:
-        for sub in value:
-            _leaves(sub, parts)
+    """Keys and strings in document order (a stack, not recursion: schemas can be wide)."""
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            if item:
+                parts.append(item)
+        elif kind is dict:
+            for key, sub in reversed(item.items()):
+                if type(sub) in _CONTAINERS_OR_STR:
+                    push(sub)
+                push(key)
+        elif kind is list:
+            stack.extend(reversed(item))
 
 
 def data_url_text(url: str, role: str, path: str, out: Out) -> None:
