@@ -18,6 +18,9 @@ from llm_firewall.domain import Finding
 from llm_firewall.score.fp import Bands, recommend
 
 CORROBORATED_ROLES = frozenset({"system", "developer", "instructions", "assistant"})
+# Findings about data in the text (personal data), not about instructions: they neither need nor
+# give corroboration (the policy decides about them as in any role).
+DATA_THREATS = frozenset({"privacy_violation"})
 EXPLANATION = "uncorroborated_in_role"
 
 
@@ -25,10 +28,10 @@ def require_corroboration(findings: Sequence[Finding], bands: Bands) -> None:
     """Move an uncorroborated block in CORROBORATED_ROLES to the investigate band, in place."""
     blockers: dict[str, set[str]] = defaultdict(set)
     for f in findings:
-        if f.role in CORROBORATED_ROLES and f.recommendation == "block":
+        if f.role in CORROBORATED_ROLES and f.recommendation == "block" and f.threat not in DATA_THREATS:
             blockers[f.path].add(f.rule_id)
     for f in findings:
-        if f.recommendation == "block" and len(blockers.get(f.path, ())) == 1:
+        if f.recommendation == "block" and f.threat not in DATA_THREATS and len(blockers.get(f.path, ())) == 1:
             before = f.fp_probability or 0.0
             f.fp_probability = max(before, bands.block_below)
             f.fp_explanation = [(EXPLANATION, round(f.fp_probability - before, 4)), *f.fp_explanation]
