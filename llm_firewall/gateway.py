@@ -39,13 +39,15 @@ from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
 from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
+from llm_firewall.policy.trust import untrusted
 from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
-                                            parse_json_body, request_texts, response_texts, validate_shape)
+                                            parse_json_body, request_texts, response_texts, rewrite_request_text,
+                                            validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter
 from llm_firewall.proxy.stream_guard import StreamGuard
@@ -266,6 +268,8 @@ class Gateway:
         """Inspect and decide; with `record` (all but the guard API's dry runs) also raise the
         alert and apply the decision's actions (sanctions, strikes, audit)."""
         items = request_texts(parsed)
+        if policy.trusted_system_prompts:
+            items = untrusted(items, policy.trusted_system_prompts)
         if not items:
             return None, [], None
         started = time.perf_counter()
@@ -357,10 +361,11 @@ class Gateway:
         """Mask personal data and secrets in place before the body is forwarded."""
         threats = {f.threat for f in findings}
         body = orjson.loads(orjson.dumps(parsed.body))
+        def mask(text: str) -> str:
+            return self.inspector.engine.redact(text, threats=threats)[0]
+
         for item in request_texts(ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)):
-            masked, _ = self.inspector.engine.redact(item.text, threats=threats)
-            if masked != item.text:
-                _set_path(body, item.path, masked)
+            rewrite_request_text(body, item, mask)
         return ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)
 
     # -- forwarding -------------------------------------------------------------------------------

@@ -57,9 +57,10 @@ _STRIP = "\"'`.,;:!?()[]{}<>*_~|#-=+/\\"
 # the length-normalised margin is dominated by one or two hashed n-grams and means nothing.
 MIN_LETTERS = 4
 
-# Roles whose text a prompt attack can arrive in (the model is not run on answers).
-# Operator-authored text (system, developer, Responses API instructions) is not scored: it is
-# written by the deployer, and system prompts are full of "never reveal these instructions".
+# Roles whose text a prompt attack can arrive in (the model is not run on answers). Not run on
+# system, developer, instructions or replayed assistant text: it was trained on what users and
+# tools send, and scores nearly every protective system prompt ("never reveal these
+# instructions") as an attack. The rules inspect those roles (llm_firewall.score.corroborate).
 SCANNED_ROLES = frozenset(
     {"user", "tool", "input", "prompt", "tool_description", "tool_call", "embedding", "function"}
 )

@@ -337,6 +337,10 @@ class PolicySpec(Doc):
     scan_logs: list[ScanLogSpec] = Field(default_factory=list)
     passthrough_endpoints: many(Annotated[Text, AfterValidator(_passthrough)]) = Field(
         default_factory=list, description='extra /v1 endpoints forwarded, as "METHOD path"')
+    trusted_system_prompts: many(matching(r"^[0-9A-Fa-f]{64}$",
+                                          "expected a SHA-256 digest (64 hex digits) of the prompt's UTF-8 text")) = Field(
+        default_factory=list, description="SHA-256 digests of the operator's own system/developer prompts, "
+                                          "set aside from inspection (none by default)")
 
     @model_validator(mode="after")
     def _known_notify_targets(self) -> "PolicySpec":
@@ -437,5 +441,7 @@ def to_policy(spec: PolicySpec, source_path: str, sha256: str) -> Policy:
         notify_targets=dict(spec.notify_targets), description=spec.description.strip(),
         scan_logs=tuple({"path": s.path, "format": s.format, **({"ban": s.ban} if "ban" in s.model_fields_set else {})}
                         for s in spec.scan_logs),
-        passthrough_endpoints=tuple(spec.passthrough_endpoints), source_path=source_path, sha256=sha256,
+        passthrough_endpoints=tuple(spec.passthrough_endpoints),
+        trusted_system_prompts=frozenset(d.lower() for d in spec.trusted_system_prompts),
+        source_path=source_path, sha256=sha256,
     )

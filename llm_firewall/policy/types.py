@@ -177,6 +177,10 @@ class Policy:
     # /v1 endpoints forwarded besides the known ones, as "METHOD path" (a POST's JSON body is
     # inspected by a walk of every string in it; other methods may carry no body).
     passthrough_endpoints: tuple[str, ...] = ()
+    # SHA-256 digests (hex) of the operator's own system/developer prompts or Responses API
+    # instructions: a text in one of those roles with a listed digest is not inspected. Empty by
+    # default: every role is inspected.
+    trusted_system_prompts: frozenset[str] = frozenset()
     description: str = ""
     source_path: str = ""
     sha256: str = ""

@@ -7,14 +7,16 @@ must not find a shape that the firewall skips but the model still reads.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import orjson
 
 from llm_firewall.domain import TextItem
+from llm_firewall.proxy.request_fields import JOINED, Unreadable, map_strings, model_texts
 
 
 class WireError(ValueError):
@@ -183,134 +185,13 @@ def validate_shape(endpoint: str, body: dict[str, Any], *, max_messages: int) ->
     return ParsedRequest(endpoint, body, bool(stream) and endpoint in _STREAM_ENDPOINTS, model)
 
 
-def _content_texts(content: Any, role: str, path: str) -> Iterator[TextItem]:
-    if isinstance(content, str):
-        if content:
-            yield TextItem(content, role, path)
-    elif isinstance(content, list):
-        for j, part in enumerate(content):
-            if isinstance(part, str):
-                yield TextItem(part, role, f"{path}[{j}]")
-            elif isinstance(part, dict):
-                for key in ("text", "input_text", "output_text", "refusal"):
-                    value = part.get(key)
-                    if isinstance(value, str) and value:
-                        yield TextItem(value, role, f"{path}[{j}].{key}")
-
-
-def _message_role(role: str) -> str:
-    return role if role in {"user", "system", "developer", "assistant", "tool"} else (
-        "tool" if role == "function" else "user")
-
-
-def _tool_call_texts(calls: Any, path: str) -> Iterator[TextItem]:
-    if not isinstance(calls, list):
-        return
-    for k, call in enumerate(calls):
-        if isinstance(call, dict):
-            fn = call.get("function")
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                yield TextItem(fn["arguments"], "tool_call", f"{path}[{k}].function.arguments")
-
-
-def _tool_descriptions(tools: Any) -> Iterator[TextItem]:
-    if not isinstance(tools, list):
-        return
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict):
-            continue
-        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
-        desc = fn.get("description")
-        if isinstance(desc, str) and desc:
-            yield TextItem(desc, "tool_description", f"tools[{i}].description")
-        params = fn.get("parameters")
-        if isinstance(params, dict):
-            blob = orjson.dumps(params).decode()
-            if "description" in blob:
-                yield TextItem(blob, "tool_description", f"tools[{i}].parameters")
-
-
-def _string_items(value: Any, role: str, field: str) -> Iterator[TextItem]:
-    """The non-empty strings of a field that holds a string or a list of them (token lists skipped)."""
-    for i, item in enumerate(value if isinstance(value, list) else [value]):
-        if isinstance(item, str) and item:
-            yield TextItem(item, role, f"{field}[{i}]")
-
-
 def request_texts(parsed: ParsedRequest) -> list[TextItem]:
-    """Every text the model would read, with the role it came from."""
-    body, out = parsed.body, []
-    ep = parsed.endpoint
-    if ep == "chat/completions":
-        for i, message in enumerate(body.get("messages") or []):
-            role = _message_role(message.get("role", "user"))
-            content = message.get("content")
-            if type(content) is str:  # the usual message: no generator for it (conversations are long)
-                if content:
-                    out.append(TextItem(content, role, f"messages[{i}].content"))
-            elif content is not None:
-                out.extend(_content_texts(content, role, f"messages[{i}].content"))
-            if "tool_calls" in message:
-                out.extend(_tool_call_texts(message["tool_calls"], f"messages[{i}].tool_calls"))
-            fc = message.get("function_call")
-            if isinstance(fc, dict) and isinstance(fc.get("arguments"), str):
-                out.append(TextItem(fc["arguments"], "tool_call", f"messages[{i}].function_call.arguments"))
-        for field in ("tools", "functions"):
-            if field in body:
-                out.extend(_tool_descriptions(body[field]))
-    elif ep == "completions":
-        out.extend(_string_items(body.get("prompt"), "prompt", "prompt"))
-        suffix = body.get("suffix")
-        if isinstance(suffix, str) and suffix:
-            out.append(TextItem(suffix, "prompt", "suffix"))
-    elif ep == "embeddings":
-        out.extend(_string_items(body.get("input"), "embedding", "input"))
-    elif ep == "responses":
-        ins = body.get("instructions")
-        if isinstance(ins, str) and ins:
-            out.append(TextItem(ins, "instructions", "instructions"))
-        inp = body.get("input")
-        if isinstance(inp, str):
-            out.append(TextItem(inp, "input", "input"))
-        elif isinstance(inp, list):
-            for i, item in enumerate(inp):
-                if isinstance(item, str):
-                    out.append(TextItem(item, "input", f"input[{i}]"))
-                elif isinstance(item, dict):
-                    kind = item.get("type")
-                    if kind == "function_call_output":
-                        output = item.get("output")
-                        if isinstance(output, str):
-                            out.append(TextItem(output, "tool", f"input[{i}].output"))
-                    elif kind == "function_call" and isinstance(item.get("arguments"), str):
-                        out.append(TextItem(item["arguments"], "tool_call", f"input[{i}].arguments"))
-                    else:
-                        role = _message_role(item.get("role", "user"))
-                        out.extend(_content_texts(item.get("content"), role, f"input[{i}].content"))
-        out.extend(_tool_descriptions(body.get("tools")))
-    else:  # a policy's passthrough endpoint: no known shape, so every string is text the model may read
-        out.extend(_every_string(body, "user", ""))  # client-written: judged as user text
-    return out
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-
-
-def _every_string(value: Any, role: str, path: str) -> Iterator[TextItem]:
-    """Every non-empty string value in a JSON value, with its path. Keys are not texts to
-    inspect: a key that is not a plain identifier is refused (fail closed), not forwarded."""
-    if isinstance(value, str):
-        if value:
-            yield TextItem(value, role, path)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not _PLAIN_KEY.fullmatch(key):
-                raise WireError(f"field names must be plain identifiers on this endpoint, got {key[:40]!r}",
-                                param=path or None, code="invalid_field_name")
-            yield from _every_string(item, role, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _every_string(item, role, f"{path}[{i}]")
+    """Every text the model would read, in every role and field, with the role it came from
+    (request_fields.model_texts). Content the firewall cannot read is a 400, never forwarded."""
+    try:
+        return model_texts(parsed.endpoint, parsed.body)
+    except Unreadable as exc:
+        raise WireError(exc.message, param=exc.param, code=exc.code) from None
 
 
 # Answer strings that are opaque payloads (images, audio, vectors, encrypted reasoning): a client
@@ -322,9 +203,8 @@ OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image
 LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
                     "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id"})
 # The path of the joined labels; a path ending in JOINED names a field whose text was joined from
-# pieces (logprob tokens): it can be removed, not rewritten.
+# pieces (logprob tokens; in requests, schemas and data: URLs): it is removed or rewritten leaf by leaf.
 IDENTIFIERS = "#labels"
-JOINED = "#"
 _TOOL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "input", "code"})
 
 
@@ -446,3 +326,29 @@ def set_path(obj: Any, path: str, value: Any) -> None:
         target[int(last[1:-1])] = value
     else:
         target[last] = value
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """The value at a dotted/indexed path (see set_path)."""
+    for tok in _PATH_TOKENS.findall(path):
+        obj = obj[int(tok[1:-1])] if tok.startswith("[") else obj[tok]
+    return obj
+
+
+def rewrite_request_text(body: dict[str, Any], item: TextItem, mask: Callable[[str], str]) -> None:
+    """Put the masked form of a request text back where it stood. A joined text stands nowhere
+    as such: a schema's strings are masked one by one, a data: URL's text is encoded again."""
+    if not item.path.endswith(JOINED):
+        masked = mask(item.text)
+        if masked != item.text:
+            set_path(body, item.path, masked)
+        return
+    path = item.path[:-len(JOINED)]
+    value = get_path(body, path)
+    if type(value) is str and value.startswith("data:"):
+        masked = mask(item.text)
+        if masked != item.text:
+            head = value.partition(",")[0].replace(";base64", "")
+            set_path(body, path, f"{head};base64,{base64.b64encode(masked.encode()).decode()}")
+    else:
+        set_path(body, path, map_strings(value, mask))
