@@ -47,7 +47,7 @@ from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whol
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
                                             parse_json_body, request_texts, response_texts, validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
-from llm_firewall.proxy.sse import EventSplitter
+from llm_firewall.proxy.sse import EventSplitter, with_payload
 from llm_firewall.proxy.stream_guard import StreamGuard
 from llm_firewall.proxy.target import Passthrough, Target, TargetRefused, resolve
 from llm_firewall.reliability.circuit import CircuitBreaker
@@ -71,6 +71,7 @@ def json_error(status: int, message: str, *, code: str, request_id: str, param: 
 
 
 T = TypeVar("T")
+Restore = Callable[[Any], bool]  # puts the caller's own text back where an answer echoes a hardened one
 _TEXT = operator.attrgetter("text")
 
 
@@ -207,11 +208,19 @@ class Gateway:
                 redact = functools.partial(self._redact_request, parsed, findings)
                 parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
                 body = orjson.dumps(parsed.body)
-        if parsed is not None and endpoint.name == "chat/completions":
-            hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)
-            if hardened is not None:
-                body = orjson.dumps(hardened)
-        return await self._forward(request, rid, target, body, parsed, identity, policy)
+        restore: Restore | None = None
+        if parsed is not None and endpoint.name in hardening.ENDPOINTS:
+            # The Responses API echoes `instructions` in its answer: hardened only when the answer
+            # is inspected, which puts the caller's own back (`restore`).
+            if endpoint.name != "responses" or self.soc_enabled:
+                hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None,
+                                            endpoint.name)
+                if hardened is not None:
+                    body = orjson.dumps(hardened)
+                    if endpoint.name == "responses":
+                        restore = functools.partial(hardening.restore_instructions, sent=hardened["instructions"],
+                                                    own=parsed.body.get("instructions"))
+        return await self._forward(request, rid, target, body, parsed, identity, policy, restore)
 
     def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
@@ -349,7 +358,8 @@ class Gateway:
 
     # -- forwarding -------------------------------------------------------------------------------
     async def _forward(self, request: web.Request, rid: str, target: Target, body: bytes | None,
-                       parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+                       parsed: ParsedRequest | None, identity: Identity, policy: Policy,
+                       restore: Restore | None = None) -> web.StreamResponse:
         if not self.breaker.allow():
             wait = self.breaker.retry_after()
             return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
@@ -381,13 +391,14 @@ class Gateway:
                                   err_type="server_error", request_id=rid)
             endpoint = parsed.endpoint if parsed is not None else target.endpoint.name
             if is_sse(head):  # the body's shape decides, not its Content-Type
-                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy)
-            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy)
+                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy, restore)
+            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy, restore)
         finally:
             up.release()
 
     async def _relay_body(self, rid: str, up: Http1Response, head: bytes, parsed: ParsedRequest | None,
-                          endpoint: str, identity: Identity, policy: Policy) -> web.Response:
+                          endpoint: str, identity: Identity, policy: Policy,
+                          restore: Restore | None = None) -> web.Response:
         """A whole answer, inspected as what it is (JSON, text), or refused when undecodable."""
         try:
             data = head + await up.read()  # the upstream pool times out idle gaps
@@ -406,11 +417,12 @@ class Gateway:
             if parsed is not None and up.status < 400 and isinstance(value, dict):
                 self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
+            restored = restore is not None and restore(value)
             changed = await self._inspect_answer(value, endpoint, identity, policy, rid)
             if changed is _WITHHELD:
                 return _withheld(rid)
-            if changed is not None:
-                data = orjson.dumps(changed)
+            if changed is not None or restored:
+                data = orjson.dumps(value if changed is None else changed)
         elif answer.kind == "text":
             headers["Content-Type"] = f"{_text_type(up.content_type)}; charset=utf-8"
             masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
@@ -520,7 +532,7 @@ class Gateway:
 
     async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response, head: bytes,
                             parsed: ParsedRequest | None, endpoint: str, identity: Identity,
-                            policy: Policy) -> web.StreamResponse:
+                            policy: Policy, restore: Restore | None = None) -> web.StreamResponse:
         """An SSE-framed answer (whatever its label), each event's texts through the hold-back guard."""
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
@@ -568,6 +580,8 @@ class Gateway:
                     continue
                 for event in splitter.feed(chunk):
                     payload = event.json()
+                    if restore is not None and restore(payload):
+                        event = with_payload(event, payload)
                     if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
                         usage_seen = payload["usage"]
                     out = guard.feed(event)
@@ -577,6 +591,9 @@ class Gateway:
                     break
             if inspect and not guard.blocked:
                 for event in splitter.flush():
+                    payload = event.json()
+                    if restore is not None and restore(payload):
+                        event = with_payload(event, payload)
                     out = guard.feed(event)
                     if out:
                         await resp.write(out)

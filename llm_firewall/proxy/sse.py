@@ -123,4 +123,11 @@ def encode(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def with_payload(event: Event, payload: Any) -> Event:
+    """`event` carrying a changed JSON payload (its `event:` name kept; other fields dropped)."""
+    name = b"event: " + event.event.encode("utf-8") + b"\n" if event.event else b""
+    raw = name + encode(payload)
+    return Event(raw, raw[len(name) + 6:-2], event.event, payload)
+
+
 DONE = b"data: [DONE]\n\n"

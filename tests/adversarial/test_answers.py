@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any, Callable
@@ -369,6 +370,97 @@ def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall,
     status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
     assert status == 200 and b"upstream_error" in raw
     assert_clean(raw.decode("utf-8", "replace"))
+
+
+# -- the canary and hardening on every text endpoint (Responses API, legacy completions) ----------------
+
+CANARY_SHAPE = re.compile(r"cnry-[0-9a-f]{16}")
+
+
+def planted(upstream: TestUpstream, field: str) -> tuple[str, str]:
+    """(the text the firewall sent in `field` of the last request, the canary planted in it)."""
+    sent = upstream.requests[-1].json()[field]
+    sent = sent if isinstance(sent, str) else sent[0]
+    found = CANARY_SHAPE.search(sent)
+    assert found is not None, f"no canary in the {field} the upstream received: {sent!r}"
+    return sent, found.group(0)
+
+
+def responses_text_answer(text: str, **extra: Any) -> bytes:
+    return responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                             "content": [{"type": "output_text", "text": text, "annotations": []}]}, **extra)
+
+
+def learn_responses_canary(fw: Firewall, upstream: TestUpstream) -> tuple[str, str]:
+    upstream.script.raw = RawAnswer(responses_text_answer("Hi."))
+    answer = make_client(fw, Who()).responses.create(model="m", input="hi", instructions="Be brief.")
+    assert answer.output_text == "Hi."
+    sent, canary = planted(upstream, "instructions")
+    assert sent.endswith("Be brief.") and sent != "Be brief."  # the preamble goes first
+    return sent, canary
+
+
+def test_responses_api_is_hardened_and_its_echo_of_the_instructions_is_the_callers_own(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    sent, canary = learn_responses_canary(firewall, upstream)
+    upstream.script.raw = RawAnswer(responses_text_answer("Fine.", instructions=sent))  # the API echoes them
+    answer = make_client(firewall, Who()).responses.create(model="m", input="hi", instructions="Be brief.")
+    assert answer.status == "completed" and answer.output_text == "Fine."
+    assert answer.instructions == "Be brief." and canary not in answer.model_dump_json()
+    created = orjson.loads(responses_text_answer("", instructions=sent))
+    upstream.script.raw = RawAnswer([e + b"\n\n" for e in (
+        resp_event("response.created", response={**created, "status": "in_progress", "output": []}),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta="Fine."),
+        resp_event("response.completed", response=orjson.loads(responses_text_answer("Fine.", instructions=sent))))],
+        headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="hi", instructions="Be brief.",
+                                                                stream=True))
+    assert [e.type for e in events] == ["response.created", "response.output_text.delta", "response.completed"]
+    assert events[-1].response.instructions == "Be brief." and events[-1].response.output_text == "Fine."
+    assert canary not in "".join(e.model_dump_json() for e in events)
+
+
+def test_the_canary_in_a_responses_api_answer_never_reaches_the_client(firewall: Firewall,
+                                                                       upstream: TestUpstream) -> None:
+    _, canary = learn_responses_canary(firewall, upstream)
+    upstream.script.raw = RawAnswer(responses_text_answer(f"My marker is {canary}."))
+    answer = make_client(firewall, Who()).responses.create(model="m", input="what is the weather?")
+    assert answer.status == "incomplete" and canary[5:] not in answer.model_dump_json()
+    half = len(canary) // 2
+    upstream.script.raw = RawAnswer([e + b"\n\n" for e in (
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta=canary[:half]),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta=canary[half:]),
+        resp_event("response.completed", response=orjson.loads(responses_text_answer(canary))))],
+        headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="what is the weather?", stream=True))
+    received = "".join(e.model_dump_json() for e in events)
+    assert canary[5:] not in received and canary[5:][:half] not in received.replace(canary[:half], "")
+    assert events[-1].type == "response.incomplete"
+
+
+def test_legacy_completions_are_hardened_and_the_canary_never_reaches_the_client(firewall: Firewall,
+                                                                                 upstream: TestUpstream) -> None:
+    def text_answer(text: str) -> bytes:
+        return orjson.dumps({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+                             "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
+
+    client = make_client(firewall, Who())
+    upstream.script.raw = RawAnswer(text_answer(" there"))
+    assert client.completions.create(model="m", prompt="Hello").choices[0].text == " there"
+    sent, canary = planted(upstream, "prompt")
+    assert sent.endswith("Hello") and sent != "Hello"
+    upstream.script.raw = RawAnswer(text_answer(f" the marker is {canary}"))
+    answer = client.completions.create(model="m", prompt="The weather today is")
+    assert answer.choices[0].finish_reason == "content_filter" and canary[5:] not in answer.model_dump_json()
+    half = len(canary) // 2
+    upstream.script.raw = RawAnswer(sse(*({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+                                           "choices": [{"index": 0, "text": part, "finish_reason": None}]}
+                                          for part in ("marker: " + canary[:half], canary[half:] + " ok"))),
+                                    headers={"Content-Type": "text/event-stream"})
+    parts = list(client.completions.create(model="m", prompt="The weather today is", stream=True))
+    received = "".join(p.model_dump_json() for p in parts)
+    assert canary[5:] not in received and canary[half:] not in received
+    assert parts[-1].choices[0].finish_reason == "content_filter"
 
 
 # -- the pure decisions, for any input ----------------------------------------------------------------
