@@ -44,7 +44,7 @@ from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, ParsedRequest, WireError, error_body,
                                             parse_json_body, request_texts, response_texts, validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter, with_payload
@@ -443,11 +443,16 @@ class Gateway:
                                                    remember=remember)
         return self._with_canary(findings, text, policy)
 
-    def _label_findings(self, text: str, policy: Policy) -> list[Finding]:
-        """Secrets and personal data in an answer's labels (ids, model names), as written: a new
-        id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
-        _, findings = self.inspector.engine.redact(text, direction="response")
+    def _label_findings(self, text: str, policy: Policy, threats: tuple[str, ...] | None = None) -> list[Finding]:
+        """Secrets and personal data in an answer's labels (ids, model names, keys), as written: a
+        new id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
+        _, findings = self.inspector.engine.redact(text, threats=threats, direction="response")
         return self._with_canary(findings, text, policy)
+
+    def _opaque_findings(self, text: str, policy: Policy) -> list[Finding]:
+        """Secrets written as they are in an opaque payload (base64 image, vector, padding), and
+        the canary: personal-data rules are left out, random base64 matches them by chance."""
+        return self._label_findings(text, policy, _OPAQUE_THREATS)
 
     def _with_canary(self, findings: list[Finding], text: str, policy: Policy) -> list[Finding]:
         if policy.canary and canary_matcher(self.canary).found(text):  # also spelled out, encoded, reversed
@@ -475,7 +480,7 @@ class Gateway:
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
             return None
-        if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
+        if acted & _UNMASKABLE:  # labels and keys, opaque payloads, or the whole answer is one string
             return _WITHHELD
         done: set[str] = set()
         for item in items:
@@ -523,6 +528,7 @@ class Gateway:
         hits: dict[str, list[Finding]] = {}
         for item in items:
             found = (self._label_findings(item.text, policy) if item.path == IDENTIFIERS
+                     else self._opaque_findings(item.text, policy) if item.path == OPAQUE_TEXT
                      else self._response_findings(item.text, policy))
             if found:
                 for f in found:
@@ -543,11 +549,13 @@ class Gateway:
         splitter = EventSplitter()
         observed: dict[tuple[str, str], Finding] = {}
 
-        def scan(text: str) -> list[Finding]:
-            found = self._response_findings(text, policy, remember=False)  # windows never recur
+        def acted(found: list[Finding]) -> list[Finding]:
             for f in found:  # the held window is rescanned: remember each finding once
                 observed.setdefault((f.rule_id, f.excerpt), f)
             return found if self._actionable(found, identity, policy) else []
+
+        def scan(text: str) -> list[Finding]:
+            return acted(self._response_findings(text, policy, remember=False))  # windows never recur
 
         anchor, width = self._stream_anchor(policy)
         window = self.settings.stream_window_chars
@@ -555,7 +563,8 @@ class Gateway:
             window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
             scan=scan, redact=lambda text: (self._mask(text), 0),
-            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width)
+            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
+            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
@@ -711,6 +720,8 @@ class Gateway:
 
 
 _WITHHELD = object()  # an answer the content policy keeps from the client whole
+_UNMASKABLE = frozenset({IDENTIFIERS, OPAQUE_TEXT, ""})  # a hit there withholds the whole answer
+_OPAQUE_THREATS = ("secret_leakage",)
 
 
 def _withheld(rid: str) -> web.Response:

@@ -38,8 +38,8 @@ from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding, TextItem
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, logprob_texts, set_path,
-                                            walk_answer)
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, OPAQUE_TEXT, keys_into,
+                                            logprob_texts, set_path, walk_answer)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -124,6 +124,8 @@ def _compiled_anchors(pattern: str, tail: int = ENCODED_ANCHOR_WIDTH - 1) -> tup
 WINDOW_STRETCH = 4
 
 _PLAIN_DELTA = frozenset({"content", "role"})
+# Delta fields a plain chunk may also carry as null (any other key is read as a label first).
+_NULL_DELTA = frozenset({"refusal", "reasoning_content", "reasoning", "tool_calls", "function_call", "audio"})
 
 # Once some text has left, a held chunk's checked beginning leaves early only when it is at
 # least this long; a shorter one waits one event with the rest of its chunk, which then leaves
@@ -154,7 +156,8 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
             or choice.get("finish_reason") is not None or choice.get("logprobs") is not None
             or not choice.keys() <= _CHOICE_KEYS):
         return None
-    if not delta.keys() <= _PLAIN_DELTA and any(v is not None for k, v in delta.items() if k not in _PLAIN_DELTA):
+    if not delta.keys() <= _PLAIN_DELTA and any(v is not None or k not in _NULL_DELTA
+                                                for k, v in delta.items() if k not in _PLAIN_DELTA):
         return None  # null fields (`"refusal": null`) are fine: repeating a null adds nothing
     return delta
 
@@ -235,6 +238,7 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
         return list(walk_answer(payload, "", "response", labels))
     out: list[TextItem] = []
     typed = isinstance(payload.get("type"), str)
+    labels.extend(payload)  # keys are labels too (nested ones: walk_answer, keys_into)
     for key, value in payload.items():
         if typed and key == "delta" and type(value) is str:
             continue  # assembled by _text_segments
@@ -243,9 +247,13 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
                 if not isinstance(choice, dict):
                     out.extend(walk_answer(choice, f"choices[{i}]", "response", labels))
                     continue
+                labels.extend(choice)
                 for name, item in choice.items():
                     path = f"choices[{i}].{name}"
+                    if name == "logprobs":
+                        keys_into(item, labels)  # its texts: _text_segments
                     if name == "delta" and isinstance(item, dict):
+                        labels.extend(item)
                         for field, part in item.items():
                             if type(part) is not str and part is not None and field not in _DELTA_PARTS:
                                 out.extend(walk_answer(part, f"{path}.{field}", "response", labels))
@@ -276,8 +284,10 @@ class StreamGuard:
 
     def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256, scan_every: int = 32,
                  mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None,
-                 anchor: Any | None = None, anchor_width: int = 0, trim_at: int = 8192) -> None:
+                 anchor: Any | None = None, anchor_width: int = 0, trim_at: int = 8192,
+                 scan_opaque: Scan | None = None) -> None:
         self._scan = scan
+        self._scan_opaque = scan_opaque or scan
         self._redact = redact
         self._window = max(1, window)
         # Scanning after every few-character delta costs more than it buys: text is only released
@@ -312,6 +322,8 @@ class StreamGuard:
             return b""
         if event.is_done:
             return self.finish(done=event.raw)
+        if event.meta is not None and event.meta not in self._labels and not self._check_meta(event.meta):
+            return self._terminate()
         payload = event.json()
         held = _Held(event, payload)
         if isinstance(payload, dict):
@@ -341,7 +353,9 @@ class StreamGuard:
         model, ...), opaque padding or scalars: then only its content needs reading."""
         labels = self._labels
         containers = 0
-        for value in payload.values():  # values only: this runs for every chunk
+        for key, value in payload.items():  # this runs for every chunk
+            if key not in labels:
+                return False
             kind = type(value)
             if kind is str:
                 if value not in labels and not self._only_padding_is_new(payload):
@@ -353,6 +367,15 @@ class StreamGuard:
     def _only_padding_is_new(self, payload: dict[str, Any]) -> bool:
         labels = self._labels
         return all(type(v) is not str or v in labels or k in OPAQUE for k, v in payload.items())
+
+    def _check_meta(self, meta: str) -> bool:
+        """An event's `event:` name and `id:` (see sse.Event.meta), read once per stream like a
+        label. False when the stream must stop."""
+        self._labels.add(meta)
+        findings = self._scan(meta)
+        if findings:
+            self._record(findings)
+        return not findings
 
     def _check_whole(self, held: _Held) -> bool:
         """Inspect an event's complete texts (see `_whole_texts`) and new labels at once; masks
@@ -366,12 +389,13 @@ class StreamGuard:
             self._labels.update(new)
             items.append(TextItem("\n".join(new), "response", IDENTIFIERS))
         for item in items:
-            findings = self._scan(item.text)
+            opaque = item.path == OPAQUE_TEXT
+            findings = self._scan_opaque(item.text) if opaque else self._scan(item.text)
             if not findings:
                 continue
             self._record(findings)
             if self._mode != "redact" or self._redact is None or item.path == IDENTIFIERS \
-                    or item.path.endswith(JOINED) or not item.path:
+                    or item.path.endswith(JOINED) or not item.path or opaque:
                 return False
             masked, _ = self._redact(item.text)
             if masked == item.text or self._scan(masked):
