@@ -44,8 +44,9 @@ from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, ParsedRequest, WireError, error_body,
-                                            parse_json_body, request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
+                                            error_body, parse_json_body, request_texts, response_texts,
+                                            validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter, with_payload
 from llm_firewall.proxy.stream_guard import StreamGuard
@@ -482,19 +483,32 @@ class Gateway:
             return None
         if acted & _UNMASKABLE:  # labels and keys, opaque payloads, or the whole answer is one string
             return _WITHHELD
+        self._act_on_texts(answer, items, acted, policy)
+        if TEXTS in acted and any(self._actionable(self._response_findings(item.text, policy, remember=False),
+                                                   identity, policy)
+                                  for item in response_texts(endpoint, answer) if item.path == TEXTS):
+            # a key cut across fields, still whole once its pieces are masked: every text goes
+            self._act_on_texts(answer, items, {item.path for item in items}, policy, mask=False)
+        return answer
+
+    def _act_on_texts(self, answer: Any, items: list[TextItem], acted: set[str], policy: Policy, *,
+                      mask: bool = True) -> None:
+        """Mask (redact mode) or empty each answer text at a path in `acted`."""
         done: set[str] = set()
         for item in items:
-            if item.path not in acted or item.path in done:
+            if item.path not in acted or item.path in done or item.path.startswith("#"):
                 continue
             if item.path.endswith(JOINED):  # text joined from pieces (logprob tokens): removed
                 _set_path(answer, item.path[:-len(JOINED)], None)
                 done.add(item.path)
-            elif policy.response_action == "redact":
+            elif mask and policy.response_action == "redact":
                 _set_path(answer, item.path, self._mask(item.text))
             else:
-                _set_path(answer, item.path, "")
+                try:
+                    _set_path(answer, item.path, "")
+                except (TypeError, KeyError, IndexError):  # under a field removed just before
+                    continue
                 _mark_content_filter(answer, item.path)
-        return answer
 
     async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
                                    rid: str) -> str | object | None:

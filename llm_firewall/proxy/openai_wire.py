@@ -444,12 +444,38 @@ def response_texts(endpoint: str, body: Any) -> list[TextItem]:
     opaque base64/vector payloads. Logprob tokens are joined into the text they spell; labels
     (ids, enums, model names) are joined into one text at IDENTIFIERS. `endpoint` is kept for the
     callers' symmetry with `request_texts`: the answer's own shape decides. Object keys join the
-    labels; opaque payloads come one by one at OPAQUE_TEXT.
+    labels; opaque payloads come one by one at OPAQUE_TEXT; the texts joined at TEXTS.
     """
     labels: list[str] = []
     out = walk_answer(body, "", "response", labels)
+    out += joined_texts(body, out)
     if labels:
         out.append(TextItem("\n".join(dict.fromkeys(labels)), "response", IDENTIFIERS))
+    return out
+
+
+TEXTS = "#texts"  # the path of an answer's texts joined as a reader joins them (see joined_texts)
+
+
+def joined_texts(body: Any, items: list[TextItem]) -> list[TextItem]:
+    """An answer's texts joined with nothing between them, as a reader joins them: a key cut in
+    two across fields, content parts, tool calls or choices reads whole there. In the answer's
+    order, and also in the choices' `index` order when the list is not in it. Labels, opaque
+    payloads and logprob tokens (joined on their own) are left out; none for fewer than two texts."""
+    texts = [item for item in items if not item.path.startswith("#") and not item.path.endswith(JOINED)]
+    if len(texts) < 2:
+        return []
+    out = [TextItem("".join(item.text for item in texts), "response", TEXTS)]
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if isinstance(choices, list):
+        rank = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
+        if rank != sorted(rank):
+
+            def order(item: TextItem) -> Any:
+                at = item.path[len("choices["):item.path.find("]")] if item.path.startswith("choices[") else ""
+                return rank[int(at)] if at.isdigit() and type(rank[int(at)]) is int else -1
+
+            out.append(TextItem("".join(item.text for item in sorted(texts, key=order)), "response", TEXTS))
     return out
 
 

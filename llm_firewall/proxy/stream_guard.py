@@ -53,6 +53,7 @@ class _Segment:
     start: int
     end: int
     original: str
+    link: "_Segment | None" = None  # a joint segment's own text: the segment it repeats (see JOINT)
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class _Held:
     segments: list[_Segment] = field(default_factory=list)
     rewritten: bool = False  # the payload was changed (part of it left): its raw bytes are stale
     plain: dict[str, Any] | None = None  # the delta of a plain content chunk with text (see _splittable)
+    joint: list[_Segment] | None = None  # its segments in the joint text (see JOINT)
 
 
 @dataclass(slots=True)
@@ -166,6 +168,17 @@ def _with_content(payload: dict[str, Any], content: str) -> dict[str, Any]:
     """A copy of a plain one-choice chunk (see `_splittable`) carrying `content` as its text."""
     choice = payload["choices"][0]
     return {**payload, "choices": [{**choice, "delta": {**choice["delta"], "content": content}}]}
+
+
+# Every text of the stream joined in the order its pieces arrive, as a reader printing the deltas
+# as they come reads them: a key cut across choices, fields, content parts or tool calls reads
+# whole there. Kept (and scanned) only once a stream has a second text: a plain answer costs
+# nothing more. Logprob tokens repeat the content, so they are left out of it.
+JOINT: Key = ("joint",)
+
+
+def _joins_joint(key: Key) -> bool:
+    return not (len(key) == 3 and key[2] == "logprobs")
 
 
 _MAX_LABELS = 1024  # distinct labels remembered per stream (a new id in every chunk is read each time)
@@ -305,6 +318,7 @@ class StreamGuard:
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
+        self._joint: _Text | None = None  # see JOINT
         self._held: deque[_Held] = deque()
         self._rewritten = False  # a redaction changed held text: compare segments on release
         self._text_out = False  # some text has been released (see EARLY_HEAD_CHARS)
@@ -425,12 +439,39 @@ class StreamGuard:
         buf = self._texts.get(key)
         if buf is None:
             buf = self._texts[key] = _Text(trim_at=self._trim_at)
+            if self._joint is None and _joins_joint(key):
+                self._start_joint(key)
         start = buf.end
         if len(buf.text) > buf.trim_at:
             self._trim(key, buf)
         buf.text += delta
         self.assembled_chars += len(delta)
-        held.segments.append(_Segment(key, start, start + len(delta), delta))
+        seg = _Segment(key, start, start + len(delta), delta)
+        held.segments.append(seg)
+        joint = self._joint
+        if joint is not None and _joins_joint(key):
+            if len(joint.text) > joint.trim_at:
+                self._trim(JOINT, joint)
+            at = joint.end
+            joint.text += delta
+            if held.joint is None:
+                held.joint = []
+            held.joint.append(_Segment(JOINT, at, at + len(delta), delta, seg))
+
+    def _start_joint(self, new: Key) -> None:
+        """A second text begins: the joint text starts as the first one (as kept, with its held
+        segments and how far it is checked), the new one's pieces are added from now on."""
+        first = next((k for k in self._texts if k != new and _joins_joint(k)), None)
+        if first is None:
+            return
+        buf = self._texts[first]
+        self._joint = _Text(buf.text, buf.base, buf.scanned_to, buf.safe, buf.trim_at)
+        for held in self._held:
+            for seg in held.segments:
+                if seg.key == first:
+                    if held.joint is None:
+                        held.joint = []
+                    held.joint.append(_Segment(JOINT, seg.start, seg.end, seg.original, seg))
 
     def _trim(self, key: Key, buf: _Text) -> None:
         """Drop the start of a text that nothing can use any more: text before the oldest held
@@ -440,7 +481,7 @@ class StreamGuard:
         need = buf.end - self._window - self._scan_every - self._tail
         need = min(need, self._safe_until_of(buf))
         for held in self._held:
-            for seg in held.segments:
+            for seg in (held.joint or ()) if key == JOINT else held.segments:
                 if seg.key == key and seg.start < need:
                     need = seg.start
         if need > buf.base:
@@ -461,7 +502,7 @@ class StreamGuard:
         """Scan each buffer's unchecked tail (with overlap); False when the stream must stop."""
         if self._anchor is not None:
             return self._check_anchored(final)
-        for key, buf in self._texts.items():
+        for key, buf in self._buffers():
             end = buf.end
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
@@ -472,7 +513,7 @@ class StreamGuard:
 
     def _check_anchored(self, final: bool) -> bool:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
-        for key, buf in self._texts.items():
+        for key, buf in self._buffers():
             end = buf.end
             if end == buf.scanned_to and not final:
                 continue
@@ -492,10 +533,19 @@ class StreamGuard:
             buf.safe = target
         return not self.padded
 
+    def _buffers(self) -> Any:
+        """Each text and its key, the joint text (when kept) last: it is read once the texts'
+        own matches are masked."""
+        if self._joint is None:
+            return self._texts.items()
+        return [*self._texts.items(), (JOINT, self._joint)]
+
     def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
         region = buf.slice(start, end)
         findings = self._scan(region)
+        if findings and key == JOINT:
+            return self._joint_masked(buf, start, end)
         if findings:
             if self._mode != "redact" or self._redact is None:
                 self._record(findings)
@@ -507,6 +557,29 @@ class StreamGuard:
             self._replace(key, start, end, masked)
         buf.scanned_to = buf.end
         return True
+
+    def _joint_masked(self, buf: _Text, start: int, end: int) -> bool:
+        """A match in the joint text. In redact mode it may be one already masked in its own text:
+        the joint text's held part is taken again from the texts as they are now, and the stream
+        goes on if that reads clean. A key cut across texts cannot be masked in place: the
+        stream stops. False when it must stop."""
+        segs = [seg for held in self._held for seg in held.joint or ()]
+        if self._mode == "redact" and self._redact is not None and segs:
+            current = []
+            for seg in segs:
+                link = seg.link
+                assert link is not None
+                current.append(self._texts[link.key].slice(link.start, link.end))
+            at = segs[0].start
+            if not self._scan(buf.slice(start, at) + "".join(current)):
+                buf.text = buf.text[:at - buf.base]
+                for seg, text in zip(segs, current):
+                    seg.start, seg.end = buf.end, buf.end + len(text)
+                    buf.text += text
+                buf.scanned_to = buf.end
+                return True
+        self._record(self._scan(buf.slice(start, end)))
+        return False
 
     def _safe_target(self, buf: _Text, end: int, first: int | None) -> int:
         """Where `safe` may move once text[safe:end] is known clean.
@@ -581,7 +654,7 @@ class StreamGuard:
                     seg.end = start + len(new)
 
     def _safe_until(self, key: Key) -> int:
-        return self._safe_until_of(self._texts[key])
+        return self._safe_until_of(self._texts[key] if key != JOINT else self._joint)  # type: ignore[arg-type]
 
     def _safe_until_of(self, buf: _Text) -> int:
         """Text before this offset has been checked and can no longer be part of a match."""
@@ -630,6 +703,8 @@ class StreamGuard:
         for seg in held.segments:
             if seg.end > self._safe_until(seg.key):
                 return True
+        if held.joint and self._joint is not None:
+            return held.joint[-1].end > self._safe_until_of(self._joint)
         return False
 
     @staticmethod
@@ -649,7 +724,7 @@ class StreamGuard:
         one shorter than EARLY_HEAD_CHARS.
         """
         delta = held.plain
-        if delta is None or self._anchor is None:
+        if delta is None or self._anchor is None or self._joint is not None:
             return None
         seg = held.segments[0]
         cut = self._safe_until(seg.key)

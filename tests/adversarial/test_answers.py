@@ -401,6 +401,100 @@ def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall,
     assert_clean(raw.decode("utf-8", "replace"))
 
 
+# -- a key cut across fields, parts, tool calls or choices (read as the reader joins them) -------------
+
+HEAD, TAIL = SECRET[:19], SECRET[19:]  # neither half is a key on its own
+
+
+def choice(index: int, content: str) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+
+
+def two_choices(*choices: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+                         "choices": list(choices)})
+
+
+def tool_call(i: int, arguments: str) -> dict[str, Any]:
+    return {"id": f"call_{i}", "type": "function", "function": {"name": "send", "arguments": arguments}}
+
+
+SPLIT_ANSWERS: dict[str, bytes] = {
+    "across choices": two_choices(choice(0, f"The key is {HEAD}"), choice(1, f"{TAIL} as asked.")),
+    "across choices listed out of order": two_choices(choice(1, f"{TAIL} as asked."), choice(0, f"The key: {HEAD}")),
+    "across tool calls": completion({"content": None, "tool_calls": [tool_call(0, '{"a": "' + HEAD),
+                                                                      tool_call(1, TAIL + '"}')]}),
+    "across content and reasoning": completion({"reasoning_content": f"Key: {HEAD}", "content": TAIL}),
+}
+
+
+@pytest.mark.parametrize("body", SPLIT_ANSWERS.values(), ids=SPLIT_ANSWERS.keys())
+def test_a_key_cut_across_the_fields_of_a_chat_answer_never_reaches_the_client(firewall: Firewall,
+                                                                                upstream: TestUpstream,
+                                                                                body: bytes) -> None:
+    upstream.script.raw = RawAnswer(body)
+    answer = make_client(firewall, Who()).chat.completions.create(model="m", messages=ASK, n=2)
+    assert_clean(answer.model_dump_json())
+    assert {c.finish_reason for c in answer.choices} == {"content_filter"}
+
+
+def test_a_key_cut_across_responses_api_content_parts_never_reaches_the_client(firewall: Firewall,
+                                                                                upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(responses_answer({"type": "message", "id": "m1", "role": "assistant",
+                                                      "status": "completed", "content": [
+        {"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+        {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    answer = make_client(firewall, Who()).responses.create(model="m", input="what is the key?")
+    assert answer.status == "incomplete"
+    assert_clean(answer.model_dump_json())
+
+
+def multi(*pairs: tuple[int, str]) -> list[bytes]:
+    return sse(*({**chunk({"content": text}), "choices": [{"index": i, "delta": {"content": text},
+                                                           "finish_reason": None}]} for i, text in pairs))
+
+
+SPLIT_STREAMS: dict[str, list[bytes]] = {
+    "across choices": multi((0, "The key is "), (0, HEAD), (1, TAIL), (1, " as asked.")),
+    "across interleaved choices": multi((0, "Key: "), (1, "Here: "), (0, HEAD), (1, TAIL)),
+    "across tool-call indexes": sse(*(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                                             "function": {"name": "send", "arguments": a}}]})
+                                      for i, a in ((0, '{"a": "' + HEAD), (1, TAIL + '"}')))),
+    "across reasoning and content": sse(chunk({"reasoning_content": f"Key: {HEAD}"}), chunk({"content": TAIL})),
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_STREAMS)
+def test_a_key_cut_across_the_texts_of_a_stream_never_reaches_the_client(firewall: Firewall,
+                                                                         upstream: TestUpstream, name: str) -> None:
+    upstream.script.raw = RawAnswer(SPLIT_STREAMS[name], headers={"Content-Type": "text/event-stream"})
+    received, finish = chat_stream(firewall)
+    assert_clean(received)
+    assert finish == "content_filter"
+
+
+def test_a_key_cut_across_responses_api_content_parts_of_a_stream_never_reaches_the_client(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer([e + b"\n\n" for e in (
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta="Key: " + HEAD),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=1, delta=TAIL))],
+        headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
+    assert_clean("".join(e.model_dump_json() for e in events))
+    assert events[-1].type == "response.incomplete"
+
+
+def test_texts_that_only_border_each_other_arrive_unchanged(firewall: Firewall, upstream: TestUpstream) -> None:
+    body = two_choices(choice(0, "Paris is the capital of France."), choice(1, "Lyon is the third largest city."))
+    upstream.script.raw = RawAnswer(body)
+    status, _, got = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "n": 2}, Who())
+    assert status == 200 and orjson.loads(got) == orjson.loads(body)
+    upstream.script.raw = RawAnswer(multi((0, "Paris is "), (1, "Lyon is "), (0, "in France."), (1, "in France too.")),
+                                    headers={"Content-Type": "text/event-stream"})
+    received, finish = chat_stream(firewall)
+    assert finish is None and "in France too." in received
+
+
 # -- the canary and hardening on every text endpoint (Responses API, legacy completions) ----------------
 
 CANARY_SHAPE = re.compile(r"cnry-[0-9a-f]{16}")
