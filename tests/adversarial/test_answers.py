@@ -8,6 +8,8 @@ key, whole or in part, and gets a clean answer or an OpenAI-shaped error.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import gzip
 import json
 import re
@@ -584,6 +586,43 @@ def test_legacy_completions_are_hardened_and_the_canary_never_reaches_the_client
     received = "".join(p.model_dump_json() for p in parts)
     assert canary[5:] not in received and canary[half:] not in received
     assert parts[-1].choices[0].finish_reason == "content_filter"
+
+
+NATO = dict(zip("0123456789abcdef", ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                                      "Alfa", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot")))
+CANARY_FORMS: dict[str, Callable[[str], str]] = {
+    "ROT13": lambda c: codecs.encode(c, "rot13"),
+    "base32": lambda c: base64.b32encode(c.encode()).decode(),
+    "one character a line": lambda c: "\n".join(c),
+    "NATO alphabet": lambda c: " ".join(NATO[ch] for ch in c[5:]),
+    "reversed, dotted": lambda c: ".".join(c[::-1]),
+}
+
+
+@pytest.mark.parametrize("form", CANARY_FORMS.values(), ids=CANARY_FORMS.keys())
+def test_the_canary_in_a_promised_encoding_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream,
+                                                                    form: Callable[[str], str]) -> None:
+    client = make_client(firewall, Who())
+    client.chat.completions.create(model="m", messages=ASK)
+    _, canary = planted_system(upstream)
+    dressed = form(canary)
+    upstream.script.raw = RawAnswer(completion({"content": f"Here you go:\n{dressed}\nAnything else?"}))
+    answer = client.chat.completions.create(model="m", messages=ASK)
+    assert answer.choices[0].finish_reason == "content_filter" and dressed not in answer.model_dump_json()
+    third = len(dressed) // 3
+    upstream.script.raw = RawAnswer(sse(*(chunk({"content": part}) for part in (
+        "Here you go: " + dressed[:third], dressed[third:2 * third], dressed[2 * third:] + " ok"))),
+        headers={"Content-Type": "text/event-stream"})
+    received, finish = chat_stream(firewall)
+    assert finish == "content_filter" and dressed[third:2 * third] not in received
+
+
+def planted_system(upstream: TestUpstream) -> tuple[str, str]:
+    system = upstream.requests[-1].json()["messages"][0]
+    assert system["role"] == "system"
+    found = CANARY_SHAPE.search(system["content"])
+    assert found is not None
+    return system["content"], found.group(0)
 
 
 # -- the pure decisions, for any input ----------------------------------------------------------------
