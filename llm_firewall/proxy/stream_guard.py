@@ -319,6 +319,11 @@ class StreamGuard:
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
         self._joint: _Text | None = None  # see JOINT
+        # The joint text since its last turn (where the next piece came from another text) repeats
+        # one text, `_joint_from`, at offsets `_joint_shift` on: see _joint_quiet.
+        self._joint_turn = 0
+        self._joint_from: Key = JOINT
+        self._joint_shift = 0
         self._held: deque[_Held] = deque()
         self._rewritten = False  # a redaction changed held text: compare segments on release
         self._text_out = False  # some text has been released (see EARLY_HEAD_CHARS)
@@ -453,6 +458,8 @@ class StreamGuard:
             if len(joint.text) > joint.trim_at:
                 self._trim(JOINT, joint)
             at = joint.end
+            if key != self._joint_from:
+                self._joint_turn, self._joint_from, self._joint_shift = at, key, at - start
             joint.text += delta
             if held.joint is None:
                 held.joint = []
@@ -466,6 +473,7 @@ class StreamGuard:
             return
         buf = self._texts[first]
         self._joint = _Text(buf.text, buf.base, buf.scanned_to, buf.safe, buf.trim_at)
+        self._joint_turn, self._joint_from, self._joint_shift = buf.base, first, 0
         for held in self._held:
             for seg in held.segments:
                 if seg.key == first:
@@ -504,6 +512,8 @@ class StreamGuard:
             return self._check_anchored(final)
         for key, buf in self._buffers():
             end = buf.end
+            if key == JOINT and self._joint_quiet(buf):
+                continue
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
             start = self._window_start(buf, buf.scanned_to)
@@ -515,6 +525,8 @@ class StreamGuard:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
         for key, buf in self._buffers():
             end = buf.end
+            if key == JOINT and self._joint_quiet(buf):
+                continue
             if end == buf.scanned_to and not final:
                 continue
             first = self._first_anchor(buf, buf.safe, end)
@@ -556,6 +568,20 @@ class StreamGuard:
                 return False
             self._replace(key, start, end, masked)
         buf.scanned_to = buf.end
+        return True
+
+    def _joint_quiet(self, joint: _Text) -> bool:
+        """Whether the joint text needs no scan now: everything before its last turn is checked
+        (no match can start there any more), and after it the joint text repeats one text, whose
+        own check already covers it; then it is as far checked as that text. Not after a mask,
+        which makes the two differ."""
+        if self._rewritten or self._safe_until_of(joint) < self._joint_turn:
+            return False
+        own = self._texts[self._joint_from]
+        shift = self._joint_shift
+        if self._anchor is not None:
+            joint.safe = max(joint.safe, min(joint.end, own.safe + shift))
+        joint.scanned_to = max(joint.scanned_to, min(joint.end, own.scanned_to + shift))
         return True
 
     def _joint_masked(self, buf: _Text, start: int, end: int) -> bool:
