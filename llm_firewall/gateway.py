@@ -45,11 +45,12 @@ from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
-                                            parse_json_body, request_texts, response_texts, rewrite_request_text,
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
+                                            error_body, parse_json_body, request_texts, response_texts,
+                                            rewrite_request_text,
                                             validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
-from llm_firewall.proxy.sse import EventSplitter
+from llm_firewall.proxy.sse import EventSplitter, with_payload
 from llm_firewall.proxy.stream_guard import StreamGuard
 from llm_firewall.proxy.target import Passthrough, Target, TargetRefused, resolve
 from llm_firewall.reliability.circuit import CircuitBreaker
@@ -75,6 +76,7 @@ def json_error(status: int, message: str, *, code: str, request_id: str, param: 
 
 
 T = TypeVar("T")
+Restore = Callable[[Any], bool]  # puts the caller's own text back where an answer echoes a hardened one
 _TEXT = operator.attrgetter("text")
 
 
@@ -212,11 +214,19 @@ class Gateway:
                 redact = functools.partial(self._redact_request, parsed, findings)
                 parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
                 body = orjson.dumps(parsed.body)
-        if parsed is not None and endpoint.name == "chat/completions":
-            hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)
-            if hardened is not None:
-                body = orjson.dumps(hardened)
-        return await self._forward(request, rid, target, body, parsed, identity, policy)
+        restore: Restore | None = None
+        if parsed is not None and endpoint.name in hardening.ENDPOINTS:
+            # The Responses API echoes `instructions` in its answer: hardened only when the answer
+            # is inspected, which puts the caller's own back (`restore`).
+            if endpoint.name != "responses" or self.soc_enabled:
+                hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None,
+                                            endpoint.name)
+                if hardened is not None:
+                    body = orjson.dumps(hardened)
+                    if endpoint.name == "responses":
+                        restore = functools.partial(hardening.restore_instructions, sent=hardened["instructions"],
+                                                    own=parsed.body.get("instructions"))
+        return await self._forward(request, rid, target, body, parsed, identity, policy, restore)
 
     def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
@@ -370,7 +380,8 @@ class Gateway:
 
     # -- forwarding -------------------------------------------------------------------------------
     async def _forward(self, request: web.Request, rid: str, target: Target, body: bytes | None,
-                       parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+                       parsed: ParsedRequest | None, identity: Identity, policy: Policy,
+                       restore: Restore | None = None) -> web.StreamResponse:
         if not self.breaker.allow():
             wait = self.breaker.retry_after()
             return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
@@ -402,13 +413,14 @@ class Gateway:
                                   err_type="server_error", request_id=rid)
             endpoint = parsed.endpoint if parsed is not None else target.endpoint.name
             if is_sse(head):  # the body's shape decides, not its Content-Type
-                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy)
-            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy)
+                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy, restore)
+            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy, restore)
         finally:
             up.release()
 
     async def _relay_body(self, rid: str, up: Http1Response, head: bytes, parsed: ParsedRequest | None,
-                          endpoint: str, identity: Identity, policy: Policy) -> web.Response:
+                          endpoint: str, identity: Identity, policy: Policy,
+                          restore: Restore | None = None) -> web.Response:
         """A whole answer, inspected as what it is (JSON, text), or refused when undecodable."""
         try:
             data = head + await up.read()  # the upstream pool times out idle gaps
@@ -427,11 +439,12 @@ class Gateway:
             if parsed is not None and up.status < 400 and isinstance(value, dict):
                 self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
+            restored = restore is not None and restore(value)
             changed = await self._inspect_answer(value, endpoint, identity, policy, rid)
             if changed is WITHHELD:
                 return _withheld(rid)
-            if changed is not None:
-                data = orjson.dumps(changed)
+            if changed is not None or restored:
+                data = orjson.dumps(value if changed is None else changed)
         elif answer.kind == "text":
             headers["Content-Type"] = f"{_text_type(up.content_type)}; charset=utf-8"
             masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
@@ -452,11 +465,16 @@ class Gateway:
                                                    remember=remember)
         return self._with_canary(findings, text, policy)
 
-    def _label_findings(self, text: str, policy: Policy) -> list[Finding]:
-        """Secrets and personal data in an answer's labels (ids, model names), as written: a new
-        id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
-        _, findings = self.inspector.engine.redact(text, direction="response")
+    def _label_findings(self, text: str, policy: Policy, threats: tuple[str, ...] | None = None) -> list[Finding]:
+        """Secrets and personal data in an answer's labels (ids, model names, keys), as written: a
+        new id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
+        _, findings = self.inspector.engine.redact(text, threats=threats, direction="response")
         return self._with_canary(findings, text, policy)
+
+    def _opaque_findings(self, text: str, policy: Policy) -> list[Finding]:
+        """Secrets written as they are in an opaque payload (base64 image, vector, padding), and
+        the canary: personal-data rules are left out, random base64 matches them by chance."""
+        return self._label_findings(text, policy, _OPAQUE_THREATS)
 
     def _with_canary(self, findings: list[Finding], text: str, policy: Policy) -> list[Finding]:
         if policy.canary and canary_matcher(self.canary).found(text):  # also spelled out, encoded, reversed
@@ -493,21 +511,34 @@ class Gateway:
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
             return None, found
-        if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
+        if acted & _UNMASKABLE:  # labels and keys, opaque payloads, or the whole answer is one string
             return WITHHELD, found
+        self._act_on_texts(answer, items, acted, policy)
+        if TEXTS in acted and any(self._actionable(self._response_findings(item.text, policy, remember=False),
+                                                   identity, policy)
+                                  for item in response_texts(endpoint, answer) if item.path == TEXTS):
+            # a key cut across fields, still whole once its pieces are masked: every text goes
+            self._act_on_texts(answer, items, {item.path for item in items}, policy, mask=False)
+        return answer, found
+
+    def _act_on_texts(self, answer: Any, items: list[TextItem], acted: set[str], policy: Policy, *,
+                      mask: bool = True) -> None:
+        """Mask (redact mode) or empty each answer text at a path in `acted`."""
         done: set[str] = set()
         for item in items:
-            if item.path not in acted or item.path in done:
+            if item.path not in acted or item.path in done or item.path.startswith("#"):
                 continue
             if item.path.endswith(JOINED):  # text joined from pieces (logprob tokens): removed
                 _set_path(answer, item.path[:-len(JOINED)], None)
                 done.add(item.path)
-            elif policy.response_action == "redact":
+            elif mask and policy.response_action == "redact":
                 _set_path(answer, item.path, self._mask(item.text))
             else:
-                _set_path(answer, item.path, "")
+                try:
+                    _set_path(answer, item.path, "")
+                except (TypeError, KeyError, IndexError):  # under a field removed just before
+                    continue
                 _mark_content_filter(answer, item.path)
-        return answer, found
 
     async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
                                    rid: str) -> str | object | None:
@@ -541,6 +572,7 @@ class Gateway:
         hits: dict[str, list[Finding]] = {}
         for item in items:
             found = (self._label_findings(item.text, policy) if item.path == IDENTIFIERS
+                     else self._opaque_findings(item.text, policy) if item.path == OPAQUE_TEXT
                      else self._response_findings(item.text, policy))
             if found:
                 for f in found:
@@ -550,7 +582,7 @@ class Gateway:
 
     async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response, head: bytes,
                             parsed: ParsedRequest | None, endpoint: str, identity: Identity,
-                            policy: Policy) -> web.StreamResponse:
+                            policy: Policy, restore: Restore | None = None) -> web.StreamResponse:
         """An SSE-framed answer (whatever its label), each event's texts through the hold-back guard."""
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
@@ -561,11 +593,13 @@ class Gateway:
         splitter = EventSplitter()
         observed: dict[tuple[str, str], Finding] = {}
 
-        def scan(text: str) -> list[Finding]:
-            found = self._response_findings(text, policy, remember=False)  # windows never recur
+        def acted(found: list[Finding]) -> list[Finding]:
             for f in found:  # the held window is rescanned: remember each finding once
                 observed.setdefault((f.rule_id, f.excerpt), f)
             return found if self._actionable(found, identity, policy) else []
+
+        def scan(text: str) -> list[Finding]:
+            return acted(self._response_findings(text, policy, remember=False))  # windows never recur
 
         anchor, width = self._stream_anchor(policy)
         window = self.settings.stream_window_chars
@@ -573,7 +607,8 @@ class Gateway:
             window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
             scan=scan, redact=lambda text: (self._mask(text), 0),
-            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width)
+            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
+            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
@@ -598,6 +633,8 @@ class Gateway:
                     continue
                 for event in splitter.feed(chunk):
                     payload = event.json()
+                    if restore is not None and restore(payload):
+                        event = with_payload(event, payload)
                     if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
                         usage_seen = payload["usage"]
                     out = guard.feed(event)
@@ -607,6 +644,9 @@ class Gateway:
                     break
             if inspect and not guard.blocked:
                 for event in splitter.flush():
+                    payload = event.json()
+                    if restore is not None and restore(payload):
+                        event = with_payload(event, payload)
                     out = guard.feed(event)
                     if out:
                         await resp.write(out)
@@ -746,6 +786,8 @@ class Gateway:
 
 
 WITHHELD = object()  # an answer the content policy keeps from the client whole
+_UNMASKABLE = frozenset({IDENTIFIERS, OPAQUE_TEXT, ""})  # a hit there withholds the whole answer
+_OPAQUE_THREATS = ("secret_leakage",)
 
 
 def _withheld(rid: str) -> web.Response:
