@@ -49,21 +49,19 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
 DEFAULT_IPV6_PREFIX = 64
 MIN_IPV6_PREFIX = 32  # shorter prefixes would lump providers' customers together
 
-_LEADING_ZERO_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
 def _parse_addr(value: str) -> Address | None:
     """An address from a forwarding hop or a peer, normalised: '1.2.3.4', '1.2.3.4:80',
     '[::1]:80', '"[::1]"'; a zone id (``fe80::1%eth0``) dropped, an IPv4-mapped address
-    (``::ffff:1.2.3.4``) its IPv4 address, a dotted quad's leading zeros read as decimal."""
+    (``::ffff:1.2.3.4``) its IPv4 address. A dotted quad with leading zeros is no address: one
+    reader takes ``010`` as 10, another (inet_aton) as 8, so no sanction may rest on it."""
     v = value.strip().strip('"').strip()
     if v.startswith("["):
         v = v[1:].split("]", 1)[0]
     elif v.count(":") == 1:  # IPv4 with port
         v = v.split(":", 1)[0]
     v = v.split("%", 1)[0]
-    if _LEADING_ZERO_QUAD.fullmatch(v):
-        v = ".".join(str(int(part)) for part in v.split("."))
     try:
         addr = ipaddress.ip_address(v)
     except ValueError:
