@@ -670,8 +670,9 @@ class Gateway:
                              rid: str = "internal", record: bool = True, body_bytes: int = 0) -> dict[str, Any]:
         """The request side of the inline path without forwarding: refusal check, inspection,
         decision and (with `record`) its enforcement: limits and budgets counted (`body_bytes`
-        against the size limits), alert raised, actions applied. `record` False (a dry run) counts no limit,
-        raises no alert and applies nothing, but still answers for an active sanction.
+        against the size limits), alert raised, actions applied. `record` False (a dry run)
+        counts no limit, raises no alert and applies nothing, but still answers for an active
+        sanction.
 
         Returns the verdict: refused/blocked, status and code as the proxy would answer, the
         alert, the `decision`, the `findings` and, when the policy masks, the `redacted` request."""
@@ -679,10 +680,10 @@ class Gateway:
         if record:
             self.counts["requests"] += 1  # the page's scenario and guard traffic counts like any other
         refusal = await (self.enforcer.check(identity, policy) if record else self.enforcer.sanctioned(identity))
+        if refusal is None and record and policy.token_budgets:  # in the proxy's order
+            refusal = self._budget_refusal(identity, policy)
         if refusal is None and record and policy.size_limits and body_bytes:
             refusal = await self.enforcer.charge(identity, policy, body_bytes)
-        if refusal is None and record and policy.token_budgets:
-            refusal = self._budget_refusal(identity, policy)
         if refusal is not None:
             self.counts["refused"] += record
             return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
@@ -697,7 +698,8 @@ class Gateway:
             self.counts["blocked"] += blocked
         redacted = None
         if decision is not None and not blocked and decision.redact:
-            redacted = self._redact_request(parsed, findings)
+            redact = functools.partial(self._redact_request, parsed, findings)
+            redacted = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
         return {"refused": False, "blocked": blocked, "alert": alert, "decision": decision, "findings": findings,
                 "redacted": redacted, "status": 400 if blocked else 200,
                 "code": "content_policy_violation" if blocked else None}
