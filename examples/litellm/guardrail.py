@@ -126,12 +126,14 @@ class FirewallGuardrail(CustomGuardrail):
 
     @staticmethod
     def refuse_unless_allowed(verdict: dict) -> None:
-        """Raise the firewall's own refusal (status, OpenAI error code) for block and refuse."""
+        """Raise the firewall's own refusal (status, OpenAI error code, retry-after for a timed
+        sanction or a limit) for block and refuse."""
         action = verdict.get("action")
         if verdict["decision"] in ("block", "refuse") and action:
+            wait = action.get("retry_after")
             raise HTTPException(status_code=int(action["status"]), detail={"error": {
                 "message": action["message"], "type": "invalid_request_error", "param": None,
-                "code": action["code"]}})
+                "code": action["code"]}}, headers={"retry-after": str(max(1, round(wait)))} if wait else None)
 
 
 def _stream_texts(chunks: list[Any]) -> dict[int, str]:

@@ -174,6 +174,7 @@ def test_repeat_offenders_are_refused_by_litellm_too(guarded: tuple[LiteLLM, Fir
     refused = ask(proxy, who, "Which planets have rings?")
     assert isinstance(refused, openai.PermissionDeniedError), refused
     assert firewall_code(refused) == "user_suspended"
+    assert 0 < int(refused.response.headers["retry-after"]) <= 15 * 60  # the first suspension: 15 minutes
     assert prompts_received(upstream) == []
     other = ask(proxy, Who(), "Which planets have rings?")  # another user of the same gateway
     assert not isinstance(other, Exception), other
