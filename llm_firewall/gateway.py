@@ -474,20 +474,20 @@ class Gateway:
 
     async def judge_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy, rid: str,
                            *, record: bool = True) -> tuple[Any, list[Finding]]:
-        """`_inspect_answer` with the findings it acted on; `record` False (the guard API's dry
+        """`_inspect_answer` with every finding in the answer; `record` False (the guard API's dry
         runs) raises no alert. Changes `answer` in place when it masks or empties texts."""
         items = response_texts(endpoint, answer)
         hits = await self._answer_findings_of(items, policy)
         if not hits:
             return None, []
-        found = [f for fs in hits.values() for f in fs]
+        findings = [f for fs in hits.values() for f in fs]
         if record:
-            self._raise_alert(found, identity, "response", rid, endpoint)
+            self._raise_alert(findings, identity, "response", rid, endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
-            return None, found
+            return None, findings
         if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
-            return WITHHELD, found
+            return WITHHELD, findings
         done: set[str] = set()
         for item in items:
             if item.path not in acted or item.path in done:
@@ -500,7 +500,7 @@ class Gateway:
             else:
                 _set_path(answer, item.path, "")
                 _mark_content_filter(answer, item.path)
-        return answer, found
+        return answer, findings
 
     async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
                                    rid: str) -> str | object | None:
