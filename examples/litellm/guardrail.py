@@ -5,7 +5,8 @@ forwards. A request the firewall refuses never reaches the model; an answer it w
 reaches the client; texts it masks are replaced. The firewall also enforces its policy for the
 identity named here (strikes, suspensions, rate limits), so repeat offenders are refused by
 LiteLLM too. With `fail_open: false` (the default) a firewall that cannot be reached refuses the
-call: a guardrail nobody consulted is no guardrail.
+call: a guardrail nobody consulted is no guardrail. Calls the guard cannot read (images, audio,
+Anthropic messages) are refused unless `other_calls: allow`.
 
 Configure it in LiteLLM's config.yaml (see config.yaml beside this file):
     api_base  the firewall's URL (default: $LLM_FIREWALL_URL, else http://127.0.0.1:8080)
@@ -24,7 +25,7 @@ from litellm.integrations.custom_guardrail import CustomGuardrail
 # LiteLLM call types -> the firewall's endpoint names; others are not inspected by the guard.
 _ENDPOINTS = {"completion": "chat/completions", "acompletion": "chat/completions",
               "text_completion": "completions", "atext_completion": "completions",
-              "embeddings": "embeddings", "aembedding": "embeddings",
+              "embedding": "embeddings", "aembedding": "embeddings",
               "responses": "responses", "aresponses": "responses"}
 # Fields of LiteLLM's request data that are the OpenAI body (the rest is LiteLLM's own).
 _BODY_FIELDS = ("model", "messages", "tools", "functions", "prompt", "suffix", "input", "instructions",
@@ -36,19 +37,26 @@ class FirewallGuardrail(CustomGuardrail):
     status and OpenAI error code, so clients see what they would see behind the firewall itself."""
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None, fail_open: bool = False,
-                 timeout_s: float = 10.0, **kwargs: Any) -> None:
+                 other_calls: str = "refuse", timeout_s: float = 10.0, **kwargs: Any) -> None:
+        if other_calls not in ("refuse", "allow"):
+            raise ValueError("other_calls must be 'refuse' or 'allow'")
         self.api_base = (api_base or os.environ.get("LLM_FIREWALL_URL") or "http://127.0.0.1:8080").rstrip("/")
         self.api_key = api_key or os.environ.get("LLM_FIREWALL_GUARD_TOKEN")
         self.fail_open = fail_open
+        self.other_calls = other_calls
         self.timeout_s = timeout_s
         self._client: httpx.AsyncClient | None = None
         super().__init__(**kwargs)
 
     # -- LiteLLM hooks ---------------------------------------------------------------------------
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str) -> Any:
-        endpoint = _ENDPOINTS.get(str(call_type))
-        if endpoint is None:
-            return data
+        endpoint = _ENDPOINTS.get(getattr(call_type, "value", call_type))
+        if endpoint is None:  # images, audio, Anthropic messages...: nothing the guard reads
+            if self.other_calls == "allow":
+                return data
+            raise HTTPException(status_code=400, detail={"error": {
+                "message": f"The firewall does not inspect {call_type} calls; they are refused.",
+                "type": "invalid_request_error", "param": None, "code": "uninspected_call"}})
         body = {k: data[k] for k in _BODY_FIELDS if k in data}
         verdict = await self.guard("request", endpoint, body, self.identity(user_api_key_dict, data))
         if verdict is None:
