@@ -75,7 +75,9 @@ class FirewallGuardrail(CustomGuardrail):
         if verdict is None:
             return response
         self.refuse_unless_allowed(verdict)
-        if verdict["decision"] == "redact" and hasattr(response, "choices"):
+        if verdict["decision"] == "redact" and not hasattr(response, "choices"):
+            raise _withheld()  # masked texts only fit back into chat answers here
+        if verdict["decision"] == "redact":
             for choice, judged in zip(response.choices, verdict["body"].get("choices") or []):
                 message = judged.get("message") or {}
                 choice.message.content = message.get("content")
@@ -96,6 +98,8 @@ class FirewallGuardrail(CustomGuardrail):
         verdict = await self.guard("response", "chat/completions", answer, self.identity(user_api_key_dict, request_data))
         if verdict is not None:
             self.refuse_unless_allowed(verdict)
+            if verdict["decision"] == "redact" and not all(hasattr(c, "choices") for c in chunks):
+                raise _withheld()  # Responses API events: masked texts only fit back into chat chunks
             if verdict["decision"] == "redact":
                 _mask_stream(chunks, verdict["body"])
         for chunk in chunks:
@@ -144,10 +148,19 @@ class FirewallGuardrail(CustomGuardrail):
                 "code": action["code"]}}, headers={"retry-after": str(max(1, round(wait)))} if wait else None)
 
 
+def _withheld() -> HTTPException:
+    return HTTPException(status_code=502, detail={"error": {
+        "message": "The upstream answer was withheld by the content policy.", "type": "server_error",
+        "param": None, "code": "content_policy_violation"}})
+
+
 def _stream_texts(chunks: list[Any]) -> dict[int, str]:
-    """Each choice's text, joined from its deltas (content and tool-call arguments)."""
+    """Each choice's text, joined from its deltas (content and tool-call arguments); the
+    `delta` strings of other events (the Responses API's) as choice 0."""
     texts: dict[int, list[str]] = {}
     for chunk in chunks:
+        if not hasattr(chunk, "choices") and isinstance(getattr(chunk, "delta", None), str):
+            texts.setdefault(0, []).append(chunk.delta)
         for choice in getattr(chunk, "choices", None) or []:
             parts = texts.setdefault(getattr(choice, "index", 0) or 0, [])
             delta = getattr(choice, "delta", None)
