@@ -297,3 +297,26 @@ def test_with_the_soc_off_the_guard_allows_as_the_proxy_forwards(firewall: Firew
         assert post(firewall, "/api/soc/toggle", {"enabled": True})[0] == 200
     status, verdict = guard(firewall, {"body": chat_body(attack), "identity": for_who(who)})
     assert verdict["decision"] == "block"
+
+
+ATTACK = next(c.message for c in scenario_catalog.SEED if c.name == "prompt_injection")
+
+
+@pytest.mark.parametrize(("endpoint", "body"), [
+    ("completions", {"model": "demo-mini", "prompt": ATTACK}),
+    ("embeddings", {"model": "demo-mini", "input": [ATTACK]}),
+    ("responses", {"model": "demo-mini", "instructions": "Be brief.", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": ATTACK}]}]}),
+], ids=["completions", "embeddings", "responses"])
+def test_every_endpoint_is_judged_as_the_proxy_judges_it(firewall: Firewall, upstream: TestUpstream,
+                                                         endpoint: str, body: dict[str, Any]) -> None:
+    proxied, guarded = Who(), Who()
+    status, _, refused = post(firewall, f"/v1/{endpoint}", body, proxied.headers(Authorization=f"Bearer {proxied.key}"))
+    assert status == 400 and refused["error"]["code"] == "content_policy_violation", refused
+    assert upstream.requests == []
+    [alert] = alerts_of(firewall, proxied.user)
+    status, verdict = guard(firewall, {"kind": "request", "endpoint": f"/v1/{endpoint}", "body": body,
+                                       "identity": for_who(guarded)})
+    assert status == 200 and verdict["decision"] == "block" and verdict["endpoint"] == endpoint, verdict
+    where = {f["rule_id"]: f["path"] for f in alert["findings"]}
+    assert {f["rule_id"]: f["path"] for f in verdict["findings"]} == where

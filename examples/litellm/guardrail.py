@@ -95,7 +95,8 @@ class FirewallGuardrail(CustomGuardrail):
         answer = {"object": "chat.completion", "choices": [
             {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             for index, text in _stream_texts(chunks).items()]}
-        verdict = await self.guard("response", "chat/completions", answer, self.identity(user_api_key_dict, request_data))
+        who = self.identity(user_api_key_dict, request_data)
+        verdict = await self.guard("response", "chat/completions", answer, who)
         if verdict is not None:
             self.refuse_unless_allowed(verdict)
             if verdict["decision"] == "redact" and not all(hasattr(c, "choices") for c in chunks):
