@@ -499,27 +499,27 @@ class Gateway:
 
     async def judge_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy, rid: str,
                            *, record: bool = True) -> tuple[Any, list[Finding]]:
-        """`_inspect_answer` with the findings it acted on; `record` False (the guard API's dry
+        """`_inspect_answer` with every finding in the answer; `record` False (the guard API's dry
         runs) raises no alert. Changes `answer` in place when it masks or empties texts."""
         items = response_texts(endpoint, answer)
         hits = await self._answer_findings_of(items, policy)
         if not hits:
             return None, []
-        found = [f for fs in hits.values() for f in fs]
+        findings = [f for fs in hits.values() for f in fs]
         if record:
-            self._raise_alert(found, identity, "response", rid, endpoint)
+            self._raise_alert(findings, identity, "response", rid, endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
-            return None, found
+            return None, findings
         if acted & _UNMASKABLE:  # labels and keys, opaque payloads, or the whole answer is one string
-            return WITHHELD, found
+            return WITHHELD, findings
         self._act_on_texts(answer, items, acted, policy)
         if TEXTS in acted and any(self._actionable(self._response_findings(item.text, policy, remember=False),
                                                    identity, policy)
                                   for item in response_texts(endpoint, answer) if item.path == TEXTS):
             # a key cut across fields, still whole once its pieces are masked: every text goes
             self._act_on_texts(answer, items, {item.path for item in items}, policy, mask=False)
-        return answer, found
+        return answer, findings
 
     def _act_on_texts(self, answer: Any, items: list[TextItem], acted: set[str], policy: Policy, *,
                       mask: bool = True) -> None:
@@ -717,8 +717,9 @@ class Gateway:
                              rid: str = "internal", record: bool = True, body_bytes: int = 0) -> dict[str, Any]:
         """The request side of the inline path without forwarding: refusal check, inspection,
         decision and (with `record`) its enforcement: limits and budgets counted (`body_bytes`
-        against the size limits), alert raised, actions applied. `record` False (a dry run) counts no limit,
-        raises no alert and applies nothing, but still answers for an active sanction.
+        against the size limits), alert raised, actions applied. `record` False (a dry run)
+        counts no limit, raises no alert and applies nothing, but still answers for an active
+        sanction.
 
         Returns the verdict: refused/blocked, status and code as the proxy would answer, the
         alert, the `decision`, the `findings` and, when the policy masks, the `redacted` request."""
@@ -726,10 +727,10 @@ class Gateway:
         if record:
             self.counts["requests"] += 1  # the page's scenario and guard traffic counts like any other
         refusal = await (self.enforcer.check(identity, policy) if record else self.enforcer.sanctioned(identity))
+        if refusal is None and record and policy.token_budgets:  # in the proxy's order
+            refusal = self._budget_refusal(identity, policy)
         if refusal is None and record and policy.size_limits and body_bytes:
             refusal = await self.enforcer.charge(identity, policy, body_bytes)
-        if refusal is None and record and policy.token_budgets:
-            refusal = self._budget_refusal(identity, policy)
         if refusal is not None:
             self.counts["refused"] += record
             return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
@@ -744,7 +745,8 @@ class Gateway:
             self.counts["blocked"] += blocked
         redacted = None
         if decision is not None and not blocked and decision.redact:
-            redacted = self._redact_request(parsed, findings)
+            redact = functools.partial(self._redact_request, parsed, findings)
+            redacted = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
         return {"refused": False, "blocked": blocked, "alert": alert, "decision": decision, "findings": findings,
                 "redacted": redacted, "status": 400 if blocked else 200,
                 "code": "content_policy_violation" if blocked else None}

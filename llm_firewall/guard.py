@@ -88,12 +88,14 @@ def finding_view(finding: Finding) -> dict[str, Any]:
     }
 
 
-async def judge(gateway: Gateway, call: GuardCall, identity: Identity, rid: str, *, size: int = 0) -> dict[str, Any]:
+async def judge(gateway: Gateway, call: GuardCall, identity: Identity, rid: str, *, size: int = 0,
+                security_mode: str | None = None) -> dict[str, Any]:
     """The verdict on `call`: decision (allow, block, redact, refuse), the answer the proxy
     would have given in its place (`action`), findings, and what enforcement did. `size`: the
-    call's bytes, counted against the policy's size limits as the proxy counts a body's."""
+    call's bytes, counted against the policy's size limits as the proxy counts a body's;
+    `security_mode`: the one the caller asked for (X-Security-Mode), as the proxy takes it."""
     if call.kind == "request":
-        return await _judge_request(gateway, call, identity, rid, size)
+        return await _judge_request(gateway, call, identity, rid, size, security_mode)
     return await _judge_answer(gateway, call, identity, rid)
 
 
@@ -106,13 +108,14 @@ def _verdict(gateway: Gateway, call: GuardCall, rid: str, decision: str, finding
 
 
 async def _judge_request(gateway: Gateway, call: GuardCall, identity: Identity, rid: str,
-                         size: int) -> dict[str, Any]:
+                         size: int, security_mode: str | None) -> dict[str, Any]:
     try:
         parsed = validate_shape(call.endpoint, call.body, max_messages=gateway.settings.limits.max_messages)
     except WireError as exc:  # named as the field of the envelope it is
         raise WireError(f"body: {exc.message}", param=f"body.{exc.param}" if exc.param else "body",
                         code=exc.code, status=exc.status) from None
-    seen = await gateway.screen_request(parsed, identity, rid=rid, record=not call.dry_run, body_bytes=size)
+    seen = await gateway.screen_request(parsed, identity, rid=rid, record=not call.dry_run, body_bytes=size,
+                                        security_mode=security_mode)
     alert = seen.get("alert") or {}
     decided = seen.get("decision")
     extra = {"alert_id": alert.get("alert_id"), "actions_taken": redact_value(alert.get("remediation_taken", [])),

@@ -255,3 +255,68 @@ def test_secrets_never_appear_in_the_findings(firewall: Firewall, who: Who) -> N
     excerpts = [f["excerpt"] for f in verdict["findings"]]
     assert any("[REDACTED]" in e for e in excerpts), excerpts
     assert SECRET not in raw and SECRET[8:24] not in raw
+
+
+# --- limits and modes, shared with the proxy -----------------------------------------------------
+
+def test_guard_calls_share_the_proxys_limits_and_mode(upstream: TestUpstream, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: watchful\nextends: production\nmode: monitor\n"
+                      "rate_limits:\n  - {key: ip, limit: 3, window: 60s}\n")
+    fw = start_firewall(upstream, tmp_path / "data", policy=str(policy))
+    try:
+        who = Who()
+        attack = next(c.message for c in scenario_catalog.SEED if c.name == "prompt_injection")
+        for _ in range(3):  # dry runs count nothing
+            status, verdict = guard(fw, {"body": chat_body(attack), "identity": for_who(who), "dry_run": True})
+            assert status == 200 and verdict["decision"] == "allow", verdict  # monitor mode: the proxy lets it by
+            assert verdict["would_block"] is True and verdict["policy"]["mode"] == "monitor"
+        client = make_client(fw, who)
+        assert client.chat.completions.create(**chat_body(attack)).choices[0].message.content  # as the proxy does
+        status, verdict = guard(fw, {"body": chat_body("Hello"), "identity": for_who(who)})
+        assert verdict["decision"] == "allow", verdict  # the address's second request of three
+        client.chat.completions.create(**chat_body("Hello"))
+        with pytest.raises(openai.RateLimitError):  # the guard call took the third
+            client.chat.completions.create(**chat_body("Hello"))
+        status, verdict = guard(fw, {"body": chat_body("Hello"), "identity": for_who(who)})
+        assert verdict["decision"] == "refuse", verdict
+        assert verdict["action"]["status"] == 429 and verdict["action"]["code"] == "rate_limit_exceeded"
+        assert verdict["action"]["retry_after"] > 0
+    finally:
+        fw.stop()
+
+
+def test_with_the_soc_off_the_guard_allows_as_the_proxy_forwards(firewall: Firewall, who: Who) -> None:
+    attack = next(c.message for c in scenario_catalog.SEED if c.name == "system_manipulation")
+    assert post(firewall, "/api/soc/toggle", {"enabled": False})[0] == 200
+    try:
+        assert make_client(firewall, who).chat.completions.create(**chat_body(attack)).choices[0].message.content
+        status, verdict = guard(firewall, {"body": chat_body(attack), "identity": for_who(who)})
+        assert status == 200 and verdict["decision"] == "allow" and verdict["findings"] == [], verdict
+    finally:
+        assert post(firewall, "/api/soc/toggle", {"enabled": True})[0] == 200
+    status, verdict = guard(firewall, {"body": chat_body(attack), "identity": for_who(who)})
+    assert verdict["decision"] == "block"
+
+
+ATTACK = next(c.message for c in scenario_catalog.SEED if c.name == "prompt_injection")
+
+
+@pytest.mark.parametrize(("endpoint", "body"), [
+    ("completions", {"model": "demo-mini", "prompt": ATTACK}),
+    ("embeddings", {"model": "demo-mini", "input": [ATTACK]}),
+    ("responses", {"model": "demo-mini", "instructions": "Be brief.", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": ATTACK}]}]}),
+], ids=["completions", "embeddings", "responses"])
+def test_every_endpoint_is_judged_as_the_proxy_judges_it(firewall: Firewall, upstream: TestUpstream,
+                                                         endpoint: str, body: dict[str, Any]) -> None:
+    proxied, guarded = Who(), Who()
+    status, _, refused = post(firewall, f"/v1/{endpoint}", body, proxied.headers(Authorization=f"Bearer {proxied.key}"))
+    assert status == 400 and refused["error"]["code"] == "content_policy_violation", refused
+    assert upstream.requests == []
+    [alert] = alerts_of(firewall, proxied.user)
+    status, verdict = guard(firewall, {"kind": "request", "endpoint": f"/v1/{endpoint}", "body": body,
+                                       "identity": for_who(guarded)})
+    assert status == 200 and verdict["decision"] == "block" and verdict["endpoint"] == endpoint, verdict
+    where = {f["rule_id"]: f["path"] for f in alert["findings"]}
+    assert {f["rule_id"]: f["path"] for f in verdict["findings"]} == where

@@ -5,7 +5,8 @@ forwards. A request the firewall refuses never reaches the model; an answer it w
 reaches the client; texts it masks are replaced. The firewall also enforces its policy for the
 identity named here (strikes, suspensions, rate limits), so repeat offenders are refused by
 LiteLLM too. With `fail_open: false` (the default) a firewall that cannot be reached refuses the
-call: a guardrail nobody consulted is no guardrail.
+call: a guardrail nobody consulted is no guardrail. Calls the guard cannot read (images, audio,
+Anthropic messages) are refused unless `other_calls: allow`.
 
 Configure it in LiteLLM's config.yaml (see config.yaml beside this file):
     api_base  the firewall's URL (default: $LLM_FIREWALL_URL, else http://127.0.0.1:8080)
@@ -24,7 +25,7 @@ from litellm.integrations.custom_guardrail import CustomGuardrail
 # LiteLLM call types -> the firewall's endpoint names; others are not inspected by the guard.
 _ENDPOINTS = {"completion": "chat/completions", "acompletion": "chat/completions",
               "text_completion": "completions", "atext_completion": "completions",
-              "embeddings": "embeddings", "aembedding": "embeddings",
+              "embedding": "embeddings", "aembedding": "embeddings",
               "responses": "responses", "aresponses": "responses"}
 # Fields of LiteLLM's request data that are the OpenAI body (the rest is LiteLLM's own).
 _BODY_FIELDS = ("model", "messages", "tools", "functions", "prompt", "suffix", "input", "instructions",
@@ -36,19 +37,26 @@ class FirewallGuardrail(CustomGuardrail):
     status and OpenAI error code, so clients see what they would see behind the firewall itself."""
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None, fail_open: bool = False,
-                 timeout_s: float = 10.0, **kwargs: Any) -> None:
+                 other_calls: str = "refuse", timeout_s: float = 10.0, **kwargs: Any) -> None:
+        if other_calls not in ("refuse", "allow"):
+            raise ValueError("other_calls must be 'refuse' or 'allow'")
         self.api_base = (api_base or os.environ.get("LLM_FIREWALL_URL") or "http://127.0.0.1:8080").rstrip("/")
         self.api_key = api_key or os.environ.get("LLM_FIREWALL_GUARD_TOKEN")
         self.fail_open = fail_open
+        self.other_calls = other_calls
         self.timeout_s = timeout_s
         self._client: httpx.AsyncClient | None = None
         super().__init__(**kwargs)
 
     # -- LiteLLM hooks ---------------------------------------------------------------------------
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str) -> Any:
-        endpoint = _ENDPOINTS.get(str(call_type))
-        if endpoint is None:
-            return data
+        endpoint = _ENDPOINTS.get(getattr(call_type, "value", call_type))
+        if endpoint is None:  # images, audio, Anthropic messages...: nothing the guard reads
+            if self.other_calls == "allow":
+                return data
+            raise HTTPException(status_code=400, detail={"error": {
+                "message": f"The firewall does not inspect {call_type} calls; they are refused.",
+                "type": "invalid_request_error", "param": None, "code": "uninspected_call"}})
         body = {k: data[k] for k in _BODY_FIELDS if k in data}
         verdict = await self.guard("request", endpoint, body, self.identity(user_api_key_dict, data))
         if verdict is None:
@@ -67,7 +75,9 @@ class FirewallGuardrail(CustomGuardrail):
         if verdict is None:
             return response
         self.refuse_unless_allowed(verdict)
-        if verdict["decision"] == "redact" and hasattr(response, "choices"):
+        if verdict["decision"] == "redact" and not hasattr(response, "choices"):
+            raise _withheld()  # masked texts only fit back into chat answers here
+        if verdict["decision"] == "redact":
             for choice, judged in zip(response.choices, verdict["body"].get("choices") or []):
                 message = judged.get("message") or {}
                 choice.message.content = message.get("content")
@@ -85,9 +95,12 @@ class FirewallGuardrail(CustomGuardrail):
         answer = {"object": "chat.completion", "choices": [
             {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             for index, text in _stream_texts(chunks).items()]}
-        verdict = await self.guard("response", "chat/completions", answer, self.identity(user_api_key_dict, request_data))
+        who = self.identity(user_api_key_dict, request_data)
+        verdict = await self.guard("response", "chat/completions", answer, who)
         if verdict is not None:
             self.refuse_unless_allowed(verdict)
+            if verdict["decision"] == "redact" and not all(hasattr(c, "choices") for c in chunks):
+                raise _withheld()  # Responses API events: masked texts only fit back into chat chunks
             if verdict["decision"] == "redact":
                 _mask_stream(chunks, verdict["body"])
         for chunk in chunks:
@@ -126,18 +139,29 @@ class FirewallGuardrail(CustomGuardrail):
 
     @staticmethod
     def refuse_unless_allowed(verdict: dict) -> None:
-        """Raise the firewall's own refusal (status, OpenAI error code) for block and refuse."""
+        """Raise the firewall's own refusal (status, OpenAI error code, retry-after for a timed
+        sanction or a limit) for block and refuse."""
         action = verdict.get("action")
         if verdict["decision"] in ("block", "refuse") and action:
+            wait = action.get("retry_after")
             raise HTTPException(status_code=int(action["status"]), detail={"error": {
                 "message": action["message"], "type": "invalid_request_error", "param": None,
-                "code": action["code"]}})
+                "code": action["code"]}}, headers={"retry-after": str(max(1, round(wait)))} if wait else None)
+
+
+def _withheld() -> HTTPException:
+    return HTTPException(status_code=502, detail={"error": {
+        "message": "The upstream answer was withheld by the content policy.", "type": "server_error",
+        "param": None, "code": "content_policy_violation"}})
 
 
 def _stream_texts(chunks: list[Any]) -> dict[int, str]:
-    """Each choice's text, joined from its deltas (content and tool-call arguments)."""
+    """Each choice's text, joined from its deltas (content and tool-call arguments); the
+    `delta` strings of other events (the Responses API's) as choice 0."""
     texts: dict[int, list[str]] = {}
     for chunk in chunks:
+        if not hasattr(chunk, "choices") and isinstance(getattr(chunk, "delta", None), str):
+            texts.setdefault(0, []).append(chunk.delta)
         for choice in getattr(chunk, "choices", None) or []:
             parts = texts.setdefault(getattr(choice, "index", 0) or 0, [])
             delta = getattr(choice, "delta", None)

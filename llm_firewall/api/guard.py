@@ -14,6 +14,7 @@ from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS
 from llm_firewall.enforce.identity import vouched
 from llm_firewall.gateway import json_error
+from llm_firewall.proxy import hardening
 from llm_firewall.proxy.openai_wire import WireError, parse_json_body
 
 GUARD_HINT = ("Token required: send Authorization: Bearer <LLM_FIREWALL_GUARD_TOKEN> "
@@ -42,7 +43,8 @@ async def guard_call(request: web.Request) -> web.Response:
                                session=who.get("session"), agent=who.get("agent"))
         except ValueError:
             raise WireError("'identity.ip' must be an IP address", param="identity.ip") from None
-        verdict = await guard.judge(gateway, call, identity, rid, size=len(raw))
+        mode = hardening.requested_mode(gateway.policy.current, request.headers.get("X-Security-Mode"))
+        verdict = await guard.judge(gateway, call, identity, rid, size=len(raw), security_mode=mode)
         outcome = verdict["decision"]
     except WireError as exc:
         return json_error(exc.status, exc.message, code=exc.code, param=exc.param, err_type=exc.err_type,

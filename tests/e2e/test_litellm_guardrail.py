@@ -42,9 +42,11 @@ def litellm_executable() -> str:
 class LiteLLM:
     """The LiteLLM proxy as a subprocess, with the example's guardrails and a model on `upstream`."""
 
-    def __init__(self, upstream: TestUpstream, firewall: Firewall, workdir: Path) -> None:
+    def __init__(self, upstream: TestUpstream, firewall: Firewall, workdir: Path, **options: Any) -> None:
         shutil.copy(EXAMPLE / "guardrail.py", workdir / "guardrail.py")  # found beside the config
         config = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
+        for rail in config["guardrails"]:  # the guardrail's own settings, as an operator writes them
+            rail["litellm_params"].update(options)
         config["model_list"] = [{"model_name": "demo-mini", "litellm_params": {
             "model": "openai/demo-mini", "api_base": upstream.base_url, "api_key": "sk-upstream-key"}}]
         config["general_settings"] = {"use_x_forwarded_for": True}  # the test clients name their address
@@ -174,20 +176,42 @@ def test_repeat_offenders_are_refused_by_litellm_too(guarded: tuple[LiteLLM, Fir
     refused = ask(proxy, who, "Which planets have rings?")
     assert isinstance(refused, openai.PermissionDeniedError), refused
     assert firewall_code(refused) == "user_suspended"
+    assert 0 < int(refused.response.headers["retry-after"]) <= 15 * 60  # the first suspension: 15 minutes
     assert prompts_received(upstream) == []
     other = ask(proxy, Who(), "Which planets have rings?")  # another user of the same gateway
     assert not isinstance(other, Exception), other
 
 
+def test_embeddings_are_judged_and_other_calls_refused(guarded: tuple[LiteLLM, Firewall],
+                                                       upstream: TestUpstream) -> None:
+    proxy, _ = guarded
+    attack = next(c.message for c in scenario_catalog.SEED if c.name == "prompt_injection")
+    client = proxy.client(Who())
+    assert len(client.embeddings.create(model="demo-mini", input=["Which planets have rings?"]).data) == 1
+    with pytest.raises(openai.BadRequestError) as blocked:
+        client.embeddings.create(model="demo-mini", input=[attack])
+    assert firewall_code(blocked.value) == "content_policy_violation"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.images.generate(model="demo-mini", prompt="A lighthouse at dusk")
+    assert "uninspected_call" in str(refused.value.body)  # LiteLLM relays it in the message here
+    assert [r.path for r in upstream.requests] == ["/v1/embeddings"]
+
+
 def test_a_firewall_that_cannot_be_asked_refuses_the_call(upstream: TestUpstream, tmp_path: Path) -> None:
     firewall = start_firewall(upstream, tmp_path / "fw", env={"LLM_FIREWALL_GUARD_TOKEN": "another-token-0123456789"})
-    proxy = LiteLLM(upstream, firewall, tmp_path)  # its token is refused: the guard answers 401
+    # Its token is refused (the guard answers 401); calls the guard never reads are let through.
+    proxy = LiteLLM(upstream, firewall, tmp_path, other_calls="allow")
     try:
         proxy.wait_ready()
         outcome = ask(proxy, Who(), "Which planets have rings?")
         assert isinstance(outcome, openai.APIStatusError) and outcome.status_code == 503, outcome
         assert firewall_code(outcome) == "firewall_unavailable"
         assert prompts_received(upstream) == []
+        try:
+            proxy.client(Who()).images.generate(model="demo-mini", prompt="A lighthouse at dusk")
+        except openai.APIError:
+            pass  # the test upstream's answer is no image: only its arrival matters here
+        assert [r.path for r in upstream.requests if "images" in r.path] == ["/v1/images/generations"]
     finally:
         proxy.stop()
         firewall.stop()
