@@ -28,7 +28,7 @@ from cachetools import LRUCache
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.buckets import Buckets
-from llm_firewall.enforce.identity import within
+from llm_firewall.enforce.identity import DEFAULT_IPV6_PREFIX, as_network, is_range
 from llm_firewall.enforce.state import Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,10 @@ class _CountingLRU(LRUCache):
 
 
 class MemoryStore:
-    def __init__(self, data_dir: Path | None, *, max_entries: int = 100_000, compact_min_lines: int = 10_000):
+    def __init__(self, data_dir: Path | None, *, max_entries: int = 100_000, compact_min_lines: int = 10_000,
+                 ipv6_prefix: int = DEFAULT_IPV6_PREFIX):
         self._dir = Path(data_dir) if data_dir is not None else None
+        self._ipv6_prefix = ipv6_prefix  # an IPv6 client's own network is no range (see `is_range`)
         self._max = max_entries
         self._compact_min = compact_min_lines
         self._sanctions: dict[tuple[str, str], Sanction] = {}
@@ -212,7 +214,7 @@ class MemoryStore:
 
     def _put_sanction(self, s: Sanction) -> None:
         self._sanctions[(s.kind, s.key)] = s
-        if s.kind == "ip" and "/" in s.key:
+        if s.kind == "ip" and is_range(s.key, self._ipv6_prefix):
             self._ranges[s.key] = ipaddress.ip_network(s.key, strict=False)
 
     def _drop_sanction(self, kind: str, key: str) -> bool:
@@ -240,9 +242,11 @@ class MemoryStore:
             if s is not None and s.active(now):
                 return s
             if kind == "ip" and self._ranges:
+                own = as_network(value)
                 for key, net in self._ranges.items():
                     s = self._sanctions.get(("ip", key))
-                    if s is not None and s.active(now) and key != value and within(value, net):
+                    if (own is not None and own.version == net.version and own.subnet_of(net)  # type: ignore[arg-type]
+                            and s is not None and s.active(now)):
                         return s
         return None
 
