@@ -179,9 +179,10 @@ def _make_store(settings: Settings, metrics: Metrics) -> Any:
     if settings.redis_url:
         from llm_firewall.enforce.redis_store import RedisStore  # optional dependency
 
-        return RedisStore(settings.redis_url, metrics=metrics,
-                          fallback=MemoryStore(settings.journal_dir or settings.data_dir))
-    return MemoryStore(settings.data_dir)
+        return RedisStore(settings.redis_url, metrics=metrics, ipv6_prefix=settings.ipv6_prefix,
+                          fallback=MemoryStore(settings.journal_dir or settings.data_dir,
+                                               ipv6_prefix=settings.ipv6_prefix))
+    return MemoryStore(settings.data_dir, ipv6_prefix=settings.ipv6_prefix)
 
 
 def _add_page(app: web.Application) -> None:

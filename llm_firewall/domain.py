@@ -144,8 +144,9 @@ class Identity:
             anchor = self.anchor_for(kind)
             if anchor is not None:
                 out.append((kind, anchor))
-                if self.scope != self.ip:
-                    out.append((kind, f"*@{self.ip}"))
+                address = self.address_anchor_for(kind)
+                if address is not None:
+                    out.append((kind, address))
         if self.api_key_hash:
             out.append(("key", self.api_key_hash))
         return out

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
-from llm_firewall.enforce.identity import describe
+from llm_firewall.enforce.identity import client_address, describe
 from llm_firewall.enforce.state import SANCTION_KINDS, Sanction
 from llm_firewall.proxy.openai_wire import error_body
 from llm_firewall.redact import redact_secrets
@@ -113,8 +113,10 @@ async def alerts(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(q.get("limit", "100"))))
     except ValueError:
         return _bad(request, 400, "limit must be an integer", "invalid_request_error")
+    ip = q.get("ip")  # as alerts hold it: one spelling, an IPv6 client's network
+    ip = ip and (client_address(ip, request.app[SETTINGS].ipv6_prefix) or ip)
     items = request.app[GATEWAY].alerts.recent(limit, severity=q.get("severity"), threat_type=q.get("threat"),
-                                               ip=q.get("ip"), user=q.get("user"), session=q.get("session"))
+                                               ip=ip, user=q.get("user"), session=q.get("session"))
     return web.json_response({"alerts": items})
 
 

@@ -280,8 +280,8 @@ class Enforcer:
         rule = ", ".join(str(r) for r in (alert.get("rule_ids") or ())[:8]) or None
         if action.kind in _SANCTION_OF:
             kind, key = _SANCTION_OF[action.kind], action.subject
-            if action.kind == "isolate_agent" and identity.agent is None:
-                kind = "key"
+            if action.kind == "isolate_agent" and identity.agent is None and key == identity.api_key_hash:
+                kind = "key"  # no agent named: its key is isolated (not an address's anchor)
             if action.kind == "block_ip_range":
                 own = as_network(str(key))  # an address, or an IPv6 client's counted network
                 if own is None:

@@ -94,6 +94,16 @@ def as_network(value: str) -> Network | None:
         return None
 
 
+def is_range(key: str, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> bool:
+    """True for an `ip` sanction key covering more than one client: a network, except an IPv6
+    client's own (`counted_as`), which is looked up exactly like an address. Stores index only
+    ranges for the covering check: a blocked IPv6 client must not slow every other request."""
+    if "/" not in key:
+        return False
+    net = as_network(key)
+    return net is not None and not (net.version == 6 and net.prefixlen == ipv6_prefix)
+
+
 def within(value: str, net: Network) -> bool:
     """True when the client address or counted network `value` lies in `net` (a range block)."""
     own = as_network(value)

@@ -41,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import as_network, subjects, within
+from llm_firewall.enforce.identity import DEFAULT_IPV6_PREFIX, as_network, is_range, subjects, within
 from llm_firewall.enforce.resp import ScriptClient
 from llm_firewall.enforce.state import Approval, QuickCheck, RateResult, Sanction, StoreUnavailable
 
@@ -222,7 +222,9 @@ class RedisStore:
     def __init__(self, url: str, *, fallback: Any, metrics: Any = None, timeout_s: float | None = None,
                  prefix: str = "llmfw:", retry_interval_s: float = 0.5, max_list: int = 10_000,
                  clock: Callable[[], float] = time.time,
-                 fail_modes: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 fail_modes: Callable[[], Mapping[str, str]] | None = None,
+                 ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
+        self._ipv6_prefix = ipv6_prefix  # an IPv6 client's own network is no range (see `is_range`)
         self.timeout_s = timeout_s or _timeout_from_url(url) or DEFAULT_TIMEOUT_S
         self._redis = aioredis.from_url(
             url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
@@ -442,11 +444,11 @@ class RedisStore:
     def _write_sanction(self, s: Sanction) -> Awaitable[Any]:
         member = f"{s.kind}\x00{s.key}"
         score = "+inf" if s.expires_at is None else repr(s.expires_at)
-        is_range = s.kind == "ip" and "/" in s.key
+        ranged = s.kind == "ip" and is_range(s.key, self._ipv6_prefix)
         return self._add_sanction_script(
             keys=[self._k("s", s.kind, s.key), self._k("s", "idx"), self._k("s", "ranges")],
             args=[s.kind, s.key, s.reason, repr(s.created_at), _num(s.expires_at), str(s.level), s.alert_id or "",
-                  member, "1" if is_range else "0", score, "" if s.expires_at is None else _ms(s.expires_at),
+                  member, "1" if ranged else "0", score, "" if s.expires_at is None else _ms(s.expires_at),
                   s.rule or ""])
 
     async def add_sanction(self, s: Sanction) -> None:

@@ -13,8 +13,8 @@ from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
 from llm_firewall.enforce.identity import is_allowlisted, override_subject
 from llm_firewall.policy.model import Action, Escalation, Policy, ResponseRule
 
-__all__ = ["Action", "Decision", "address_strike_subject", "decide", "escalation_step", "ladder_duration", "ladder_subject", "ladders_for",
-           "strike_subject"]
+__all__ = ["Action", "Decision", "address_strike_subject", "decide", "escalation_step", "ladder_duration",
+           "ladder_subject", "ladders_for", "strike_subject"]
 
 LOG = Action("log", {})
 # Action kind -> the identity field it is aimed at (None: the request itself).

@@ -229,7 +229,7 @@ def validate_action(action: Action, where: str = "action") -> None:
             raise PlaybookError(f"{where}.{action.kind}.subject: {kind!r} is not one of {', '.join(subject_kinds)}")
         if not value or len(value) > 256 or any(ord(c) < 32 for c in value):
             raise PlaybookError(f"{where}.{action.kind}.subject.{kind}: invalid value")
-        if kind == "ip" and not _client_address(value):
+        if kind == "ip" and not _ip_subject(value):
             raise PlaybookError(f"{where}.{action.kind}.subject.ip: {value!r:.60} is not an IP address")
         if action.kind == "rate_limit" and action.params.get("key", kind) != kind:
             raise PlaybookError(f"{where}.rate_limit.key: does not match the subject {kind!r}")
@@ -237,7 +237,7 @@ def validate_action(action: Action, where: str = "action") -> None:
         raise PlaybookError(f"{where}.{action.kind}: takes no subject")
 
 
-def _client_address(value: str) -> bool:
+def _ip_subject(value: str) -> bool:
     """An address, or an IPv6 client's counted network (``2001:db8::/64``): never a wide range."""
     try:
         ipaddress.ip_address(value)

@@ -207,6 +207,8 @@ def test_changing_the_ipv6_interface_id_never_escapes_an_address_block(fw: Firew
     for spelt in (f"{host}beef:1", f"{host.upper()}2%eth0", f"2001:0db8:{int(n):04d}:0064:0:0:0:9"):
         assert code(chat(fw, [("X-Forwarded-For", spelt)])) == (403, "ip_blocked"), spelt
     assert ("ip", f"2001:db8:{n}:64::/64") in {(b["kind"], b["key"]) for b in blocks(fw)}
+    with urllib.request.urlopen(f"{fw.url}/api/security/alerts?ip={host}1", timeout=10) as r:  # as the client spelt it
+        assert [a["ip"] for a in json.loads(r.read())["alerts"]] == [f"2001:db8:{n}:64::/64"]
     assert chat(fw, [("X-Forwarded-For", f"2001:db8:{n}:65::1")])[0] == 200  # the next /64 is served
     assert unblock(fw, "ip", f"2001:db8:{n}:64::/64") == 200  # lifted by its listed key
     assert ("ip", f"2001:db8:{n}:64::/64") not in {(b["kind"], b["key"]) for b in blocks(fw)}

@@ -13,7 +13,7 @@ from llm_firewall.config import ConfigError, from_env
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import (client_address, client_ip, identify, is_allowlisted, override_subject, parse_networks,
                                            subject_for, trust_of)
-from llm_firewall.policy.decide import ladder_subject, strike_subject
+from llm_firewall.policy.decide import address_strike_subject, ladder_subject, strike_subject
 from llm_firewall.policy.model import Escalation, IdentityConfig, load_policy
 from llm_firewall.redact import key_fingerprint
 
@@ -218,6 +218,10 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
         assert aimed is not None and aimed.endswith(f"@{ident.scope}")  # scoped, or the scope itself
         assert strike_subject(ladder, ident, aimed) == f"*@{ident.scope}"  # offences count against the scope
         assert (target, f"*@{ident.scope}") in ident.sanction_keys()
+        # Under a key they count against the address too, where a sanction is then looked up.
+        address = address_strike_subject(ladder, ident)
+        assert address == (f"*@{ident.ip}" if ident.scope != ident.ip else None)
+        assert address is None or (target, address) in ident.sanction_keys()
     isolate = Escalation(frozenset({"prompt_injection"}), 1, 60.0, "isolate_agent", 60.0)
     aimed = ladder_subject(isolate, ident)  # a named agent scoped, else the key itself
     assert aimed is None or aimed.endswith(f"@{ident.scope}") or aimed == ident.api_key_hash
