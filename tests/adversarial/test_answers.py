@@ -427,6 +427,8 @@ SPLIT_ANSWERS: dict[str, bytes] = {
     "across tool calls": completion({"content": None, "tool_calls": [tool_call(0, '{"a": "' + HEAD),
                                                                       tool_call(1, TAIL + '"}')]}),
     "across content and reasoning": completion({"reasoning_content": f"Key: {HEAD}", "content": TAIL}),
+    "across an extra field and content": orjson.dumps({"x_note": f"Key: {HEAD}",
+                                                        **orjson.loads(completion({"content": TAIL}))}),
 }
 
 
@@ -447,7 +449,7 @@ def test_a_key_cut_across_responses_api_content_parts_never_reaches_the_client(f
         {"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
         {"type": "output_text", "text": TAIL, "annotations": []}]}))
     answer = make_client(firewall, Who()).responses.create(model="m", input="what is the key?")
-    assert answer.status == "incomplete"
+    assert answer.status == "incomplete" and answer.tool_choice == "auto"  # its settings kept
     assert_clean(answer.model_dump_json())
 
 
