@@ -325,6 +325,18 @@ OPAQUE_TEXT = "#opaque"
 LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
                     "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id",
                     "tool_choice", "truncation", "effort", "verbosity"})
+# Field names of the OpenAI answer shapes: a key among them is no text of the upstream's own.
+KNOWN_KEYS = LABELS | OPAQUE | frozenset({
+    "choices", "index", "message", "delta", "content", "refusal", "reasoning", "reasoning_content", "logprobs",
+    "tool_calls", "function", "name", "arguments", "function_call", "audio", "data", "transcript", "annotations",
+    "usage", "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details", "cached_tokens",
+    "completion_tokens_details", "reasoning_tokens", "audio_tokens", "accepted_prediction_tokens",
+    "rejected_prediction_tokens", "created", "text", "token", "tokens", "bytes", "top_logprobs", "text_offset",
+    "token_logprobs", "output", "output_text", "summary", "input_tokens", "output_tokens", "input_tokens_details",
+    "output_tokens_details", "instructions", "error", "code", "param", "incomplete_details", "reason",
+    "parallel_tool_calls", "tools", "temperature", "top_p", "max_output_tokens", "metadata", "user", "store",
+    "background", "url", "title", "start_index", "end_index", "url_citation", "file_id", "filename", "results",
+    "queries", "input", "response", "sequence_number", "item", "output_index", "content_index", "summary_index"})
 # The path of the joined labels; a path ending in JOINED names a field whose text was joined from
 # pieces (logprob tokens): it can be removed, not rewritten.
 IDENTIFIERS = "#labels"
@@ -406,8 +418,8 @@ def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip:
         if value:
             out.append(TextItem(value, role, path))
     elif kind is dict:
-        if labels is not None:
-            labels.extend(value)
+        if labels is not None and not KNOWN_KEYS.issuperset(value):
+            labels.extend(key for key in value if key not in KNOWN_KEYS)
         for key, item in value.items():
             item_kind = type(item)
             if item_kind in _SCALARS:
@@ -468,6 +480,8 @@ def joined_orders(body: Any, items: list[TextItem]) -> list[list[TextItem]]:
     """The orders a reader may join an answer's texts in: the answer's own, and also the choices'
     `index` order when the list is not in it. Labels, opaque payloads and logprob tokens (joined
     on their own) are left out; none for fewer than two texts."""
+    if len(items) < 2:
+        return []
     texts = [item for item in items if not item.path.startswith("#") and not item.path.endswith(JOINED)]
     if len(texts) < 2:
         return []
