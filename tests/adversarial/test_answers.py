@@ -488,6 +488,19 @@ def test_a_key_cut_across_responses_api_content_parts_of_a_stream_never_reaches_
     assert events[-1].type == "response.incomplete"
 
 
+def test_a_key_cut_across_the_parts_of_one_final_responses_event_never_reaches_the_client(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    """`response.completed` carries the whole answer again: its parts are joined like a JSON answer's."""
+    final = orjson.loads(responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                                           "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+                                                       {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    upstream.script.raw = RawAnswer([resp_event("response.completed", response=final) + b"\n\n"],
+                                    headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
+    assert_clean("".join(e.model_dump_json() for e in events))
+    assert events[-1].type == "response.incomplete"
+
+
 def test_texts_that_only_border_each_other_arrive_unchanged(firewall: Firewall, upstream: TestUpstream) -> None:
     body = two_choices(choice(0, "Paris is the capital of France."), choice(1, "Lyon is the third largest city."))
     upstream.script.raw = RawAnswer(body)
