@@ -15,6 +15,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
 import openai
@@ -22,7 +23,7 @@ import orjson
 import pytest
 
 from llm_firewall.detect.normalize import base_view
-from tests.conftest import Who, make_client
+from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
 
@@ -499,6 +500,35 @@ def test_a_key_cut_across_the_parts_of_one_final_responses_event_never_reaches_t
     events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
     assert_clean("".join(e.model_dump_json() for e in events))
     assert events[-1].type == "response.incomplete"
+
+
+def test_in_redact_mode_a_key_in_one_field_is_masked_and_a_key_cut_across_two_is_emptied(
+        upstream: TestUpstream, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: masking\nextends: production\nresponse_action: redact\nresponses:\n"
+                      "  - when: {threat: [secret_leakage]}\n    do: [redact]\n  - $base\n")
+    fw = start_firewall(upstream, tmp_path / "d", policy=str(policy))
+    try:
+        client = make_client(fw, Who())
+        upstream.script.raw = RawAnswer(two_choices(choice(0, f"Key: {SECRET} ok"), choice(1, "Fine.")))
+        answer = client.chat.completions.create(model="m", messages=ASK, n=2)
+        assert [c.message.content for c in answer.choices] == ["Key: [REDACTED] ok", "Fine."]
+        upstream.script.raw = RawAnswer(SPLIT_ANSWERS["across choices"])
+        answer = client.chat.completions.create(model="m", messages=ASK, n=2)
+        assert_clean(answer.model_dump_json())
+        assert {c.finish_reason for c in answer.choices} == {"content_filter"}
+        upstream.script.raw = RawAnswer(multi((0, "Key: "), (1, "Other: "), (0, f"{SECRET} ok"), (1, "fine."),
+                                              (0, " More text follows here."), (1, " And here.")),
+                                        headers={"Content-Type": "text/event-stream"})
+        received, finish = chat_stream(fw)
+        assert_clean(received)
+        assert "[REDACTED]" in received and "And here." in received and finish is None
+        upstream.script.raw = RawAnswer(SPLIT_STREAMS["across choices"], headers={"Content-Type": "text/event-stream"})
+        received, finish = chat_stream(fw)
+        assert_clean(received)
+        assert finish == "content_filter"
+    finally:
+        fw.stop()
 
 
 def test_texts_that_only_border_each_other_arrive_unchanged(firewall: Firewall, upstream: TestUpstream) -> None:
