@@ -46,7 +46,7 @@ from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_heade
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
-                                            error_body, parse_json_body, request_texts, response_texts,
+                                            error_body, joined_orders, parse_json_body, request_texts, response_texts,
                                             rewrite_request_text,
                                             validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
@@ -514,12 +514,32 @@ class Gateway:
         if acted & _UNMASKABLE:  # labels and keys, opaque payloads, or the whole answer is one string
             return WITHHELD, findings
         self._act_on_texts(answer, items, acted, policy)
-        if TEXTS in acted and any(self._actionable(self._response_findings(item.text, policy, remember=False),
-                                                   identity, policy)
-                                  for item in response_texts(endpoint, answer) if item.path == TEXTS):
-            # a key cut across fields, still whole once its pieces are masked: every text goes
-            self._act_on_texts(answer, items, {item.path for item in items}, policy, mask=False)
+        if TEXTS in acted and not self._empty_pieces(answer, endpoint, identity, policy):
+            return WITHHELD, findings
         return answer, findings
+
+    def _empty_pieces(self, answer: Any, endpoint: str, identity: Identity, policy: Policy) -> bool:
+        """Empty the texts holding the pieces of a key cut across fields (it cannot be masked in
+        place), as found in the texts joined as a reader joins them. False when the joined texts
+        still hold what the policy acts on (found only decoded, say): the answer is withheld."""
+        for order in joined_orders(answer, response_texts(endpoint, answer)):
+            text = "".join(item.text for item in order)
+            if not self._actionable(self._response_findings(text, policy, remember=False), identity, policy):
+                continue
+            spans, _ = self.inspector.engine.mask_spans(text, direction="response")
+            if policy.canary:
+                spans += canary_matcher(self.canary).spans(text)
+            pieces, pos = set(), 0
+            for item in order:
+                end = pos + len(item.text)
+                if any(start < end and pos < stop for start, stop in spans):
+                    pieces.add(item.path)
+                pos = end
+            if not pieces:
+                return False
+            self._act_on_texts(answer, order, pieces, policy, mask=False)
+        return not any(self._actionable(self._response_findings(item.text, policy, remember=False), identity, policy)
+                       for item in response_texts(endpoint, answer) if item.path == TEXTS)
 
     def _act_on_texts(self, answer: Any, items: list[TextItem], acted: set[str], policy: Policy, *,
                       mask: bool = True) -> None:

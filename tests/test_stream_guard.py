@@ -389,3 +389,19 @@ def test_redact_mode_masks_a_key_within_one_of_two_texts_and_goes_on(anchored: b
     text = delivered_fields(out)
     assert SECRET[:12] not in text and SECRET[12:24] not in text
     assert "[REDACTED]" in text and text.endswith("Anything else?") and b"content_filter" not in out
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(min_value=1, max_value=len(SECRET) - 1), size=st.integers(min_value=1, max_value=12),
+       other=st.sampled_from(["reasoning_content", "refusal"]), anchored=st.booleans(), first=st.booleans())
+def test_a_key_cut_anywhere_between_two_texts_never_leaks(cut: int, size: int, other: str, anchored: bool,
+                                                         first: bool) -> None:
+    """Whatever the cut and the chunking, no part of a key read whole only across two texts leaves."""
+    head, tail = f"Note: {SECRET[:cut]}", f"{SECRET[cut:]} and then some closing words of the answer."
+    a, b = (("content", head), (other, tail)) if first else ((other, head), ("content", tail))
+    parts = [(a[0], a[1][i:i + size]) for i in range(0, len(a[1]), size)]
+    parts += [(b[0], b[1][i:i + size]) for i in range(0, len(b[1]), size)]
+    out = relay(two_texts(parts), anchored=anchored)
+    text = delivered_fields(out)
+    assert not [SECRET[i:i + 10] for i in range(len(SECRET) - 9) if SECRET[i:i + 10] in text]
+    assert b"content_filter" in out

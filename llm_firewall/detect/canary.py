@@ -144,9 +144,13 @@ class CanaryMatcher:
     def found(self, text: str) -> bool:
         return found(self.pattern, text)
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the canary stands in `text`, in any of its forms."""
+        return list(iter_spans(self.pattern, text))
+
     def mask(self, text: str) -> str:
         """`text` with every form of the canary masked."""
-        spans = list(iter_spans(self.pattern, text))
+        spans = self.spans(text)
         if not spans:
             return text
         out, pos = [], 0

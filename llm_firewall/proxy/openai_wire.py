@@ -204,7 +204,20 @@ OPAQUE_TEXT = "#opaque"
 # joined into one text: one scan per answer rather than ~25 µs for each id. Object keys are read
 # the same way: a key is text a client receives as much as a value.
 LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
-                    "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id"})
+                    "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id",
+                    "tool_choice", "truncation", "effort", "verbosity"})
+# Field names of the OpenAI answer shapes: a key among them is no text of the upstream's own.
+KNOWN_KEYS = LABELS | OPAQUE | frozenset({
+    "choices", "index", "message", "delta", "content", "refusal", "reasoning", "reasoning_content", "logprobs",
+    "tool_calls", "function", "name", "arguments", "function_call", "audio", "data", "transcript", "annotations",
+    "usage", "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details", "cached_tokens",
+    "completion_tokens_details", "reasoning_tokens", "audio_tokens", "accepted_prediction_tokens",
+    "rejected_prediction_tokens", "created", "text", "token", "tokens", "bytes", "top_logprobs", "text_offset",
+    "token_logprobs", "output", "output_text", "summary", "input_tokens", "output_tokens", "input_tokens_details",
+    "output_tokens_details", "instructions", "error", "code", "param", "incomplete_details", "reason",
+    "parallel_tool_calls", "tools", "temperature", "top_p", "max_output_tokens", "metadata", "user", "store",
+    "background", "url", "title", "start_index", "end_index", "url_citation", "file_id", "filename", "results",
+    "queries", "input", "response", "sequence_number", "item", "output_index", "content_index", "summary_index"})
 # The path of the joined labels; a path ending in JOINED names a field whose text was joined from
 # pieces (logprob tokens; in requests, schemas and data: URLs): it is removed or rewritten leaf by leaf.
 IDENTIFIERS = "#labels"
@@ -285,8 +298,8 @@ def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip:
         if value:
             out.append(TextItem(value, role, path))
     elif kind is dict:
-        if labels is not None:
-            labels.extend(value)
+        if labels is not None and not KNOWN_KEYS.issuperset(value):
+            labels.extend(key for key in value if key not in KNOWN_KEYS)
         for key, item in value.items():
             item_kind = type(item)
             if item_kind in _SCALARS:
@@ -339,23 +352,30 @@ TEXTS = "#texts"  # the path of an answer's texts joined as a reader joins them 
 
 def joined_texts(body: Any, items: list[TextItem]) -> list[TextItem]:
     """An answer's texts joined with nothing between them, as a reader joins them: a key cut in
-    two across fields, content parts, tool calls or choices reads whole there. In the answer's
-    order, and also in the choices' `index` order when the list is not in it. Labels, opaque
-    payloads and logprob tokens (joined on their own) are left out; none for fewer than two texts."""
+    two across fields, content parts, tool calls or choices reads whole there (see joined_orders)."""
+    return [TextItem("".join(item.text for item in order), "response", TEXTS) for order in joined_orders(body, items)]
+
+
+def joined_orders(body: Any, items: list[TextItem]) -> list[list[TextItem]]:
+    """The orders a reader may join an answer's texts in: the answer's own, and also the choices'
+    `index` order when the list is not in it. Labels, opaque payloads and logprob tokens (joined
+    on their own) are left out; none for fewer than two texts."""
+    if len(items) < 2:
+        return []
     texts = [item for item in items if not item.path.startswith("#") and not item.path.endswith(JOINED)]
     if len(texts) < 2:
         return []
-    out = [TextItem("".join(item.text for item in texts), "response", TEXTS)]
+    out = [texts]
     choices = body.get("choices") if isinstance(body, dict) else None
     if isinstance(choices, list):
         rank = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
-        if rank != sorted(rank):
+        if all(type(r) is int for r in rank) and rank != sorted(rank):
 
-            def order(item: TextItem) -> Any:
+            def order(item: TextItem) -> int:
                 at = item.path[len("choices["):item.path.find("]")] if item.path.startswith("choices[") else ""
-                return rank[int(at)] if at.isdigit() and type(rank[int(at)]) is int else -1
+                return rank[int(at)] if at.isdigit() else -1
 
-            out.append(TextItem("".join(item.text for item in sorted(texts, key=order)), "response", TEXTS))
+            out.append(sorted(texts, key=order))
     return out
 
 

@@ -38,8 +38,8 @@ from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding, TextItem
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, OPAQUE_TEXT, keys_into,
-                                            logprob_texts, set_path, walk_answer)
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, OPAQUE_TEXT, TEXTS,
+                                            joined_texts, keys_into, logprob_texts, set_path, walk_answer)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -246,7 +246,7 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
     Responses API events other than `*.delta` (`*.done`, `response.output_item.done`, the final
     `response.completed` with the whole answer, `error`), and whatever else an upstream puts in a
     chunk: top-level fields, unknown choice fields, nested delta parts. Labels (ids, enums) go to
-    `labels`."""
+    `labels`. Its texts joined as a reader joins them come too (see joined_texts)."""
     if not isinstance(payload, dict):
         return list(walk_answer(payload, "", "response", labels))
     out: list[TextItem] = []
@@ -282,6 +282,8 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
                 labels.append(value)
                 continue
         out.extend(walk_answer(value, key, "response", labels))
+    if len(out) > 1:  # a key cut across the parts of one event (`response.completed`)
+        out += joined_texts(payload.get("response", payload), out)
     return out
 
 
@@ -412,9 +414,12 @@ class StreamGuard:
             findings = self._scan_opaque(item.text) if opaque else self._scan(item.text)
             if not findings:
                 continue
+            if item.path == TEXTS and held.rewritten and not any(
+                    self._scan(t.text) for t in _whole_texts(held.payload, []) if t.path == TEXTS):
+                continue  # what it read was masked in its own fields just before
             self._record(findings)
-            if self._mode != "redact" or self._redact is None or item.path == IDENTIFIERS \
-                    or item.path.endswith(JOINED) or not item.path or opaque:
+            if self._mode != "redact" or self._redact is None or item.path.startswith("#") \
+                    or item.path.endswith(JOINED) or not item.path:
                 return False
             masked, _ = self._redact(item.text)
             if masked == item.text or self._scan(masked):

@@ -15,6 +15,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
 import openai
@@ -22,7 +23,7 @@ import orjson
 import pytest
 
 from llm_firewall.detect.normalize import base_view
-from tests.conftest import Who, make_client
+from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
 
@@ -427,6 +428,8 @@ SPLIT_ANSWERS: dict[str, bytes] = {
     "across tool calls": completion({"content": None, "tool_calls": [tool_call(0, '{"a": "' + HEAD),
                                                                       tool_call(1, TAIL + '"}')]}),
     "across content and reasoning": completion({"reasoning_content": f"Key: {HEAD}", "content": TAIL}),
+    "across an extra field and content": orjson.dumps({"x_note": f"Key: {HEAD}",
+                                                        **orjson.loads(completion({"content": TAIL}))}),
 }
 
 
@@ -447,7 +450,7 @@ def test_a_key_cut_across_responses_api_content_parts_never_reaches_the_client(f
         {"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
         {"type": "output_text", "text": TAIL, "annotations": []}]}))
     answer = make_client(firewall, Who()).responses.create(model="m", input="what is the key?")
-    assert answer.status == "incomplete"
+    assert answer.status == "incomplete" and answer.tool_choice == "auto"  # its settings kept
     assert_clean(answer.model_dump_json())
 
 
@@ -484,6 +487,48 @@ def test_a_key_cut_across_responses_api_content_parts_of_a_stream_never_reaches_
     events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
     assert_clean("".join(e.model_dump_json() for e in events))
     assert events[-1].type == "response.incomplete"
+
+
+def test_a_key_cut_across_the_parts_of_one_final_responses_event_never_reaches_the_client(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    """`response.completed` carries the whole answer again: its parts are joined like a JSON answer's."""
+    final = orjson.loads(responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                                           "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+                                                       {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    upstream.script.raw = RawAnswer([resp_event("response.completed", response=final) + b"\n\n"],
+                                    headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
+    assert_clean("".join(e.model_dump_json() for e in events))
+    assert events[-1].type == "response.incomplete"
+
+
+def test_in_redact_mode_a_key_in_one_field_is_masked_and_a_key_cut_across_two_is_emptied(
+        upstream: TestUpstream, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: masking\nextends: production\nresponse_action: redact\nresponses:\n"
+                      "  - when: {threat: [secret_leakage]}\n    do: [redact]\n  - $base\n")
+    fw = start_firewall(upstream, tmp_path / "d", policy=str(policy))
+    try:
+        client = make_client(fw, Who())
+        upstream.script.raw = RawAnswer(two_choices(choice(0, f"Key: {SECRET} ok"), choice(1, "Fine.")))
+        answer = client.chat.completions.create(model="m", messages=ASK, n=2)
+        assert [c.message.content for c in answer.choices] == ["Key: [REDACTED] ok", "Fine."]
+        upstream.script.raw = RawAnswer(SPLIT_ANSWERS["across choices"])
+        answer = client.chat.completions.create(model="m", messages=ASK, n=2)
+        assert_clean(answer.model_dump_json())
+        assert {c.finish_reason for c in answer.choices} == {"content_filter"}
+        upstream.script.raw = RawAnswer(multi((0, "Key: "), (1, "Other: "), (0, f"{SECRET} ok"), (1, "fine."),
+                                              (0, " More text follows here."), (1, " And here.")),
+                                        headers={"Content-Type": "text/event-stream"})
+        received, finish = chat_stream(fw)
+        assert_clean(received)
+        assert "[REDACTED]" in received and "And here." in received and finish is None
+        upstream.script.raw = RawAnswer(SPLIT_STREAMS["across choices"], headers={"Content-Type": "text/event-stream"})
+        received, finish = chat_stream(fw)
+        assert_clean(received)
+        assert finish == "content_filter"
+    finally:
+        fw.stop()
 
 
 def test_texts_that_only_border_each_other_arrive_unchanged(firewall: Firewall, upstream: TestUpstream) -> None:
