@@ -100,7 +100,8 @@ CHAT: list[tuple[str, Build]] = [
     ("file part file_data", lambda t: {"messages": [{"role": "user", "content": [
         {"type": "file", "file": {"filename": "notes.txt", "file_data": f"data:text/plain;base64,{b64(t)}"}}]}]}),
     ("file part filename", lambda t: {"messages": [{"role": "user", "content": [
-        {"type": "file", "file": {"filename": t, "file_data": f"data:text/plain;base64,{b64('Meeting at noon in room 4.')}"}}]}]}),
+        {"type": "file", "file": {"filename": t,
+                                  "file_data": f"data:text/plain;base64,{b64('Meeting at noon in room 4.')}"}}]}]}),
     ("input_audio part transcript", lambda t: {"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": b64("RIFF"), "format": "wav", "transcript": t}}]}]}),
     ("part of an unknown type", lambda t: {"messages": [{"role": "user", "content": [
@@ -138,7 +139,8 @@ CHAT: list[tuple[str, Build]] = [
 RESPONSES: list[tuple[str, Build]] = [
     ("instructions", lambda t: {"instructions": t, "input": "Hello"}),
     ("input string", lambda t: {"input": t}),
-    ("input system message", lambda t: {"input": [{"role": "system", "content": t}, {"role": "user", "content": "Hi"}]}),
+    ("input system message", lambda t: {"input": [{"role": "system", "content": t},
+                                                   {"role": "user", "content": "Hi"}]}),
     ("input developer message", lambda t: {"input": [{"type": "message", "role": "developer", "content": [
         {"type": "input_text", "text": t}]}]}),
     ("input assistant output_text", lambda t: {"input": [{"type": "message", "role": "assistant", "content": [
@@ -345,7 +347,8 @@ def test_secrets_in_a_schema_are_masked_leaf_by_leaf(tmp_path: Path, upstream: T
         ssn = "123-45-6789"
         client = make_client(fw, who)
         client.chat.completions.create(model="test-model", messages=[user("Hi")], extra_body={"response_format": {
-            "type": "json_schema", "json_schema": {"name": "a", "schema": schema_with(f"The SSN is {ssn}", "description")}}})
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": schema_with(f"The SSN is {ssn}", "description")}}})
     finally:
         fw.stop()
     sent = upstream.requests[0].json()
