@@ -337,7 +337,8 @@ def get_path(obj: Any, path: str) -> Any:
 
 def rewrite_request_text(body: dict[str, Any], item: TextItem, mask: Callable[[str], str]) -> None:
     """Put the masked form of a request text back where it stood. A joined text stands nowhere
-    as such: a schema's strings are masked one by one, a data: URL's text is encoded again."""
+    as such: a schema's strings are masked one by one, a decoded file's text is encoded again
+    (as a data: URL of the same type, or bare base64 where it was bare)."""
     if not item.path.endswith(JOINED):
         masked = mask(item.text)
         if masked != item.text:
@@ -345,10 +346,12 @@ def rewrite_request_text(body: dict[str, Any], item: TextItem, mask: Callable[[s
         return
     path = item.path[:-len(JOINED)]
     value = get_path(body, path)
-    if type(value) is str and value.startswith("data:"):
-        masked = mask(item.text)
-        if masked != item.text:
-            head = value.partition(",")[0].replace(";base64", "")
-            set_path(body, path, f"{head};base64,{base64.b64encode(masked.encode()).decode()}")
-    else:
+    if type(value) is not str:
         set_path(body, path, map_strings(value, mask))
+        return
+    masked = mask(item.text)
+    if masked != item.text:
+        encoded = base64.b64encode(masked.encode()).decode()
+        if value.startswith("data:"):
+            encoded = f"{value.partition(',')[0].replace(';base64', '')};base64,{encoded}"
+        set_path(body, path, encoded)

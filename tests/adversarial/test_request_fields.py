@@ -336,24 +336,33 @@ def test_a_multipart_upload_is_refused_not_forwarded_unread(fw: Firewall, upstre
     assert upstream.requests == []
 
 
-def test_secrets_in_a_schema_are_masked_leaf_by_leaf(tmp_path: Path, upstream: TestUpstream, who: Who) -> None:
-    """A redacting policy rewrites the strings of a schema (read as one text) where they stand."""
+def test_personal_data_in_schemas_and_files_is_masked_where_it_stands(tmp_path: Path, upstream: TestUpstream,
+                                                                      who: Who) -> None:
+    """A redacting policy masks a schema string by string, and a text file's decoded text is
+    encoded again in the form it came in (data: URL of its type, or bare base64)."""
     policy = tmp_path / "redact.yaml"
     policy.write_text("name: redact\nextends: production\nrate_limits: []\nresponses:\n"
                       "  - when: {threat: privacy_violation}\n    do: [{redact: {threats: [privacy_violation]}}, log]\n"
                       "  - $base\n")
     fw = start_firewall(upstream, tmp_path / "data", policy=str(policy))
+    ssn = "123-45-6789"
+    note = f"Customer file. The SSN is {ssn}. Call back on Monday."
     try:
-        ssn = "123-45-6789"
-        client = make_client(fw, who)
-        client.chat.completions.create(model="test-model", messages=[user("Hi")], extra_body={"response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "a", "schema": schema_with(f"The SSN is {ssn}", "description")}}})
+        make_client(fw, who).chat.completions.create(model="test-model", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Summarise these notes."},
+            {"type": "file", "file": {"filename": "a.csv", "file_data": f"data:text/csv;base64,{b64(note)}"}},
+            {"type": "file", "file": {"filename": "b.txt", "file_data": b64(note)}}]}],
+            extra_body={"response_format": {"type": "json_schema", "json_schema": {
+                "name": "a", "schema": schema_with(f"The SSN is {ssn}", "description")}}})
     finally:
         fw.stop()
     sent = upstream.requests[0].json()
     description = sent["response_format"]["json_schema"]["schema"]["properties"]["answer"]["description"]
     assert ssn not in json.dumps(sent) and description.startswith("The ") and "REDACTED" in description
+    as_url, bare = (part["file"]["file_data"] for part in sent["messages"][-1]["content"][1:])
+    assert as_url.startswith("data:text/csv;base64,")
+    for text in (base64.b64decode(as_url.partition(",")[2]).decode(), base64.b64decode(bare).decode()):
+        assert ssn not in text and text.startswith("Customer file.") and "Call back on Monday." in text
 
 
 def test_raw_http_without_the_sdk_is_read_the_same(fw: Firewall, upstream: TestUpstream, who: Who) -> None:
