@@ -275,13 +275,15 @@ def test_the_operators_own_prompt_is_trusted_by_its_digest_only(fw: Firewall, up
                                                                 who: Who) -> None:
     client = make_client(fw, who)
     chat_with_system(client, OPERATOR_PROMPT)
-    assert len(upstream.requests) == 1
+    client.responses.create(model="test-model", instructions=OPERATOR_PROMPT, input="Hello")
+    assert len(upstream.requests) == 2
+    upstream.reset()
     for forged in (OPERATOR_PROMPT + " ", OPERATOR_PROMPT.replace("Acme", "Acne")):  # one character off
         with pytest.raises(openai.BadRequestError):
             chat_with_system(client, forged)
     with pytest.raises(openai.BadRequestError):  # trusted in an operator's role, not in a user's
         client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": OPERATOR_PROMPT}])
-    assert len(upstream.requests) == 1
+    assert upstream.requests == []
 
 
 def test_no_prompt_is_trusted_by_default(firewall: Firewall, upstream: TestUpstream, who: Who) -> None:
