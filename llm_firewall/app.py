@@ -21,7 +21,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from llm_firewall import __version__, decision_log
 from llm_firewall.alerts import AlertHub
-from llm_firewall.api import admin, chat, scenarios, ws
+from llm_firewall.api import admin, chat, guard, scenarios, ws
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
 from llm_firewall.audit import AuditLog
 from llm_firewall.config import Settings
@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/v1/{tail:.*}", gateway.handle)
     admin.setup_routes(app)
     chat.setup_routes(app)
+    guard.setup_routes(app)
     scenarios.setup_routes(app)
     ws.setup_routes(app)
     _add_page(app)
@@ -178,7 +179,8 @@ def _make_store(settings: Settings, metrics: Metrics) -> Any:
     if settings.redis_url:
         from llm_firewall.enforce.redis_store import RedisStore  # optional dependency
 
-        return RedisStore(settings.redis_url, metrics=metrics, fallback=MemoryStore(settings.data_dir))
+        return RedisStore(settings.redis_url, metrics=metrics,
+                          fallback=MemoryStore(settings.journal_dir or settings.data_dir))
     return MemoryStore(settings.data_dir)
 
 

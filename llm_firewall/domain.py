@@ -126,9 +126,17 @@ class Identity:
             return None
         return f"*@{self.scope}"
 
+    def address_anchor_for(self, kind: str) -> str | None:
+        """``*@<address>`` when ids of `kind` are scoped to an API key: the client's offences
+        count against its address too, so rotating keys (or inventing them) does not shed them."""
+        if self.anchor_for(kind) is None or self.scope == self.ip:
+            return None
+        return f"*@{self.ip}"
+
     def sanction_keys(self) -> list[tuple[str, str]]:
         """(kind, key) pairs a sanction on this identity may be stored under, in checking order
-        (the stores' lookup): ip, session, user, agent, key, each scoped id with its anchor."""
+        (the stores' lookup): ip, session, user, agent, key, each scoped id with its anchor and,
+        under a key, the address's anchor."""
         out = [("ip", self.ip)]
         for kind, value in (("session", self.session), ("user", self.user), ("agent", self.agent)):
             if value:
@@ -136,6 +144,8 @@ class Identity:
             anchor = self.anchor_for(kind)
             if anchor is not None:
                 out.append((kind, anchor))
+                if self.scope != self.ip:
+                    out.append((kind, f"*@{self.ip}"))
         if self.api_key_hash:
             out.append(("key", self.api_key_hash))
         return out

@@ -1,9 +1,9 @@
 """Train the false-positive scorer (llm_firewall/data/fp_model.json) and check its calibration.
 
-    /work/venv/bin/python scripts/train_fp.py [--corpus PATH] [--no-write]
+    .venv/bin/python scripts/train_fp.py [--corpus PATH] [--no-write]
 
-Rows: every finding the rules and the learned detector raise on the training part of
-../shared/datasets/dev.jsonl (all categories; the held-out fifth is excluded by
+Rows: every finding the rules and the learned detector raise on the training part of the
+labelled corpus (`--corpus`, default as in train_learned.py; all categories; the held-out fifth is excluded by
 llm_firewall.score.corpus.is_heldout), plus the hand-written examples of train_learned.py. A written benign text that no rule flags is
 given the finding a naive trigger-word rule would raise on it (labelled FP), so the scorer learns
 what such false positives look like even when today's rules are too precise to show any.
@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_PATH))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
+    if not Path(args.corpus).is_file():
+        ap.error(f"no corpus at {args.corpus}: give --corpus PATH (labelled JSON lines: text, label, category)")
     started = time.perf_counter()
 
     # Fold models of the learned detector, so no corpus text is scored by a model that saw it.

@@ -3,13 +3,15 @@
 Reproducible: fixed seed, deterministic data order, pure Python (numpy/scipy are not needed and
 are not installed in the project's venv; ~1 min on one core).
 
-Data: ../shared/datasets/dev.jsonl minus its held-out fifth (llm_firewall.score.corpus.is_heldout).
+Data: a labelled JSONL corpus (`--corpus`; fields as for `llm-firewall eval`, see docs/detection.md)
+minus its held-out fifth (llm_firewall.score.corpus.is_heldout). The default is the development
+corpus kept beside a checkout (../shared/datasets/dev.jsonl), which is not part of the repository.
 Positives: prompt_injection/*, jailbreak/*, data_exfiltration/*, indirect_injection_payload/*.
 Negatives: benign_*/* and overdefense_*/*. malicious_input/* is left to the rules. Plus the
 hand-written examples at the bottom of this file (benign prompts that merely use trigger words,
 and attack shapes the corpus lacks). The weights file holds hashed weights only, no text.
 
-    /work/venv/bin/python scripts/train_learned.py [--corpus PATH] [--folds 5] [--no-write]
+    .venv/bin/python scripts/train_learned.py [--corpus PATH] [--folds 5] [--no-write]
 
 prints held-out figures per category (and k-fold figures over the training part with --folds).
 """
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=0, help="also report k-fold figures over the training part")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
+    if not Path(args.corpus).is_file():
+        ap.error(f"no corpus at {args.corpus}: give --corpus PATH (labelled JSON lines: text, label, category)")
     started = time.perf_counter()
     norm, norm_name = normalizer()
     train_ex, held_ex, synthetic = load_training(args.corpus)

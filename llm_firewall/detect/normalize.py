@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import fnmatch
 import html
 import re
 import unicodedata
@@ -128,6 +129,11 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "braille": r"[\x{2801}-\x{28ff}]{3,}",
     "ascii85": r"<~[!-u\s]{10,}~>",
     "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
+    # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
+    # long options (--recursive), short options apart (-r -f), a glob for a program's path
+    # (/bin/r?), a payload piped through `base64 -d`.
+    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
+             r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]]*[a-z][\w\[\]]*[?*\[]|\bbase64\s+(?:-d|-D|--decode)\b",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
                    "braille", "ascii85")
@@ -481,6 +487,64 @@ def _hidden_tags(text: str) -> str | None:
     return " ".join(parts) or None
 
 
+# --- shell obfuscation ---------------------------------------------------------------------------
+# What a shell would read: `r''m -r''f /`, `rm${IFS}-rf${IFS}/`, `r\m`, `rm --recursive --force /`,
+# `/bin/r? -rf /` and `$(echo cm0gLXJmIC8= | base64 -d)` all read `rm -rf /` in this view, so
+# the command rules, written once against plain commands, see through them.
+
+_B64_PIPE_RE = re.compile(
+    r"""(?:\$\(|`)?\s*(?:echo|printf)\s+(?:-[ne]\s+)?(['"]?)([A-Za-z0-9+/=]{4,4096})\1\s*\|\s*base64\s+"""
+    r"""(?:-d|-D|--decode)\b\s*(?:\)|`)?""")
+_IFS_RE = re.compile(r"\$\{IFS(?:[%#][^}\s]{0,8})?\}|\$IFS(?:\$\d)?\b")
+_QUOTE_PAIR_RE = re.compile(r"(?<=\w)(?:''|\"\")+|(?:''|\"\")+(?=\w)")
+_QUOTED_WORD_RE = re.compile(r"""(?<![\w'"])(['"])([\w./*?~-]{1,64})\1(?![\w'"])""")
+_INNER_QUOTES_RE = re.compile(r"""(?<=\w)['"](?=[\w./-]+['"]?)|(?<=[\w./-])['"](?=\w)""")
+_BACKSLASH_RE = re.compile(r"(?<=\w)\\(?=\w)|(?<![\w\\])\\(?=[a-z]{2,}\b)")
+_LONG_OPTIONS = {"recursive": "-r", "force": "-f", "verbose": "-v", "interactive=never": "-f"}
+_LONG_OPTION_RE = re.compile(r"(?<=\s)--(" + "|".join(map(re.escape, _LONG_OPTIONS)) + r")(?=\s|$)")
+_SHORT_RUN_RE = re.compile(r"(?<=\s)-([A-Za-z]{1,6})((?:\s+-[A-Za-z]{1,6})+)(?=\s|$)")
+# Programs a glob in a path may stand for (`/bin/r?`, `/???/n?`): the ones the command rules name.
+_GLOBBED_PROGRAMS = ("rm", "nc", "sh", "dd", "bash", "ncat", "netcat", "mkfs", "chmod", "chown", "curl", "wget",
+                     "python", "python3", "perl", "kill", "shutdown", "reboot", "cat", "passwd")
+_GLOB_PATH_RE = re.compile(r"(?<![\w/])(?:/[\w.?*\[\]-]*)*/([\w.?*\[\]-]*[?*\[][\w.?*\[\]-]*)(?=\s|$|;|\|)")
+
+
+def _unbase64_pipe(m: re.Match[str]) -> str:
+    try:
+        decoded = _utf8(base64.b64decode(m.group(2), validate=True))
+    except (binascii.Error, ValueError):
+        return m.group(0)
+    return f" {decoded} " if decoded is not None else m.group(0)
+
+
+def _unglob(m: re.Match[str]) -> str:
+    name = m.group(1)
+    if not any(ch.isalpha() for ch in name):  # `/*`, `/??`: the files of a directory
+        return m.group(0)
+    found = next((prog for prog in _GLOBBED_PROGRAMS if fnmatch.fnmatchcase(prog, name)), None)
+    return m.group(0) if found is None else f"/bin/{found}"
+
+
+def _join_short_options(m: re.Match[str]) -> str:
+    return "-" + m.group(1) + "".join(part.strip().lstrip("-") for part in m.group(2).split())
+
+
+def _shell(text: str) -> str | None:
+    """The text as a shell reads its words: quoting and escapes inside words dropped, $IFS a
+    space, a base64 payload piped to `base64 -d` decoded, long options as short ones (joined:
+    `-r -f` is `-rf`), a globbed program path named. Not a shell: a view for the rules."""
+    out = _B64_PIPE_RE.sub(_unbase64_pipe, text)
+    out = _IFS_RE.sub(" ", out)
+    out = _QUOTE_PAIR_RE.sub("", out)
+    out = _QUOTED_WORD_RE.sub(r"\2", out)
+    out = _INNER_QUOTES_RE.sub("", out)
+    out = _BACKSLASH_RE.sub("", out)
+    out = _LONG_OPTION_RE.sub(lambda m: _LONG_OPTIONS[m.group(1)], out)
+    out = _SHORT_RUN_RE.sub(_join_short_options, out)
+    out = _GLOB_PATH_RE.sub(_unglob, out)
+    return out if out != text else None
+
+
 def derived_views(
     text: str,
     base: View,
@@ -523,6 +587,8 @@ def derived_views(
         add(_collapse(base.text), base.transforms + ("whitespace",))
     if "noise" in hints:
         add(_denoise(base.text), base.transforms + ("noise",))
+    if "shell" in hints:
+        add(_shell(base.text), base.transforms + ("shell",))
     if "leetspeak" in hints:
         add(_leet(base.text), base.transforms + ("leetspeak",))
     if "reversed" in hints:

@@ -28,6 +28,7 @@ from cachetools import LRUCache
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.buckets import Buckets
+from llm_firewall.enforce.identity import within
 from llm_firewall.enforce.state import Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ class MemoryStore:
             self._drop_sanction(op["kind"], op["key"])
         elif kind == "override":
             self._overrides[op["subject"]] = (int(op["limit"]), float(op["window_s"]), float(op["until"]))
+        elif kind == "unoverride":
+            self._overrides.pop(op["subject"], None)
         elif kind == "strike":
             times = self._strikes.get((op["ladder"], op["subject"])) or []
             self._strikes[(op["ladder"], op["subject"])] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
@@ -237,13 +240,9 @@ class MemoryStore:
             if s is not None and s.active(now):
                 return s
             if kind == "ip" and self._ranges:
-                try:
-                    addr = ipaddress.ip_address(value)
-                except ValueError:
-                    continue
                 for key, net in self._ranges.items():
                     s = self._sanctions.get(("ip", key))
-                    if addr.version == net.version and addr in net and s is not None and s.active(now):
+                    if s is not None and s.active(now) and key != value and within(value, net):
                         return s
         return None
 
@@ -328,6 +327,14 @@ class MemoryStore:
         if entry is None or entry[2] <= now:
             return None
         return entry[0], entry[1]
+
+    async def remove_override_limit(self, subject: str) -> bool:
+        removed = self._overrides.pop(subject, None) is not None
+        self._buckets.drop(f"override:{subject}")
+        if removed:
+            self._log({"op": "unoverride", "subject": subject})
+            await self._flush(fsync=True)
+        return removed
 
     def has_overrides(self) -> bool:
         return bool(self._overrides)

@@ -195,11 +195,14 @@ def request_texts(parsed: ParsedRequest) -> list[TextItem]:
 
 
 # Answer strings that are opaque payloads (images, audio, vectors, encrypted reasoning): a client
-# decodes them as bytes, never reads them as text.
+# decodes them as bytes, never reads them as text. They are checked only for secrets written as
+# they are (one text at OPAQUE_TEXT): base64 of an image matches personal-data rules by chance.
 OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image_b64",
                     "obfuscation"})  # (random padding some APIs add to stream events)
+OPAQUE_TEXT = "#opaque"
 # Answer strings that label rather than say (ids, enums, model names). They are scanned too, but
-# joined into one text: one scan per answer rather than ~25 µs for each id.
+# joined into one text: one scan per answer rather than ~25 µs for each id. Object keys are read
+# the same way: a key is text a client receives as much as a value.
 LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
                     "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id"})
 # The path of the joined labels; a path ending in JOINED names a field whose text was joined from
@@ -218,10 +221,10 @@ def logprob_texts(logprobs: Any, path: str) -> list[TextItem]:
     return out
 
 
-def _logprobs_into(logprobs: Any, path: str, out: list[TextItem]) -> None:
+def _logprobs_into(logprobs: Any, path: str, out: list[TextItem], labels: list[str] | None = None) -> None:
     if not isinstance(logprobs, dict):
         if logprobs is not None:
-            _walk_into(logprobs, path, "response", None, frozenset(), out)
+            _walk_into(logprobs, path, "response", labels, frozenset(), out)
         return
     ranks: dict[int, list[str]] = {}
     for field in ("content", "refusal"):
@@ -244,7 +247,19 @@ def _logprobs_into(logprobs: Any, path: str, out: list[TextItem]) -> None:
         text = "".join(ranks[r])
         if text:
             out.append(TextItem(text, "response", path + JOINED))
-    _walk_into(logprobs, path, "response", None, _TOKENS, out)  # anything else put there
+    _walk_into(logprobs, path, "response", labels, _TOKENS, out)  # anything else put there
+
+
+def keys_into(value: Any, labels: list[str]) -> None:
+    """Every object key under `value`, appended to `labels`."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is dict:
+            labels.extend(item)
+            todo.extend(v for v in item.values() if type(v) is dict or type(v) is list)
+        elif type(item) is list:
+            todo.extend(v for v in item if type(v) is dict or type(v) is list)
 
 
 _TOKENS = frozenset({"token", "tokens"})  # read joined above, not one scan a token
@@ -254,8 +269,9 @@ _SCALARS = (int, float, bool, type(None))
 def walk_answer(value: Any, path: str = "", role: str = "response", labels: list[str] | None = None,
                 skip: frozenset[str] = frozenset()) -> list[TextItem]:
     """Every string under `value` with its path: unknown shapes are read whole (fail closed).
-    Labels go to `labels` when given (else they are texts too); opaque payloads are skipped, and
-    so are strings (or lists of them) under a key in `skip`."""
+    Labels and object keys go to `labels` when given (else labels are texts too and keys are not
+    read); opaque payloads are texts at OPAQUE_TEXT; strings (or lists of them) under a
+    key in `skip` are left out."""
     out: list[TextItem] = []
     _walk_into(value, path, role, labels, skip, out)
     return out
@@ -269,6 +285,8 @@ def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip:
         if value:
             out.append(TextItem(value, role, path))
     elif kind is dict:
+        if labels is not None:
+            labels.extend(value)
         for key, item in value.items():
             item_kind = type(item)
             if item_kind in _SCALARS:
@@ -278,14 +296,16 @@ def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip:
                     continue
                 if key in LABELS and labels is not None:
                     labels.append(item)
-                elif not (key in OPAQUE or (key == "data" and path.endswith("audio"))):
+                elif key in OPAQUE or (key == "data" and path.endswith("audio")):
+                    out.append(TextItem(item, role, OPAQUE_TEXT))
+                else:
                     out.append(TextItem(item, role, f"{path}.{key}" if path else key))
                 continue
             if key in skip and item_kind is list and all(type(x) is str for x in item):
                 continue
             sub = f"{path}.{key}" if path else key
             if key == "logprobs":
-                _logprobs_into(item, sub, out)
+                _logprobs_into(item, sub, out, labels)
             else:
                 _walk_into(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels, skip, out)
     elif kind is list:
@@ -303,12 +323,39 @@ def response_texts(endpoint: str, body: Any) -> list[TextItem]:
     `output_text`; error bodies; and whatever a new API version or a hostile upstream adds), except
     opaque base64/vector payloads. Logprob tokens are joined into the text they spell; labels
     (ids, enums, model names) are joined into one text at IDENTIFIERS. `endpoint` is kept for the
-    callers' symmetry with `request_texts`: the answer's own shape decides.
+    callers' symmetry with `request_texts`: the answer's own shape decides. Object keys join the
+    labels; opaque payloads come one by one at OPAQUE_TEXT; the texts joined at TEXTS.
     """
     labels: list[str] = []
     out = walk_answer(body, "", "response", labels)
+    out += joined_texts(body, out)
     if labels:
-        out.append(TextItem("\n".join(labels), "response", IDENTIFIERS))
+        out.append(TextItem("\n".join(dict.fromkeys(labels)), "response", IDENTIFIERS))
+    return out
+
+
+TEXTS = "#texts"  # the path of an answer's texts joined as a reader joins them (see joined_texts)
+
+
+def joined_texts(body: Any, items: list[TextItem]) -> list[TextItem]:
+    """An answer's texts joined with nothing between them, as a reader joins them: a key cut in
+    two across fields, content parts, tool calls or choices reads whole there. In the answer's
+    order, and also in the choices' `index` order when the list is not in it. Labels, opaque
+    payloads and logprob tokens (joined on their own) are left out; none for fewer than two texts."""
+    texts = [item for item in items if not item.path.startswith("#") and not item.path.endswith(JOINED)]
+    if len(texts) < 2:
+        return []
+    out = [TextItem("".join(item.text for item in texts), "response", TEXTS)]
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if isinstance(choices, list):
+        rank = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
+        if rank != sorted(rank):
+
+            def order(item: TextItem) -> Any:
+                at = item.path[len("choices["):item.path.find("]")] if item.path.startswith("choices[") else ""
+                return rank[int(at)] if at.isdigit() and type(rank[int(at)]) is int else -1
+
+            out.append(TextItem("".join(item.text for item in sorted(texts, key=order)), "response", TEXTS))
     return out
 
 

@@ -263,6 +263,11 @@ def test_a_benign_text_in_the_same_field_is_forwarded(
     sent = upstream.requests[0].json()
     if "messages" in body:  # the firewall's hardening message goes first; the client's follow unchanged
         assert sent.pop("messages")[-len(body["messages"]):] == body.pop("messages")
+    for hardened in ("instructions", "prompt"):  # the hardening preamble goes before each of these
+        if isinstance(body.get(hardened), (str, list)):
+            given, got = body.pop(hardened), sent.pop(hardened)
+            pairs = zip(got, given, strict=True) if isinstance(given, list) else [(got, given)]
+            assert all(g.endswith(b) for g, b in pairs), (got, given)
     assert {k: sent[k] for k in body} == body
 
 
