@@ -233,7 +233,7 @@ def test_trusted_system_prompts_are_sha256_digests_and_none_by_default(tmp_path:
     assert load_policy("t", tmp_path).trusted_system_prompts == frozenset({digest.lower()})
     write(tmp_path, "bad", "name: bad\ntrusted_system_prompts:\n  - abc\n  - You are a helpful assistant.\n")
     with pytest.raises(PolicyError, match=r"bad\.yaml:3: policy 'bad': field 'trusted_system_prompts\[0\]': "
-                                          r"expected a SHA-256 digest"):
+                                          r"'abc': expected a SHA-256 digest"):
         load_policy("bad", tmp_path)
     write(tmp_path, "bad2", "name: bad2\ntrusted_system_prompts: {a: 1}\n")
     with pytest.raises(PolicyError, match=r"bad2\.yaml:2: .*field 'trusted_system_prompts': expected a list"):
