@@ -310,6 +310,28 @@ def test_everyday_protective_system_prompts_are_forwarded(firewall: Firewall, up
     assert len(upstream.requests) == 1
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a given location",
+    "parameters": {"type": "object", "properties": {
+        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["location"]}}}
+STEPS = {"type": "json_schema", "json_schema": {"name": "math_reasoning", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["steps", "final_answer"], "properties": {
+        "steps": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["explanation", "output"],
+            "properties": {"explanation": {"type": "string"}, "output": {"type": "string"}}}},
+        "final_answer": {"type": "string"}}}}}
+
+
+def test_everyday_tools_and_output_schemas_are_forwarded(firewall: Firewall, upstream: TestUpstream,
+                                                         who: Who) -> None:
+    """The API reference's own examples: a weather tool and a structured-output schema."""
+    make_client(firewall, who).chat.completions.create(
+        model="test-model", messages=[user("Solve 8x + 7 = -23, and tell me the weather in Paris.")],
+        tools=[WEATHER], response_format=STEPS)
+    assert len(upstream.requests) == 1
+
+
 @pytest.mark.parametrize("part", [
     {"type": "file", "file": {"filename": "report.pdf", "file_data": f"data:application/pdf;base64,{b64('%PDF-1.7')}"}},
     {"type": "file", "file": {"filename": "blob", "file_data": base64.b64encode(b"\xff\xfe\x00binary").decode()}},
