@@ -46,10 +46,12 @@ NOT_READ: frozenset[str] = frozenset({
     "encoding_format", "dimensions", "previous_response_id", "conversation", "include",
     "truncation", "background", "reasoning",
 })
-# Keys whose string value labels rather than says (ids, enums); skipped while identifier-shaped.
+# Keys whose string value labels rather than says (ids, enums, function and participant names);
+# skipped while identifier-shaped: the learned detector cannot judge "reset_password" or
+# "example_user", and a name with a sentence in it (spaces) is read like any text.
 LABELS: frozenset[str] = frozenset({
     "id", "type", "role", "status", "call_id", "tool_call_id", "item_id", "file_id", "detail",
-    "object", "format", "voice", "phase", "strict", "server_label",
+    "object", "format", "voice", "phase", "strict", "server_label", "name",
 })
 # Ciphertext the provider made (encrypted reasoning): only the provider can read it back.
 OPAQUE: frozenset[str] = frozenset({"encrypted_content"})
