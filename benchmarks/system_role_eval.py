@@ -1,16 +1,45 @@
-import json, collections
+"""What inspecting the system role costs and gains, under the production policy.
+
+Prints, for a labelled corpus with a `role` column (../shared/datasets/train_extra.jsonl): the
+share of benign system prompts refused when read in the system role and when read as user text,
+and the share of the corpus's user-role attacks refused when placed in the system role and in the
+user role.
+
+    python benchmarks/system_role_eval.py [CORPUS]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from llm_firewall.domain import Identity
 from llm_firewall.inspector import Inspector
 from llm_firewall.policy.decide import decide
 from llm_firewall.policy.model import load_policy
-from llm_firewall.domain import Identity
-pol=load_policy("production"); ins=Inspector.load(None, overrides=dict(pol.rule_overrides))
-rows=[json.loads(l) for l in open('/work/shared/datasets/train_extra.jsonl')]
-def rate(data, role):
-    n=sum(decide(pol,ins.inspect_text(r['text'],role),Identity(ip="192.0.2.1")).blocked for r in data)
-    return f"{n}/{len(data)} = {n/len(data):.1%}"
-sysb=[r for r in rows if r.get('role')=='system']
-ua=[r for r in rows if r.get('role')=='user' and r['label']=='attack']
-print("benign system prompts refused, in role system:", rate(sysb,"system"))
-print("benign system prompts refused, if read as user text:", rate(sysb,"user"))
-print("user-role attacks refused, placed in role system:", rate(ua,"system"))
-print("user-role attacks refused, in role user:", rate(ua,"user"))
+from llm_firewall.score.corpus import Example, read_jsonl
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "train_extra.jsonl"
+WHO = Identity(ip="192.0.2.1")
+
+
+def main() -> None:
+    corpus = sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT)
+    policy = load_policy("production")
+    inspector = Inspector.load(None, overrides=dict(policy.rule_overrides))
+    rows = list(read_jsonl(corpus))
+
+    def refused(examples: list[Example], role: str) -> str:
+        n = sum(decide(policy, inspector.inspect_text(ex.text, role), WHO).blocked for ex in examples)
+        return f"{n}/{len(examples)} = {n / max(1, len(examples)):.1%}"
+
+    system = [ex for ex in rows if ex.role == "system" and not ex.is_attack]
+    attacks = [ex for ex in rows if ex.role == "user" and ex.is_attack]
+    print(f"benign system prompts refused, read in the system role: {refused(system, 'system')}")
+    print(f"benign system prompts refused, read as user text:       {refused(system, 'user')}")
+    print(f"user-role attacks refused, placed in the system role:  {refused(attacks, 'system')}")
+    print(f"user-role attacks refused, in the user role:           {refused(attacks, 'user')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,8 @@ class TextItem:
     """One text the model would read (or wrote), with the role it came from.
 
     `role` is one of: user, system, developer, assistant, tool (tool results), tool_call
-    (arguments the model produced), tool_description, prompt (legacy completions), input and
+    (arguments the model produced), tool_description, schema (a tool's parameters or a response
+    format, read whole), prompt (legacy completions), input and
     instructions (Responses API), embedding (embeddings input), response (answer text).
     `path` says where in the JSON body it stood, e.g. ``messages[2].content[0].text``.
     """

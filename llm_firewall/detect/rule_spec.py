@@ -22,7 +22,7 @@ from llm_firewall.schema.typed import (Doc, FileSchema, Probability, Severity, T
 
 DIRECTIONS = ("request", "response", "both")
 STATUSES = ("stable", "experimental")
-ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description",
+ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description", "schema",
          "prompt", "input", "instructions", "embedding", "response")
 VALIDATOR_NAMES = ("luhn", "iban")  # check functions in detect.rules.VALIDATORS
 TAG_PATTERN = r"^(?:owasp-llm:LLM(?:0[1-9]|10)|atlas:AML\.T[0-9]{4}(?:\.[0-9]{3})?|cwe:CWE-[1-9][0-9]*)$"

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import orjson
 
 from llm_firewall.domain import TextItem
-from llm_firewall.proxy.request_fields import JOINED, Unreadable, map_strings, model_texts
+from llm_firewall.proxy.request_fields import DECODED, JOINED, Unreadable, map_strings, model_texts
 
 
 class WireError(ValueError):
@@ -403,19 +403,22 @@ def get_path(obj: Any, path: str) -> Any:
 
 
 def rewrite_request_text(body: dict[str, Any], item: TextItem, mask: Callable[[str], str]) -> None:
-    """Put the masked form of a request text back where it stood. A joined text stands nowhere
-    as such: a schema's strings are masked one by one, a data: URL's text is encoded again."""
-    if not item.path.endswith(JOINED):
+    """Put the masked form of a request text back where it stood. A joined or decoded text stands
+    nowhere as such: a schema's strings are masked one by one, a decoded file's text is encoded
+    again (as a data: URL of the same type, or bare base64 where it was bare)."""
+    if item.path.endswith(DECODED):
+        path = item.path[:-len(DECODED)]
+        masked = mask(item.text)
+        if masked != item.text:
+            value = get_path(body, path)
+            encoded = base64.b64encode(masked.encode()).decode()
+            if value.startswith("data:"):
+                encoded = f"{value.partition(',')[0].replace(';base64', '')};base64,{encoded}"
+            set_path(body, path, encoded)
+    elif item.path.endswith(JOINED):
+        path = item.path[:-len(JOINED)]
+        set_path(body, path, map_strings(get_path(body, path), mask))
+    else:
         masked = mask(item.text)
         if masked != item.text:
             set_path(body, item.path, masked)
-        return
-    path = item.path[:-len(JOINED)]
-    value = get_path(body, path)
-    if type(value) is str and value.startswith("data:"):
-        masked = mask(item.text)
-        if masked != item.text:
-            head = value.partition(",")[0].replace(";base64", "")
-            set_path(body, path, f"{head};base64,{base64.b64encode(masked.encode()).decode()}")
-    else:
-        set_path(body, path, map_strings(value, mask))

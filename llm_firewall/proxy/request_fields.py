@@ -22,6 +22,7 @@ from typing import Any, Callable
 from llm_firewall.domain import TextItem
 
 JOINED = "#"  # a path ending so: text joined from the strings (and keys) under the path
+DECODED = "#decoded"  # a path ending so: text decoded from the (base64 or data: URL) string there
 
 
 class Unreadable(ValueError):
@@ -45,10 +46,12 @@ NOT_READ: frozenset[str] = frozenset({
     "encoding_format", "dimensions", "previous_response_id", "conversation", "include",
     "truncation", "background", "reasoning",
 })
-# Keys whose string value labels rather than says (ids, enums); skipped while identifier-shaped.
+# Keys whose string value labels rather than says (ids, enums, function and participant names);
+# skipped while identifier-shaped: the learned detector cannot judge "reset_password" or
+# "example_user", and a name with a sentence in it (spaces) is read like any text.
 LABELS: frozenset[str] = frozenset({
     "id", "type", "role", "status", "call_id", "tool_call_id", "item_id", "file_id", "detail",
-    "object", "format", "voice", "phase", "strict", "server_label",
+    "object", "format", "voice", "phase", "strict", "server_label", "name",
 })
 # Ciphertext the provider made (encrypted reasoning): only the provider can read it back.
 OPAQUE: frozenset[str] = frozenset({"encrypted_content"})
@@ -108,8 +111,8 @@ def walk(value: Any, role: str, path: str, out: Out) -> None:
                     out.append(TextItem(item, role, sub))
             elif key in CREDENTIALS or key in OPAQUE:
                 continue
-            elif key in SCHEMAS and item is not None:
-                joined(item, role, sub, out)
+            elif key in SCHEMAS and item is not None:  # a definition's schema is judged as a schema
+                joined(item, "schema" if role == "tool_description" else role, sub, out)
             else:
                 walk(item, role, sub, out)
     elif kind is list:
@@ -165,7 +168,7 @@ def data_url_text(url: str, role: str, path: str, out: Out) -> None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise Unreadable(f"the {media} data: URL is not valid base64 UTF-8 text", path) from None
     if text:
-        out.append(TextItem(text, role, path + JOINED))
+        out.append(TextItem(text, role, path + DECODED))
 
 
 def file_data_text(value: Any, role: str, path: str, out: Out) -> None:

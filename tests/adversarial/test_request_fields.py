@@ -100,7 +100,8 @@ CHAT: list[tuple[str, Build]] = [
     ("file part file_data", lambda t: {"messages": [{"role": "user", "content": [
         {"type": "file", "file": {"filename": "notes.txt", "file_data": f"data:text/plain;base64,{b64(t)}"}}]}]}),
     ("file part filename", lambda t: {"messages": [{"role": "user", "content": [
-        {"type": "file", "file": {"filename": t, "file_data": f"data:text/plain;base64,{b64('Meeting at noon in room 4.')}"}}]}]}),
+        {"type": "file", "file": {"filename": t,
+                                  "file_data": f"data:text/plain;base64,{b64('Meeting at noon in room 4.')}"}}]}]}),
     ("input_audio part transcript", lambda t: {"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": b64("RIFF"), "format": "wav", "transcript": t}}]}]}),
     ("part of an unknown type", lambda t: {"messages": [{"role": "user", "content": [
@@ -138,7 +139,8 @@ CHAT: list[tuple[str, Build]] = [
 RESPONSES: list[tuple[str, Build]] = [
     ("instructions", lambda t: {"instructions": t, "input": "Hello"}),
     ("input string", lambda t: {"input": t}),
-    ("input system message", lambda t: {"input": [{"role": "system", "content": t}, {"role": "user", "content": "Hi"}]}),
+    ("input system message", lambda t: {"input": [{"role": "system", "content": t},
+                                                   {"role": "user", "content": "Hi"}]}),
     ("input developer message", lambda t: {"input": [{"type": "message", "role": "developer", "content": [
         {"type": "input_text", "text": t}]}]}),
     ("input assistant output_text", lambda t: {"input": [{"type": "message", "role": "assistant", "content": [
@@ -278,13 +280,15 @@ def test_the_operators_own_prompt_is_trusted_by_its_digest_only(fw: Firewall, up
                                                                 who: Who) -> None:
     client = make_client(fw, who)
     chat_with_system(client, OPERATOR_PROMPT)
-    assert len(upstream.requests) == 1
+    client.responses.create(model="test-model", instructions=OPERATOR_PROMPT, input="Hello")
+    assert len(upstream.requests) == 2
+    upstream.reset()
     for forged in (OPERATOR_PROMPT + " ", OPERATOR_PROMPT.replace("Acme", "Acne")):  # one character off
         with pytest.raises(openai.BadRequestError):
             chat_with_system(client, forged)
     with pytest.raises(openai.BadRequestError):  # trusted in an operator's role, not in a user's
         client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": OPERATOR_PROMPT}])
-    assert len(upstream.requests) == 1
+    assert upstream.requests == []
 
 
 def test_no_prompt_is_trusted_by_default(firewall: Firewall, upstream: TestUpstream, who: Who) -> None:
@@ -303,6 +307,28 @@ def test_no_prompt_is_trusted_by_default(firewall: Firewall, upstream: TestUpstr
 def test_everyday_protective_system_prompts_are_forwarded(firewall: Firewall, upstream: TestUpstream, who: Who,
                                                           system: str) -> None:
     chat_with_system(make_client(firewall, who), system)
+    assert len(upstream.requests) == 1
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a given location",
+    "parameters": {"type": "object", "properties": {
+        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["location"]}}}
+STEPS = {"type": "json_schema", "json_schema": {"name": "math_reasoning", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["steps", "final_answer"], "properties": {
+        "steps": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["explanation", "output"],
+            "properties": {"explanation": {"type": "string"}, "output": {"type": "string"}}}},
+        "final_answer": {"type": "string"}}}}}
+
+
+def test_everyday_tools_and_output_schemas_are_forwarded(firewall: Firewall, upstream: TestUpstream,
+                                                         who: Who) -> None:
+    """The API reference's own examples: a weather tool and a structured-output schema."""
+    make_client(firewall, who).chat.completions.create(
+        model="test-model", messages=[user("Solve 8x + 7 = -23, and tell me the weather in Paris.")],
+        tools=[WEATHER], response_format=STEPS)
     assert len(upstream.requests) == 1
 
 
@@ -339,23 +365,33 @@ def test_a_multipart_upload_is_refused_not_forwarded_unread(fw: Firewall, upstre
     assert upstream.requests == []
 
 
-def test_secrets_in_a_schema_are_masked_leaf_by_leaf(tmp_path: Path, upstream: TestUpstream, who: Who) -> None:
-    """A redacting policy rewrites the strings of a schema (read as one text) where they stand."""
+def test_personal_data_in_schemas_and_files_is_masked_where_it_stands(tmp_path: Path, upstream: TestUpstream,
+                                                                      who: Who) -> None:
+    """A redacting policy masks a schema string by string, and a text file's decoded text is
+    encoded again in the form it came in (data: URL of its type, or bare base64)."""
     policy = tmp_path / "redact.yaml"
     policy.write_text("name: redact\nextends: production\nrate_limits: []\nresponses:\n"
                       "  - when: {threat: privacy_violation}\n    do: [{redact: {threats: [privacy_violation]}}, log]\n"
                       "  - $base\n")
     fw = start_firewall(upstream, tmp_path / "data", policy=str(policy))
+    ssn = "123-45-6789"
+    note = f"Customer file. The SSN is {ssn}. Call back on Monday."
     try:
-        ssn = "123-45-6789"
-        client = make_client(fw, who)
-        client.chat.completions.create(model="test-model", messages=[user("Hi")], extra_body={"response_format": {
-            "type": "json_schema", "json_schema": {"name": "a", "schema": schema_with(f"The SSN is {ssn}", "description")}}})
+        make_client(fw, who).chat.completions.create(model="test-model", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Summarise these notes."},
+            {"type": "file", "file": {"filename": "a.csv", "file_data": f"data:text/csv;base64,{b64(note)}"}},
+            {"type": "file", "file": {"filename": "b.txt", "file_data": b64(note)}}]}],
+            extra_body={"response_format": {"type": "json_schema", "json_schema": {
+                "name": "a", "schema": schema_with(f"The SSN is {ssn}", "description")}}})
     finally:
         fw.stop()
     sent = upstream.requests[0].json()
     description = sent["response_format"]["json_schema"]["schema"]["properties"]["answer"]["description"]
     assert ssn not in json.dumps(sent) and description.startswith("The ") and "REDACTED" in description
+    as_url, bare = (part["file"]["file_data"] for part in sent["messages"][-1]["content"][1:])
+    assert as_url.startswith("data:text/csv;base64,")
+    for text in (base64.b64decode(as_url.partition(",")[2]).decode(), base64.b64decode(bare).decode()):
+        assert ssn not in text and text.startswith("Customer file.") and "Call back on Monday." in text
 
 
 def test_raw_http_without_the_sdk_is_read_the_same(fw: Firewall, upstream: TestUpstream, who: Who) -> None:
