@@ -16,16 +16,19 @@ import functools
 import itertools
 import statistics
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 
-from llm_firewall.bench import EVICT_BYTES, PAYLOADS, cold_runs, evict_caches, timed_once
-from llm_firewall.detect.normalize import base_view
-from llm_firewall.detect.re2raw import search_span
-from llm_firewall.inspector import Inspector
-from llm_firewall.proxy.sse import EventSplitter
-from llm_firewall.proxy.stream_guard import StreamGuard, _compiled_anchors
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
+
+from benchmarks.bench import EVICT_BYTES, PAYLOADS, cold_runs, evict_caches, timed_once  # noqa: E402
+from llm_firewall.detect.normalize import base_view  # noqa: E402
+from llm_firewall.detect.re2raw import search_span  # noqa: E402
+from llm_firewall.inspector import Inspector  # noqa: E402
+from llm_firewall.proxy.sse import EventSplitter  # noqa: E402
+from llm_firewall.proxy.stream_guard import StreamGuard, _compiled_anchors  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

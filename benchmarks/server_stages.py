@@ -31,6 +31,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
+
 # (module, function or Class.method): synchronous functions on the path of a proxied request
 STAGES = [
     ("llm_firewall.middlewares", "new_request_id"),
@@ -121,8 +123,8 @@ def serve(argv: list[str]) -> int:
 
 
 def drive(args: argparse.Namespace) -> int:
-    from llm_firewall.bench import (PAYLOADS, SSE_DELAY_MS, Load, Processes, Stack, pinning_available, sse_probe,
-                                    start_firewall)
+    from benchmarks.bench import (PAYLOADS, SSE_DELAY_MS, Load, Processes, Stack, pinning_available, sse_probe,
+                                  start_firewall)
 
     pin = pinning_available()
     workdir = Path(tempfile.mkdtemp(prefix="llm-firewall-stages-"))

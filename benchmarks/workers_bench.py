@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm_firewall.bench import (ASSETS, PAYLOADS, Load, Processes, child_env, cpu_seconds, free_port,  # noqa: E402
-                                port_open, start_firewall, wait_ready)
+from benchmarks.bench import (ASSETS, PAYLOADS, Load, Processes, child_env, cpu_seconds, free_port,  # noqa: E402
+                              port_open, start_firewall, wait_ready)
 
 
 def main(argv: list[str]) -> int:

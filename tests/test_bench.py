@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, cpu_seconds, median_rows, parse_args,
+from benchmarks.bench import (Load, add_comparisons, add_stream_comparisons, cpu_seconds, median_rows, parse_args,
                                  report, summarise_stream, text_marks)
-from llm_firewall.bench_assets.loadgen import REF_SUFFIX, unique_template
+from benchmarks.assets.loadgen import REF_SUFFIX, unique_template
 from llm_firewall.domain import TextItem
 from llm_firewall.proxy.openai_wire import parse_json_body, request_texts, validate_shape
 
@@ -82,7 +82,7 @@ def test_bad_concurrency_is_a_clear_usage_error() -> None:
 
 # --------------------------------------------------------------------------- unique prompts
 
-PAYLOAD = Path(__file__).resolve().parents[1] / "llm_firewall" / "bench_assets" / "payloads" / "request.json"
+PAYLOAD = Path(__file__).resolve().parents[1] / "benchmarks" / "assets" / "payloads" / "request.json"
 REF = re.compile(r" \(ref (\w+)-(\d+)-(\d+)\)$")
 GENERATORS = ["builtin"] + (["wrk"] if shutil.which("wrk") else [])
 
@@ -183,7 +183,7 @@ async def test_unique_load_sends_a_new_valid_chat_request_every_time(generator: 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 async def test_wrk_threads_never_send_the_same_text(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parents[1] / "llm_firewall" / "bench_assets" / "post_unique.lua"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "assets" / "post_unique.lua"
     env = {**os.environ, "BODY_FILE": str(PAYLOAD), "UNIQUE_RUN": "9"}
     _, seen = await capture(["wrk", "-t2", "-c4", "-d1s", "-s", str(script), "URL"], env)
     refs = check_unique_bodies(seen, "9")
@@ -344,7 +344,7 @@ async def test_sse_load_keeps_the_asked_number_of_streams_in_flight() -> None:
         in_flight -= 1
         return resp
 
-    loadgen = Path(__file__).resolve().parents[1] / "llm_firewall" / "bench_assets" / "loadgen.py"
+    loadgen = Path(__file__).resolve().parents[1] / "benchmarks" / "assets" / "loadgen.py"
     async with local_server(handle) as port:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(loadgen), "sse", f"http://127.0.0.1:{port}", "--body", str(PAYLOAD),
@@ -435,7 +435,7 @@ def test_stall_bench_prints_a_row_per_round_and_stops_its_firewalls() -> None:
 
 
 def test_scan_phase_reports_warm_and_cold_cache_figures() -> None:
-    from llm_firewall.bench import goal_lines, scan_lines, scan_phase
+    from benchmarks.bench import goal_lines, scan_lines, scan_phase
 
     scan = scan_phase(quick=True)
     for label in ("full", "rules_only"):
@@ -506,3 +506,14 @@ def test_set_groups_prints_a_row_per_group_size_with_the_sets_it_makes(tmp_path:
     rows = [line.split() for line in out.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == ["48", "1000"] and int(rows[0][1]) > 1 and rows[1][1] == "1", out.stdout
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+
+
+def test_bench_outside_a_source_checkout_says_it_needs_one(tmp_path: Path) -> None:
+    """An installed package has no benchmarks/ beside it: the command explains instead of failing."""
+    package = Path(__file__).resolve().parents[1] / "llm_firewall"
+    shutil.copytree(package, tmp_path / "site" / "llm_firewall", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-m", "llm_firewall", "bench", "--quick"], capture_output=True, text=True,
+                         timeout=60, check=False, env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "needs a source checkout" in out.stderr and "Traceback" not in out.stderr

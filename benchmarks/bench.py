@@ -20,7 +20,7 @@ has already inspected (an application's system prompt, resent conversation histo
 all but the first from that cache. So, unless --quick or --no-unique, each concurrency also gets
 a "firewall (unique)" row: the same firewall process, driven with the same payload except that
 the last message's text ends in a suffix no other request of the bench carries (" (ref R-T-N)":
-run, wrk thread, request number; bench_assets/post_unique.lua, or loadgen.py --unique). That
+run, wrk thread, request number; assets/post_unique.lua, or loadgen.py --unique). That
 text must be inspected afresh every time, so the row shows what inspecting new text costs; its
 "% base" is its req/s over the baseline proxy's on the fixed payload at the same concurrency.
 The other messages (and the mock's answer) stay the same, as an application's system prompt
@@ -36,7 +36,7 @@ N distinct identities (run it with --duration 60).
 
 When `taskset` exists, the mock and the load generator share CPU 0 and the proxy under test gets
 CPU 1, as the baseline's README prescribes. The load generator is `wrk` when installed, else the
-built-in asyncio one in bench_assets/loadgen.py.
+built-in asyncio one in assets/loadgen.py.
 """
 
 from __future__ import annotations
@@ -60,9 +60,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from llm_firewall.bench_assets.loadgen import unique_bodies, unique_template
+if __package__ in (None, ""):  # run as `python benchmarks/bench.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ASSETS = Path(__file__).resolve().parent / "bench_assets"
+from benchmarks.assets.loadgen import unique_bodies, unique_template  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent / "assets"
 PAYLOADS = ASSETS / "payloads"
 TARGETS = ("direct", "baseline", "firewall", "uninspected")
 LABELS = {"direct": "direct", "baseline": "baseline proxy", "firewall": "firewall",
