@@ -125,6 +125,7 @@ def serve(argv: list[str]) -> int:
 def drive(args: argparse.Namespace) -> int:
     from benchmarks.bench import (PAYLOADS, SSE_DELAY_MS, Load, Processes, Stack, pinning_available, sse_probe,
                                   start_firewall)
+    from benchmarks.traffic import fixed_bodies, write_bodies
 
     pin = pinning_available()
     workdir = Path(tempfile.mkdtemp(prefix="llm-firewall-stages-"))
@@ -146,7 +147,7 @@ def drive(args: argparse.Namespace) -> int:
             result = {"requests": len(streams),
                       "events": sum(len(s["events"]) for s in streams if s["status"] == 200)}
         else:
-            body = PAYLOADS / "request.json"
+            body = write_bodies(workdir / "fixed.jsonl", fixed_bodies((PAYLOADS / "request.json").read_bytes()))
             load.run(url, args.connections, 1.0, body)  # warm-up
             result = load.run(url, args.connections, args.duration, body)
         os.kill(pid, signal.SIGUSR1)
