@@ -59,7 +59,7 @@ def test_quick_run_prints_a_row_per_target_and_traffic() -> None:
     for (label, traffic), cells in by_target.items():
         assert cells[0] == "1", f"{label} row is not at concurrency 1: {cells}"
         assert float(cells[1]) > 0, f"{label} served no requests"
-        assert cells[8] == "0", f"{label} ({traffic}) had errors: {out.stdout}"
+        assert cells[7] == "0", f"{label} ({traffic}) had errors: {out.stdout}"
     for label in ("direct", "baseline proxy", "fw, inspection off"):  # nothing inspects, so nothing is refused
         assert by_target[label, "real"][6] == "0%" and by_target[label, "fixed"][6] == "0%", out.stdout
     assert by_target["firewall", "real"][6] != "0%", out.stdout  # the sample's attacks are refused
@@ -529,9 +529,13 @@ def test_server_stages_times_every_stage_once_per_request_and_stops_its_servers(
     module = module_from_spec(spec)
     spec.loader.exec_module(module)
     assert set(rows) == {qualname for _, qualname in module.STAGES}  # every stage was reached
-    for stage in ("Gateway.identify", "Enforcer.check_now", "parse_json_body", "UsageTracker.record"):
+    for stage in ("Gateway.identify", "Enforcer.check_now", "parse_json_body"):
         per_request, per_call, calls = map(float, rows[stage])
         assert per_request > 0 and calls == 1.0, (stage, rows[stage])
+    # recorded once the answer is back: the requests still in flight when the load stops (one per
+    # connection, a few hundredths of a slow machine's run) never get there
+    per_request, per_call, calls = map(float, rows["UsageTracker.record"])
+    assert per_request > 0 and 0.95 <= calls <= 1.0, rows["UsageTracker.record"]
 
 
 def test_server_stages_stream_mode_times_the_relay_once_per_upstream_event() -> None:
