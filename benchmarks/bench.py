@@ -19,8 +19,10 @@ reference no other request carries, so no verdict can come from a cache: what ev
 request costs. "fixed": the payload itself every request, the figure a verdict cache serves.
 Every request comes from a client identity of its own (address, key, user, session), so a
 refusal never turns into sanctions that make later requests cheap. Refusals (4xx: the real
-texts labelled attacks, mostly) are counted apart from errors: a refused request costs less, so
-the report says how many there were.
+texts labelled attacks, mostly) are counted apart from errors: a refused request takes another
+path than a forwarded one (no upstream call, but an alert and an audit record) and costs the
+firewall differently, so the report says how many there were. --labels keeps only the texts
+with the given labels (--labels benign: forwarded traffic only).
 
 Throughput rows: requests/s, p50/p99 latency, p50 added over the mock called directly with the
 same traffic, the firewall's throughput as a share of the baseline's on the same traffic,
@@ -298,7 +300,7 @@ class Load:
 
 
 def answers(raw: dict[str, Any]) -> dict[str, Any]:
-    """A load run's answers: refusals (4xx, which cost the firewall less than a forwarded request)
+    """A load run's answers: refusals (4xx, which take another path than a forwarded request)
     apart from errors (no answer, or any other status than 2xx and 4xx)."""
     status = {int(code): n for code, n in raw.get("status", {}).items()}
     refused = sum(n for code, n in status.items() if 400 <= code < 500)
@@ -843,7 +845,8 @@ def report(result: dict[str, Any]) -> str:
              + (f", {env['rounds']} interleaved rounds (medians)" if env.get("rounds", 1) > 1 else "")]
     texts = env.get("texts")
     if texts:
-        lines.append(f"real traffic: {texts['count']} texts of {texts['path']} ({texts['attacks']} labelled attacks, "
+        only = f" labelled {texts['labels']}" if texts.get("labels") else ""
+        lines.append(f"real traffic: {texts['count']} texts{only} of {texts['path']} ({texts['attacks']} labelled attacks, "
                      f"{texts['min_chars']}-{texts['max_chars']} chars) as the user turn after the payload's "
                      "system prompt, each request's text ending in a reference of its own; every request from "
                      "a client identity of its own")
@@ -851,8 +854,8 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", *throughput_table(result["throughput"]),
                   "(traffic: real = a new user text every request, fixed = the payload every request; +p50: added "
                   "over direct with the same traffic and concurrency; % base: req/s as a share of the baseline "
-                  "proxy's on the same traffic; refused: 4xx answers, which cost the firewall less than a "
-                  "forwarded request; CPU and RSS are of the process serving the target)"]
+                  "proxy's on the same traffic; refused: 4xx answers, whose path (alert, audit, no upstream "
+                  "call) costs differently from forwarding; CPU and RSS are of the process serving the target)"]
     if result.get("stream"):
         lines += ["", *stream_table(result["stream"])]
     if result.get("scan"):
@@ -894,6 +897,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--texts", type=Path, default=DEFAULT_TEXTS,
                         help="labelled JSONL whose 'text' fields are the real traffic's user turns "
                              "(default: the shipped examples/sample.jsonl)")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated labels: only the --texts rows with one of them (e.g. benign)")
     parser.add_argument("--traffic", default=",".join(VARIANTS),
                         help="which traffic to send: real (a new user text every request), fixed (the payload "
                              "every request), or both (default real,fixed)")
@@ -938,7 +943,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(f"--payload {args.payload}: {exc}")
     try:
-        args.texts = read_texts(args.texts) if REAL in args.traffic or args.identities else None
+        labels = {x.strip() for x in args.labels.split(",") if x.strip()} if args.labels else None
+        args.texts = read_texts(args.texts, labels) if REAL in args.traffic or args.identities else None
     except (OSError, ValueError) as exc:
         parser.error(f"--texts: {exc}")
     if not args.stream_payload.is_file():
@@ -946,9 +952,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def texts_summary(texts: Texts) -> dict[str, Any]:
+def texts_summary(texts: Texts, labels: str | None) -> dict[str, Any]:
     low, high = texts.chars
-    return {"path": str(texts.path), "count": len(texts.texts), "attacks": texts.attacks,
+    return {"path": str(texts.path), "labels": labels, "count": len(texts.texts), "attacks": texts.attacks,
             "min_chars": low, "max_chars": high}
 
 
@@ -967,7 +973,7 @@ def main(argv: list[str]) -> int:
         "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "rounds": args.rounds,
         "python": sys.version.split()[0], "traffic": args.traffic}}
     if args.texts is not None:
-        result["environment"]["texts"] = texts_summary(args.texts)
+        result["environment"]["texts"] = texts_summary(args.texts, args.labels)
     bodies = {FIXED: write_bodies(workdir / "fixed.jsonl", args.fixed_bodies)}
     if args.texts is not None:
         bodies[REAL] = write_bodies(workdir / "real.jsonl", real_bodies(args.payload.read_bytes(), args.texts))

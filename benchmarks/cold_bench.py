@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/cold_bench.py [--runs 3000]
 In-process, on new text every call: the bench request's user message with a reference no other
-call carries (as `bench`'s unique-prompt rows send it), and the bench's SSE stream through the
+call carries (as the bench's real traffic does), and the bench's SSE stream through the
 stream guard (every response rule's anchor, as in stream_guard_bench.py). "cold" touches
 `bench.EVICT_BYTES` before each call, as other requests' work does in a busy server; a loop
 without it keeps everything in the core's own caches. Prints microseconds per call (per event

@@ -39,15 +39,15 @@ class Texts:
         return min(lengths), max(lengths)
 
 
-def read_texts(path: Path) -> Texts:
-    """Every row's text; a bad row raises ValueError naming the file and line."""
+def read_texts(path: Path, labels: set[str] | None = None) -> Texts:
+    """Every row's text (only rows with one of `labels`, when given); a bad row raises ValueError
+    naming the file and line."""
     from llm_firewall.score.corpus import read_jsonl  # here: the load generator imports this module too
 
-    rows = list(read_jsonl(path))
-    texts = tuple(r.text for r in rows if r.text.strip())
-    if not texts:
-        raise ValueError(f"{path}: no rows with a 'text'")
-    return Texts(path, texts, sum(r.is_attack for r in rows if r.text.strip()))
+    rows = [r for r in read_jsonl(path) if r.text.strip() and (labels is None or r.label in labels)]
+    if not rows:
+        raise ValueError(f"{path}: no rows with a 'text'" + (f" labelled {', '.join(sorted(labels))}" if labels else ""))
+    return Texts(path, tuple(r.text for r in rows), sum(r.is_attack for r in rows))
 
 
 def _chat(payload: bytes) -> dict:

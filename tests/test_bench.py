@@ -134,6 +134,15 @@ def test_payload_without_messages_and_unknown_traffic_are_clear_usage_errors(tmp
     assert out.returncode == 2 and "--traffic is real, fixed or real,fixed" in out.stderr
 
 
+def test_labels_keep_only_the_texts_labelled_so() -> None:
+    benign = parse_args(["--labels", "benign"]).texts
+    assert len(benign.texts) == 22 and benign.attacks == 0
+    both = parse_args(["--labels", "benign,attack"]).texts
+    assert len(both.texts) == 42 and both.attacks == 20
+    out = bench("--labels", "harmless")
+    assert out.returncode == 2 and "no rows with a 'text' labelled harmless" in out.stderr
+
+
 def test_traffic_and_rounds_defaults() -> None:
     args = parse_args([])
     assert args.traffic == ["real", "fixed"] and args.rounds == 3 and args.texts.path == DEFAULT_TEXTS
