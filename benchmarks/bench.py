@@ -34,7 +34,7 @@ its SSE events: first with one stream at a time (every event wakes an idle proce
 case), then with 16 at once (CPU per event only). --scan: rules-engine MB/s on 1.5 KB prompts and
 the time for a 1 MiB prompt, in-process. --identities N: RSS growth of a fresh firewall while
 every request comes from one of N distinct identities and carries a new text (run it with
---duration 60).
+--duration 60; with --traffic fixed, the fixed body instead).
 
 When `taskset` exists, the mock and the load generator share CPU 0 and the proxy under test gets
 CPU 1, as the baseline's README prescribes. The load generator is `wrk` with assets/traffic.lua
@@ -766,7 +766,8 @@ def scan_lines(scan: dict[str, Any]) -> Iterator[str]:
 
 def memory_lines(mem: dict[str, Any]) -> Iterator[str]:
     yield (f"Memory: {mem['requests']} requests ({mem['rps']:.0f}/s, {mem['refused']} refused, {mem['errors']} "
-           f"errors), each with a new text, from {mem['distinct_identities_sent']} distinct identities "
+           f"errors), {'each with a new text' if mem.get('traffic') == REAL else 'the same body'}, from "
+           f"{mem['distinct_identities_sent']} distinct identities "
            f"(cycle of {mem['identities']})")
     yield (f"  firewall RSS {mem['rss_start_mib']:.1f} MiB -> {mem['rss_end_mib']:.1f} MiB "
            f"(growth {mem['rss_growth_mib']:+.1f} MiB, max {mem['rss_max_mib']:.1f} MiB)")
@@ -944,7 +945,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--payload {args.payload}: {exc}")
     try:
         labels = {x.strip() for x in args.labels.split(",") if x.strip()} if args.labels else None
-        args.texts = read_texts(args.texts, labels) if REAL in args.traffic or args.identities else None
+        args.texts = read_texts(args.texts, labels) if REAL in args.traffic else None
     except (OSError, ValueError) as exc:
         parser.error(f"--texts: {exc}")
     if not args.stream_payload.is_file():
@@ -980,7 +981,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.identities:
             result["memory"] = memory_phase(procs, load, args.policy, args.identities, min(max(args.concurrency), 64),
-                                            args.duration, bodies[REAL], args.fixed_bodies[0])
+                                            args.duration, bodies[args.traffic[0]], args.fixed_bodies[0])
+            result["memory"]["traffic"] = args.traffic[0]
         else:
             stack = Stack(procs, args.policy, args.targets)
             result["environment"]["ports"] = stack.ports

@@ -460,7 +460,10 @@ def test_memory_run_sends_new_texts_from_a_cycle_of_identities() -> None:
     mem = json.loads(out.stdout)["memory"]
     assert mem["requests"] > 0 and mem["errors"] == 0 and mem["distinct_identities_sent"] == min(500, mem["requests"])
     assert mem["refused"] > 0  # the sample's attacks, each a new text, still inspected and refused
-    assert mem["rss_start_mib"] > 0 and mem["rss_end_mib"] > 0
+    assert mem["rss_start_mib"] > 0 and mem["rss_end_mib"] > 0 and mem["traffic"] == "real"
+    fixed = bench("--identities", "500", "--duration", "1", "--concurrency", "2", "--traffic", "fixed")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "0 refused, 0 errors), the same body, from" in fixed.stdout, fixed.stdout
 
 
 def test_cpu_seconds_is_the_schedulers_count_not_clock_ticks() -> None:
