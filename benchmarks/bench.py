@@ -843,7 +843,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [f"llm-firewall bench: policy {env['policy']}, payload {env['payload']}, load generator {env['load_generator']}, "
              f"{env['cpus']} CPUs, pinning {'on (mock+load CPU 0, proxy CPU 1)' if env['pinned'] else 'off'}, "
              f"{env['duration_s']:g} s per run"
-             + (f", {env['rounds']} interleaved rounds (medians)" if env.get("rounds", 1) > 1 else "")]
+             + (f", {env['rounds']} interleaved rounds (medians)"
+                if env.get("rounds", 1) > 1 and "memory" not in result else "")]
     texts = env.get("texts")
     if texts:
         only = f" labelled {texts['labels']}" if texts.get("labels") else ""
