@@ -200,7 +200,11 @@ def test_embeddings_are_judged_and_other_calls_refused(guarded: tuple[LiteLLM, F
 def test_a_firewall_that_cannot_be_asked_refuses_the_call(upstream: TestUpstream, tmp_path: Path) -> None:
     firewall = start_firewall(upstream, tmp_path / "fw", env={"LLM_FIREWALL_GUARD_TOKEN": "another-token-0123456789"})
     # Its token is refused (the guard answers 401); calls the guard never reads are let through.
-    proxy = LiteLLM(upstream, firewall, tmp_path, other_calls="allow")
+    try:
+        proxy = LiteLLM(upstream, firewall, tmp_path, other_calls="allow")
+    except BaseException:
+        firewall.stop()
+        raise
     try:
         proxy.wait_ready()
         outcome = ask(proxy, Who(), "Which planets have rings?")
