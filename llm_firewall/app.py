@@ -32,8 +32,8 @@ from llm_firewall.gateway import Gateway
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import Metrics
-from llm_firewall.notify import WebhookNotifier
 from llm_firewall.middlewares import http_frame
+from llm_firewall.notify import WebhookNotifier
 from llm_firewall.policy.model import Policy, PolicyError
 from llm_firewall.proxy.forward import Upstream
 from llm_firewall.soc.wiring import build_pipeline

@@ -9,9 +9,9 @@ import ipaddress
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from llm_firewall.domain import FORWARDED_HEADERS
@@ -210,7 +210,7 @@ class Settings:
         so a client's key is no identity it cannot choose."""
         return self.upstream_url is not None and self.upstream_api_key is None
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

@@ -16,8 +16,9 @@ import operator
 import re
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -41,14 +42,25 @@ from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.policy.trust import untrusted
 from llm_firewall.proxy import hardening
-from llm_firewall.proxy.http1 import Http1Response
-from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
-                                            error_body, joined_orders, parse_json_body, request_texts, response_texts,
-                                            rewrite_request_text,
-                                            validate_shape)
+from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
+from llm_firewall.proxy.http1 import Http1Response
+from llm_firewall.proxy.openai_wire import (
+    IDENTIFIERS,
+    JOINED,
+    OPAQUE_TEXT,
+    TEXTS,
+    ParsedRequest,
+    WireError,
+    error_body,
+    joined_orders,
+    parse_json_body,
+    request_texts,
+    response_texts,
+    rewrite_request_text,
+    validate_shape,
+)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter, with_payload
 from llm_firewall.proxy.stream_guard import StreamGuard
@@ -307,7 +319,7 @@ class Gateway:
         if decision.blocked:  # a refusal is answered only once its alert is in the audit trail
             try:
                 await asyncio.shield(stored)
-            except Exception:  # noqa: BLE001 - the refusal stands; the failed write is logged
+            except Exception:
                 log.exception("could not store the alert of refused request %s", rid)
         for action in actions:
             self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()

@@ -81,7 +81,7 @@ class GuardedHandler(RequestHandler):
 
     __slots__ = ("_listener", "_head_for")
 
-    def __init__(self, listener: "Listener") -> None:
+    def __init__(self, listener: Listener) -> None:
         super().__init__(listener.server, loop=listener.loop, **listener.handler_args)
         self._listener = listener
         self._head_for = 0

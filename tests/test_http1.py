@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -28,7 +28,7 @@ class RawUpstream:
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
 
-    async def __aenter__(self) -> "RawUpstream":
+    async def __aenter__(self) -> RawUpstream:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import re2
 
 from llm_firewall.detect.normalize import TRIGGER_PATTERNS, View, base_view, derived_views
-from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.detect.rules import STATUSES, Rule, RuleSet, pattern_width, prefilter_regex
+from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.domain import SEVERITIES, Finding, TextItem
 from llm_firewall.redact import MASK, excerpt
 

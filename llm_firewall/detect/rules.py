@@ -34,8 +34,7 @@ from pydantic import ValidationError
 
 from llm_firewall.detect.normalize import views
 from llm_firewall.detect.re2raw import Lead, iter_spans, search_bytes, search_span
-from llm_firewall.detect.rule_spec import (  # noqa: F401  (STATUSES: re-exported for the engine)
-    STATUSES, VALIDATOR_NAMES, RegexEntry, RuleSpec, hidden_in_paths)
+from llm_firewall.detect.rule_spec import STATUSES, VALIDATOR_NAMES, RegexEntry, RuleSpec, hidden_in_paths  # noqa: F401  (STATUSES: re-exported for the engine)
 from llm_firewall.schema.located import LocatedError, field_path, plain, read, where
 from llm_firewall.schema.typed import problems
 

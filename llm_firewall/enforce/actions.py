@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import anchor_of, as_network, is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
-from llm_firewall.policy.decide import (Decision, address_strike_subject, escalation_step, ladder_subject, ladders_for,
-                                        strike_subject)
+from llm_firewall.policy.decide import (
+    Decision,
+    address_strike_subject,
+    escalation_step,
+    ladder_subject,
+    ladders_for,
+    strike_subject,
+)
 from llm_firewall.policy.model import Action, Policy, RateLimit
 
 log = logging.getLogger(__name__)
@@ -267,7 +274,7 @@ class Enforcer:
         try:
             result.update(await self._run(action, identity, alert, alert_id, now))
             result.setdefault("status", "done")
-        except Exception as exc:  # noqa: BLE001 - recorded, never raised into the request
+        except Exception as exc:
             log.exception("action %s failed", action.kind)
             result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         await self.audit.append("action", {**base, "phase": "result", **_public(result)})

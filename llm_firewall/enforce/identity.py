@@ -10,8 +10,9 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 from llm_firewall.domain import FORWARDED_HEADERS, Identity
 from llm_firewall.redact import key_fingerprint
@@ -289,7 +290,7 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
     return _first(headers, "api-key") or _first(headers, "x-api-key")
 
 
-def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
+def identify(peer: str, headers: Mapping[str, str], policy_identity: IdentityConfig,
              trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None,
              forwarded_header: str = DEFAULT_FORWARDED_HEADER, keys_checked: bool = True,
              ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Identity:
@@ -338,7 +339,7 @@ def _scoped(value: str | None, scope: str) -> str | None:
     return None if value is None else f"{value}@{scope}"
 
 
-def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConfig",
+def trust_for(trusted_proxies: Sequence[Network], policy_identity: IdentityConfig,
               forwarded_header: str = DEFAULT_FORWARDED_HEADER, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Trust:
     """The proxies trusted for a request (the deployment's plus the policy's), the one
     forwarding header believed from them (the policy's, else the deployment's) and the network
@@ -347,7 +348,7 @@ def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConf
                     policy_identity.forwarded_header or forwarded_header, ipv6_prefix)
 
 
-def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
+def is_allowlisted(identity: Identity, policy: Policy) -> bool:
     """True when the client IP is in an allowlisted range or the user matches a pattern; only a
     user vouched for (a trusted gateway's, or the firewall's own) can match: anyone can name one."""
     allow = policy.allowlist

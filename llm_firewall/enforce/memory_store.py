@@ -19,9 +19,10 @@ import ipaddress
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import orjson
 from cachetools import LRUCache

@@ -30,8 +30,9 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -296,7 +297,7 @@ class RedisStore:
         if self.on_state_change is not None:
             try:
                 self.on_state_change(info)
-            except Exception:  # noqa: BLE001 - a broken listener must not break the store
+            except Exception:
                 log.exception("store state listener failed")
 
     def _ensure_probe(self) -> None:

@@ -20,8 +20,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from llm_firewall.policy.spec import PolicySpec, hidden_in_paths, to_policy
-from llm_firewall.policy.types import BASE_MARKER, DEFAULT_PRESET, Policy, PolicyError
-from llm_firewall.policy.types import Action, Escalation, IdentityConfig, RateLimit, ResponseRule  # noqa: F401  (importers know them here)
+from llm_firewall.policy.types import (  # noqa: F401  (importers know them here)
+    BASE_MARKER,
+    DEFAULT_PRESET,
+    Action,
+    Escalation,
+    IdentityConfig,
+    Policy,
+    PolicyError,
+    RateLimit,
+    ResponseRule,
+)
 from llm_firewall.schema.located import LDict, LList, LocatedError, field_path, plain, read, where
 from llm_firewall.schema.typed import problems
 

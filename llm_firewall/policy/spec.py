@@ -9,22 +9,61 @@ from __future__ import annotations
 
 import ipaddress
 from functools import partial
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, \
-    model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from llm_firewall.domain import FORWARDED_HEADERS, SEVERITIES, SEVERITY_RANK
 from llm_firewall.durations import DEFAULT_DURATIONS, DURATION_PATTERN, PERMANENT, parse_seconds
-from llm_firewall.policy.types import (ACTIONS, BASE_MARKER, FAIL_MODES, FP_THRESHOLD_NAMES, LADDER_ACTIONS, LOG_FORMATS, MODES,
-                                       OVERRIDE_STATUSES, RATE_KEYS, RATE_UNITS, RESPONSE_ACTIONS, SECURITY_MODES,
-                                       Action, Allowlist, Escalation, FpThresholds, IdentityConfig, Policy, RateLimit,
-                                       ResponseRule, When)
+from llm_firewall.policy.types import (
+    ACTIONS,
+    BASE_MARKER,
+    FAIL_MODES,
+    FP_THRESHOLD_NAMES,
+    LADDER_ACTIONS,
+    LOG_FORMATS,
+    MODES,
+    OVERRIDE_STATUSES,
+    RATE_KEYS,
+    RATE_UNITS,
+    RESPONSE_ACTIONS,
+    SECURITY_MODES,
+    Action,
+    Allowlist,
+    Escalation,
+    FpThresholds,
+    IdentityConfig,
+    Policy,
+    RateLimit,
+    ResponseRule,
+    When,
+)
 from llm_firewall.proxy.target import parse_passthrough
-from llm_firewall.schema.typed import (Doc, FileSchema, OneOrMany, Severity, Text, Threat, choice, kind,
-                                      located_error, many, matching, optional)
+from llm_firewall.schema.typed import (
+    Doc,
+    FileSchema,
+    OneOrMany,
+    Severity,
+    Text,
+    Threat,
+    choice,
+    kind,
+    located_error,
+    many,
+    matching,
+    optional,
+)
 
 MAX_DURATION_S = 10 * 365 * 86400.0
 
@@ -46,7 +85,7 @@ _DURATION_JSON: JsonSchemaValue = {"anyOf": [{"type": "number", "exclusiveMinimu
                                              {"type": "string", "pattern": DURATION_PATTERN}]}
 Duration = Annotated[float, PlainValidator(partial(_seconds, permanent=False)), WithJsonSchema(_DURATION_JSON)]
 MaybePermanent = Annotated[
-    Union[float, None], PlainValidator(partial(_seconds, permanent=True)),
+    float | None, PlainValidator(partial(_seconds, permanent=True)),
     WithJsonSchema({"anyOf": [*_DURATION_JSON["anyOf"], {"const": PERMANENT}, {"type": "null"}]})]
 
 
@@ -64,7 +103,7 @@ def _fp(value: Any) -> float | str:
 
 
 # A false-positive probability, or the name of one of the policy's fp_thresholds.
-Fp = Annotated[Union[float, str], PlainValidator(_fp), WithJsonSchema(
+Fp = Annotated[float | str, PlainValidator(_fp), WithJsonSchema(
     {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"enum": list(FP_THRESHOLD_NAMES)}]})]
 
 
@@ -152,7 +191,7 @@ class WhenSpec(Doc):
     role: optional(many(Text)) = None
 
     @model_validator(mode="after")
-    def _one_severity_test(self) -> "WhenSpec":
+    def _one_severity_test(self) -> WhenSpec:
         if self.severity is not None and self.min_severity is not None:
             raise located_error(("min_severity",), "use either severity or min_severity")
         return self
@@ -244,7 +283,7 @@ def _action_form(value: Any) -> str | None:
 
 
 ActionEntry = Annotated[
-    Union[Annotated[choice(ACTIONS, "action"), Tag(_ACTION_TAGS[0])], Annotated[ActionMap, Tag(_ACTION_TAGS[1])]],
+    Annotated[choice(ACTIONS, "action"), Tag(_ACTION_TAGS[0])] | Annotated[ActionMap, Tag(_ACTION_TAGS[1])],
     Discriminator(_action_form, custom_error_type="action",
                   custom_error_message="expected an action name or a one-key mapping {action: {params}}")]
 
@@ -283,7 +322,7 @@ class EscalationSpec(Doc):
         return self.max if "max" in self.model_fields_set else self.first_s
 
     @model_validator(mode="after")
-    def _max_after_first(self) -> "EscalationSpec":
+    def _max_after_first(self) -> EscalationSpec:
         if self.first_s is not None and self.max_s is not None and self.max_s < self.first_s:
             raise located_error(("max",), "must be at least 'for'")
         return self
@@ -343,7 +382,7 @@ class PolicySpec(Doc):
                                           "set aside from inspection (none by default)")
 
     @model_validator(mode="after")
-    def _known_notify_targets(self) -> "PolicySpec":
+    def _known_notify_targets(self) -> PolicySpec:
         for i, response in enumerate(self.responses):
             for j, entry in enumerate(response.do):
                 if isinstance(entry, ActionMap) and entry.action()[0] == "notify":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import proxy_bypass_environment
 

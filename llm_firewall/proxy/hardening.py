@@ -9,7 +9,8 @@ hardened alike.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MODES = ("default", "security_aware", "strict")
 ENDPOINTS = frozenset({"chat/completions", "responses", "completions"})  # where the preamble goes (see harden)

@@ -26,20 +26,31 @@ redact mode, the match is masked in the held events.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
-
 import re2
 
 from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding, TextItem
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, OPAQUE_TEXT, TEXTS,
-                                            joined_texts, keys_into, logprob_texts, set_path, walk_answer)
+from llm_firewall.proxy.openai_wire import (
+    IDENTIFIERS,
+    JOINED,
+    LABELS,
+    OPAQUE,
+    OPAQUE_TEXT,
+    TEXTS,
+    joined_texts,
+    keys_into,
+    logprob_texts,
+    set_path,
+    walk_answer,
+)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -53,7 +64,7 @@ class _Segment:
     start: int
     end: int
     original: str
-    link: "_Segment | None" = None  # a joint segment's own text: the segment it repeats (see JOINT)
+    link: _Segment | None = None  # a joint segment's own text: the segment it repeats (see JOINT)
 
 
 @dataclass(slots=True)

@@ -6,10 +6,22 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, GetCoreSchemaHandler, GetJsonSchemaHandler, \
-    ValidationError, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -93,7 +105,7 @@ class _NullWritten:
 def optional(typ: Any, null: bool = False) -> Any:
     """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`) unless
     `null` says an empty value is written on purpose."""
-    return Annotated[Optional[typ], _NullWritten()] if null else Optional[typ]
+    return Annotated[typ | None, _NullWritten()] if null else Optional[typ]
 
 
 def many(item: Any) -> Any:

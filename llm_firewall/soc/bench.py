@@ -24,7 +24,7 @@ def _scan(text: str) -> list[Finding]:
     return [Finding("SQLI", "SQL injection", "malicious_input", "high", excerpt=m.group(0))] if m else []
 
 
-async def _noop_remediate(pb):  # noqa: ANN001
+async def _noop_remediate(pb):
     return [{"status": "done"} for _ in pb.actions]
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class BoundedQueue:
         wait = self.block_timeout_s if timeout is None else timeout
         try:
             await asyncio.wait_for(self._q.put(item), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.dropped += 1
             self.check()
             return False

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from llm_firewall.notify import WebhookNotifier
 from llm_firewall.redact import redact_secrets, redact_value

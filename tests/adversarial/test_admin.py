@@ -13,10 +13,12 @@ import ipaddress
 import json
 import os
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.api.auth import loopback_host
 from tests.support.firewall import Firewall

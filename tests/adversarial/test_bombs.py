@@ -8,12 +8,13 @@ import json
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from tests.conftest import Who, make_client, start_firewall

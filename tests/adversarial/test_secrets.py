@@ -13,8 +13,9 @@ import base64
 import json
 import re
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import openai
@@ -91,7 +92,7 @@ async def test_secrets_in_prompts_never_reach_alerts_audit_log_or_live_feed(
             while True:
                 try:
                     msg = await ws.receive(timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re2
 import pytest
+import re2
 
 from llm_firewall.detect.re2raw import first_start, found, iter_spans, search_bytes, search_span
 
@@ -36,7 +36,8 @@ def test_search_bytes_gives_byte_offsets_from_a_position() -> None:
 
 # --- literal leads ---------------------------------------------------------------------------
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 from llm_firewall.detect.rules import default_rules_dir, literal_lead, load_rules  # noqa: E402
 

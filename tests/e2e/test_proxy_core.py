@@ -142,7 +142,7 @@ def raw_http(port: int, payload: bytes) -> tuple[int, bytes]:
         while True:
             try:
                 chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break

@@ -6,13 +6,22 @@ import gc
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from llm_firewall.config import ConfigError, from_env
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import (client_address, client_ip, identify, is_allowlisted, override_subject, parse_networks,
-                                           subject_for, trust_of)
+from llm_firewall.enforce.identity import (
+    client_address,
+    client_ip,
+    identify,
+    is_allowlisted,
+    override_subject,
+    parse_networks,
+    subject_for,
+    trust_of,
+)
 from llm_firewall.policy.decide import address_strike_subject, ladder_subject, strike_subject
 from llm_firewall.policy.model import Escalation, IdentityConfig, load_policy
 from llm_firewall.redact import key_fingerprint

@@ -5,12 +5,11 @@ enforced by B; once Redis is back both replicas agree again."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.redis.replicas import (BENIGN, EXFIL, admin_get, chat, code, poll, start_pair, timed_chat,
-                                  write_policy)
+from tests.redis.replicas import BENIGN, EXFIL, admin_get, chat, code, poll, start_pair, timed_chat, write_policy
 from tests.support.firewall import Firewall
 
 LIMIT = 3

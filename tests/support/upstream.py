@@ -170,7 +170,7 @@ class TestUpstream:
         return web.json_response({"ok": True, "path": request.path})
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "TestUpstream":
+    def start(self) -> TestUpstream:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
 
