@@ -148,7 +148,8 @@ class AuditLog:
 
         `identity` matches an IP, user, session, agent or API-key fingerprint.
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if kind is not None:
             kinds = [kind] if isinstance(kind, str) else list(kind)
             where.append(f"kind IN ({','.join('?' * len(kinds))})")

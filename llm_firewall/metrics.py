@@ -73,6 +73,9 @@ class _LoopMetric:
     def _new(self) -> Any:
         raise NotImplementedError
 
+    def collect(self) -> Iterator[Metric]:
+        raise NotImplementedError
+
     def labels(self, *values: str) -> Any:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}")

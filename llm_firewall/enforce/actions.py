@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
@@ -29,6 +29,9 @@ from llm_firewall.policy.decide import (
     strike_subject,
 )
 from llm_firewall.policy.model import Action, Policy, RateLimit
+
+if TYPE_CHECKING:
+    from llm_firewall.enforce.memory_store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class Enforcer:
         Same order and outcomes as `check`; an in-memory store cannot be unavailable, so the
         fail modes do not arise. Called on every request, hence the shortcuts: no override
         lookups when no override exists, one bucket key per rate limit."""
-        store = self.store
+        store = cast("MemoryStore", self.store)  # answers_inline: only the in-memory store has the *_now twins
         now = self.clock()
         sanction = store.active_sanction_now(identity, now)
         if sanction is not None:
@@ -376,7 +379,7 @@ class Enforcer:
         return removed
 
 
-def _log_store_failure(what: str, exc: Exception) -> None:
+def _log_store_failure(what: str, exc: BaseException) -> None:
     if isinstance(exc, StoreUnavailable):  # the store reports its own outage once
         log.debug("%s: %s", what, exc)
     else:

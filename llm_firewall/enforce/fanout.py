@@ -39,9 +39,10 @@ class AlertFanout:
         self._block_ms = block_ms
         self._max_backoff = max_backoff_s
         common = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": timeout_s}
-        self._writer = aioredis.from_url(url, socket_timeout=timeout_s, **common)
+        # Any: redis-py types every reply bytes | str | None whatever decode_responses says (here bytes)
+        self._writer: Any = aioredis.from_url(url, socket_timeout=timeout_s, **common)
         # the reader blocks server-side for block_ms, so its socket timeout must outlast that
-        self._reader = aioredis.from_url(url, socket_timeout=timeout_s + block_ms / 1000, **common)
+        self._reader: Any = aioredis.from_url(url, socket_timeout=timeout_s + block_ms / 1000, **common)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_id: str | None = None

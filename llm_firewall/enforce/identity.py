@@ -354,7 +354,7 @@ def is_allowlisted(identity: Identity, policy: Policy) -> bool:
     allow = policy.allowlist
     if allow.ips:
         own = as_network(identity.ip)  # an IPv6 client's counted network overlaps its entry
-        if own is not None and any(own.version == net.version and own.overlaps(net)  # type: ignore[arg-type]
+        if own is not None and any(own.version == net.version and own.overlaps(net)
                                    for net in _networks(tuple(allow.ips))):
             return True
     if allow.users and identity.user and (identity.scope is None or identity.user_bound):  # never a named id

@@ -232,8 +232,8 @@ class MemoryStore:
     def _purge(self, now: float) -> None:
         for k in [k for k, s in self._sanctions.items() if not s.active(now)]:
             self._drop_sanction(*k)
-        for k in [k for k, v in self._overrides.items() if v[2] <= now]:
-            del self._overrides[k]
+        for subject in [subject for subject, v in self._overrides.items() if v[2] <= now]:
+            del self._overrides[subject]
 
     # The in-memory store answers synchronously; the `*_now` twins let the inline check skip an
     # await per lookup (the async methods are the Store protocol and delegate to them).

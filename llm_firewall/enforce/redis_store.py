@@ -26,6 +26,7 @@ and `ap:decided` indexes for approvals.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -227,7 +228,8 @@ class RedisStore:
                  ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
         self._ipv6_prefix = ipv6_prefix  # an IPv6 client's own network is no range (see `is_range`)
         self.timeout_s = timeout_s or _timeout_from_url(url) or DEFAULT_TIMEOUT_S
-        self._redis = aioredis.from_url(
+        # Any: redis-py types every reply bytes | str whatever decode_responses says (here str)
+        self._redis: Any = aioredis.from_url(
             url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._fallback = fallback
@@ -243,7 +245,7 @@ class RedisStore:
         self._unreconciled = False  # the fallback may hold writes Redis has not seen yet
         self._pending_ops: list[tuple[str, tuple[Any, ...]]] = []  # limits/levels/releases made while down
         # override limits read in the same round trip as the sanction lookup, for the same instant
-        self._prefetched: tuple[float, dict[str, list[str | None]]] = (0.0, {})
+        self._prefetched: tuple[float, dict[str, list[Any]]] = (0.0, {})  # HMGET rows, as override_limit reads
         parts = urlsplit(url)  # never log the password
         self._url_safe = (f"unix://{parts.path}" if parts.scheme == "unix"
                           else f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}")
@@ -354,20 +356,21 @@ class RedisStore:
             return counts
         fb, now = self._fallback, self._clock()
         for s in await fb.list_sanctions(now):
-            await self._call("reconcile", lambda s=s: self._write_sanction(s))
+            await self._call("reconcile", functools.partial(self._write_sanction, s))
             await fb.remove_sanction(s.kind, s.key)
             counts["sanctions"] += 1
         for a in await fb.list_approvals():
-            pushed = await self._call("reconcile", lambda a=a: self._write_approval(a, only_if_unseen=True))
+            pushed = await self._call("reconcile", functools.partial(self._write_approval, a, only_if_unseen=True))
             if a.status != "pending":
                 decision = {"status": a.status, "decided_by": a.decided_by, "decided_at": a.decided_at}
-                pushed = await self._call("reconcile", lambda a=a, d=decision: self._resolve_script(
+                pushed = await self._call("reconcile", functools.partial(
+                    self._resolve_script,
                     keys=[self._k("ap", "data"), self._k("ap", "decision"), self._k("ap", "decided")],
-                    args=[a.id, orjson.dumps(d).decode(), _num(a.decided_at or now)])) or pushed
+                    args=[a.id, orjson.dumps(decision).decode(), _num(a.decided_at or now)])) or pushed
             counts["approvals"] += int(bool(pushed))
         while self._pending_ops:
             name, args = self._pending_ops[0]
-            await self._call("reconcile", lambda name=name, args=args: getattr(self, name)(*args))
+            await self._call("reconcile", functools.partial(getattr(self, name), *args))
             self._pending_ops.pop(0)
             counts["ops"] += 1
         self._unreconciled = False
@@ -423,7 +426,7 @@ class RedisStore:
         if res == 0:
             found: list[dict[str, str]] = [{}] * n
             ranges: list[str] = []
-            overrides: list[list[str | None]] = [[None, None, None]] * len(subs)
+            overrides: list[list[Any]] = [[None, None, None]] * len(subs)
         else:
             found = [dict(zip(flat[::2], flat[1::2])) for flat in res[:n]]
             ranges = res[n]
@@ -566,15 +569,15 @@ class RedisStore:
         if v is not None:
             return None if v[0] is None or float(v[2]) <= now else (int(v[0]), float(v[1]))
         try:
-            v = await self._call("override_limit",
-                                 lambda: self._redis.hmget(self._k("ov", subject), "limit", "window_s", "until"))
+            row = await self._call("override_limit",
+                                   lambda: self._redis.hmget(self._k("ov", subject), "limit", "window_s", "until"))
         except StoreUnavailable:
             if self.fail_modes().get("rate_limit", "open") == "closed":
                 raise
             return await self._fallback.override_limit(subject, now)
-        if v[0] is None or float(v[2]) <= now:
+        if row[0] is None or float(row[2]) <= now:
             return None
-        return int(v[0]), float(v[1])
+        return int(row[0]), float(row[1])
 
     # ------------------------------------------------------------------ escalation
 

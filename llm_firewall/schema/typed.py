@@ -48,7 +48,7 @@ class Doc(BaseModel):
 def located_error(at: tuple[str | int, ...], message: str) -> PydanticCustomError:
     """An error about the field at path `at` below the value being validated (pydantic would
     place an error raised by a model validator on the model itself)."""
-    return PydanticCustomError("located", message, {"at": at})  # type: ignore[dict-item]
+    return PydanticCustomError("located", message, {"at": at})
 
 
 def hint(value: Any, allowed: Sequence[str], listing: bool = False) -> str:
@@ -68,7 +68,7 @@ def choice(values: Sequence[str], noun: str = "value") -> Any:
                 f"unknown {noun} {value!r}{hint(value, values)}: {value!r} is not one of {', '.join(values)}")
         return value
 
-    return Annotated[Literal[tuple(values)], BeforeValidator(check)]  # type: ignore[valid-type]
+    return Annotated[Literal[tuple(values)], BeforeValidator(check)]
 
 
 def matching(pattern: str, explain: str) -> Any:

@@ -75,7 +75,7 @@ class SocPipeline:
         self._scan_line = scan_line
         self.stop_timeout_s = stop_timeout_s
         self.llm_max_inflight = llm_max_inflight
-        qkw = {"saturation_after_s": saturation_after_s, "on_saturation": self._saturated}
+        qkw: dict[str, Any] = {"saturation_after_s": saturation_after_s, "on_saturation": self._saturated}
         self.intake = BoundedQueue("intake", queue_size, strategy=queue_strategy, **qkw)
         self.analysis = BoundedQueue("analysis", queue_size, strategy=queue_strategy, **qkw)
         # losing a decided playbook is worse than waiting a little for the remediator
@@ -202,6 +202,7 @@ class SocPipeline:
 
     async def _with_opinion(self, alert: dict[str, Any], incident: Any) -> None:
         try:
+            assert self.llm is not None  # called only when there is one
             opinion = await self.llm.review(alert)
         except asyncio.CancelledError:
             raise
@@ -262,6 +263,7 @@ class SocPipeline:
             stats["unparsed"] += 1
             return
         try:
+            assert self._scan_line is not None  # log sources come with one (checked in __init__)
             findings = scan_record(record, self._scan_line)
         except Exception:
             stats["errors"] += 1

@@ -91,7 +91,7 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
                          model=settings.analyst_model)
     policy = gateway.policy.current
     specs = {spec["path"]: spec for spec in (*policy.scan_logs, *settings.watch_logs)}  # env wins per path
-    sources = [LogSource(**spec) for spec in specs.values()]  # type: ignore[arg-type]
+    sources = [LogSource(**spec) for spec in specs.values()]
     return SocPipeline(
         remediate=remediate, audit_append=audit.append, on_alert=on_alert, llm=llm,
         log_sources=sources,
