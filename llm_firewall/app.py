@@ -80,9 +80,10 @@ def create_app(settings: Settings) -> web.Application:
     enforcer = Enforcer(store, audit, clock=time.time, notifier=notifier.deliver if notifier else None)
     alerts = AlertHub()
     usage = UsageTracker(metrics=metrics)
+    replica = settings.replica or socket.gethostname()
+    upstream = _upstream(settings, settings.upstream_url or "")  # demo: set at startup
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
-                      metrics=metrics, usage=usage, upstream=_upstream(settings, settings.upstream_url or ""),  # demo: set at startup
-                      replica=settings.replica or socket.gethostname())
+                      metrics=metrics, usage=usage, upstream=upstream, replica=replica)
     app[GATEWAY] = gateway
     if hasattr(store, "on_overflow"):
         store.on_overflow = lambda what, count: gateway.alerts.add(_overflow_alert(what, count, gateway.replica))
@@ -220,7 +221,7 @@ async def _on_startup(app: web.Application) -> None:
     if settings.redis_url:  # every replica sees every replica's alerts
         from llm_firewall.enforce.fanout import AlertFanout
 
-        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts, replica=gateway.replica)
+        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts, replica=gateway.replica or socket.gethostname())
         await state["fanout"].start()
     try:
         asyncio.get_running_loop().add_signal_handler(

@@ -462,7 +462,7 @@ class Gateway:
             masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
             if masked is WITHHELD:
                 return _withheld(rid)
-            if masked is not None:
+            if isinstance(masked, str):
                 data = masked.encode("utf-8")
         elif answer.kind == "undecodable":
             if parsed is not None or up.status >= 400:  # an answer that cannot be read is not relayed
@@ -638,7 +638,7 @@ class Gateway:
         if policy.canary:  # the longest encoded form of the canary must fit in the held window
             window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
-            scan=scan, redact=lambda text: (self._mask(text), 0),
+            scan=scan, redact=lambda text: (self._mask(text), []),
             window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
             scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
         usage_seen: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ import re
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -106,8 +107,8 @@ class Pattern:
     source: str  # what the author wrote (regex, or the phrases joined by " | ")
     regex_text: str  # the RE2 pattern actually run
     field: str
-    regex: Any = field(compare=False, repr=False)
-    lead: Lead | None = field(default=None, compare=False, repr=False)  # see `literal_lead`
+    regex: Any = dataclasses.field(compare=False, repr=False)  # `field` is an attribute name here
+    lead: Lead | None = dataclasses.field(default=None, compare=False, repr=False)  # see `literal_lead`
 
 
 # Where a sentence ends: an exclusion in another sentence explains nothing about this match.

@@ -384,7 +384,8 @@ class PolicySpec(Doc):
     @model_validator(mode="after")
     def _known_notify_targets(self) -> PolicySpec:
         for i, response in enumerate(self.responses):
-            for j, entry in enumerate(response.do):
+            entries: list[Any] = response.do  # ActionEntry is built by a call, which mypy cannot read
+            for j, entry in enumerate(entries):
                 if isinstance(entry, ActionMap) and entry.action()[0] == "notify":
                     target = entry.notify.target if entry.notify else "default"
                     if self.notify_targets and target != "default" and target not in self.notify_targets:

@@ -159,7 +159,7 @@ class Http1Response:
 
     async def read(self) -> bytes:
         """The whole body."""
-        parts = []
+        parts: list[bytes] = []
         while True:
             data = await self.readany()
             if not data:
@@ -439,11 +439,11 @@ class _Connection(asyncio.Protocol):
                     return
                 self.chunk_state = 0
             elif state == 0:
-                size = line.split(b";", 1)[0].strip()
-                if not _CHUNK_SIZE.fullmatch(size):
+                size_hex = line.split(b";", 1)[0].strip()
+                if not _CHUNK_SIZE.fullmatch(size_hex):
                     self._cut("the upstream sent an invalid chunk size")
                     return
-                self.chunk_left = int(size, 16)
+                self.chunk_left = int(size_hex, 16)
                 self.chunk_state = 1 if self.chunk_left else 3
             elif not line:  # state 3: the empty line that ends the trailers
                 if buf:

@@ -325,6 +325,8 @@ class StreamGuard:
         # prose flows at once. Held text is scanned when a clean scan would release some of it,
         # and otherwise every `scan_every` characters (so a match still stops the stream early).
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
+        self._anchor: Any
+        self._partial: Any | None
         self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern, self._tail)
         # A text's kept part is trimmed once it is this long (and never below what scans need).
         self._trim_at = max(trim_at, 2 * (self._window + self._scan_every + self._tail))

@@ -169,7 +169,8 @@ class Builder:
 
 
 def _identity(event: dict[str, Any]) -> dict[str, str]:
-    src = event.get("identity") if isinstance(event.get("identity"), dict) else event
+    given = event.get("identity")
+    src = given if isinstance(given, dict) else event
     out = {}
     for name in ("ip", "user", "session", "key", "agent", "scope"):
         value = src.get(name) or (src.get("api_key_hash") if name == "key" else None)
