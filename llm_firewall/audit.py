@@ -134,7 +134,7 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 self._conn.rollback()
                 outcomes = [exc] * len(batch)
-        for (_, loop, fut), outcome in zip(batch, outcomes):
+        for (_, loop, fut), outcome in zip(batch, outcomes, strict=True):
             try:
                 loop.call_soon_threadsafe(_resolve, fut, outcome)
             except RuntimeError:  # the caller's loop is gone; the record is stored anyway

@@ -74,7 +74,7 @@ def _read_jsonl(source: str) -> Iterator[dict[str, Any]]:
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise SystemExit(f"llm-firewall scan: {source}:{lineno}: not JSON ({exc})")
+                raise SystemExit(f"llm-firewall scan: {source}:{lineno}: not JSON ({exc})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise SystemExit(f"llm-firewall scan: {source}:{lineno}: needs an object with a string 'text'")
             yield record

@@ -211,11 +211,10 @@ class Gateway:
         elif request.body_exists:  # fail closed: a body nobody inspects is never forwarded
             raise WireError(f"/v1/{target.path} takes no request body", code="unexpected_body")
 
-        alert: dict[str, Any] | None = None
         security_mode = policy.security_mode
         if parsed is not None and self.soc_enabled:
             security_mode = hardening.requested_mode(policy, request.headers.get("X-Security-Mode"))
-            decision, findings, alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
+            decision, findings, _alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
             if decision is not None and decision.blocked:
                 self.counts["blocked"] += 1
                 resp = json_error(400, BLOCKED_MESSAGE,

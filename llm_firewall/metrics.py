@@ -116,7 +116,7 @@ class LoopHistogram(_LoopMetric):
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for key, child in list(self._children.items()):
             running, buckets = 0, []
-            for bound, count in zip((*self.bounds, float("inf")), list(child.counts)):
+            for bound, count in zip((*self.bounds, float("inf")), list(child.counts), strict=True):
                 running += count
                 buckets.append((floatToGoString(bound), running))
             family.add_metric(key, buckets, child.sum)

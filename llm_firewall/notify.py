@@ -145,7 +145,7 @@ class WebhookNotifier:
             )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # every failure ends here: counted, logged, dead-lettered
+        except Exception as exc:  # noqa: BLE001 - every failure ends here: counted, logged, dead-lettered
             if isinstance(exc, CircuitOpenError):
                 self.counts["short_circuited"] += 1
             error = redact_secrets(f"{type(exc).__name__}: {exc}")

@@ -49,7 +49,7 @@ def _compile_set(patterns: Sequence[str], fallback: Sequence[str]) -> Any:
     opts.max_mem = 64 << 20  # a set's DFA must not run out of memory on long texts
     opts.log_errors = False
     rset = re2.Set.SearchSet(opts)
-    for pat, exact in zip(patterns, fallback):
+    for pat, exact in zip(patterns, fallback, strict=True):
         try:
             rset.Add(pat)
         except re2.error:

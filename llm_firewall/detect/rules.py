@@ -20,13 +20,13 @@ still be the beginning of an anchor that is not complete yet.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
 from collections.abc import Callable, Iterable, Iterator, Sequence
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 

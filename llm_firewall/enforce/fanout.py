@@ -101,7 +101,7 @@ class AlertFanout:
                 if self._last_id is None:  # first connection: load recent history, then follow
                     recent = await self._reader.xrevrange(self.stream, count=self._history)
                     self._last_id = recent[0][0].decode() if recent else "0-0"
-                    for entry_id, fields in reversed(recent):
+                    for _entry_id, fields in reversed(recent):
                         self._deliver(fields)
                 reply = await self._reader.xread({self.stream: self._last_id}, block=self._block_ms, count=500)
                 self.stats["connected"] = True

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, TypeAlias
 
 from llm_firewall.domain import FORWARDED_HEADERS, Identity
 from llm_firewall.redact import key_fingerprint
@@ -20,8 +20,8 @@ from llm_firewall.redact import key_fingerprint
 if TYPE_CHECKING:
     from llm_firewall.policy.model import IdentityConfig, Policy
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_ID_LEN = 128  # longer user/session/agent values are hashed: bounded memory, safe logs
 

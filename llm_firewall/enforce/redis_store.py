@@ -202,7 +202,7 @@ def _num(value: float | None) -> str:
 
 
 def _ms(t: float) -> str:
-    return str(int(math.ceil(t * 1000)) + _GRACE_MS)
+    return str(math.ceil(t * 1000) + _GRACE_MS)
 
 
 @dataclass
@@ -428,11 +428,11 @@ class RedisStore:
             ranges: list[str] = []
             overrides: list[list[Any]] = [[None, None, None]] * len(subs)
         else:
-            found = [dict(zip(flat[::2], flat[1::2])) for flat in res[:n]]
+            found = [dict(zip(flat[::2], flat[1::2], strict=False)) for flat in res[:n]]
             ranges = res[n]
             overrides = [[v if v else None for v in row] for row in res[n + 1:n + 1 + len(subs)]]
-        self._prefetched = (now, dict(zip(subs, overrides)))
-        for (kind, value), data in zip(order, found):
+        self._prefetched = (now, dict(zip(subs, overrides, strict=False)))
+        for (kind, value), data in zip(order, found, strict=False):
             if data:
                 s = _sanction(data)
                 if s.active(now):
@@ -440,7 +440,7 @@ class RedisStore:
             if kind == "ip" and ranges:
                 hit = _covering(value, ranges)
                 if hit:
-                    data = await self._call("active_sanction", lambda: self._redis.hgetall(self._k("s", "ip", hit)))
+                    data = await self._call("active_sanction", functools.partial(self._redis.hgetall, self._k("s", "ip", hit)))
                     if data and _sanction(data).active(now):
                         return _sanction(data)
         return None
@@ -666,8 +666,8 @@ class RedisStore:
             pipe.hmget(data_key, ids)
             pipe.hmget(dec_key, ids)
             d, dd = await pipe.execute()
-            data = {i: v for i, v in zip(ids, d) if v is not None}
-            decisions = {i: v for i, v in zip(ids, dd) if v is not None}
+            data = {i: v for i, v in zip(ids, d, strict=False) if v is not None}
+            decisions = {i: v for i, v in zip(ids, dd, strict=False) if v is not None}
         out = []
         for aid, raw in data.items():
             item = orjson.loads(raw)

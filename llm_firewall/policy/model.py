@@ -73,7 +73,7 @@ def _merge(parent: Any, child: Any) -> Any:
         out_l.loc, out_l.item_locs = child.loc, []
         base_items = list(parent) if isinstance(parent, list) else []
         base_locs = list(getattr(parent, "item_locs", [child.loc] * len(base_items)))
-        for item, loc in zip(child, child.item_locs):
+        for item, loc in zip(child, child.item_locs, strict=True):
             if item == BASE_MARKER:
                 out_l.extend(base_items)
                 out_l.item_locs.extend(base_locs)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     Discriminator,
     Field,
     PlainValidator,
@@ -75,7 +76,8 @@ def _seconds(value: Any, permanent: bool) -> float | None:
         seconds = parse_seconds(value)
     except ValueError:
         also = " or 'permanent'" if permanent else ""
-        raise PydanticCustomError("duration", f"expected a duration such as 90s, 10m, 1h, 2d{also}; got {value!r}")
+        raise PydanticCustomError(
+            "duration", f"expected a duration such as 90s, 10m, 1h, 2d{also}; got {value!r}") from None
     if not 0 < seconds <= MAX_DURATION_S:
         raise PydanticCustomError("duration", f"duration {value!r} must be positive and at most 10 years")
     return seconds
@@ -248,7 +250,7 @@ assert set(PARAMS) == set(ACTIONS)
 class ActionMap(Doc):
     """`{action: {parameters}}`: exactly one action."""
 
-    model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
     key_noun = "action"
 
     block_request: optional(NoParams, null=True) = None

@@ -165,7 +165,7 @@ class Policy:
     escalations: tuple[Escalation, ...] = ()
     approval_required: frozenset[str] = frozenset()
     block_severity: str = "high"
-    fp_thresholds: FpThresholds = FpThresholds()
+    fp_thresholds: FpThresholds = field(default_factory=FpThresholds)
     fail_modes: Mapping[str, str] = field(default_factory=lambda: {"store": "closed", "rate_limit": "open"})
     token_budgets: Mapping[str, int] = field(default_factory=dict)  # {"user": n, "key": n} per day
     response_action: str = "content_filter"

@@ -617,7 +617,7 @@ class StreamGuard:
             at = segs[0].start
             if not self._scan(buf.slice(start, at) + "".join(current)):
                 buf.text = buf.text[:at - buf.base]
-                for seg, text in zip(segs, current):
+                for seg, text in zip(segs, current, strict=True):
                     seg.start, seg.end = buf.end, buf.end + len(text)
                     buf.text += text
                 buf.scanned_to = buf.end
@@ -810,7 +810,7 @@ class StreamGuard:
                 return held.event.raw
             return b"data: " + current.replace("\n", "\ndata: ").encode("utf-8") + b"\n\n"
         if held.segments and (changed or self._rewritten):
-            for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
+            for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments, strict=False):
                 current = self._texts[key].slice(seg.start, seg.end)
                 if current != seg.original:  # joined logprob tokens cannot be rewritten: removed
                     holder[name] = current if type(holder[name]) is str else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -105,7 +105,7 @@ class _NullWritten:
 def optional(typ: Any, null: bool = False) -> Any:
     """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`) unless
     `null` says an empty value is written on purpose."""
-    return Annotated[typ | None, _NullWritten()] if null else Optional[typ]
+    return Annotated[typ | None, _NullWritten()] if null else typ | None
 
 
 def many(item: Any) -> Any:

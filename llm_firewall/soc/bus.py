@@ -80,7 +80,7 @@ class BoundedQueue:
         self.check()
         return True
 
-    async def put(self, item: Any, timeout: float | None = None) -> bool:
+    async def put(self, item: Any, timeout: float | None = None) -> bool:  # noqa: ASYNC109  (overrides block_timeout_s)
         """Enqueue; with the ``block`` strategy wait up to `timeout` for room, then drop."""
         if self.strategy != "block" or not self._q.full():
             return self.put_nowait(item)

@@ -49,7 +49,7 @@ class Remediator:
             await self._audit(kind, redact_value(record))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the audit sink failing must not stop a ban
+        except Exception as exc:  # noqa: BLE001 - the audit sink failing must not stop a ban
             self.counts["audit_errors"] += 1
             log.error("audit append %s failed: %s", kind, redact_secrets(str(exc)))
 
@@ -89,7 +89,7 @@ class Remediator:
         except asyncio.CancelledError:
             await self.tracker.release(action.key)
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of one action is its outcome, audited
             outcome = {"status": "failed", "error": redact_secrets(f"{type(exc).__name__}: {exc}")[:300]}
         status = outcome.get("status", "done")
         if status == "failed":
