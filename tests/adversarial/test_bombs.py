@@ -64,7 +64,7 @@ def test_a_gzip_bomb_request_is_refused_without_holding_the_loop(fw: Firewall, u
         result["status"], result["body"] = answer.status, json.loads(answer.read())
         conn.close()
 
-    times = healthz_while(fw, threading.Thread(target=send))
+    healthz_while(fw, threading.Thread(target=send))
     assert result["status"] == 413 and result["body"]["error"]["code"] == "request_too_large"
     assert upstream.requests == []
 
@@ -97,7 +97,7 @@ def test_a_gzip_bomb_answer_is_refused_and_the_firewall_stays_up(upstream: TestU
             except openai.APIStatusError as exc:
                 error["status"] = exc.status_code
 
-        times = healthz_while(fw, threading.Thread(target=ask))
+        healthz_while(fw, threading.Thread(target=ask))
         assert error.get("status") == 502
         upstream.script.raw = RawAnswer(b"x" * (9 << 20), headers={"Content-Type": "text/plain"})  # plain, too
         with pytest.raises(openai.APIStatusError) as err:

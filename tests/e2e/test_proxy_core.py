@@ -149,7 +149,7 @@ def raw_http(port: int, payload: bytes) -> tuple[int, bytes]:
             data += chunk
             if b"\r\n\r\n" in data:
                 head, _, rest = data.partition(b"\r\n\r\n")
-                length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                length = [int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")]
                 if length and len(rest) >= length[0]:
                     break
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0

@@ -183,7 +183,7 @@ async def test_monitor_mode_enforces_nothing_and_audits_every_would_be_action(tm
     (tmp_path / "m.yaml").write_text("name: m\nextends: production\nmode: monitor\n")
     policy = load_policy("m", tmp_path)
     for i in range(3):
-        decision, results = await offend(enforcer, policy, ALICE, "prompt_injection", "critical", f"mon-{i}")
+        decision, _results = await offend(enforcer, policy, ALICE, "prompt_injection", "critical", f"mon-{i}")
         assert not decision.blocked
     await offend(enforcer, policy, ALICE, "data_exfiltration", "critical", "mon-x")
     assert await enforcer.check(ALICE, policy) is None
@@ -255,7 +255,7 @@ async def test_a_sanction_on_a_named_id_is_held_by_its_scope_and_released_with_i
     """What the SOC's remediator does too: a suspension of a scoped user (the id a client named,
     scoped to its address) is also recorded on the address, so another id from there is refused,
     the same id from elsewhere is not, and releasing the user releases the address's record."""
-    enforcer, clock, _ = env
+    enforcer, _clock, _ = env
     policy = load_policy("production")
     bob_here = Identity(ip="203.0.113.9", user="bob@203.0.113.9", session="s@203.0.113.9", scope="203.0.113.9")
     result = await enforcer.execute(Action("suspend_user", {"duration_s": 900.0}, bob_here.user), bob_here, "al-9", "test")

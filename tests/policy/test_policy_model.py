@@ -219,10 +219,10 @@ def test_identity_names_one_forwarding_header_and_a_gateways_user_header(tmp_pat
     assert (p.identity.forwarded_header, p.identity.trusted_user_header) == ("forwarded", "x-authenticated-user")
     assert load_policy("production").identity.forwarded_header is None  # the deployment's setting
     (tmp_path / "bad.yaml").write_text("name: bad\nidentity: {forwarded_header: X-Client-IP}\n")
-    with pytest.raises(PolicyError, match="identity.forwarded_header"):
+    with pytest.raises(PolicyError, match=r"identity\.forwarded_header"):
         load_policy("bad", tmp_path)
     (tmp_path / "bad2.yaml").write_text("name: bad2\nidentity: {trusted_user: x-authenticated-user}\n")
-    with pytest.raises(PolicyError, match="identity.trusted_user"):
+    with pytest.raises(PolicyError, match=r"identity\.trusted_user"):
         load_policy("bad2", tmp_path)
 
 
