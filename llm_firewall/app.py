@@ -216,12 +216,14 @@ async def _on_startup(app: web.Application) -> None:
     state["tasks"].append(asyncio.create_task(gateway.policy.watch(), name="policy-watch"))
     if hasattr(state["store"], "start"):
         if hasattr(state["store"], "on_state_change"):  # Redis down/up shows on the live feed
-            state["store"].on_state_change = lambda info: gateway.alerts.broadcast({"type": "store_status", "data": info})
+            state["store"].on_state_change = lambda info: gateway.alerts.broadcast(
+                {"type": "store_status", "data": info})
         await state["store"].start(fail_modes=lambda: gateway.policy.current.fail_modes)
     if settings.redis_url:  # every replica sees every replica's alerts
         from llm_firewall.enforce.fanout import AlertFanout
 
-        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts, replica=gateway.replica or socket.gethostname())
+        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts,
+                                      replica=gateway.replica or socket.gethostname())
         await state["fanout"].start()
     try:
         asyncio.get_running_loop().add_signal_handler(

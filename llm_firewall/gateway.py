@@ -321,7 +321,8 @@ class Gateway:
             except Exception:
                 log.exception("could not store the alert of refused request %s", rid)
         for action in actions:
-            self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
+            kind = str(action.get("action") or action.get("kind") or "?")
+            self.metrics.actions.labels(kind, str(action.get("status", "?"))).inc()
         return decision, findings, alert
 
     def _inline(self, items: list[TextItem]) -> bool:
@@ -741,7 +742,8 @@ class Gateway:
     async def analyse_chat(self, messages: list[dict[str, Any]], identity: Identity, *,
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
-        parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
+        parsed = validate_shape("chat/completions", {"messages": messages},
+                                max_messages=self.settings.limits.max_messages)
         return await self.screen_request(parsed, identity, security_mode=security_mode, rid=rid)
 
     async def screen_request(self, parsed: ParsedRequest, identity: Identity, *, security_mode: str | None = None,
@@ -807,7 +809,8 @@ class Gateway:
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
-        changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None
+        changed = (await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid)
+                   if self.soc_enabled else None)
         if changed is WITHHELD:
             return {**verdict, "answer": None, "status": 502, "code": "content_policy_violation",
                     "response_alert": True}

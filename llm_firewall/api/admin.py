@@ -160,7 +160,8 @@ def _decide(approve: bool) -> Handler:
         enforcer = request.app[GATEWAY].enforcer
         approval_id = request.match_info["approval_id"]
         by = (await _json_body(request) or {}).get("by") or "admin"
-        result = await (enforcer.approve(approval_id, str(by)[:64]) if approve else enforcer.deny(approval_id, str(by)[:64]))
+        decide = enforcer.approve if approve else enforcer.deny
+        result = await decide(approval_id, str(by)[:64])
         if result is None:
             return _bad(request, 404, f"no pending approval {approval_id!r}", "not_found")
         request.app[GATEWAY].alerts.broadcast({"type": "approval", "data": _plain(result)})

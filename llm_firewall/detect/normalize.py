@@ -132,7 +132,8 @@ TRIGGER_PATTERNS: dict[str, str] = {
     # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
-    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
+    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b"
+             r"|\s--(?:recursive|force|no-preserve-root)\b"
              r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",

@@ -116,7 +116,8 @@ class RuleSpec(Doc):
     falsepositives: many(str)
     tests: TestsSpec
     references: many(Text) = Field(default_factory=list, description="URLs of write-ups of the attack")
-    tags: many(matching(TAG_PATTERN, "a tag is owasp-llm:LLM01..LLM10, atlas:AML.T0051 (or .000) or cwe:CWE-89")) = Field(
+    tags: many(matching(TAG_PATTERN,
+                        "a tag is owasp-llm:LLM01..LLM10, atlas:AML.T0051 (or .000) or cwe:CWE-89")) = Field(
         default_factory=list, description="owasp-llm:LLM01..LLM10, atlas:AML.T0051(.000), cwe:CWE-89")
     precision: optional(Probability) = None
     author: optional(str) = None

@@ -60,7 +60,9 @@ _SANCTION_OF = {
 @dataclass(frozen=True)
 class Refusal:
     status: int  # 403 | 429 | 503
-    code: str  # ip_blocked | user_suspended | session_terminated | agent_isolated | rate_limit_exceeded | enforcement_unavailable
+    # ip_blocked | user_suspended | session_terminated | agent_isolated | rate_limit_exceeded
+    # | enforcement_unavailable
+    code: str
     message: str
     retry_after: float | None = None  # seconds; None for sanctions without expiry
 
@@ -104,7 +106,8 @@ class Enforcer:
             except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
                 _log_store_failure("sanction lookup", exc)
                 if policy.fail_modes.get("store", "closed") == "closed":
-                    return Refusal(503, "enforcement_unavailable", "Enforcement state is unavailable; try again shortly.", 5.0)
+                    return Refusal(503, "enforcement_unavailable",
+                                   "Enforcement state is unavailable; try again shortly.", 5.0)
                 sanction = None
         if sanction is not None:
             return _sanction_refusal(sanction, now)
@@ -189,7 +192,8 @@ class Enforcer:
 
     # ------------------------------------------------------------------ after a decision
 
-    async def apply(self, decision: Decision, identity: Identity, alert: Mapping[str, Any], policy: Policy) -> list[dict]:
+    async def apply(self, decision: Decision, identity: Identity, alert: Mapping[str, Any],
+                    policy: Policy) -> list[dict]:
         """Execute a decision for one alert; returns one result per action (for the alert record)."""
         alert_id = str(alert.get("alert_id") or alert.get("id") or uuid.uuid4().hex)
         base = {"alert_id": alert_id, "identity": identity, "policy": policy.name}
@@ -215,8 +219,8 @@ class Enforcer:
 
     async def _would(self, action: Action, base: dict) -> dict:
         result = {"action": action.kind, "subject": action.subject, "params": dict(action.params), "status": "would"}
-        await self.audit.append("action", {**base, **_public(result), "phase": "would", "action": f"would_{action.kind}",
-                                           "params": dict(action.params)})
+        await self.audit.append("action", {**base, **_public(result), "phase": "would",
+                                           "action": f"would_{action.kind}", "params": dict(action.params)})
         return result
 
     async def _escalations(self, decision: Decision, identity: Identity, policy: Policy, alert_id: str,
@@ -257,7 +261,8 @@ class Enforcer:
             id=uuid.uuid4().hex[:16], action=action, identity=identity, alert_id=alert_id,
             created_at=self.clock(), reason=f"policy {policy.name} requires approval for {action.kind}",
         )
-        if not await self.store.claim(f"approval:{alert_id}:{action.kind}:{action.subject}", CLAIM_TTL_S, approval.created_at):
+        claim = f"approval:{alert_id}:{action.kind}:{action.subject}"
+        if not await self.store.claim(claim, CLAIM_TTL_S, approval.created_at):
             return {"action": action.kind, "subject": action.subject, "status": "duplicate"}
         await self.store.add_approval(approval)
         result = {"action": action.kind, "subject": action.subject, "status": "pending", "approval_id": approval.id}

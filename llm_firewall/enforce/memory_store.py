@@ -123,8 +123,9 @@ class MemoryStore:
         elif kind == "unoverride":
             self._overrides.pop(op["subject"], None)
         elif kind == "strike":
-            times = self._strikes.get((op["ladder"], op["subject"])) or []
-            self._strikes[(op["ladder"], op["subject"])] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
+            at = (op["ladder"], op["subject"])
+            times = self._strikes.get(at) or []
+            self._strikes[at] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
         elif kind == "clear_strikes":
             self._strikes.pop((op["ladder"], op["subject"]), None)
         elif kind == "level":

@@ -106,7 +106,8 @@ local function gcra(first, last, now, asked, arg0)
     end
     remaining = math.floor((window - (new_tat - now)) / interval + 1e-9)
     if remaining < 0 then remaining = 0 end
-    redis.call('SET', KEYS[i], string.format('%.17g', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) * 1000) + 1000))
+    redis.call('SET', KEYS[i], string.format('%.17g', new_tat),
+               'PX', string.format('%d', math.ceil((new_tat - now) * 1000) + 1000))
   end
   return {1, '0', remaining, 0}
 end
@@ -440,7 +441,8 @@ class RedisStore:
             if kind == "ip" and ranges:
                 hit = _covering(value, ranges)
                 if hit:
-                    data = await self._call("active_sanction", functools.partial(self._redis.hgetall, self._k("s", "ip", hit)))
+                    data = await self._call("active_sanction",
+                                            functools.partial(self._redis.hgetall, self._k("s", "ip", hit)))
                     if data and _sanction(data).active(now):
                         return _sanction(data)
         return None
@@ -584,7 +586,8 @@ class RedisStore:
     async def add_strike(self, ladder: str, subject: str, now: float, within_s: float) -> int:
         try:
             return int(await self._call("add_strike", lambda: self._strike_script(
-                keys=[self._k("st", ladder, subject)], args=[repr(now), repr(float(within_s)), f"{now!r}:{uuid.uuid4().hex[:8]}"])))
+                keys=[self._k("st", ladder, subject)],
+                args=[repr(now), repr(float(within_s)), f"{now!r}:{uuid.uuid4().hex[:8]}"])))
         except StoreUnavailable:
             await self._degraded_write()
             return await self._fallback.add_strike(ladder, subject, now, within_s)
@@ -601,7 +604,8 @@ class RedisStore:
 
     async def get_level(self, ladder: str, subject: str, now: float) -> int:
         try:
-            v = await self._call("get_level", lambda: self._redis.hmget(self._k("lv", ladder, subject), "level", "until"))
+            v = await self._call("get_level",
+                                 lambda: self._redis.hmget(self._k("lv", ladder, subject), "level", "until"))
         except StoreUnavailable:
             return await self._fallback.get_level(ladder, subject, now)
         remote = int(v[0]) if v[0] is not None and float(v[1]) > now else 0

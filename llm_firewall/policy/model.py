@@ -136,7 +136,8 @@ def _resolve(name_or_path: str, directory: Path, relative_to: Path | None = None
 def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> LDict:
     if not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
-        raise PolicyError(f"{_display(path)}: policy file not found (presets in {_display(directory)}: {', '.join(known) or 'none'})")
+        raise PolicyError(f"{_display(path)}: policy file not found "
+                          f"(presets in {_display(directory)}: {', '.join(known) or 'none'})")
     real = path.resolve()
     if real in seen:
         chain = " -> ".join(_display(p) for p in seen + (real,))

@@ -134,7 +134,8 @@ def _any_case(words: tuple[str, ...]) -> str:
 
 Cidr = Annotated[str, AfterValidator(_network)]
 HeaderRef = matching(r"^header:[A-Za-z0-9-]{1,64}$", "expected 'header:<header-name>'")
-ForwardedHeader = Annotated[choice(FORWARDED_HEADERS), BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+ForwardedHeader = Annotated[choice(FORWARDED_HEADERS),
+                            BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
                             WithJsonSchema({"type": "string", "pattern": _any_case(FORWARDED_HEADERS)})]
 Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "pattern": r"^(?:https?://|\$\{)"})]
 
@@ -378,8 +379,8 @@ class PolicySpec(Doc):
     scan_logs: list[ScanLogSpec] = Field(default_factory=list)
     passthrough_endpoints: many(Annotated[Text, AfterValidator(_passthrough)]) = Field(
         default_factory=list, description='extra /v1 endpoints forwarded, as "METHOD path"')
-    trusted_system_prompts: many(matching(r"^[0-9A-Fa-f]{64}$",
-                                          "expected a SHA-256 digest (64 hex digits) of the prompt's UTF-8 text")) = Field(
+    trusted_system_prompts: many(matching(
+        r"^[0-9A-Fa-f]{64}$", "expected a SHA-256 digest (64 hex digits) of the prompt's UTF-8 text")) = Field(
         default_factory=list, description="SHA-256 digests of the operator's own system/developer prompts, "
                                           "set aside from inspection (none by default)")
 

@@ -102,7 +102,8 @@ class Passthrough:
         """(the endpoint for this method, whether the path is listed for any method)."""
         listed = False
         for m, pattern, ep in self.patterns:
-            if len(pattern) == len(segments) and all(p == PLACEHOLDER or p == s for p, s in zip(pattern, segments, strict=True)):
+            if len(pattern) == len(segments) and all(
+                    p == PLACEHOLDER or p == s for p, s in zip(pattern, segments, strict=True)):
                 if m == method:
                     return ep, True
                 listed = True

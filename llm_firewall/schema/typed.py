@@ -172,7 +172,8 @@ def _message(err: Any) -> str:
     return str(err["msg"])
 
 
-def problems(exc: ValidationError, hidden: Callable[[Any], bool] = lambda part: False) -> list[tuple[tuple[str | int, ...], str]]:
+def problems(exc: ValidationError,
+             hidden: Callable[[Any], bool] = lambda part: False) -> list[tuple[tuple[str | int, ...], str]]:
     """(path into the document, message) for each error; `hidden` drops union tags from paths."""
     out = []
     for err in exc.errors(include_url=False):

@@ -122,7 +122,9 @@ class Remediator:
             payload = {"incident_id": pb.incident_id, "alert_id": pb.alert_id, "threat": pb.threat,
                        "severity": pb.severity, "title": pb.reason, "identity": pb.identity, "source": pb.source}
             ok = await self.notifier.send(action.params["target"], payload, fmt=action.params.get("fmt", "json"))
-            return {"status": "done" if ok else "failed", **({} if ok else {"error": "delivery failed (dead-lettered)"})}
+            if ok:
+                return {"status": "done"}
+            return {"status": "failed", "error": "delivery failed (dead-lettered)"}
         single = dataclasses.replace(pb, actions=[action])
         out = await self._remediate(single)
         first = out[0] if out else {}
