@@ -361,8 +361,9 @@ def test_no_chunking_of_any_delta_field_releases_the_secret(field: str, cuts: li
 def two_texts(parts: list[tuple[str, str]]) -> bytes:
     """A stream whose pieces go to `content` or `reasoning_content`, in the order given."""
     def ev(field: str, text: str) -> bytes:
-        return b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                                         "choices": [{"index": 0, "delta": {field: text}, "finish_reason": None}]}) + b"\n\n"
+        return b"data: " + orjson.dumps({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {field: text}, "finish_reason": None}]}) + b"\n\n"
     return b"".join(ev(field, text) for field, text in parts) + b"data: [DONE]\n\n"
 
 

@@ -140,8 +140,8 @@ JSON_ANSWERS: dict[str, bytes] = {
     "reasoning_content": completion({"content": "No.", "reasoning_content": f"The key is {SECRET}."}),
     "reasoning (object)": completion({"content": "No.", "reasoning": {"summary": [{"text": f"use {SECRET}"}]}}),
     "refusal": completion({"content": None, "refusal": f"I cannot share {SECRET}."}),
-    "tool_call arguments": completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "send", "arguments": json.dumps({"key": SECRET})}}]}),
+    "tool_call arguments": completion({"content": None, "tool_calls": [{
+        "id": "call_1", "type": "function", "function": {"name": "send", "arguments": json.dumps({"key": SECRET})}}]}),
     "tool_call name": completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
         "name": SECRET, "arguments": "{}"}}]}),
     "legacy function_call": completion({"content": None, "function_call": {"name": "send", "arguments": SECRET}}),
@@ -498,9 +498,10 @@ def test_a_key_cut_across_responses_api_content_parts_of_a_stream_never_reaches_
 def test_a_key_cut_across_the_parts_of_one_final_responses_event_never_reaches_the_client(
         firewall: Firewall, upstream: TestUpstream) -> None:
     """`response.completed` carries the whole answer again: its parts are joined like a JSON answer's."""
-    final = orjson.loads(responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
-                                           "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
-                                                       {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    final = orjson.loads(responses_answer({
+        "type": "message", "id": "m1", "role": "assistant", "status": "completed",
+        "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+                    {"type": "output_text", "text": TAIL, "annotations": []}]}))
     upstream.script.raw = RawAnswer([resp_event("response.completed", response=final) + b"\n\n"],
                                     headers={"Content-Type": "text/event-stream"})
     events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))

@@ -302,7 +302,8 @@ def test_at_the_cap_a_slow_upload_makes_room_when_none_is_idle(capped: Firewall,
 
 def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(capped: Firewall,
                                                                       upstream: TestUpstream) -> None:
-    upstream.script.delay_first_byte = 10.0  # long enough for all four to be in progress at once, even on a busy machine
+    # long enough for all four to be in progress at once, even on a busy machine
+    upstream.script.delay_first_byte = 10.0
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]}).encode()
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))

@@ -76,11 +76,13 @@ def test_identify_hashes_the_key_and_reads_configured_headers():
     # Ids the client merely names are scoped to its key: another key's bob is someone else.
     scope = ident.api_key_hash
     assert (ident.user, ident.session, ident.agent) == (f"bob@{scope}", f"s9@{scope}", f"crawler@{scope}")
-    assert identify("10.1.1.1", {"Authorization": "Bearer sk-test-abcdefghijklmnop"}, cfg).api_key_hash == ident.api_key_hash
+    elsewhere = identify("10.1.1.1", {"Authorization": "Bearer sk-test-abcdefghijklmnop"}, cfg)
+    assert elsewhere.api_key_hash == ident.api_key_hash
 
 
 def test_identify_bounds_hostile_header_values():
-    ident = identify("192.0.2.1", {"X-User-ID": "u" * 5000, "X-Session-ID": "\x00\x1b[31m", "Authorization": "Basic abc"}, IdentityConfig())
+    hostile = {"X-User-ID": "u" * 5000, "X-Session-ID": "\x00\x1b[31m", "Authorization": "Basic abc"}
+    ident = identify("192.0.2.1", hostile, IdentityConfig())
     assert ident.user.startswith("h:") and ident.user.endswith("@192.0.2.1") and len(ident.user) < 50
     assert ident.session == "[31m@192.0.2.1" and ident.api_key_hash is None
 
@@ -185,7 +187,8 @@ def _through_proxies(client, written, proxies, header: str, same_line: list[bool
         existing = headers.getall(header, [])
         if joined and existing:
             lines = [(k, v) for k, v in headers.items() if k.lower() != header]
-            headers = CIMultiDict(lines + [(header, v) for v in existing[:-1]] + [(header, f"{existing[-1]}, {element}")])
+            headers = CIMultiDict(lines + [(header, v) for v in existing[:-1]]
+                                  + [(header, f"{existing[-1]}, {element}")])
         else:
             headers.add(header, element)
     return headers

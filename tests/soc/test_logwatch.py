@@ -138,7 +138,8 @@ async def test_real_rules_engine_flags_sql_injection_in_a_url(tmp_path, enforcem
                       scan_line=lambda text: engine.scan_text(text))
     await soc.start()
     try:
-        append(log_path, access_line("203.0.113.77", "/items?id=1%27%20UNION%20SELECT%20username,%20password%20FROM%20users--"))
+        append(log_path, access_line("203.0.113.77",
+                                     "/items?id=1%27%20UNION%20SELECT%20username,%20password%20FROM%20users--"))
         await wait_for(lambda: len(enforcement.executed("block_ip")) == 1)
     finally:
         await soc.stop()
