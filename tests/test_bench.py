@@ -21,17 +21,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from llm_firewall.bench import (
-    Load,
-    add_comparisons,
-    add_stream_comparisons,
-    cpu_seconds,
-    median_rows,
-    parse_args,
-    report,
-    summarise_stream,
-    text_marks,
-)
+from llm_firewall.bench import (Load, add_comparisons, add_stream_comparisons, cpu_seconds, median_rows, parse_args,
+                                 report, summarise_stream, text_marks)
 from llm_firewall.bench_assets.loadgen import REF_SUFFIX, unique_template
 from llm_firewall.domain import TextItem
 from llm_firewall.proxy.openai_wire import parse_json_body, request_texts, validate_shape
@@ -107,10 +98,10 @@ def test_unique_template_changes_only_the_last_message_text() -> None:
 
 
 def test_unique_template_handles_content_parts_escapes_and_fields_after_messages() -> None:
-    raw = (b'{"messages": [{"role": "system", "content": "Say \\"hi\\"."},\n'
-           b' {"role": "user", "content": [{"type": "text", "text": "Caf\\u00e9 hours?"},'
-           b' {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}],\n'
-           b' "tools": [{"type": "function", "function": {"name": "f", "description": "x"}}], "model": "m"}')
+    raw = ('{"messages": [{"role": "system", "content": "Say \\"hi\\"."},\n'
+           ' {"role": "user", "content": [{"type": "text", "text": "Caf\\u00e9 hours?"},'
+           ' {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}],\n'
+           ' "tools": [{"type": "function", "function": {"name": "f", "description": "x"}}], "model": "m"}').encode()
     doc = json.loads(unique_template(raw))
     assert doc["messages"][-1]["content"][0]["text"] == "Café hours?" + REF_SUFFIX
     assert doc["messages"][0]["content"] == 'Say "hi".'

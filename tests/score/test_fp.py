@@ -7,8 +7,8 @@ import json
 import pytest
 
 from llm_firewall.domain import Finding
-from llm_firewall.score.features import FEATURES
 from llm_firewall.score.fp import DEFAULT_PATH, Bands, FPScorer, ScoreContext, recommend
+from llm_firewall.score.features import FEATURES
 
 
 @pytest.fixture(scope="module")
