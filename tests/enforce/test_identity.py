@@ -182,7 +182,7 @@ def _through_proxies(client, written, proxies, header: str, same_line: list[bool
     """The request as the firewall gets it: what the client wrote, then each trusted proxy appends
     its peer's address to the named header (as a new line, or to the last line of it)."""
     headers = CIMultiDict(written)
-    for sender, joined in zip([client, *proxies[:-1]], same_line, strict=True):
+    for sender, joined in zip([client, *proxies[:-1]], same_line, strict=False):  # one flag for each of up to 3 hops
         element = _element(sender, header)
         existing = headers.getall(header, [])
         if joined and existing:
