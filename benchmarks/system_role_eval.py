@@ -5,26 +5,25 @@ share of benign system prompts refused when read in the system role and when rea
 and the share of the corpus's user-role attacks refused when placed in the system role and in the
 user role.
 
-    python benchmarks/system_role_eval.py [CORPUS]
+    python benchmarks/system_role_eval.py CORPUS.jsonl
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 from llm_firewall.domain import Identity
 from llm_firewall.inspector import Inspector
 from llm_firewall.policy.decide import decide
 from llm_firewall.policy.model import load_policy
 from llm_firewall.score.corpus import Example, read_jsonl
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "train_extra.jsonl"
 WHO = Identity(ip="192.0.2.1")
 
 
 def main() -> None:
-    corpus = sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT)
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    corpus = sys.argv[1]
     policy = load_policy("production")
     inspector = Inspector.load(None, overrides=dict(policy.rule_overrides))
     rows = list(read_jsonl(corpus))

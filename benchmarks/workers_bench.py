@@ -1,9 +1,11 @@
 """Throughput and CPU per request of `serve --workers N`, for each N, taking turns over rounds.
 
     python benchmarks/workers_bench.py [--workers 1,2] [--rounds 3] [--duration 5] [--concurrency 64]
+                                       [--texts FILE.jsonl]
 
-Every request carries a user text no other request carries (the bench's "unique" load: real
-traffic, nothing served from the verdict cache) and comes from its own client identity. The
+Every request is the bench's real traffic: the payload's system prompt and a user text of a
+labelled JSONL (--texts, the shipped sample by default) ending in a reference no other request
+carries, so nothing is served from the verdict cache; each from a client identity of its own. The
 mock upstream, the load generator and every worker share the machine's cores unpinned: on a
 2-core machine the load generator and the mock take most of a core, so two workers cannot show
 twice the throughput of one there; what it can show is the CPU each request costs with 1 and 2
@@ -21,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm_firewall.bench import (ASSETS, PAYLOADS, Load, Processes, child_env, cpu_seconds, free_port,  # noqa: E402
-                                port_open, start_firewall, wait_ready)
+from benchmarks.bench import (ASSETS, PAYLOADS, Load, Processes, child_env, cpu_seconds, free_port,  # noqa: E402
+                              port_open, start_firewall, wait_ready)
+from benchmarks.traffic import DEFAULT_TEXTS, read_texts, real_bodies, write_bodies  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -32,10 +35,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--policy", default="production")
+    parser.add_argument("--texts", type=Path, default=DEFAULT_TEXTS, help="labelled JSONL of user texts")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
-    body = PAYLOADS / "request.json"
     with tempfile.TemporaryDirectory(prefix="llm-firewall-workers-bench-") as tmp:
+        body = write_bodies(Path(tmp) / "real.jsonl",
+                            real_bodies((PAYLOADS / "request.json").read_bytes(), read_texts(args.texts)))
         procs = Processes(workdir=Path(tmp), pin=False)
         load = Load(use_wrk=True, pin=False, workdir=Path(tmp))
         try:
@@ -49,19 +54,18 @@ def main(argv: list[str]) -> int:
                                          **({"LLM_FIREWALL_WORKERS": str(n)} if n > 1 else {}))
                        for n in counts}
             results: dict[int, list[tuple[float, float, float]]] = {n: [] for n in counts}
-            for r in range(args.rounds):
+            for _ in range(args.rounds):
                 for n in counts:
                     port, pid = servers[n]
                     cpu0 = cpu_seconds(pid)
-                    raw = load.run(f"http://127.0.0.1:{port}", args.concurrency, args.duration, body,
-                                   unique_run=f"w{n}r{r}")
+                    raw = load.run(f"http://127.0.0.1:{port}", args.concurrency, args.duration, body)
                     requests = raw["requests"] or 1
                     cpu = cpu_seconds(pid) - cpu0
                     results[n].append((requests / (raw["duration_us"] / 1e6), cpu / requests * 1e6,
                                        raw["p50_us"] / 1000))
         finally:
             procs.stop_all()
-    print(f"unique texts, c={args.concurrency}, {args.duration:.0f} s a run, median of {args.rounds} rounds "
+    print(f"real traffic (a new text every request), c={args.concurrency}, {args.duration:.0f} s a run, median of {args.rounds} rounds "
           f"(taking turns); every process unpinned on {len(__import__('os').sched_getaffinity(0))} cores")
     print(f"{'workers':>8} {'req/s':>9} {'CPU us/req':>11} {'p50 ms':>8}")
     for n in counts:

@@ -251,7 +251,8 @@ async def _on_cleanup(app: web.Application) -> None:
     if "pipeline" in state:
         await state["pipeline"].stop()
     await gateway.upstream.close()
-    gateway.inspect_pool.shutdown(wait=False, cancel_futures=True)
+    for lane in gateway.inspect_lanes:
+        lane.pool.shutdown(wait=False, cancel_futures=True)
     if state.get("notifier") is not None:
         await state["notifier"].close()
     if "fanout" in state:

@@ -132,9 +132,25 @@ _DELEGATED = {
     "rules": ("llm_firewall.detect.lint", "lint or test rule files: rules lint|test [DIR]"),
     "eval": ("llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
     "attack": ("llm_firewall.attack", "run attack scenarios against a running firewall"),
-    "bench": ("llm_firewall.bench", "measure throughput and latency against a baseline proxy"),
+    "bench": ("benchmarks.bench", "measure throughput and latency against a baseline proxy (source checkout)"),
     "schema": ("llm_firewall.schema.cli", "print the JSON Schema of rule or policy files: schema rules|policy"),
 }
+
+
+def _find_benchmarks() -> bool:
+    """Make benchmarks/ of the source checkout holding this package importable, or explain.
+
+    The bench (mock upstream, minimal proxy, wrk scripts) is not part of the installed package,
+    so `llm-firewall bench` runs it from the checkout next to the package."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "bench.py").is_file():
+        print("llm-firewall bench: the benchmark is not part of the installed package; it needs a source "
+              "checkout (git clone the repository, then `pip install -e .` there and run it again)",
+              file=sys.stderr)
+        return False
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return True
 
 
 def _worker_count(value: str) -> int:
@@ -183,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench" and not _find_benchmarks():
+        return 2
     if argv and argv[0] in _DELEGATED:  # these subcommands parse their own options
         return int(importlib.import_module(_DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)

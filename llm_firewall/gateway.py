@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -120,9 +121,11 @@ class Gateway:
         # of CPU, and on the event loop it would hold every other request for as long. On this
         # thread the loop gets the interpreter back every few milliseconds (the switch interval,
         # or the end of the longest native call: ~50 ms for a regex pass over 4 MB). One thread:
-        # large inspections queue behind each other instead of taking more of the CPU.
-        self.inspect_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
-        self._queued_inspections = 0  # requests waiting for the inspection thread or on it
+        # large inspections queue behind each other instead of taking more of the CPU. Two lanes,
+        # each one thread with its own queue: texts over LARGE_TEXT_CHARS wait only behind each
+        # other, so a client posting megabytes cannot keep a long conversation (tens of KB) out.
+        self.inspect_lanes = (_Lane(ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")),
+                              _Lane(ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect-large")))
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
@@ -223,7 +226,8 @@ class Gateway:
                 return resp
             if decision is not None and any(a.kind == "redact" for a in decision.actions):
                 redact = functools.partial(self._redact_request, parsed, findings)
-                parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
+                texts = request_texts(parsed)
+                parsed = redact() if self._inline(texts) else await self._on_inspection_thread(redact, texts)
                 body = orjson.dumps(parsed.body)
         restore: Restore | None = None
         if parsed is not None and endpoint.name in hardening.ENDPOINTS:
@@ -303,7 +307,7 @@ class Gateway:
             findings = self.inspector.inspect(items, "request", ctx=ctx, bands=bands)
         else:
             findings = await self._on_inspection_thread(functools.partial(
-                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), may_refuse=True)
+                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), items, may_refuse=True)
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
@@ -326,20 +330,23 @@ class Gateway:
         return decision, findings, alert
 
     def _inline(self, items: list[TextItem]) -> bool:
-        """Whether these texts are inspected on the event loop (else on the inspection thread)."""
-        return sum(map(len, map(_TEXT, items))) <= self.settings.limits.thread_inspect_chars
+        """Whether these texts are inspected on the event loop (else on an inspection thread)."""
+        return _chars(items) <= self.settings.limits.thread_inspect_chars
 
-    async def _on_inspection_thread(self, inspect: Callable[[], T], *, may_refuse: bool = False) -> T:
-        """`inspect()` on the inspection thread. A request (`may_refuse`) finding the thread's
-        queue full is refused with a 503; an answer the upstream has already produced waits."""
-        if may_refuse and self._queued_inspections >= self.settings.limits.max_queued_inspections:
+    async def _on_inspection_thread(self, inspect: Callable[[], T], items: list[TextItem], *,
+                                    may_refuse: bool = False) -> T:
+        """`inspect()` on the inspection thread of the texts' size lane. A request (`may_refuse`)
+        finding its lane's queue full is refused with a 503; an answer the upstream has already
+        produced waits."""
+        lane = self.inspect_lanes[_chars(items) > LARGE_TEXT_CHARS]
+        if may_refuse and lane.queued >= self.settings.limits.max_queued_inspections:
             raise WireError("The firewall is inspecting as many large requests as it queues; retry shortly.",
                             status=503, code="firewall_busy", err_type="server_error")
-        self._queued_inspections += 1
+        lane.queued += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.inspect_pool, inspect)
+            return await asyncio.get_running_loop().run_in_executor(lane.pool, inspect)
         finally:
-            self._queued_inspections -= 1
+            lane.queued -= 1
 
     def _bands(self, policy: Policy, security_mode: str) -> Bands:
         block, monitor = policy.fp_thresholds.block_below, policy.fp_thresholds.monitor_above
@@ -590,7 +597,7 @@ class Gateway:
     async def _answer_findings_of(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
         if self._inline(items):
             return self._answer_findings(items, policy)
-        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
+        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy), items)
 
     def _mask(self, text: str) -> str:
         """An answer text with its secrets and personal data (and the canary) masked."""
@@ -779,7 +786,8 @@ class Gateway:
         redacted = None
         if decision is not None and not blocked and decision.redact:
             redact = functools.partial(self._redact_request, parsed, findings)
-            redacted = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
+            texts = request_texts(parsed)
+            redacted = redact() if self._inline(texts) else await self._on_inspection_thread(redact, texts)
         return {"refused": False, "blocked": blocked, "alert": alert, "decision": decision, "findings": findings,
                 "redacted": redacted, "status": 400 if blocked else 200,
                 "code": "content_policy_violation" if blocked else None}
@@ -819,6 +827,21 @@ class Gateway:
         return {**verdict, "answer": (choice.get("message") or {}).get("content"),
                 "finish_reason": choice.get("finish_reason"),
                 "response_alert": self.alerts.counts["alerts"] > response_alert_before}
+
+
+LARGE_TEXT_CHARS = 256 * 1024  # texts above this are inspected on the large lane's thread
+
+
+@dataclass
+class _Lane:
+    """One inspection thread and the number of inspections waiting for it or on it."""
+
+    pool: ThreadPoolExecutor
+    queued: int = 0
+
+
+def _chars(items: list[TextItem]) -> int:
+    return sum(map(len, map(_TEXT, items)))
 
 
 WITHHELD = object()  # an answer the content policy keeps from the client whole

@@ -261,9 +261,13 @@ _client_ip = lru_cache(maxsize=8192)(_walk_hops)
 
 
 def _clean_id(value: str | None) -> str | None:
+    """A user, session or agent id as the client wrote it, printable and bounded; `*` is no id
+    (it would name the `*@scope` record that stands for every id from one key or address)."""
     if value is None:
         return None
     value = value.strip()
+    if value == "*":
+        return None
     if len(value) <= MAX_ID_LEN and value.isprintable():  # the common case, without a per-char loop
         return value or None
     value = "".join(ch for ch in value if ch.isprintable())

@@ -148,7 +148,9 @@ def decide(policy: Policy, findings: Sequence[Finding], identity: Identity) -> D
         else:
             actions = []
             reasons.append(f"{label}: no response rule, logged only")
-        if fp < th.block_below and f.threat not in strikes:
+        # Only a finding the policy acts on is an offence: one it merely logs (an investigate-band
+        # hint, a rule with no response) must not add up to a suspension of an honest client.
+        if fp < th.block_below and f.threat not in strikes and any(a.kind != "log" for a in actions):
             strikes.append(f.threat)
         for action in actions:
             aimed = _aim(action, identity)

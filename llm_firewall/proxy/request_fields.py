@@ -305,18 +305,28 @@ def _as(role: str, field: str) -> Handler:
     return lambda value, out: walk(value, role, field, out)
 
 
-def _string_items(role: str, field: str) -> Handler:
-    """A field holding a string or a list of them (token lists carry no text to read)."""
+def _is_tokens(value: Any) -> bool:
+    """Token ids (a list of ints), the tokenised form of a text."""
+    return type(value) is int or (type(value) is list and all(type(t) is int for t in value))
+
+
+def _string_items(role: str, field: str, *, tokens_read: bool) -> Handler:
+    """A field holding a string or a list of them, or token ids. `tokens_read`: the model acts
+    on what the tokens say (a completion prompt), so token ids are refused, since the firewall
+    cannot read them; otherwise (embeddings: the text is only encoded, never obeyed, and clients
+    such as LangChain send token ids by default) they pass."""
     def read(value: Any, out: Out) -> None:
         if type(value) is str:
             if value:
                 out.append(TextItem(value, role, f"{field}[0]"))
             return
+        if tokens_read and value and (_is_tokens(value) or (type(value) is list and any(_is_tokens(v) for v in value))):
+            raise Unreadable("Prompts written as token ids cannot be inspected; send the text instead.", field)
         for i, item in enumerate(value if type(value) is list else [value]):
             if type(item) is str:
                 if item:
                     out.append(TextItem(item, role, f"{field}[{i}]"))
-            elif not (type(item) is int or (type(item) is list and all(type(t) is int for t in item))):
+            elif not _is_tokens(item):
                 walk(item, role, f"{field}[{i}]", out)
     return read
 
@@ -333,8 +343,8 @@ FIELDS: dict[str, dict[str, Handler]] = {
         "response_format": _tools("response_format"),
         "prediction": _prediction,
     },
-    "completions": {"prompt": _string_items("prompt", "prompt"), "suffix": _as("prompt", "suffix")},
-    "embeddings": {"input": _string_items("embedding", "input")},
+    "completions": {"prompt": _string_items("prompt", "prompt", tokens_read=True), "suffix": _as("prompt", "suffix")},
+    "embeddings": {"input": _string_items("embedding", "input", tokens_read=False)},
     "responses": {
         "instructions": _as("instructions", "instructions"),
         "input": _input_items,

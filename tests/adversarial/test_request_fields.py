@@ -347,6 +347,22 @@ def test_content_the_firewall_cannot_read_is_refused(fw: Firewall, upstream: Tes
     assert upstream.requests == []
 
 
+
+@pytest.mark.parametrize("prompt", [[23805, 682, 3766, 11470], [[23805, 682], [3766, 11470]], ["Hello", [23805, 682]]])
+def test_a_completion_prompt_written_as_token_ids_is_refused(fw: Firewall, upstream: TestUpstream, who: Who,
+                                                             prompt: Any) -> None:
+    """The model obeys what the tokens say, and the firewall cannot read them: refused."""
+    with pytest.raises(openai.BadRequestError) as err:
+        make_client(fw, who).completions.create(model="test-model", prompt=prompt)
+    assert refused_code(err.value) == "uninspectable_content"
+    assert upstream.requests == []
+
+
+def test_embeddings_of_token_ids_pass(fw: Firewall, upstream: TestUpstream, who: Who) -> None:
+    """An embedding model encodes text, it does not obey it (and LangChain sends token ids)."""
+    make_client(fw, who).embeddings.create(model="test-model", input=[[23805, 682, 3766]])
+    assert [r.path for r in upstream.requests] == ["/v1/embeddings"]
+
 def test_images_and_sound_pass_as_media(fw: Firewall, upstream: TestUpstream, who: Who) -> None:
     png = f"data:image/png;base64,{b64('not really a png')}"
     make_client(fw, who).chat.completions.create(model="test-model", messages=[{"role": "user", "content": [

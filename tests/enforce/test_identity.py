@@ -217,7 +217,7 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
     cfg = IdentityConfig(trusted_user_header="x-authenticated-user" if gateway else None)
     headers = CIMultiDict(written)
     ident = identify(peer, headers, cfg, PROXIES)
-    from_gateway = gateway and peer != "198.51.100.1" and bool((headers.get("x-authenticated-user") or "").strip())
+    from_gateway = gateway and peer != "198.51.100.1" and (headers.get("x-authenticated-user") or "").strip() not in ("", "*")
     assert ident.scope == (ident.api_key_hash or ident.ip)
     for kind in _SANCTIONS:
         target = "user" if kind == "suspend_user" else "session"
@@ -368,3 +368,9 @@ def test_a_dotted_quad_with_leading_zeros_is_no_address(addr) -> None:
     """`010.1.2.3` is 10.1.2.3 to one reader and 8.1.2.3 to inet_aton: no sanction may rest on it."""
     padded = ".".join(o.zfill(3) for o in str(addr).split("."))
     assert client_address(padded) is None or padded == str(addr)
+
+
+def test_a_user_id_of_star_is_no_id_so_it_cannot_name_the_address_record() -> None:
+    ident = identify("203.0.113.9", CIMultiDict({"X-User-ID": "*", "X-Session-ID": " * "}), IdentityConfig())
+    assert ident.user is None and ident.session is None
+    assert identify("203.0.113.9", CIMultiDict({"X-User-ID": "*bob"}), IdentityConfig()).user != "*@203.0.113.9"
