@@ -344,7 +344,8 @@ def test_megabyte_bodies_filling_their_lane_do_not_keep_a_long_conversation_out(
     inspected on the other lane, so a client flooding the first cannot refuse everyone else."""
     fw = start_firewall(upstream, tmp_path / "lanes", env={"LLM_FIREWALL_MAX_QUEUED_INSPECTIONS": "2"})
     big = json.dumps({"model": "m", "messages": [
-        {"role": "user", "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 45_000}]})
+        {"role": "user",
+         "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 45_000}]})
     medium = json.dumps({"model": "m", "messages": [
         {"role": "user", "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 1_200}]})
     busy = threading.Event()

@@ -217,7 +217,8 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
     cfg = IdentityConfig(trusted_user_header="x-authenticated-user" if gateway else None)
     headers = CIMultiDict(written)
     ident = identify(peer, headers, cfg, PROXIES)
-    from_gateway = gateway and peer != "198.51.100.1" and (headers.get("x-authenticated-user") or "").strip() not in ("", "*")
+    named = (headers.get("x-authenticated-user") or "").strip()
+    from_gateway = gateway and peer != "198.51.100.1" and named not in ("", "*")
     assert ident.scope == (ident.api_key_hash or ident.ip)
     for kind in _SANCTIONS:
         target = "user" if kind == "suspend_user" else "session"
