@@ -10,7 +10,8 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
 from llm_firewall.redact import redact_secrets, redact_value

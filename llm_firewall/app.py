@@ -32,8 +32,8 @@ from llm_firewall.gateway import Gateway
 from llm_firewall.inspector import Inspector
 from llm_firewall.live_policy import LivePolicy
 from llm_firewall.metrics import Metrics
-from llm_firewall.notify import WebhookNotifier
 from llm_firewall.middlewares import http_frame
+from llm_firewall.notify import WebhookNotifier
 from llm_firewall.policy.model import Policy, PolicyError
 from llm_firewall.proxy.forward import Upstream
 from llm_firewall.soc.wiring import build_pipeline
@@ -80,9 +80,10 @@ def create_app(settings: Settings) -> web.Application:
     enforcer = Enforcer(store, audit, clock=time.time, notifier=notifier.deliver if notifier else None)
     alerts = AlertHub()
     usage = UsageTracker(metrics=metrics)
+    replica = settings.replica or socket.gethostname()
+    upstream = _upstream(settings, settings.upstream_url or "")  # demo: set at startup
     gateway = Gateway(settings, inspector=inspector, policy=live, enforcer=enforcer, alerts=alerts,
-                      metrics=metrics, usage=usage, upstream=_upstream(settings, settings.upstream_url or ""),  # demo: set at startup
-                      replica=settings.replica or socket.gethostname())
+                      metrics=metrics, usage=usage, upstream=upstream, replica=replica)
     app[GATEWAY] = gateway
     if hasattr(store, "on_overflow"):
         store.on_overflow = lambda what, count: gateway.alerts.add(_overflow_alert(what, count, gateway.replica))
@@ -215,12 +216,14 @@ async def _on_startup(app: web.Application) -> None:
     state["tasks"].append(asyncio.create_task(gateway.policy.watch(), name="policy-watch"))
     if hasattr(state["store"], "start"):
         if hasattr(state["store"], "on_state_change"):  # Redis down/up shows on the live feed
-            state["store"].on_state_change = lambda info: gateway.alerts.broadcast({"type": "store_status", "data": info})
+            state["store"].on_state_change = lambda info: gateway.alerts.broadcast(
+                {"type": "store_status", "data": info})
         await state["store"].start(fail_modes=lambda: gateway.policy.current.fail_modes)
     if settings.redis_url:  # every replica sees every replica's alerts
         from llm_firewall.enforce.fanout import AlertFanout
 
-        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts, replica=gateway.replica)
+        state["fanout"] = AlertFanout(settings.redis_url, gateway.alerts,
+                                      replica=gateway.replica or socket.gethostname())
         await state["fanout"].start()
     try:
         asyncio.get_running_loop().add_signal_handler(

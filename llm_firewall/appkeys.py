@@ -10,6 +10,6 @@ if TYPE_CHECKING:
     from llm_firewall.config import Settings
     from llm_firewall.gateway import Gateway
 
-GATEWAY: web.AppKey["Gateway"] = web.AppKey("gateway")
-SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STATE: web.AppKey[dict[str, Any]] = web.AppKey("state")

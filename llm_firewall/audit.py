@@ -15,8 +15,9 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -133,7 +134,7 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 self._conn.rollback()
                 outcomes = [exc] * len(batch)
-        for (_, loop, fut), outcome in zip(batch, outcomes):
+        for (_, loop, fut), outcome in zip(batch, outcomes, strict=True):
             try:
                 loop.call_soon_threadsafe(_resolve, fut, outcome)
             except RuntimeError:  # the caller's loop is gone; the record is stored anyway
@@ -147,7 +148,8 @@ class AuditLog:
 
         `identity` matches an IP, user, session, agent or API-key fingerprint.
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if kind is not None:
             kinds = [kind] if isinstance(kind, str) else list(kind)
             where.append(f"kind IN ({','.join('?' * len(kinds))})")

@@ -6,18 +6,19 @@ import argparse
 import importlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 import orjson
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from llm_firewall import decision_log
     from llm_firewall.app import create_app
     from llm_firewall.config import ConfigError, from_env, upstream_loops_back
-    from llm_firewall.proxy.forward import without_credentials
-    from llm_firewall import decision_log
     from llm_firewall.logs import setup_logging
+    from llm_firewall.proxy.forward import without_credentials
     from llm_firewall.redact import redact_secrets
     from llm_firewall.server import serve
 
@@ -73,7 +74,7 @@ def _read_jsonl(source: str) -> Iterator[dict[str, Any]]:
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise SystemExit(f"llm-firewall scan: {source}:{lineno}: not JSON ({exc})")
+                raise SystemExit(f"llm-firewall scan: {source}:{lineno}: not JSON ({exc})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise SystemExit(f"llm-firewall scan: {source}:{lineno}: needs an object with a string 'text'")
             yield record

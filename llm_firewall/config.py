@@ -9,9 +9,10 @@ import ipaddress
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from llm_firewall.domain import FORWARDED_HEADERS
@@ -210,7 +211,7 @@ class Settings:
         so a client's key is no identity it cannot choose."""
         return self.upstream_url is not None and self.upstream_api_key is None
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -342,9 +343,10 @@ def upstream_loops_back(upstream_url: str, host: str, port: int) -> bool:
         return False  # unresolvable now: not provably a loop; connecting will say what is wrong
     listen_any = host in ("0.0.0.0", "::", "")
     for family, _, _, _, sockaddr in infos:
-        addr = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        ip = str(sockaddr[0])
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
         if listen_any:
-            if addr.is_loopback or _is_local(family, sockaddr[0]):
+            if addr.is_loopback or _is_local(family, ip):
                 return True
         elif str(addr) == host or (host == "localhost" and addr.is_loopback):
             return True

@@ -16,9 +16,10 @@ import operator
 import re
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -42,14 +43,25 @@ from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.policy.trust import untrusted
 from llm_firewall.proxy import hardening
-from llm_firewall.proxy.http1 import Http1Response
-from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
-                                            error_body, joined_orders, parse_json_body, request_texts, response_texts,
-                                            rewrite_request_text,
-                                            validate_shape)
+from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
+from llm_firewall.proxy.http1 import Http1Response
+from llm_firewall.proxy.openai_wire import (
+    IDENTIFIERS,
+    JOINED,
+    OPAQUE_TEXT,
+    TEXTS,
+    ParsedRequest,
+    WireError,
+    error_body,
+    joined_orders,
+    parse_json_body,
+    request_texts,
+    response_texts,
+    rewrite_request_text,
+    validate_shape,
+)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
 from llm_firewall.proxy.sse import EventSplitter, with_payload
 from llm_firewall.proxy.stream_guard import StreamGuard
@@ -202,11 +214,10 @@ class Gateway:
         elif request.body_exists:  # fail closed: a body nobody inspects is never forwarded
             raise WireError(f"/v1/{target.path} takes no request body", code="unexpected_body")
 
-        alert: dict[str, Any] | None = None
         security_mode = policy.security_mode
         if parsed is not None and self.soc_enabled:
             security_mode = hardening.requested_mode(policy, request.headers.get("X-Security-Mode"))
-            decision, findings, alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
+            decision, findings, _alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
             if decision is not None and decision.blocked:
                 self.counts["blocked"] += 1
                 resp = json_error(400, BLOCKED_MESSAGE,
@@ -311,10 +322,11 @@ class Gateway:
         if decision.blocked:  # a refusal is answered only once its alert is in the audit trail
             try:
                 await asyncio.shield(stored)
-            except Exception:  # noqa: BLE001 - the refusal stands; the failed write is logged
+            except Exception:
                 log.exception("could not store the alert of refused request %s", rid)
         for action in actions:
-            self.metrics.actions.labels(str(action.get("action") or action.get("kind") or "?"), str(action.get("status", "?"))).inc()
+            kind = str(action.get("action") or action.get("kind") or "?")
+            self.metrics.actions.labels(kind, str(action.get("status", "?"))).inc()
         return decision, findings, alert
 
     def _inline(self, items: list[TextItem]) -> bool:
@@ -457,7 +469,7 @@ class Gateway:
             masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
             if masked is WITHHELD:
                 return _withheld(rid)
-            if masked is not None:
+            if isinstance(masked, str):
                 data = masked.encode("utf-8")
         elif answer.kind == "undecodable":
             if parsed is not None or up.status >= 400:  # an answer that cannot be read is not relayed
@@ -633,7 +645,7 @@ class Gateway:
         if policy.canary:  # the longest encoded form of the canary must fit in the held window
             window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
-            scan=scan, redact=lambda text: (self._mask(text), 0),
+            scan=scan, redact=lambda text: (self._mask(text), []),
             window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
             scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
         usage_seen: dict[str, Any] | None = None
@@ -737,7 +749,8 @@ class Gateway:
     async def analyse_chat(self, messages: list[dict[str, Any]], identity: Identity, *,
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
-        parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
+        parsed = validate_shape("chat/completions", {"messages": messages},
+                                max_messages=self.settings.limits.max_messages)
         return await self.screen_request(parsed, identity, security_mode=security_mode, rid=rid)
 
     async def screen_request(self, parsed: ParsedRequest, identity: Identity, *, security_mode: str | None = None,
@@ -804,7 +817,8 @@ class Gateway:
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
-        changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None
+        changed = (await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid)
+                   if self.soc_enabled else None)
         if changed is WITHHELD:
             return {**verdict, "answer": None, "status": 502, "code": "content_policy_violation",
                     "response_alert": True}

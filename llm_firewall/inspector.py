@@ -6,8 +6,9 @@ a text gets the same verdict wherever it is checked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.learned import LearnedDetector
@@ -24,7 +25,7 @@ class Inspector:
 
     @classmethod
     def load(cls, rules_dir: Path | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-             learned: bool = True, verdict_cache_chars: int = 0, local_rules_dirs: Sequence[Path] = ()) -> "Inspector":
+             learned: bool = True, verdict_cache_chars: int = 0, local_rules_dirs: Sequence[Path] = ()) -> Inspector:
         """The shipped rules (or `rules_dir`), with `local_rules_dirs` layered on top in order."""
         ruleset = load_rule_layers([rules_dir or default_rules_dir(), *local_rules_dirs])
         detectors = [LearnedDetector.load()] if learned else []

@@ -17,7 +17,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string must not lose the line
+        except Exception:  # noqa: BLE001 - a bad format string must not lose the line
             message = str(record.msg)
         record.msg = redact_secrets(message)
         record.args = None

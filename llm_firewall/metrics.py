@@ -8,10 +8,18 @@ come from fixed vocabularies or from the loaded rule set, never from request dat
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
-                               Gauge, Info)
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -65,6 +73,9 @@ class _LoopMetric:
     def _new(self) -> Any:
         raise NotImplementedError
 
+    def collect(self) -> Iterator[Metric]:
+        raise NotImplementedError
+
     def labels(self, *values: str) -> Any:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}")
@@ -105,7 +116,7 @@ class LoopHistogram(_LoopMetric):
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for key, child in list(self._children.items()):
             running, buckets = 0, []
-            for bound, count in zip((*self.bounds, float("inf")), list(child.counts)):
+            for bound, count in zip((*self.bounds, float("inf")), list(child.counts), strict=True):
                 running += count
                 buckets.append((floatToGoString(bound), running))
             family.add_metric(key, buckets, child.sum)

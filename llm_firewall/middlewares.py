@@ -11,13 +11,13 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Awaitable, Callable
 
 from aiohttp import HttpVersion, web
 
-from llm_firewall.proxy.target import V1, TargetRefused, check_local
 from llm_firewall.proxy.openai_wire import error_body
+from llm_firewall.proxy.target import V1, TargetRefused, check_local
 
 log = logging.getLogger("llm_firewall.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -145,7 +145,7 @@ class WebhookNotifier:
             )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # every failure ends here: counted, logged, dead-lettered
+        except Exception as exc:  # noqa: BLE001 - every failure ends here: counted, logged, dead-lettered
             if isinstance(exc, CircuitOpenError):
                 self.counts["short_circuited"] += 1
             error = redact_secrets(f"{type(exc).__name__}: {exc}")

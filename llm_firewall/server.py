@@ -22,6 +22,7 @@ import logging
 import resource
 import signal
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -81,7 +82,7 @@ class GuardedHandler(RequestHandler):
 
     __slots__ = ("_listener", "_head_for")
 
-    def __init__(self, listener: "Listener") -> None:
+    def __init__(self, listener: Listener) -> None:
         super().__init__(listener.server, loop=listener.loop, **listener.handler_args)
         self._listener = listener
         self._head_for = 0
@@ -158,7 +159,7 @@ class Listener:
         access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
         # Bodies are decoded by the gateway with a bound (proxy/content_coding.py), not by aiohttp
         # as they arrive: a gzip bomb inflated there held the loop for seconds.
-        self.handler_args = {"keepalive_timeout": timeouts.keepalive, "access_log": access_log,
+        self.handler_args: dict[str, Any] = {"keepalive_timeout": timeouts.keepalive, "access_log": access_log,
                              "auto_decompress": False}
         self.cap = cap
         self.open: dict[GuardedHandler, None] = {}  # in order of arrival, the oldest first
@@ -219,6 +220,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    assert runner.server is not None  # made by setup()
     try:
         listener = Listener(runner.server, settings, connection_cap(settings.limits.max_connections))
         server = await loop.create_server(listener, settings.host, settings.port, backlog=1024,

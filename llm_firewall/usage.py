@@ -36,7 +36,8 @@ def load_prices(path: Path | None = None) -> dict[str, Price]:
         try:
             out[str(model)] = Price(float(entry["prompt_per_1k"]), float(entry["completion_per_1k"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: model {model!r}: needs numeric prompt_per_1k and completion_per_1k ({exc})") from None
+            raise ValueError(
+                f"{path}: model {model!r}: needs numeric prompt_per_1k and completion_per_1k ({exc})") from None
     return out
 
 

@@ -113,6 +113,7 @@ def check(settings: Settings) -> str | None:
 def run(settings: Settings, argv: list[str]) -> int:
     """Start `settings.workers` workers and Redis if needed; return when they are stopped."""
     assert settings.data_dir is not None
+    data_dir = settings.data_dir
     redis: PrivateRedis | None = None
     env = dict(os.environ)
     if settings.redis_url is None:
@@ -135,7 +136,7 @@ def run(settings: Settings, argv: list[str]) -> int:
 
     def start(index: int) -> tuple[subprocess.Popen[bytes], float]:
         worker_env = {**env, "LLM_FIREWALL_REUSE_PORT": "1", "LLM_FIREWALL_REPLICA": f"{name}-w{index}",
-                      "LLM_FIREWALL_JOURNAL_DIR": str(settings.data_dir / "journal" / f"w{index}")}
+                      "LLM_FIREWALL_JOURNAL_DIR": str(data_dir / "journal" / f"w{index}")}
         return subprocess.Popen(command, env=worker_env), time.monotonic()
 
     workers = [start(i) for i in range(1, settings.workers + 1)]

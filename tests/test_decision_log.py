@@ -31,7 +31,8 @@ def _post(fw: Firewall, path: str, body: dict) -> None:
     urllib.request.urlopen(req).read()
 
 
-def test_alerts_sanctions_refusals_and_admin_actions_each_log_one_ecs_line(upstream: TestUpstream, tmp_path: Path) -> None:
+def test_alerts_sanctions_refusals_and_admin_actions_each_log_one_ecs_line(upstream: TestUpstream,
+                                                                            tmp_path: Path) -> None:
     fw = start_firewall(upstream, tmp_path / "d")
     try:
         who = Who()
@@ -60,7 +61,8 @@ def test_alerts_sanctions_refusals_and_admin_actions_each_log_one_ecs_line(upstr
     assert "request_refused" in actions and "soc_toggle" in actions
     refusal = next(line for line in lines if line["event"]["action"] == "request_refused")
     assert refusal["event"]["type"] == ["denied"] and refusal["http"]["response"]["status_code"] in (403, 429)
-    sanctions = [line for line in lines if line["event"].get("type") == ["denied"] and line["event"]["action"] != "request_refused"]
+    sanctions = [line for line in lines
+                 if line["event"].get("type") == ["denied"] and line["event"]["action"] != "request_refused"]
     assert sanctions and all(line["event"]["outcome"] in ("success", "failure", "unknown") for line in sanctions)
     assert KEY[:16] not in fw.logs()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -28,7 +28,7 @@ class RawUpstream:
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
 
-    async def __aenter__(self) -> "RawUpstream":
+    async def __aenter__(self) -> RawUpstream:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
@@ -89,7 +89,8 @@ async def test_content_length_answers_reuse_one_connection_and_send_a_clean_requ
         box.append(up)
         pool = await pool_for(up)
         for n in range(3):
-            resp = await pool.request("POST", "/v1/chat/completions", [("Content-Type", "application/json")], b'{"a":1}')
+            resp = await pool.request("POST", "/v1/chat/completions", [("Content-Type", "application/json")],
+                                      b'{"a":1}')
             assert resp.status == 200 and resp.content_type == "application/json"
             assert await resp.read() == b'{"n": %d}' % n
             resp.release()
@@ -103,7 +104,8 @@ async def test_content_length_answers_reuse_one_connection_and_send_a_clean_requ
 
 async def test_chunked_answer_split_at_every_byte_arrives_whole():
     body = b"data: one\n\n" + b"data: " + b"x" * 300 + b"\n\n"
-    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (body[:7], body[7:200], body[200:])) + b"0\r\nTrailer: t\r\n\r\n"
+    chunked = (b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (body[:7], body[7:200], body[200:]))
+               + b"0\r\nTrailer: t\r\n\r\n")
     wire = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

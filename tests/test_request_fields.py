@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from llm_firewall.proxy.openai_wire import ParsedRequest, WireError, request_texts
-from llm_firewall.proxy.request_fields import (CREDENTIALS, LABELS, NOT_READ, OPAQUE, SCHEMAS,
-                                               model_texts)
+from llm_firewall.proxy.request_fields import CREDENTIALS, LABELS, NOT_READ, OPAQUE, SCHEMAS, model_texts
 from tests.adversarial.test_request_fields import CASES, Build
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")

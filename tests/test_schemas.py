@@ -67,7 +67,8 @@ def test_every_shipped_file_names_its_schema_and_is_valid_under_it(kind: str) ->
         target = (path.parent / first.split("$schema=", 1)[1]).resolve()
         assert target == (SCHEMAS / f"{kind}.schema.json").resolve(), path
         if path.parent.name in ("rules", "policies"):  # the installed package holds them in bundled/
-            bundled = os.path.normpath(ROOT / "llm_firewall" / "bundled" / path.parent.name / first.split("$schema=", 1)[1])
+            named = first.split("$schema=", 1)[1]
+            bundled = os.path.normpath(ROOT / "llm_firewall" / "bundled" / path.parent.name / named)
             assert Path(bundled).is_file(), bundled
         errors = [f"{list(e.path)}: {e.message}" for e in check.iter_errors(as_editor_reads(path))]
         assert errors == [], (path, errors[:3])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +28,7 @@ def events(reads: list[bytes], max_event_bytes: int = 8 * 1024 * 1024) -> list[t
 @given(cuts=st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), unique=True, max_size=40))
 def test_any_cut_into_reads_gives_the_same_events(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(STREAM)]
-    got = events([STREAM[a:b] for a, b in zip(bounds, bounds[1:])])
+    got = events([STREAM[a:b] for a, b in itertools.pairwise(bounds)])
     assert got == events([STREAM])
     assert [data for _, data in got] == [b'{"a": 1}', b'{"b": 2}', None, b"line one\nline two", b'{"c": 3}',
                                           b"[DONE]"]

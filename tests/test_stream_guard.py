@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import itertools
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -89,7 +90,7 @@ def test_secret_split_across_chunks_never_leaks(n: int, mode: str, anchored: boo
 def test_any_rechunking_never_releases_any_part_of_the_secret(cuts: list[int], byte_cut: int,
                                                               anchored: bool) -> None:
     bounds = [0, *sorted(cuts), len(TEXT)]
-    parts = [TEXT[a:b] for a, b in zip(bounds, bounds[1:])]
+    parts = [TEXT[a:b] for a, b in itertools.pairwise(bounds)]
     out = relay(sse_for(parts), byte_cut=byte_cut, anchored=anchored)
     got = delivered_text(out)
     # Nothing from the start of the secret onwards may be delivered.
@@ -104,7 +105,7 @@ def test_benign_streams_pass_byte_for_byte(cuts: list[int]) -> None:
     benign = ("Here is how to read a file in Python: open it with a with-statement, iterate over the lines, "
               "and strip each one. Close handles early, and prefer pathlib for paths. That is all.")
     bounds = [0, *sorted(c for c in cuts if c < len(benign)), len(benign)]
-    raw = sse_for([benign[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
+    raw = sse_for([benign[a:b] for a, b in itertools.pairwise(bounds) if b > a])
     assert relay(raw) == raw
     # Anchored, a content chunk may leave in two parts (its checked beginning first, the rest
     # later); the text, the single role, every other event and their order stay as the upstream
@@ -114,7 +115,7 @@ def test_benign_streams_pass_byte_for_byte(cuts: list[int]) -> None:
     assert delivered_text(out) == benign
     assert out.count(b'"role"') == 1 and out.startswith(raw[: raw.index(b"\n\n") + 2])
     assert out.endswith(raw[raw.rindex(b"data: {"):])
-    long_chunks = sum(1 for a, b in zip(bounds, bounds[1:]) if b - a > EARLY_HEAD_CHARS)
+    long_chunks = sum(1 for a, b in itertools.pairwise(bounds) if b - a > EARLY_HEAD_CHARS)
     assert out.count(b"data: ") <= raw.count(b"data: ") + 1 + long_chunks
 
 
@@ -210,7 +211,7 @@ SECRETS_IN_PROSE = [
 def test_anchored_window_holds_every_kind_of_match(text: str, cuts: list[int]) -> None:
     assert scan(text), "the rules must catch this text whole"
     bounds = [0, *sorted(c for c in cuts if c < len(text)), len(text)]
-    out = relay(sse_for([text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]), anchored=True)
+    out = relay(sse_for([text[a:b] for a, b in itertools.pairwise(bounds) if b > a]), anchored=True)
     got = delivered_text(out)
     assert b"content_filter" in out
     assert not scan(got), f"released text still matches a rule: {got!r}"
@@ -258,7 +259,7 @@ LONG = "The parcel left the warehouse on Monday and the courier expects to deliv
        anchored=st.booleans())
 def test_long_streams_arrive_whole_while_the_guard_trims(cuts: list[int], anchored: bool) -> None:
     bounds = [0, *sorted(cuts), len(LONG)]
-    out = relay(sse_for([LONG[a:b] for a, b in zip(bounds, bounds[1:])]), anchored=anchored, trim_at=1)
+    out = relay(sse_for([LONG[a:b] for a, b in itertools.pairwise(bounds)]), anchored=anchored, trim_at=1)
     assert delivered_text(out) == LONG
 
 
@@ -351,7 +352,7 @@ def test_no_chunking_of_any_delta_field_releases_the_secret(field: str, cuts: li
     secret = invisible.join(SECRET)
     text = TEXT.replace(SECRET, secret)
     bounds = [0, *sorted(c for c in cuts if c < len(text)), len(text)]
-    raw, read = _field_stream(field, [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a])
+    raw, read = _field_stream(field, [text[a:b] for a, b in itertools.pairwise(bounds) if b > a])
     got = read(relay(raw, byte_cut=byte_cut, anchored=anchored))
     assert SECRET[:12] not in base_view(got).text and SECRET[-12:] not in base_view(got).text
     assert len(got) <= text.index(secret), f"part of the secret left in {field}: {got!r}"
@@ -360,8 +361,9 @@ def test_no_chunking_of_any_delta_field_releases_the_secret(field: str, cuts: li
 def two_texts(parts: list[tuple[str, str]]) -> bytes:
     """A stream whose pieces go to `content` or `reasoning_content`, in the order given."""
     def ev(field: str, text: str) -> bytes:
-        return b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                                         "choices": [{"index": 0, "delta": {field: text}, "finish_reason": None}]}) + b"\n\n"
+        return b"data: " + orjson.dumps({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {field: text}, "finish_reason": None}]}) + b"\n\n"
     return b"".join(ev(field, text) for field, text in parts) + b"data: [DONE]\n\n"
 
 

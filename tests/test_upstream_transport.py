@@ -9,8 +9,8 @@ import base64
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -76,7 +76,8 @@ def test_without_the_private_ca_the_upstream_certificate_is_refused(tls_upstream
 
 def test_no_proxy_exempts_the_upstream_host(ca, tls_upstream, proxy, tmp_path) -> None:
     fw = Firewall(upstream=tls_upstream.base_url, data_dir=tmp_path / "d", env={
-        "HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost", "LLM_FIREWALL_UPSTREAM_CA_FILE": _ca_file(ca, tmp_path)}).start()
+        "HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost",
+        "LLM_FIREWALL_UPSTREAM_CA_FILE": _ca_file(ca, tmp_path)}).start()
     try:
         assert _ask(fw) == "Hello from the test upstream."
         assert proxy.tunnels == []
@@ -103,7 +104,8 @@ def test_client_certificate_for_an_upstream_that_requires_one(ca, tmp_path) -> N
         finally:
             without.stop()
         fw = Firewall(upstream=server.base_url, data_dir=tmp_path / "b", env={
-            **env, "LLM_FIREWALL_UPSTREAM_CLIENT_CERT": str(cert), "LLM_FIREWALL_UPSTREAM_CLIENT_KEY": str(key)}).start()
+            **env, "LLM_FIREWALL_UPSTREAM_CLIENT_CERT": str(cert),
+            "LLM_FIREWALL_UPSTREAM_CLIENT_KEY": str(key)}).start()
         try:
             assert _ask(fw) == "Hello from the test upstream."
         finally:

@@ -7,8 +7,9 @@ ever sent, so browsers on other origins cannot read it.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, is_dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -159,7 +160,8 @@ def _decide(approve: bool) -> Handler:
         enforcer = request.app[GATEWAY].enforcer
         approval_id = request.match_info["approval_id"]
         by = (await _json_body(request) or {}).get("by") or "admin"
-        result = await (enforcer.approve(approval_id, str(by)[:64]) if approve else enforcer.deny(approval_id, str(by)[:64]))
+        decide = enforcer.approve if approve else enforcer.deny
+        result = await decide(approval_id, str(by)[:64])
         if result is None:
             return _bad(request, 404, f"no pending approval {approval_id!r}", "not_found")
         request.app[GATEWAY].alerts.broadcast({"type": "approval", "data": _plain(result)})

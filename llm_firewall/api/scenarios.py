@@ -102,7 +102,8 @@ async def run_scenario(request: web.Request) -> web.Response:
 
 @admin_only
 async def results(request: web.Request) -> web.Response:
-    return web.json_response({"results": list(request.app[RESULTS]),
+    done = request.app[RESULTS]
+    return web.json_response({"results": list(done),
                               "scenarios": [{"name": s.name, "title": s.title, "summary": s.summary,
                                              "steps": len(s.steps)} for s in scenario_catalog.SCENARIOS.values()]})
 

@@ -36,7 +36,7 @@ async def feed(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 message = await asyncio.wait_for(queue.get(), timeout=METRICS_EVERY_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 message = {"type": "metrics", "data": {**gateway.alerts.counts, **gateway.counts,
                                                         "soc_enabled": gateway.soc_enabled}}
             await ws.send_json(message)

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import re2
 
 from llm_firewall.detect.normalize import TRIGGER_PATTERNS, View, base_view, derived_views
-from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.detect.rules import STATUSES, Rule, RuleSet, pattern_width, prefilter_regex
+from llm_firewall.detect.verdicts import VerdictCache
 from llm_firewall.domain import SEVERITIES, Finding, TextItem
 from llm_firewall.redact import MASK, excerpt
 
@@ -49,7 +49,7 @@ def _compile_set(patterns: Sequence[str], fallback: Sequence[str]) -> Any:
     opts.max_mem = 64 << 20  # a set's DFA must not run out of memory on long texts
     opts.log_errors = False
     rset = re2.Set.SearchSet(opts)
-    for pat, exact in zip(patterns, fallback):
+    for pat, exact in zip(patterns, fallback, strict=True):
         try:
             rset.Add(pat)
         except re2.error:

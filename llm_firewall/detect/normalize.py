@@ -132,7 +132,8 @@ TRIGGER_PATTERNS: dict[str, str] = {
     # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
-    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
+    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b"
+             r"|\s--(?:recursive|force|no-preserve-root)\b"
              r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
@@ -347,11 +348,11 @@ def _decode_js(text: str) -> str | None:
 _MORSE = dict(zip(
     ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- "
     "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----. .-.-.- --..-- ..--.."
-    .split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?"))
+    .split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?", strict=True))
 _MORSE_RUN_RE = re.compile(r"(?:[.-]{1,6}(?: {1,3}/)? {1,3}){3,}[.-]{1,6}")
 _BRAILLE = dict(zip("\u2801\u2803\u2809\u2819\u2811\u280b\u281b\u2813\u280a\u281a\u2805\u2807"
                     "\u280d\u281d\u2815\u280f\u281f\u2817\u280e\u281e\u2825\u2827\u283a\u282d"
-                    "\u283d\u2835", "abcdefghijklmnopqrstuvwxyz"))
+                    "\u283d\u2835", "abcdefghijklmnopqrstuvwxyz", strict=True))
 _ASCII85_RE = re.compile(r"<~([!-u\s]{10,}?)~>")
 
 
@@ -533,7 +534,7 @@ def _unbase64_pipe(match: bytes) -> bytes:
 def _shell_word(word: bytes) -> bytes:
     """One word as a shell passes it on: quotes and escapes gone, a globbed program named."""
     plain = word.replace(b"'", b"").replace(b'"', b"").replace(b"\\", b"")
-    head, slash, name = plain.rpartition(b"/")
+    _head, slash, name = plain.rpartition(b"/")
     if slash and any(c in name for c in b"?*[") and any(chr(c).isalpha() for c in name):
         pattern = name.decode("ascii", "replace")
         found = next((prog for prog in _GLOBBED_PROGRAMS if fnmatch.fnmatchcase(prog, pattern)), None)

@@ -22,7 +22,7 @@ from typing import Any
 
 import re2
 
-_UNANCHORED = re2._Anchor.UNANCHORED  # type: ignore[attr-defined]
+_UNANCHORED = re2._Anchor.UNANCHORED
 
 Lead = tuple[bytes, int]  # (literal in every match, most bytes a match can start before it)
 

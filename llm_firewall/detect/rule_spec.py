@@ -11,14 +11,25 @@ class of attack in a public catalogue, `owasp-llm:LLM01` (OWASP Top 10 for LLM a
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, WithJsonSchema, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
-from llm_firewall.schema.typed import (Doc, FileSchema, Probability, Severity, Text, Threat, choice, located_error,
-                                       many, matching, optional)
+from llm_firewall.schema.typed import (
+    Doc,
+    FileSchema,
+    Probability,
+    Severity,
+    Text,
+    Threat,
+    choice,
+    located_error,
+    many,
+    matching,
+    optional,
+)
 
 DIRECTIONS = ("request", "response", "both")
 STATUSES = ("stable", "experimental")
@@ -61,7 +72,7 @@ def _pattern_form(value: Any) -> str | None:
 
 
 PatternEntry = Annotated[
-    Union[Annotated[RegexEntry, Tag(PATTERN_TAGS["regex"])], Annotated[PhrasesEntry, Tag(PATTERN_TAGS["phrases"])]],
+    Annotated[RegexEntry, Tag(PATTERN_TAGS["regex"])] | Annotated[PhrasesEntry, Tag(PATTERN_TAGS["phrases"])],
     Discriminator(_pattern_form, custom_error_type="pattern",
                   custom_error_message="each entry is exactly one of {regex: '...'} or {phrases: [...]}")]
 Patterns = Annotated[list[PatternEntry], Field(min_length=1)]
@@ -105,7 +116,8 @@ class RuleSpec(Doc):
     falsepositives: many(str)
     tests: TestsSpec
     references: many(Text) = Field(default_factory=list, description="URLs of write-ups of the attack")
-    tags: many(matching(TAG_PATTERN, "a tag is owasp-llm:LLM01..LLM10, atlas:AML.T0051 (or .000) or cwe:CWE-89")) = Field(
+    tags: many(matching(TAG_PATTERN,
+                        "a tag is owasp-llm:LLM01..LLM10, atlas:AML.T0051 (or .000) or cwe:CWE-89")) = Field(
         default_factory=list, description="owasp-llm:LLM01..LLM10, atlas:AML.T0051(.000), cwe:CWE-89")
     precision: optional(Probability) = None
     author: optional(str) = None
@@ -116,7 +128,7 @@ class RuleSpec(Doc):
     severity_by_role: optional(Annotated[dict[Role, Severity], BeforeValidator(_role_map)]) = None
 
     @model_validator(mode="after")
-    def _roles_seen(self) -> "RuleSpec":
+    def _roles_seen(self) -> RuleSpec:
         roles = self.applies_to.roles
         for role in self.severity_by_role or {}:
             if roles and role not in roles:

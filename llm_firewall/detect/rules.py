@@ -20,12 +20,13 @@ still be the beginning of an anchor that is not complete yet.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,8 +35,7 @@ from pydantic import ValidationError
 
 from llm_firewall.detect.normalize import views
 from llm_firewall.detect.re2raw import Lead, iter_spans, search_bytes, search_span
-from llm_firewall.detect.rule_spec import (  # noqa: F401  (STATUSES: re-exported for the engine)
-    STATUSES, VALIDATOR_NAMES, RegexEntry, RuleSpec, hidden_in_paths)
+from llm_firewall.detect.rule_spec import STATUSES, VALIDATOR_NAMES, RegexEntry, RuleSpec, hidden_in_paths  # noqa: F401  (STATUSES: re-exported for the engine)
 from llm_firewall.schema.located import LocatedError, field_path, plain, read, where
 from llm_firewall.schema.typed import problems
 
@@ -107,8 +107,8 @@ class Pattern:
     source: str  # what the author wrote (regex, or the phrases joined by " | ")
     regex_text: str  # the RE2 pattern actually run
     field: str
-    regex: Any = field(compare=False, repr=False)
-    lead: Lead | None = field(default=None, compare=False, repr=False)  # see `literal_lead`
+    regex: Any = dataclasses.field(compare=False, repr=False)  # `field` is an attribute name here
+    lead: Lead | None = dataclasses.field(default=None, compare=False, repr=False)  # see `literal_lead`
 
 
 # Where a sentence ends: an exclusion in another sentence explains nothing about this match.

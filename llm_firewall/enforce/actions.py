@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.identity import anchor_of, as_network, is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
-from llm_firewall.policy.decide import (Decision, address_strike_subject, escalation_step, ladder_subject, ladders_for,
-                                        strike_subject)
+from llm_firewall.policy.decide import (
+    Decision,
+    address_strike_subject,
+    escalation_step,
+    ladder_subject,
+    ladders_for,
+    strike_subject,
+)
 from llm_firewall.policy.model import Action, Policy, RateLimit
+
+if TYPE_CHECKING:
+    from llm_firewall.enforce.memory_store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +60,9 @@ _SANCTION_OF = {
 @dataclass(frozen=True)
 class Refusal:
     status: int  # 403 | 429 | 503
-    code: str  # ip_blocked | user_suspended | session_terminated | agent_isolated | rate_limit_exceeded | enforcement_unavailable
+    # ip_blocked | user_suspended | session_terminated | agent_isolated | rate_limit_exceeded
+    # | enforcement_unavailable
+    code: str
     message: str
     retry_after: float | None = None  # seconds; None for sanctions without expiry
 
@@ -94,7 +106,8 @@ class Enforcer:
             except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
                 _log_store_failure("sanction lookup", exc)
                 if policy.fail_modes.get("store", "closed") == "closed":
-                    return Refusal(503, "enforcement_unavailable", "Enforcement state is unavailable; try again shortly.", 5.0)
+                    return Refusal(503, "enforcement_unavailable",
+                                   "Enforcement state is unavailable; try again shortly.", 5.0)
                 sanction = None
         if sanction is not None:
             return _sanction_refusal(sanction, now)
@@ -128,7 +141,7 @@ class Enforcer:
         Same order and outcomes as `check`; an in-memory store cannot be unavailable, so the
         fail modes do not arise. Called on every request, hence the shortcuts: no override
         lookups when no override exists, one bucket key per rate limit."""
-        store = self.store
+        store = cast("MemoryStore", self.store)  # answers_inline: only the in-memory store has the *_now twins
         now = self.clock()
         sanction = store.active_sanction_now(identity, now)
         if sanction is not None:
@@ -179,7 +192,8 @@ class Enforcer:
 
     # ------------------------------------------------------------------ after a decision
 
-    async def apply(self, decision: Decision, identity: Identity, alert: Mapping[str, Any], policy: Policy) -> list[dict]:
+    async def apply(self, decision: Decision, identity: Identity, alert: Mapping[str, Any],
+                    policy: Policy) -> list[dict]:
         """Execute a decision for one alert; returns one result per action (for the alert record)."""
         alert_id = str(alert.get("alert_id") or alert.get("id") or uuid.uuid4().hex)
         base = {"alert_id": alert_id, "identity": identity, "policy": policy.name}
@@ -205,8 +219,8 @@ class Enforcer:
 
     async def _would(self, action: Action, base: dict) -> dict:
         result = {"action": action.kind, "subject": action.subject, "params": dict(action.params), "status": "would"}
-        await self.audit.append("action", {**base, **_public(result), "phase": "would", "action": f"would_{action.kind}",
-                                           "params": dict(action.params)})
+        await self.audit.append("action", {**base, **_public(result), "phase": "would",
+                                           "action": f"would_{action.kind}", "params": dict(action.params)})
         return result
 
     async def _escalations(self, decision: Decision, identity: Identity, policy: Policy, alert_id: str,
@@ -247,7 +261,8 @@ class Enforcer:
             id=uuid.uuid4().hex[:16], action=action, identity=identity, alert_id=alert_id,
             created_at=self.clock(), reason=f"policy {policy.name} requires approval for {action.kind}",
         )
-        if not await self.store.claim(f"approval:{alert_id}:{action.kind}:{action.subject}", CLAIM_TTL_S, approval.created_at):
+        claim = f"approval:{alert_id}:{action.kind}:{action.subject}"
+        if not await self.store.claim(claim, CLAIM_TTL_S, approval.created_at):
             return {"action": action.kind, "subject": action.subject, "status": "duplicate"}
         await self.store.add_approval(approval)
         result = {"action": action.kind, "subject": action.subject, "status": "pending", "approval_id": approval.id}
@@ -267,7 +282,7 @@ class Enforcer:
         try:
             result.update(await self._run(action, identity, alert, alert_id, now))
             result.setdefault("status", "done")
-        except Exception as exc:  # noqa: BLE001 - recorded, never raised into the request
+        except Exception as exc:
             log.exception("action %s failed", action.kind)
             result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         await self.audit.append("action", {**base, "phase": "result", **_public(result)})
@@ -369,7 +384,7 @@ class Enforcer:
         return removed
 
 
-def _log_store_failure(what: str, exc: Exception) -> None:
+def _log_store_failure(what: str, exc: BaseException) -> None:
     if isinstance(exc, StoreUnavailable):  # the store reports its own outage once
         log.debug("%s: %s", what, exc)
     else:

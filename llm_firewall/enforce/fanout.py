@@ -39,9 +39,10 @@ class AlertFanout:
         self._block_ms = block_ms
         self._max_backoff = max_backoff_s
         common = {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": timeout_s}
-        self._writer = aioredis.from_url(url, socket_timeout=timeout_s, **common)
+        # Any: redis-py types every reply bytes | str | None whatever decode_responses says (here bytes)
+        self._writer: Any = aioredis.from_url(url, socket_timeout=timeout_s, **common)
         # the reader blocks server-side for block_ms, so its socket timeout must outlast that
-        self._reader = aioredis.from_url(url, socket_timeout=timeout_s + block_ms / 1000, **common)
+        self._reader: Any = aioredis.from_url(url, socket_timeout=timeout_s + block_ms / 1000, **common)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_id: str | None = None
@@ -100,7 +101,7 @@ class AlertFanout:
                 if self._last_id is None:  # first connection: load recent history, then follow
                     recent = await self._reader.xrevrange(self.stream, count=self._history)
                     self._last_id = recent[0][0].decode() if recent else "0-0"
-                    for entry_id, fields in reversed(recent):
+                    for _entry_id, fields in reversed(recent):
                         self._deliver(fields)
                 reply = await self._reader.xread({self.stream: self._last_id}, block=self._block_ms, count=500)
                 self.stats["connected"] = True

@@ -10,8 +10,9 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, TypeAlias
 
 from llm_firewall.domain import FORWARDED_HEADERS, Identity
 from llm_firewall.redact import key_fingerprint
@@ -19,8 +20,8 @@ from llm_firewall.redact import key_fingerprint
 if TYPE_CHECKING:
     from llm_firewall.policy.model import IdentityConfig, Policy
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_ID_LEN = 128  # longer user/session/agent values are hashed: bounded memory, safe logs
 
@@ -293,7 +294,7 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
     return _first(headers, "api-key") or _first(headers, "x-api-key")
 
 
-def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
+def identify(peer: str, headers: Mapping[str, str], policy_identity: IdentityConfig,
              trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None,
              forwarded_header: str = DEFAULT_FORWARDED_HEADER, keys_checked: bool = True,
              ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Identity:
@@ -342,7 +343,7 @@ def _scoped(value: str | None, scope: str) -> str | None:
     return None if value is None else f"{value}@{scope}"
 
 
-def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConfig",
+def trust_for(trusted_proxies: Sequence[Network], policy_identity: IdentityConfig,
               forwarded_header: str = DEFAULT_FORWARDED_HEADER, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Trust:
     """The proxies trusted for a request (the deployment's plus the policy's), the one
     forwarding header believed from them (the policy's, else the deployment's) and the network
@@ -351,13 +352,13 @@ def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConf
                     policy_identity.forwarded_header or forwarded_header, ipv6_prefix)
 
 
-def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
+def is_allowlisted(identity: Identity, policy: Policy) -> bool:
     """True when the client IP is in an allowlisted range or the user matches a pattern; only a
     user vouched for (a trusted gateway's, or the firewall's own) can match: anyone can name one."""
     allow = policy.allowlist
     if allow.ips:
         own = as_network(identity.ip)  # an IPv6 client's counted network overlaps its entry
-        if own is not None and any(own.version == net.version and own.overlaps(net)  # type: ignore[arg-type]
+        if own is not None and any(own.version == net.version and own.overlaps(net)
                                    for net in _networks(tuple(allow.ips))):
             return True
     if allow.users and identity.user and (identity.scope is None or identity.user_bound):  # never a named id

@@ -19,9 +19,10 @@ import ipaddress
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import orjson
 from cachetools import LRUCache
@@ -122,8 +123,9 @@ class MemoryStore:
         elif kind == "unoverride":
             self._overrides.pop(op["subject"], None)
         elif kind == "strike":
-            times = self._strikes.get((op["ladder"], op["subject"])) or []
-            self._strikes[(op["ladder"], op["subject"])] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
+            at = (op["ladder"], op["subject"])
+            times = self._strikes.get(at) or []
+            self._strikes[at] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
         elif kind == "clear_strikes":
             self._strikes.pop((op["ladder"], op["subject"]), None)
         elif kind == "level":
@@ -231,8 +233,8 @@ class MemoryStore:
     def _purge(self, now: float) -> None:
         for k in [k for k, s in self._sanctions.items() if not s.active(now)]:
             self._drop_sanction(*k)
-        for k in [k for k, v in self._overrides.items() if v[2] <= now]:
-            del self._overrides[k]
+        for subject in [subject for subject, v in self._overrides.items() if v[2] <= now]:
+            del self._overrides[subject]
 
     # The in-memory store answers synchronously; the `*_now` twins let the inline check skip an
     # await per lookup (the async methods are the Store protocol and delegate to them).

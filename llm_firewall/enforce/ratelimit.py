@@ -30,6 +30,6 @@ def gcra(tat: float | None, limit: int, window_s: float, now: float,
     if new_tat - now > window_s + _EPS:
         retry_after = new_tat - now - window_s
         return None, RateResult(False, retry_after, 0, limit)
-    remaining = int(math.floor((window_s - (new_tat - now)) / interval + _EPS))
+    remaining = math.floor((window_s - (new_tat - now)) / interval + _EPS)
     return new_tat, RateResult(True, 0.0, max(remaining, 0), limit)
 

@@ -26,12 +26,14 @@ and `ap:decided` indexes for approvals.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -104,7 +106,8 @@ local function gcra(first, last, now, asked, arg0)
     end
     remaining = math.floor((window - (new_tat - now)) / interval + 1e-9)
     if remaining < 0 then remaining = 0 end
-    redis.call('SET', KEYS[i], string.format('%.17g', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) * 1000) + 1000))
+    redis.call('SET', KEYS[i], string.format('%.17g', new_tat),
+               'PX', string.format('%d', math.ceil((new_tat - now) * 1000) + 1000))
   end
   return {1, '0', remaining, 0}
 end
@@ -200,7 +203,7 @@ def _num(value: float | None) -> str:
 
 
 def _ms(t: float) -> str:
-    return str(int(math.ceil(t * 1000)) + _GRACE_MS)
+    return str(math.ceil(t * 1000) + _GRACE_MS)
 
 
 @dataclass
@@ -226,7 +229,8 @@ class RedisStore:
                  ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
         self._ipv6_prefix = ipv6_prefix  # an IPv6 client's own network is no range (see `is_range`)
         self.timeout_s = timeout_s or _timeout_from_url(url) or DEFAULT_TIMEOUT_S
-        self._redis = aioredis.from_url(
+        # Any: redis-py types every reply bytes | str whatever decode_responses says (here str)
+        self._redis: Any = aioredis.from_url(
             url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._fallback = fallback
@@ -242,7 +246,7 @@ class RedisStore:
         self._unreconciled = False  # the fallback may hold writes Redis has not seen yet
         self._pending_ops: list[tuple[str, tuple[Any, ...]]] = []  # limits/levels/releases made while down
         # override limits read in the same round trip as the sanction lookup, for the same instant
-        self._prefetched: tuple[float, dict[str, list[str | None]]] = (0.0, {})
+        self._prefetched: tuple[float, dict[str, list[Any]]] = (0.0, {})  # HMGET rows, as override_limit reads
         parts = urlsplit(url)  # never log the password
         self._url_safe = (f"unix://{parts.path}" if parts.scheme == "unix"
                           else f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}")
@@ -296,7 +300,7 @@ class RedisStore:
         if self.on_state_change is not None:
             try:
                 self.on_state_change(info)
-            except Exception:  # noqa: BLE001 - a broken listener must not break the store
+            except Exception:
                 log.exception("store state listener failed")
 
     def _ensure_probe(self) -> None:
@@ -353,20 +357,21 @@ class RedisStore:
             return counts
         fb, now = self._fallback, self._clock()
         for s in await fb.list_sanctions(now):
-            await self._call("reconcile", lambda s=s: self._write_sanction(s))
+            await self._call("reconcile", functools.partial(self._write_sanction, s))
             await fb.remove_sanction(s.kind, s.key)
             counts["sanctions"] += 1
         for a in await fb.list_approvals():
-            pushed = await self._call("reconcile", lambda a=a: self._write_approval(a, only_if_unseen=True))
+            pushed = await self._call("reconcile", functools.partial(self._write_approval, a, only_if_unseen=True))
             if a.status != "pending":
                 decision = {"status": a.status, "decided_by": a.decided_by, "decided_at": a.decided_at}
-                pushed = await self._call("reconcile", lambda a=a, d=decision: self._resolve_script(
+                pushed = await self._call("reconcile", functools.partial(
+                    self._resolve_script,
                     keys=[self._k("ap", "data"), self._k("ap", "decision"), self._k("ap", "decided")],
-                    args=[a.id, orjson.dumps(d).decode(), _num(a.decided_at or now)])) or pushed
+                    args=[a.id, orjson.dumps(decision).decode(), _num(a.decided_at or now)])) or pushed
             counts["approvals"] += int(bool(pushed))
         while self._pending_ops:
             name, args = self._pending_ops[0]
-            await self._call("reconcile", lambda name=name, args=args: getattr(self, name)(*args))
+            await self._call("reconcile", functools.partial(getattr(self, name), *args))
             self._pending_ops.pop(0)
             counts["ops"] += 1
         self._unreconciled = False
@@ -422,13 +427,13 @@ class RedisStore:
         if res == 0:
             found: list[dict[str, str]] = [{}] * n
             ranges: list[str] = []
-            overrides: list[list[str | None]] = [[None, None, None]] * len(subs)
+            overrides: list[list[Any]] = [[None, None, None]] * len(subs)
         else:
-            found = [dict(zip(flat[::2], flat[1::2])) for flat in res[:n]]
+            found = [dict(zip(flat[::2], flat[1::2], strict=False)) for flat in res[:n]]
             ranges = res[n]
             overrides = [[v if v else None for v in row] for row in res[n + 1:n + 1 + len(subs)]]
-        self._prefetched = (now, dict(zip(subs, overrides)))
-        for (kind, value), data in zip(order, found):
+        self._prefetched = (now, dict(zip(subs, overrides, strict=False)))
+        for (kind, value), data in zip(order, found, strict=False):
             if data:
                 s = _sanction(data)
                 if s.active(now):
@@ -436,7 +441,8 @@ class RedisStore:
             if kind == "ip" and ranges:
                 hit = _covering(value, ranges)
                 if hit:
-                    data = await self._call("active_sanction", lambda: self._redis.hgetall(self._k("s", "ip", hit)))
+                    data = await self._call("active_sanction",
+                                            functools.partial(self._redis.hgetall, self._k("s", "ip", hit)))
                     if data and _sanction(data).active(now):
                         return _sanction(data)
         return None
@@ -565,22 +571,23 @@ class RedisStore:
         if v is not None:
             return None if v[0] is None or float(v[2]) <= now else (int(v[0]), float(v[1]))
         try:
-            v = await self._call("override_limit",
-                                 lambda: self._redis.hmget(self._k("ov", subject), "limit", "window_s", "until"))
+            row = await self._call("override_limit",
+                                   lambda: self._redis.hmget(self._k("ov", subject), "limit", "window_s", "until"))
         except StoreUnavailable:
             if self.fail_modes().get("rate_limit", "open") == "closed":
                 raise
             return await self._fallback.override_limit(subject, now)
-        if v[0] is None or float(v[2]) <= now:
+        if row[0] is None or float(row[2]) <= now:
             return None
-        return int(v[0]), float(v[1])
+        return int(row[0]), float(row[1])
 
     # ------------------------------------------------------------------ escalation
 
     async def add_strike(self, ladder: str, subject: str, now: float, within_s: float) -> int:
         try:
             return int(await self._call("add_strike", lambda: self._strike_script(
-                keys=[self._k("st", ladder, subject)], args=[repr(now), repr(float(within_s)), f"{now!r}:{uuid.uuid4().hex[:8]}"])))
+                keys=[self._k("st", ladder, subject)],
+                args=[repr(now), repr(float(within_s)), f"{now!r}:{uuid.uuid4().hex[:8]}"])))
         except StoreUnavailable:
             await self._degraded_write()
             return await self._fallback.add_strike(ladder, subject, now, within_s)
@@ -597,7 +604,8 @@ class RedisStore:
 
     async def get_level(self, ladder: str, subject: str, now: float) -> int:
         try:
-            v = await self._call("get_level", lambda: self._redis.hmget(self._k("lv", ladder, subject), "level", "until"))
+            v = await self._call("get_level",
+                                 lambda: self._redis.hmget(self._k("lv", ladder, subject), "level", "until"))
         except StoreUnavailable:
             return await self._fallback.get_level(ladder, subject, now)
         remote = int(v[0]) if v[0] is not None and float(v[1]) > now else 0
@@ -662,8 +670,8 @@ class RedisStore:
             pipe.hmget(data_key, ids)
             pipe.hmget(dec_key, ids)
             d, dd = await pipe.execute()
-            data = {i: v for i, v in zip(ids, d) if v is not None}
-            decisions = {i: v for i, v in zip(ids, dd) if v is not None}
+            data = {i: v for i, v in zip(ids, d, strict=False) if v is not None}
+            decisions = {i: v for i, v in zip(ids, dd, strict=False) if v is not None}
         out = []
         for aid, raw in data.items():
             item = orjson.loads(raw)

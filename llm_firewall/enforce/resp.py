@@ -23,7 +23,8 @@ import functools
 import hashlib
 import ssl
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -133,7 +134,7 @@ class ScriptClient:
         self._connecting: asyncio.Lock | None = None
 
     @classmethod
-    def for_url(cls, url: str) -> "ScriptClient | None":
+    def for_url(cls, url: str) -> ScriptClient | None:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         if parts.scheme == "unix" and parts.path and not set(query) - {"socket_timeout", "db"}:

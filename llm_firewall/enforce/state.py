@@ -9,8 +9,9 @@ one atomic script).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from llm_firewall.domain import Identity
 from llm_firewall.policy.model import Action
@@ -45,7 +46,7 @@ class Sanction:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Sanction":
+    def from_dict(cls, data: Mapping[str, Any]) -> Sanction:
         return cls(
             str(data["kind"]), str(data["key"]), str(data.get("reason", "")), float(data["created_at"]),
             None if data.get("expires_at") is None else float(data["expires_at"]),
@@ -102,7 +103,7 @@ class Approval:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Approval":
+    def from_dict(cls, data: Mapping[str, Any]) -> Approval:
         return cls(
             id=str(data["id"]), action=Action.from_dict(data["action"]), identity=Identity(**data["identity"]),
             alert_id=data.get("alert_id"), created_at=float(data["created_at"]),

@@ -6,8 +6,8 @@ pays only for a few comparisons. State (strikes, sanctions, limits) lives in llm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
 from llm_firewall.enforce.identity import is_allowlisted, override_subject

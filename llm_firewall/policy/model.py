@@ -20,8 +20,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from llm_firewall.policy.spec import PolicySpec, hidden_in_paths, to_policy
-from llm_firewall.policy.types import BASE_MARKER, DEFAULT_PRESET, Policy, PolicyError
-from llm_firewall.policy.types import Action, Escalation, IdentityConfig, RateLimit, ResponseRule  # noqa: F401  (importers know them here)
+from llm_firewall.policy.types import (  # noqa: F401  (importers know them here)
+    BASE_MARKER,
+    DEFAULT_PRESET,
+    Action,
+    Escalation,
+    IdentityConfig,
+    Policy,
+    PolicyError,
+    RateLimit,
+    ResponseRule,
+)
 from llm_firewall.schema.located import LDict, LList, LocatedError, field_path, plain, read, where
 from llm_firewall.schema.typed import problems
 
@@ -64,7 +73,7 @@ def _merge(parent: Any, child: Any) -> Any:
         out_l.loc, out_l.item_locs = child.loc, []
         base_items = list(parent) if isinstance(parent, list) else []
         base_locs = list(getattr(parent, "item_locs", [child.loc] * len(base_items)))
-        for item, loc in zip(child, child.item_locs):
+        for item, loc in zip(child, child.item_locs, strict=True):
             if item == BASE_MARKER:
                 out_l.extend(base_items)
                 out_l.item_locs.extend(base_locs)
@@ -127,7 +136,8 @@ def _resolve(name_or_path: str, directory: Path, relative_to: Path | None = None
 def _load_chain(path: Path, directory: Path, seen: tuple[Path, ...]) -> LDict:
     if not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
-        raise PolicyError(f"{_display(path)}: policy file not found (presets in {_display(directory)}: {', '.join(known) or 'none'})")
+        raise PolicyError(f"{_display(path)}: policy file not found "
+                          f"(presets in {_display(directory)}: {', '.join(known) or 'none'})")
     real = path.resolve()
     if real in seen:
         chain = " -> ".join(_display(p) for p in seen + (real,))

@@ -9,22 +9,62 @@ from __future__ import annotations
 
 import ipaddress
 from functools import partial
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, \
-    model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from llm_firewall.domain import FORWARDED_HEADERS, SEVERITIES, SEVERITY_RANK
 from llm_firewall.durations import DEFAULT_DURATIONS, DURATION_PATTERN, PERMANENT, parse_seconds
-from llm_firewall.policy.types import (ACTIONS, BASE_MARKER, FAIL_MODES, FP_THRESHOLD_NAMES, LADDER_ACTIONS, LOG_FORMATS, MODES,
-                                       OVERRIDE_STATUSES, RATE_KEYS, RATE_UNITS, RESPONSE_ACTIONS, SECURITY_MODES,
-                                       Action, Allowlist, Escalation, FpThresholds, IdentityConfig, Policy, RateLimit,
-                                       ResponseRule, When)
+from llm_firewall.policy.types import (
+    ACTIONS,
+    BASE_MARKER,
+    FAIL_MODES,
+    FP_THRESHOLD_NAMES,
+    LADDER_ACTIONS,
+    LOG_FORMATS,
+    MODES,
+    OVERRIDE_STATUSES,
+    RATE_KEYS,
+    RATE_UNITS,
+    RESPONSE_ACTIONS,
+    SECURITY_MODES,
+    Action,
+    Allowlist,
+    Escalation,
+    FpThresholds,
+    IdentityConfig,
+    Policy,
+    RateLimit,
+    ResponseRule,
+    When,
+)
 from llm_firewall.proxy.target import parse_passthrough
-from llm_firewall.schema.typed import (Doc, FileSchema, OneOrMany, Severity, Text, Threat, choice, kind,
-                                      located_error, many, matching, optional)
+from llm_firewall.schema.typed import (
+    Doc,
+    FileSchema,
+    OneOrMany,
+    Severity,
+    Text,
+    Threat,
+    choice,
+    kind,
+    located_error,
+    many,
+    matching,
+    optional,
+)
 
 MAX_DURATION_S = 10 * 365 * 86400.0
 
@@ -36,7 +76,8 @@ def _seconds(value: Any, permanent: bool) -> float | None:
         seconds = parse_seconds(value)
     except ValueError:
         also = " or 'permanent'" if permanent else ""
-        raise PydanticCustomError("duration", f"expected a duration such as 90s, 10m, 1h, 2d{also}; got {value!r}")
+        raise PydanticCustomError(
+            "duration", f"expected a duration such as 90s, 10m, 1h, 2d{also}; got {value!r}") from None
     if not 0 < seconds <= MAX_DURATION_S:
         raise PydanticCustomError("duration", f"duration {value!r} must be positive and at most 10 years")
     return seconds
@@ -46,7 +87,7 @@ _DURATION_JSON: JsonSchemaValue = {"anyOf": [{"type": "number", "exclusiveMinimu
                                              {"type": "string", "pattern": DURATION_PATTERN}]}
 Duration = Annotated[float, PlainValidator(partial(_seconds, permanent=False)), WithJsonSchema(_DURATION_JSON)]
 MaybePermanent = Annotated[
-    Union[float, None], PlainValidator(partial(_seconds, permanent=True)),
+    float | None, PlainValidator(partial(_seconds, permanent=True)),
     WithJsonSchema({"anyOf": [*_DURATION_JSON["anyOf"], {"const": PERMANENT}, {"type": "null"}]})]
 
 
@@ -64,7 +105,7 @@ def _fp(value: Any) -> float | str:
 
 
 # A false-positive probability, or the name of one of the policy's fp_thresholds.
-Fp = Annotated[Union[float, str], PlainValidator(_fp), WithJsonSchema(
+Fp = Annotated[float | str, PlainValidator(_fp), WithJsonSchema(
     {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"enum": list(FP_THRESHOLD_NAMES)}]})]
 
 
@@ -93,7 +134,8 @@ def _any_case(words: tuple[str, ...]) -> str:
 
 Cidr = Annotated[str, AfterValidator(_network)]
 HeaderRef = matching(r"^header:[A-Za-z0-9-]{1,64}$", "expected 'header:<header-name>'")
-ForwardedHeader = Annotated[choice(FORWARDED_HEADERS), BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+ForwardedHeader = Annotated[choice(FORWARDED_HEADERS),
+                            BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
                             WithJsonSchema({"type": "string", "pattern": _any_case(FORWARDED_HEADERS)})]
 Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "pattern": r"^(?:https?://|\$\{)"})]
 
@@ -152,7 +194,7 @@ class WhenSpec(Doc):
     role: optional(many(Text)) = None
 
     @model_validator(mode="after")
-    def _one_severity_test(self) -> "WhenSpec":
+    def _one_severity_test(self) -> WhenSpec:
         if self.severity is not None and self.min_severity is not None:
             raise located_error(("min_severity",), "use either severity or min_severity")
         return self
@@ -209,7 +251,7 @@ assert set(PARAMS) == set(ACTIONS)
 class ActionMap(Doc):
     """`{action: {parameters}}`: exactly one action."""
 
-    model_config = {"json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
     key_noun = "action"
 
     block_request: optional(NoParams, null=True) = None
@@ -244,7 +286,7 @@ def _action_form(value: Any) -> str | None:
 
 
 ActionEntry = Annotated[
-    Union[Annotated[choice(ACTIONS, "action"), Tag(_ACTION_TAGS[0])], Annotated[ActionMap, Tag(_ACTION_TAGS[1])]],
+    Annotated[choice(ACTIONS, "action"), Tag(_ACTION_TAGS[0])] | Annotated[ActionMap, Tag(_ACTION_TAGS[1])],
     Discriminator(_action_form, custom_error_type="action",
                   custom_error_message="expected an action name or a one-key mapping {action: {params}}")]
 
@@ -283,7 +325,7 @@ class EscalationSpec(Doc):
         return self.max if "max" in self.model_fields_set else self.first_s
 
     @model_validator(mode="after")
-    def _max_after_first(self) -> "EscalationSpec":
+    def _max_after_first(self) -> EscalationSpec:
         if self.first_s is not None and self.max_s is not None and self.max_s < self.first_s:
             raise located_error(("max",), "must be at least 'for'")
         return self
@@ -337,15 +379,16 @@ class PolicySpec(Doc):
     scan_logs: list[ScanLogSpec] = Field(default_factory=list)
     passthrough_endpoints: many(Annotated[Text, AfterValidator(_passthrough)]) = Field(
         default_factory=list, description='extra /v1 endpoints forwarded, as "METHOD path"')
-    trusted_system_prompts: many(matching(r"^[0-9A-Fa-f]{64}$",
-                                          "expected a SHA-256 digest (64 hex digits) of the prompt's UTF-8 text")) = Field(
+    trusted_system_prompts: many(matching(
+        r"^[0-9A-Fa-f]{64}$", "expected a SHA-256 digest (64 hex digits) of the prompt's UTF-8 text")) = Field(
         default_factory=list, description="SHA-256 digests of the operator's own system/developer prompts, "
                                           "set aside from inspection (none by default)")
 
     @model_validator(mode="after")
-    def _known_notify_targets(self) -> "PolicySpec":
+    def _known_notify_targets(self) -> PolicySpec:
         for i, response in enumerate(self.responses):
-            for j, entry in enumerate(response.do):
+            entries: list[Any] = response.do  # ActionEntry is built by a call, which mypy cannot read
+            for j, entry in enumerate(entries):
                 if isinstance(entry, ActionMap) and entry.action()[0] == "notify":
                     target = entry.notify.target if entry.notify else "default"
                     if self.notify_targets and target != "default" and target not in self.notify_targets:

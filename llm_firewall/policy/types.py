@@ -7,8 +7,9 @@ by `policy.model.load_policy` (through the typed models of `policy.spec`); nothi
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import model_validator
 
@@ -55,7 +56,7 @@ class Action:
         return {"kind": self.kind, "params": dict(self.params), "subject": self.subject}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Action":
+    def from_dict(cls, data: Mapping[str, Any]) -> Action:
         return cls(data["kind"], dict(data.get("params") or {}), data.get("subject"))
 
     @property
@@ -145,7 +146,7 @@ class FpThresholds(Doc):
     very_low: Probability = 0.1
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FpThresholds":
+    def _ordered(self) -> FpThresholds:
         if self.block_below > self.monitor_above:
             raise ValueError("block_below must not exceed monitor_above")
         return self
@@ -164,7 +165,7 @@ class Policy:
     escalations: tuple[Escalation, ...] = ()
     approval_required: frozenset[str] = frozenset()
     block_severity: str = "high"
-    fp_thresholds: FpThresholds = FpThresholds()
+    fp_thresholds: FpThresholds = field(default_factory=FpThresholds)
     fail_modes: Mapping[str, str] = field(default_factory=lambda: {"store": "closed", "rate_limit": "open"})
     token_budgets: Mapping[str, int] = field(default_factory=dict)  # {"user": n, "key": n} per day
     response_action: str = "content_filter"

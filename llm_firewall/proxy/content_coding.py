@@ -21,7 +21,7 @@ class TooLarge(ValueError):
     """A body whose decoded size passes the limit."""
 
 
-def decoder_for(coding: str) -> "zlib._Decompress | None":
+def decoder_for(coding: str) -> zlib._Decompress | None:
     """A fresh decoder for a Content-Encoding value; None for identity. Raises CodingError for
     any other coding (br, zstd, compress, stacked codings): it would be forwarded unread."""
     name = coding.strip().lower()
@@ -32,7 +32,7 @@ def decoder_for(coding: str) -> "zlib._Decompress | None":
     raise CodingError(f"content-encoding {coding.strip()[:40]!r} is not supported (use gzip, deflate or none)")
 
 
-def decode_some(decoder: "zlib._Decompress", data: bytes, room: int) -> bytes:
+def decode_some(decoder: zlib._Decompress, data: bytes, room: int) -> bytes:
     """Decode `data`, producing at most `room` + 1 bytes (one more than fits tells the caller it
     is too large without inflating the rest)."""
     out: list[bytes] = []

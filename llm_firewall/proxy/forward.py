@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
-from urllib.request import proxy_bypass_environment
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # in CPython, not in typeshed
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy

@@ -9,7 +9,8 @@ hardened alike.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MODES = ("default", "security_aware", "strict")
 ENDPOINTS = frozenset({"chat/completions", "responses", "completions"})  # where the preamble goes (see harden)
@@ -73,7 +74,8 @@ def restore_instructions(payload: Any, sent: str, own: str | None) -> bool:
     check does not fire on the echo. True when `payload` was changed."""
     if not isinstance(payload, dict):
         return False
-    holder = payload.get("response") if isinstance(payload.get("response"), dict) else payload
+    response = payload.get("response")
+    holder = response if isinstance(response, dict) else payload
     if holder.get("instructions") != sent:
         return False
     holder["instructions"] = own

@@ -22,14 +22,13 @@ import ssl
 import time
 import zlib
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from llm_firewall.proxy.content_coding import CodingError, decode_some, decoder_for
-
 from llm_firewall.proxy.target import UPSTREAM_TARGET
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -65,7 +64,7 @@ class Http1Response:
     __slots__ = ("status", "reason", "headers", "content_type", "_conn", "_loop", "_chunks", "_buffered",
                  "_done", "_error", "_waiter", "_keep_alive", "_released", "_decoder", "_room")
 
-    def __init__(self, conn: "_Connection", status: int, reason: str, headers: CIMultiDictProxy[str],
+    def __init__(self, conn: _Connection, status: int, reason: str, headers: CIMultiDictProxy[str],
                  keep_alive: bool) -> None:
         self.status = status
         self.reason = reason
@@ -88,7 +87,7 @@ class Http1Response:
             raise aiohttp.ClientPayloadError("the upstream used a content-encoding we did not offer") from None
 
     @property
-    def content(self) -> "Http1Response":
+    def content(self) -> Http1Response:
         """aiohttp's `response.content` shape: `await up.content.readany()`."""
         return self
 
@@ -160,7 +159,7 @@ class Http1Response:
 
     async def read(self) -> bytes:
         """The whole body."""
-        parts = []
+        parts: list[bytes] = []
         while True:
             data = await self.readany()
             if not data:
@@ -191,7 +190,7 @@ class Http1Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive socket to the upstream, parsing one answer at a time."""
 
-    def __init__(self, pool: "Http1Pool") -> None:
+    def __init__(self, pool: Http1Pool) -> None:
         self.pool = pool
         # Kept: on Python 3.11 every `asyncio.get_running_loop()` costs a getpid() system call,
         # and a stream would pay one per event.
@@ -440,11 +439,11 @@ class _Connection(asyncio.Protocol):
                     return
                 self.chunk_state = 0
             elif state == 0:
-                size = line.split(b";", 1)[0].strip()
-                if not _CHUNK_SIZE.fullmatch(size):
+                size_hex = line.split(b";", 1)[0].strip()
+                if not _CHUNK_SIZE.fullmatch(size_hex):
                     self._cut("the upstream sent an invalid chunk size")
                     return
-                self.chunk_left = int(size, 16)
+                self.chunk_left = int(size_hex, 16)
                 self.chunk_state = 1 if self.chunk_left else 3
             elif not line:  # state 3: the empty line that ends the trailers
                 if buf:
@@ -467,7 +466,7 @@ class _Proxy:
         self.ssl = ssl.create_default_context() if tls else None
 
     @classmethod
-    def parse(cls, url: str) -> "_Proxy":
+    def parse(cls, url: str) -> _Proxy:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"proxy URL must be http:// or https:// with a host, got {parts.scheme}://…")
@@ -567,7 +566,7 @@ class Http1Pool:
         self._all.add(conn)
         return conn
 
-    async def _through_proxy(self, loop: asyncio.AbstractEventLoop, proxy: "_Proxy") -> _Connection:
+    async def _through_proxy(self, loop: asyncio.AbstractEventLoop, proxy: _Proxy) -> _Connection:
         """A tunnel through an HTTP proxy (CONNECT, RFC 9110 §9.3.6), then TLS to the upstream
         inside it when the upstream is https: the proxy relays bytes and never sees the exchange."""
         transport, opener = await loop.create_connection(

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -160,7 +161,8 @@ def validate_shape(endpoint: str, body: dict[str, Any], *, max_messages: int) ->
     _expect(model is None or isinstance(model, str), "'model' must be a string", "model")
     if endpoint == "chat/completions":
         messages = body.get("messages")
-        _expect(isinstance(messages, list), "'messages' must be a list", "messages")
+        if not isinstance(messages, list):
+            raise WireError("'messages' must be a list", param="messages", code="invalid_type")
         if len(messages) > max_messages:
             raise WireError(f"too many messages ({len(messages)} > {max_messages})", param="messages",
                             code="too_many_messages")

@@ -17,7 +17,8 @@ from __future__ import annotations
 import binascii
 import re
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llm_firewall.domain import TextItem
 

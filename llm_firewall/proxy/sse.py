@@ -9,8 +9,9 @@ a keep-alive, is inspected whole instead.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 

@@ -26,20 +26,31 @@ redact mode, the match is masked in the held events.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
-
 import re2
 
 from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding, TextItem
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, OPAQUE_TEXT, TEXTS,
-                                            joined_texts, keys_into, logprob_texts, set_path, walk_answer)
+from llm_firewall.proxy.openai_wire import (
+    IDENTIFIERS,
+    JOINED,
+    LABELS,
+    OPAQUE,
+    OPAQUE_TEXT,
+    TEXTS,
+    joined_texts,
+    keys_into,
+    logprob_texts,
+    set_path,
+    walk_answer,
+)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -53,7 +64,7 @@ class _Segment:
     start: int
     end: int
     original: str
-    link: "_Segment | None" = None  # a joint segment's own text: the segment it repeats (see JOINT)
+    link: _Segment | None = None  # a joint segment's own text: the segment it repeats (see JOINT)
 
 
 @dataclass(slots=True)
@@ -314,6 +325,8 @@ class StreamGuard:
         # prose flows at once. Held text is scanned when a clean scan would release some of it,
         # and otherwise every `scan_every` characters (so a match still stops the stream early).
         self._tail = max(anchor_width, ENCODED_ANCHOR_WIDTH) - 1 if anchor is not None else 0
+        self._anchor: Any
+        self._partial: Any | None
         self._anchor, self._partial = (None, None) if anchor is None else _compiled_anchors(anchor.pattern, self._tail)
         # A text's kept part is trimmed once it is this long (and never below what scans need).
         self._trim_at = max(trim_at, 2 * (self._window + self._scan_every + self._tail))
@@ -604,7 +617,7 @@ class StreamGuard:
             at = segs[0].start
             if not self._scan(buf.slice(start, at) + "".join(current)):
                 buf.text = buf.text[:at - buf.base]
-                for seg, text in zip(segs, current):
+                for seg, text in zip(segs, current, strict=True):
                     seg.start, seg.end = buf.end, buf.end + len(text)
                     buf.text += text
                 buf.scanned_to = buf.end
@@ -797,7 +810,7 @@ class StreamGuard:
                 return held.event.raw
             return b"data: " + current.replace("\n", "\ndata: ").encode("utf-8") + b"\n\n"
         if held.segments and (changed or self._rewritten):
-            for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments):
+            for (key, _, holder, name), seg in zip(_text_segments(held.payload), held.segments, strict=False):
                 current = self._texts[key].slice(seg.start, seg.end)
                 if current != seg.original:  # joined logprob tokens cannot be rewritten: removed
                     holder[name] = current if type(holder[name]) is str else None

@@ -13,8 +13,9 @@ written upstream unchanged below the upstream's base path.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 MAX_TARGET = 8192  # bytes; aiohttp's request line limit is the same order (8190)
 V1 = "/v1/"
@@ -89,7 +90,7 @@ class Passthrough:
     patterns: tuple[tuple[str, tuple[str, ...], Endpoint], ...] = ()
 
     @classmethod
-    def of(cls, entries: Iterable[str]) -> "Passthrough":
+    def of(cls, entries: Iterable[str]) -> Passthrough:
         out = []
         for entry in entries:
             method, path = parse_passthrough(entry)
@@ -101,7 +102,8 @@ class Passthrough:
         """(the endpoint for this method, whether the path is listed for any method)."""
         listed = False
         for m, pattern, ep in self.patterns:
-            if len(pattern) == len(segments) and all(p == PLACEHOLDER or p == s for p, s in zip(pattern, segments)):
+            if len(pattern) == len(segments) and all(
+                    p == PLACEHOLDER or p == s for p, s in zip(pattern, segments, strict=True)):
                 if m == method:
                     return ep, True
                 listed = True

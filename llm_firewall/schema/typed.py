@@ -6,10 +6,22 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, Callable, ClassVar, Literal, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, GetCoreSchemaHandler, GetJsonSchemaHandler, \
-    ValidationError, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -36,7 +48,7 @@ class Doc(BaseModel):
 def located_error(at: tuple[str | int, ...], message: str) -> PydanticCustomError:
     """An error about the field at path `at` below the value being validated (pydantic would
     place an error raised by a model validator on the model itself)."""
-    return PydanticCustomError("located", message, {"at": at})  # type: ignore[dict-item]
+    return PydanticCustomError("located", message, {"at": at})
 
 
 def hint(value: Any, allowed: Sequence[str], listing: bool = False) -> str:
@@ -56,7 +68,7 @@ def choice(values: Sequence[str], noun: str = "value") -> Any:
                 f"unknown {noun} {value!r}{hint(value, values)}: {value!r} is not one of {', '.join(values)}")
         return value
 
-    return Annotated[Literal[tuple(values)], BeforeValidator(check)]  # type: ignore[valid-type]
+    return Annotated[Literal[tuple(values)], BeforeValidator(check)]
 
 
 def matching(pattern: str, explain: str) -> Any:
@@ -93,7 +105,7 @@ class _NullWritten:
 def optional(typ: Any, null: bool = False) -> Any:
     """`typ` or absent (None); the JSON Schema offers only `typ` (see `FileSchema`) unless
     `null` says an empty value is written on purpose."""
-    return Annotated[Optional[typ], _NullWritten()] if null else Optional[typ]
+    return Annotated[typ | None, _NullWritten()] if null else typ | None
 
 
 def many(item: Any) -> Any:
@@ -160,7 +172,8 @@ def _message(err: Any) -> str:
     return str(err["msg"])
 
 
-def problems(exc: ValidationError, hidden: Callable[[Any], bool] = lambda part: False) -> list[tuple[tuple[str | int, ...], str]]:
+def problems(exc: ValidationError,
+             hidden: Callable[[Any], bool] = lambda part: False) -> list[tuple[tuple[str | int, ...], str]]:
     """(path into the document, message) for each error; `hidden` drops union tags from paths."""
     out = []
     for err in exc.errors(include_url=False):

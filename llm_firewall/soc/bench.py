@@ -11,10 +11,12 @@ import os
 import re
 import tempfile
 import time
+from typing import Any
 
 from llm_firewall.domain import Finding
 from llm_firewall.soc.logtail import LogSource
 from llm_firewall.soc.pipeline import SocPipeline
+from llm_firewall.soc.playbook import Playbook
 
 _SQLI = re.compile(r"(?i)union\s+select|'\s*or\s+1\s*=\s*1")
 
@@ -24,7 +26,7 @@ def _scan(text: str) -> list[Finding]:
     return [Finding("SQLI", "SQL injection", "malicious_input", "high", excerpt=m.group(0))] if m else []
 
 
-async def _noop_remediate(pb):  # noqa: ANN001
+async def _noop_remediate(pb: Playbook) -> list[dict[str, Any]]:
     return [{"status": "done"} for _ in pb.actions]
 
 
@@ -36,6 +38,15 @@ def _alert(i: int) -> dict:
     return {"type": "alert", "alert_id": f"b{i}", "threat": "prompt_injection", "severity": "high",
             "fp_probability": 0.1, "identity": {"ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"},
             "soc_actions": [{"block_ip": {"duration": "1h"}}]}
+
+
+def _write_access_log(path: str, lines: int) -> None:
+    """An nginx access log with one SQL injection in every hundred lines."""
+    with open(path, "w") as fh:
+        for i in range(lines):
+            target = "/p?id=1'+or+1=1" if i % 100 == 0 else f"/static/app.js?v={i}"
+            fh.write(f'10.0.{i >> 8 & 255}.{i & 255} - - [26/Nov/2026:03:00:00 +0000] "GET {target} HTTP/1.1" '
+                     f'200 512 "-" "Mozilla/5.0"\n')
 
 
 async def main(n: int = 20_000) -> None:
@@ -53,7 +64,7 @@ async def main(n: int = 20_000) -> None:
 
     await soc.start()
     t0 = time.perf_counter()
-    while soc.status()["remediator"]["executed"] < n:
+    while soc.status()["remediator"]["executed"] < n:  # noqa: ASYNC110 - a counter, polled as a reader would
         await asyncio.sleep(0.01)
     e2e = n / (time.perf_counter() - t0)
     await soc.stop()
@@ -61,16 +72,12 @@ async def main(n: int = 20_000) -> None:
     lines = 50_000
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "access.log")
-        with open(path, "w") as fh:
-            for i in range(lines):
-                target = "/p?id=1'+or+1=1" if i % 100 == 0 else f"/static/app.js?v={i}"
-                fh.write(f'10.0.{i >> 8 & 255}.{i & 255} - - [26/Nov/2026:03:00:00 +0000] "GET {target} HTTP/1.1" '
-                         f'200 512 "-" "Mozilla/5.0"\n')
+        _write_access_log(path, lines)
         tail = SocPipeline(remediate=_noop_remediate, audit_append=_noop_audit, scan_line=_scan,
                            log_sources=[LogSource(path, from_start=True, poll_interval_s=0.01)])
         t0 = time.perf_counter()
         await tail.start()
-        while tail.status()["log_sources"][path].get("lines", 0) < lines:
+        while tail.status()["log_sources"][path].get("lines", 0) < lines:  # noqa: ASYNC110 - as above
             await asyncio.sleep(0.01)
         lps = lines / (time.perf_counter() - t0)
         await tail.stop()

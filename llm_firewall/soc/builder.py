@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -168,7 +169,8 @@ class Builder:
 
 
 def _identity(event: dict[str, Any]) -> dict[str, str]:
-    src = event.get("identity") if isinstance(event.get("identity"), dict) else event
+    given = event.get("identity")
+    src = given if isinstance(given, dict) else event
     out = {}
     for name in ("ip", "user", "session", "key", "agent", "scope"):
         value = src.get(name) or (src.get("api_key_hash") if name == "key" else None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,14 @@ class BoundedQueue:
         self.check()
         return True
 
-    async def put(self, item: Any, timeout: float | None = None) -> bool:
+    async def put(self, item: Any, timeout: float | None = None) -> bool:  # noqa: ASYNC109  (overrides block_timeout_s)
         """Enqueue; with the ``block`` strategy wait up to `timeout` for room, then drop."""
         if self.strategy != "block" or not self._q.full():
             return self.put_nowait(item)
         wait = self.block_timeout_s if timeout is None else timeout
         try:
             await asyncio.wait_for(self._q.put(item), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.dropped += 1
             self.check()
             return False

@@ -14,8 +14,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -157,7 +158,7 @@ class LlmAnalyst:
         except asyncio.CancelledError:
             self.breaker.release()
             raise
-        except Exception as exc:  # timeouts, connection errors, HTTP errors: all mean "no opinion"
+        except Exception as exc:  # noqa: BLE001 - timeouts, connection and HTTP errors: all mean "no opinion"
             timeout = isinstance(exc, asyncio.TimeoutError) or "Timeout" in type(exc).__name__
             self.counts["timeouts" if timeout else "errors"] += 1
             self.last_error = redact_secrets(f"{type(exc).__name__}: {exc}")[:300]

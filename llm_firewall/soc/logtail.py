@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote_plus
 
 from llm_firewall.domain import SEVERITY_RANK, Finding

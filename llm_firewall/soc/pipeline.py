@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from llm_firewall.domain import Finding
 from llm_firewall.notify import WebhookNotifier
@@ -74,7 +75,7 @@ class SocPipeline:
         self._scan_line = scan_line
         self.stop_timeout_s = stop_timeout_s
         self.llm_max_inflight = llm_max_inflight
-        qkw = {"saturation_after_s": saturation_after_s, "on_saturation": self._saturated}
+        qkw: dict[str, Any] = {"saturation_after_s": saturation_after_s, "on_saturation": self._saturated}
         self.intake = BoundedQueue("intake", queue_size, strategy=queue_strategy, **qkw)
         self.analysis = BoundedQueue("analysis", queue_size, strategy=queue_strategy, **qkw)
         # losing a decided playbook is worse than waiting a little for the remediator
@@ -112,7 +113,7 @@ class SocPipeline:
             if not ok:
                 self.counts["dropped"] += 1
             return ok
-        except Exception:  # pragma: no cover - defensive: the inline path must never see it
+        except Exception:  # noqa: BLE001  # pragma: no cover - defensive: the inline path must never see it
             self.counts["submit_errors"] += 1
             return False
 
@@ -142,7 +143,7 @@ class SocPipeline:
         tailers = [t for t in self._tasks if t.get_name().startswith("soc-tail-")]
         for t in tailers:
             t.cancel()
-        while time.monotonic() < deadline and not self._idle():
+        while time.monotonic() < deadline and not self._idle():  # noqa: ASYNC110  (idle spans three queues and the agents)
             await asyncio.sleep(0.01)
         for t in [*self._tasks, *self._llm_tasks]:
             t.cancel()
@@ -201,6 +202,7 @@ class SocPipeline:
 
     async def _with_opinion(self, alert: dict[str, Any], incident: Any) -> None:
         try:
+            assert self.llm is not None  # called only when there is one
             opinion = await self.llm.review(alert)
         except asyncio.CancelledError:
             raise
@@ -260,6 +262,7 @@ class SocPipeline:
         if record is None:
             stats["unparsed"] += 1
             return
+        assert self._scan_line is not None  # log sources come with one (checked in __init__)
         try:
             findings = scan_record(record, self._scan_line)
         except Exception:

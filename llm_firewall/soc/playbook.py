@@ -147,7 +147,7 @@ class Playbook:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Playbook":
+    def from_dict(cls, data: Any) -> Playbook:
         """Rebuild a playbook (e.g. submitted by the server); actions are normalised, not trusted."""
         if not isinstance(data, dict) or not isinstance(data.get("actions"), list):
             raise PlaybookError("playbook: 'actions' must be a list")

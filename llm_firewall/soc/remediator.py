@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from llm_firewall.notify import WebhookNotifier
 from llm_firewall.redact import redact_secrets, redact_value
@@ -48,7 +49,7 @@ class Remediator:
             await self._audit(kind, redact_value(record))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the audit sink failing must not stop a ban
+        except Exception as exc:  # noqa: BLE001 - the audit sink failing must not stop a ban
             self.counts["audit_errors"] += 1
             log.error("audit append %s failed: %s", kind, redact_secrets(str(exc)))
 
@@ -88,7 +89,7 @@ class Remediator:
         except asyncio.CancelledError:
             await self.tracker.release(action.key)
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of one action is its outcome, audited
             outcome = {"status": "failed", "error": redact_secrets(f"{type(exc).__name__}: {exc}")[:300]}
         status = outcome.get("status", "done")
         if status == "failed":
@@ -121,7 +122,9 @@ class Remediator:
             payload = {"incident_id": pb.incident_id, "alert_id": pb.alert_id, "threat": pb.threat,
                        "severity": pb.severity, "title": pb.reason, "identity": pb.identity, "source": pb.source}
             ok = await self.notifier.send(action.params["target"], payload, fmt=action.params.get("fmt", "json"))
-            return {"status": "done" if ok else "failed", **({} if ok else {"error": "delivery failed (dead-lettered)"})}
+            if ok:
+                return {"status": "done"}
+            return {"status": "failed", "error": "delivery failed (dead-lettered)"}
         single = dataclasses.replace(pb, actions=[action])
         out = await self._remediate(single)
         first = out[0] if out else {}

@@ -58,7 +58,7 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
         out = []
         for action in pb.actions:
             kind, value = next(iter(action.subject.items()), (None, None))
-            target = subject(kind, value) if action.kind == "rate_limit" and kind else value
+            target = subject(kind, value) if action.kind == "rate_limit" and kind and value is not None else value
             policy_action = PolicyAction(action.kind, dict(action.params), target)
             if action.requires_approval:
                 result = await enforcer.request_approval(policy_action, identity, pb.alert_id,
@@ -91,7 +91,7 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
                          model=settings.analyst_model)
     policy = gateway.policy.current
     specs = {spec["path"]: spec for spec in (*policy.scan_logs, *settings.watch_logs)}  # env wins per path
-    sources = [LogSource(**spec) for spec in specs.values()]  # type: ignore[arg-type]
+    sources = [LogSource(**spec) for spec in specs.values()]
     return SocPipeline(
         remediate=remediate, audit_append=audit.append, on_alert=on_alert, llm=llm,
         log_sources=sources,

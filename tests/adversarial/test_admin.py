@@ -13,10 +13,12 @@ import ipaddress
 import json
 import os
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.api.auth import loopback_host
 from tests.support.firewall import Firewall
@@ -180,7 +182,8 @@ def _dns_name(name: str) -> bool:
     st.lists(LABEL, min_size=1, max_size=3).map(lambda labels: ".".join([*labels, "localhost"])),
     st.ip_addresses(v=4).filter(lambda a: not a.is_loopback).map(str),
     st.ip_addresses(v=6).filter(lambda a: not a.is_loopback).map(lambda a: f"[{a}]"),
-    st.text(st.characters(blacklist_characters="0123456789"), max_size=30).filter(lambda t: "localhost" not in t.lower()),
+    st.text(st.characters(blacklist_characters="0123456789"), max_size=30).filter(
+        lambda t: "localhost" not in t.lower()),
 ), PORTS)
 def test_every_other_host_is_not(name: str, port: str) -> None:
     assert not loopback_host(name + port)

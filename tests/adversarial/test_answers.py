@@ -15,14 +15,20 @@ import json
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import openai
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.detect.normalize import base_view
+from llm_firewall.proxy.answer_shape import is_sse, read_answer
+from llm_firewall.proxy.forward import relayed_header
+from llm_firewall.proxy.openai_wire import OPAQUE, OPAQUE_TEXT, response_texts
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
@@ -134,8 +140,8 @@ JSON_ANSWERS: dict[str, bytes] = {
     "reasoning_content": completion({"content": "No.", "reasoning_content": f"The key is {SECRET}."}),
     "reasoning (object)": completion({"content": "No.", "reasoning": {"summary": [{"text": f"use {SECRET}"}]}}),
     "refusal": completion({"content": None, "refusal": f"I cannot share {SECRET}."}),
-    "tool_call arguments": completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "send", "arguments": json.dumps({"key": SECRET})}}]}),
+    "tool_call arguments": completion({"content": None, "tool_calls": [{
+        "id": "call_1", "type": "function", "function": {"name": "send", "arguments": json.dumps({"key": SECRET})}}]}),
     "tool_call name": completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
         "name": SECRET, "arguments": "{}"}}]}),
     "legacy function_call": completion({"content": None, "function_call": {"name": "send", "arguments": SECRET}}),
@@ -275,7 +281,7 @@ def test_comments_and_unknown_fields_are_dropped_from_events_with_data(firewall:
     status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
     assert status == 200 and raw.endswith(b"data: [DONE]\n\n") and b"content_filter" not in raw
     assert_clean(raw.decode())
-    received, finish = chat_stream(firewall)
+    received, _finish = chat_stream(firewall)
     assert_clean(received)
     assert "Hello there" in "".join(orjson.loads(line[6:])["choices"][0]["delta"].get("content", "")
                                     for line in raw.split(b"\n\n") if line.startswith(b"data: {"))
@@ -370,7 +376,7 @@ def test_a_plain_text_answer_is_inspected(firewall: Firewall, upstream: TestUpst
     status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
     assert status == 502 and orjson.loads(raw)["error"]["code"] == "content_policy_violation"
     upstream.script.raw = RawAnswer(b"Just a plain greeting.", headers={"Content-Type": "text/plain"})
-    status, headers, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
+    status, _headers, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK}, Who())
     assert status == 200 and raw == b"Just a plain greeting."
 
 
@@ -492,9 +498,10 @@ def test_a_key_cut_across_responses_api_content_parts_of_a_stream_never_reaches_
 def test_a_key_cut_across_the_parts_of_one_final_responses_event_never_reaches_the_client(
         firewall: Firewall, upstream: TestUpstream) -> None:
     """`response.completed` carries the whole answer again: its parts are joined like a JSON answer's."""
-    final = orjson.loads(responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
-                                           "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
-                                                       {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    final = orjson.loads(responses_answer({
+        "type": "message", "id": "m1", "role": "assistant", "status": "completed",
+        "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+                    {"type": "output_text", "text": TAIL, "annotations": []}]}))
     upstream.script.raw = RawAnswer([resp_event("response.completed", response=final) + b"\n\n"],
                                     headers={"Content-Type": "text/event-stream"})
     events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
@@ -634,7 +641,7 @@ def test_legacy_completions_are_hardened_and_the_canary_never_reaches_the_client
 
 
 NATO = dict(zip("0123456789abcdef", ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                                      "Alfa", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot")))
+                                      "Alfa", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot"), strict=True))
 CANARY_FORMS: dict[str, Callable[[str], str]] = {
     "ROT13": lambda c: codecs.encode(c, "rot13"),
     "base32": lambda c: base64.b32encode(c.encode()).decode(),
@@ -671,13 +678,6 @@ def planted_system(upstream: TestUpstream) -> tuple[str, str]:
 
 
 # -- the pure decisions, for any input ----------------------------------------------------------------
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from llm_firewall.proxy.answer_shape import is_sse, read_answer  # noqa: E402
-from llm_firewall.proxy.forward import relayed_header  # noqa: E402
-from llm_firewall.proxy.openai_wire import OPAQUE, OPAQUE_TEXT, response_texts  # noqa: E402
 
 _KEYS = st.sampled_from(["content", "text", "message", "error", "choices", "output", "delta", "id", "type",
                          "reasoning", "refusal", "arguments", "name", "x", "logprobs", "summary", "data"])

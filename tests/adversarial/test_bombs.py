@@ -8,12 +8,13 @@ import json
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from tests.conftest import Who, make_client, start_firewall
@@ -63,7 +64,7 @@ def test_a_gzip_bomb_request_is_refused_without_holding_the_loop(fw: Firewall, u
         result["status"], result["body"] = answer.status, json.loads(answer.read())
         conn.close()
 
-    times = healthz_while(fw, threading.Thread(target=send))
+    healthz_while(fw, threading.Thread(target=send))
     assert result["status"] == 413 and result["body"]["error"]["code"] == "request_too_large"
     assert upstream.requests == []
 
@@ -96,7 +97,7 @@ def test_a_gzip_bomb_answer_is_refused_and_the_firewall_stays_up(upstream: TestU
             except openai.APIStatusError as exc:
                 error["status"] = exc.status_code
 
-        times = healthz_while(fw, threading.Thread(target=ask))
+        healthz_while(fw, threading.Thread(target=ask))
         assert error.get("status") == 502
         upstream.script.raw = RawAnswer(b"x" * (9 << 20), headers={"Content-Type": "text/plain"})  # plain, too
         with pytest.raises(openai.APIStatusError) as err:

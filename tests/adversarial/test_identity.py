@@ -12,8 +12,9 @@ import http.client
 import json
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -155,7 +156,7 @@ def test_a_caller_known_only_by_its_key_is_suspended_and_can_be_released(fw: Fir
 
 def test_releasing_a_scoped_user_releases_its_key_record(fw: Firewall) -> None:
     who = Who()
-    for i in range(3):
+    for _ in range(3):
         assert chat(fw, [("X-Forwarded-For", who.ip), key(who), ("X-User-ID", who.user)], INJECTION)[0] == 400
     assert code(chat(fw, [("X-Forwarded-For", who.ip), key(who), ("X-User-ID", "someone")]))[0] == 403
     [entry] = [b for b in blocks(fw) if b["kind"] == "user" and b["key"].startswith(f"{who.user}@key:")]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 import pytest
@@ -302,7 +302,8 @@ def test_at_the_cap_a_slow_upload_makes_room_when_none_is_idle(capped: Firewall,
 
 def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused(capped: Firewall,
                                                                       upstream: TestUpstream) -> None:
-    upstream.script.delay_first_byte = 10.0  # long enough for all four to be in progress at once, even on a busy machine
+    # long enough for all four to be in progress at once, even on a busy machine
+    upstream.script.delay_first_byte = 10.0
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hello"}]}).encode()
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -343,7 +344,8 @@ def test_megabyte_bodies_filling_their_lane_do_not_keep_a_long_conversation_out(
     inspected on the other lane, so a client flooding the first cannot refuse everyone else."""
     fw = start_firewall(upstream, tmp_path / "lanes", env={"LLM_FIREWALL_MAX_QUEUED_INSPECTIONS": "2"})
     big = json.dumps({"model": "m", "messages": [
-        {"role": "user", "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 45_000}]})
+        {"role": "user",
+         "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 45_000}]})
     medium = json.dumps({"model": "m", "messages": [
         {"role": "user", "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 1_200}]})
     busy = threading.Event()

@@ -13,8 +13,9 @@ import base64
 import json
 import re
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import openai
@@ -91,7 +92,7 @@ async def test_secrets_in_prompts_never_reach_alerts_audit_log_or_live_feed(
             while True:
                 try:
                     msg = await ws.receive(timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
@@ -199,7 +200,7 @@ def test_canary_in_any_form_is_cut_from_a_stream_before_it_is_released(
     # (the "cnry-" prefix's own characters): the same form of another canary starts the same.
     secret = canary.rsplit("-", 1)[1]
     other = FORMS[form]("cnry-" + "".join("0123456789abcdef"[(int(c, 16) + 1) % 16] for c in secret))
-    common = next(i for i, (a, b) in enumerate(zip(leaked, other)) if a != b)
+    common = next(i for i, (a, b) in enumerate(zip(leaked, other, strict=False)) if a != b)
     released = text[reply.index(leaked):]
     assert len(released) <= common, (released, leaked)
 

@@ -12,8 +12,8 @@ import socket
 import string
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import h11
 import openai
@@ -315,7 +315,7 @@ def test_the_upstream_receives_exactly_one_request_as_sent_or_the_client_a_refus
     extra = data.draw(header_lines())
     length = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if body else ""
     head = (f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{length}{extra}"
-            "X-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n").encode("utf-8")
+            "X-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n").encode()
     status, _, answer = exchange(fw.port, head, body)
     assert raw_upstream.errors == []
     if status == 200 and not target.startswith("/v1/"):  # a page the firewall serves itself, e.g. "/?v1/..."

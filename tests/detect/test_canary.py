@@ -76,7 +76,7 @@ def dressed(draw: st.DrawFn, canary: str) -> str:
 
 WORDS = {c: [w, w.upper(), w.capitalize(), c] for c, w in zip("0123456789abcdef", (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "niner", "alfa", "bravo", "charlie",
-    "delta", "echo", "foxtrot"))}
+    "delta", "echo", "foxtrot"), strict=True)}
 PROSE = st.text(string.ascii_letters + string.digits + " .,:;!?'\"()-\n", max_size=120)
 
 

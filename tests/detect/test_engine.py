@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+
 import pytest
 
 from llm_firewall.detect.engine import Engine
@@ -158,7 +159,7 @@ def test_overrides_disable_and_reseverity(engine: Engine) -> None:
     found = {f.rule_id: f for f in off.scan_text(INJECTION)}
     assert "PI-001" not in found and found["DE-002"].severity == "low"
     assert off.rule_count == engine.rule_count - 1
-    with pytest.raises(ValueError, match="PI-001.*'colour'"):
+    with pytest.raises(ValueError, match=r"PI-001.*'colour'"):
         Engine(ruleset, overrides={"PI-001": {"colour": "red"}})
     with pytest.raises(ValueError, match="severity"):
         Engine(ruleset, overrides={"PI-001": {"severity": "apocalyptic"}})

@@ -189,10 +189,10 @@ def test_a_spelt_out_override_is_read(sep: str) -> None:
 
 
 _MORSE = dict(zip("abcdefghijklmnopqrstuvwxyz", ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. "
-                  "--- .--. --.- .-. ... - ..- ...- .-- -..- -.-- --..".split()))
+                  "--- .--. --.- .-. ... - ..- ...- .-- -..- -.-- --..".split(), strict=True))
 _BRAILLE = dict(zip("abcdefghijklmnopqrstuvwxyz",
                     "\u2801\u2803\u2809\u2819\u2811\u280b\u281b\u2813\u280a\u281a\u2805\u2807\u280d"
-                    "\u281d\u2815\u280f\u281f\u2817\u280e\u281e\u2825\u2827\u283a\u282d\u283d\u2835"))
+                    "\u281d\u2815\u280f\u281f\u2817\u280e\u281e\u2825\u2827\u283a\u282d\u283d\u2835", strict=True))
 
 
 def _morse(text: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import re2
 import pytest
+import re2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llm_firewall.detect.re2raw import first_start, found, iter_spans, search_bytes, search_span
+from llm_firewall.detect.rules import default_rules_dir, literal_lead, load_rules
 
 
 @pytest.mark.parametrize("pattern, text", [
@@ -36,9 +39,6 @@ def test_search_bytes_gives_byte_offsets_from_a_position() -> None:
 
 # --- literal leads ---------------------------------------------------------------------------
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from llm_firewall.detect.rules import default_rules_dir, literal_lead, load_rules  # noqa: E402
 
 _LEAD_PATTERNS = [p for rule in load_rules(default_rules_dir()).rules
                   for p in rule.any + rule.all if p.lead is not None]

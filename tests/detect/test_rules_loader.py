@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm_firewall.detect.lint import main as lint_main
-from llm_firewall.detect.rules import (RuleError, default_rules_dir, iban, lint_rules, load_rules,
-                                       luhn)
+from llm_firewall.detect.rules import RuleError, default_rules_dir, iban, lint_rules, load_rules, luhn
 
 GOOD = """\
 id: T-001

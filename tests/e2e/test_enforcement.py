@@ -54,8 +54,8 @@ def test_exfiltration_terminates_session_and_blocks_ip(firewall: Firewall, who: 
     with pytest.raises(openai.BadRequestError):
         ask(make_client(firewall, who), EXFIL)
     # The session is dead from any address (it is the session of this key).
-    elsewhere = make_client(firewall, None, api_key=who.key, **{"X-Forwarded-For": "192.0.2.200",
-                                                                "X-Session-ID": who.session, "X-User-ID": "someone-else"})
+    elsewhere = make_client(firewall, None, api_key=who.key, **{
+        "X-Forwarded-For": "192.0.2.200", "X-Session-ID": who.session, "X-User-ID": "someone-else"})
     with pytest.raises(openai.PermissionDeniedError) as err:
         ask(elsewhere, "hello")
     assert err.value.code == "session_terminated"
@@ -97,8 +97,8 @@ def test_honest_question_is_answered_and_nothing_happens(firewall: Firewall, who
 
 def test_three_injections_suspend_the_user(firewall: Firewall, who: Who) -> None:
     for i in range(3):  # the same user of the same key, from three addresses
-        client = make_client(firewall, None, api_key=who.key, **{"X-Forwarded-For": f"192.0.2.{10 + i}",
-                                                                 "X-User-ID": who.user, "X-Session-ID": f"{who.session}-{i}"})
+        client = make_client(firewall, None, api_key=who.key, **{
+            "X-Forwarded-For": f"192.0.2.{10 + i}", "X-User-ID": who.user, "X-Session-ID": f"{who.session}-{i}"})
         with pytest.raises(openai.BadRequestError):
             ask(client, INJECTION)
     fresh = make_client(firewall, None, api_key=who.key, **{"X-Forwarded-For": "192.0.2.99", "X-User-ID": who.user,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -180,7 +181,7 @@ def test_each_scenario_button_brings_live_alerts_and_metrics(tab: Page) -> None:
 
         # The alerts arrive over the WebSocket and are shown newest first.
         tab.wait_frame("security_alert", after=frames_before, key="frames_alerts")
-        until(page, 
+        until(page,
             f"document.querySelector('#metric-alerts').textContent !== '{alerts_metric}'")
         new_frames = tab.alert_frames()[frames_before:]
         assert any(f["threat_type"] == name for f in new_frames), new_frames
@@ -188,7 +189,7 @@ def test_each_scenario_button_brings_live_alerts_and_metrics(tab: Page) -> None:
         newest_id = newest.get_attribute("data-alert-id")
         assert newest_id in {f["alert_id"] for f in new_frames}
         assert tab.metric("alerts") > alerts_metric
-        until(page, 
+        until(page,
             f"Number(document.querySelector('#metric-actions').textContent) > {actions_metric}")
 
     # Scenario traffic is counted with the rest, and no alert title is cut short.
@@ -204,7 +205,7 @@ def test_each_scenario_button_brings_live_alerts_and_metrics(tab: Page) -> None:
     assert "sev-critical" in (critical.get_attribute("class") or "")
     fp = critical.get_by_test_id("fp-badge")
     assert re.fullmatch(r"FP \d+ %", fp.inner_text()) and "fp-low" in (fp.get_attribute("class") or "")
-    until(page, 
+    until(page,
         "[...document.querySelectorAll('[data-testid=alert-actions]')].some(e => /block request/.test(e.textContent))")
     # The synthetic clients' sanctions are counted and listed; the operator is not among them.
     until(page, "Number(document.querySelector('#metric-blocked').textContent) > 0")

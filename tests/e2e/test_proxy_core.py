@@ -142,14 +142,15 @@ def raw_http(port: int, payload: bytes) -> tuple[int, bytes]:
         while True:
             try:
                 chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break
             data += chunk
             if b"\r\n\r\n" in data:
                 head, _, rest = data.partition(b"\r\n\r\n")
-                length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                length = [int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                          if h.lower().startswith(b"content-length:")]
                 if length and len(rest) >= length[0]:
                     break
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
@@ -240,7 +241,8 @@ def test_gzip_bodies_are_inspected_after_decoding_and_bombs_are_413(firewall: Fi
     import gzip
 
     attack = json.dumps({"model": "m", "messages": [{"role": "user", "content": INJECTION}]}).encode()
-    status, data = post(firewall.port, "/v1/chat/completions", gzip.compress(attack), extra="Content-Encoding: gzip\r\n")
+    status, data = post(firewall.port, "/v1/chat/completions", gzip.compress(attack),
+                        extra="Content-Encoding: gzip\r\n")
     assert status == 400 and b"content_policy_violation" in data
     bomb = json.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * (20 * 1024 * 1024)}]}).encode()
     status, data = post(firewall.port, "/v1/chat/completions", gzip.compress(bomb), extra="Content-Encoding: gzip\r\n")

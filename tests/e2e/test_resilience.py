@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
-import json
-import urllib.request
 import openai
 import pytest
 

@@ -74,7 +74,8 @@ def test_redact_mode_delivers_the_answer_with_the_secret_masked(upstream: TestUp
         assert finish == "stop"
         upstream.script.chunks = None
         upstream.script.reply = ANSWER
-        answer = make_client(fw, Who()).chat.completions.create(model="m", messages=[{"role": "user", "content": "key?"}])
+        answer = make_client(fw, Who()).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "key?"}])
         assert answer.choices[0].message.content == ANSWER.replace(SECRET, "[REDACTED]")
     finally:
         fw.stop()
@@ -111,7 +112,8 @@ def test_token_totals_and_cost_match_upstream_usage(upstream: TestUpstream, tmp_
         client = make_client(fw, who)
         for _ in range(3):
             client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-        stream = client.chat.completions.create(model="gpt-4o-mini", stream=True, stream_options={"include_usage": True},
+        stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                stream_options={"include_usage": True},
                                                 messages=[{"role": "user", "content": "hi"}])
         for _ in stream:
             pass
@@ -194,7 +196,8 @@ def test_daily_token_budget_refuses_once_used_up(upstream: TestUpstream, tmp_pat
                 model="m", messages=[{"role": "user", "content": "hi"}])
         assert seen() == before + 1
         # Another user still has a budget.
-        assert make_client(fw, Who()).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+        assert make_client(fw, Who()).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]).choices
     finally:
         fw.stop()
 

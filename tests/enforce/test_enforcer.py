@@ -168,7 +168,8 @@ async def test_medical_suspension_waits_for_approval(env):
 async def test_denied_approval_is_never_executed(tmp_path: Path, env):
     enforcer, _, _ = env
     (tmp_path / "p.yaml").write_text("name: p\nresponses:\n  - when: {threat: data_exfiltration}\n"
-                                     "    do: [block_request, {block_ip: {duration: permanent}}]\napproval_required: [permanent]\n")
+                                     "    do: [block_request, {block_ip: {duration: permanent}}]\n"
+                                     "approval_required: [permanent]\n")
     policy = load_policy("p", tmp_path)
     _, results = await offend(enforcer, policy, ALICE, "data_exfiltration", "critical", "perm-1")
     (pending,) = [r for r in results if r["status"] == "pending"]
@@ -183,7 +184,7 @@ async def test_monitor_mode_enforces_nothing_and_audits_every_would_be_action(tm
     (tmp_path / "m.yaml").write_text("name: m\nextends: production\nmode: monitor\n")
     policy = load_policy("m", tmp_path)
     for i in range(3):
-        decision, results = await offend(enforcer, policy, ALICE, "prompt_injection", "critical", f"mon-{i}")
+        decision, _results = await offend(enforcer, policy, ALICE, "prompt_injection", "critical", f"mon-{i}")
         assert not decision.blocked
     await offend(enforcer, policy, ALICE, "data_exfiltration", "critical", "mon-x")
     assert await enforcer.check(ALICE, policy) is None
@@ -255,10 +256,11 @@ async def test_a_sanction_on_a_named_id_is_held_by_its_scope_and_released_with_i
     """What the SOC's remediator does too: a suspension of a scoped user (the id a client named,
     scoped to its address) is also recorded on the address, so another id from there is refused,
     the same id from elsewhere is not, and releasing the user releases the address's record."""
-    enforcer, clock, _ = env
+    enforcer, _clock, _ = env
     policy = load_policy("production")
     bob_here = Identity(ip="203.0.113.9", user="bob@203.0.113.9", session="s@203.0.113.9", scope="203.0.113.9")
-    result = await enforcer.execute(Action("suspend_user", {"duration_s": 900.0}, bob_here.user), bob_here, "al-9", "test")
+    suspend = Action("suspend_user", {"duration_s": 900.0}, bob_here.user)
+    result = await enforcer.execute(suspend, bob_here, "al-9", "test")
     assert result["status"] == "done" and result["anchor"] == "*@203.0.113.9"
     carol_here = Identity(ip="203.0.113.9", user="carol@203.0.113.9", scope="203.0.113.9")
     assert (await enforcer.check(carol_here, policy)).code == "user_suspended"

@@ -6,13 +6,22 @@ import gc
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from llm_firewall.config import ConfigError, from_env
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import (client_address, client_ip, identify, is_allowlisted, override_subject, parse_networks,
-                                           subject_for, trust_of)
+from llm_firewall.enforce.identity import (
+    client_address,
+    client_ip,
+    identify,
+    is_allowlisted,
+    override_subject,
+    parse_networks,
+    subject_for,
+    trust_of,
+)
 from llm_firewall.policy.decide import address_strike_subject, ladder_subject, strike_subject
 from llm_firewall.policy.model import Escalation, IdentityConfig, load_policy
 from llm_firewall.redact import key_fingerprint
@@ -67,11 +76,13 @@ def test_identify_hashes_the_key_and_reads_configured_headers():
     # Ids the client merely names are scoped to its key: another key's bob is someone else.
     scope = ident.api_key_hash
     assert (ident.user, ident.session, ident.agent) == (f"bob@{scope}", f"s9@{scope}", f"crawler@{scope}")
-    assert identify("10.1.1.1", {"Authorization": "Bearer sk-test-abcdefghijklmnop"}, cfg).api_key_hash == ident.api_key_hash
+    elsewhere = identify("10.1.1.1", {"Authorization": "Bearer sk-test-abcdefghijklmnop"}, cfg)
+    assert elsewhere.api_key_hash == ident.api_key_hash
 
 
 def test_identify_bounds_hostile_header_values():
-    ident = identify("192.0.2.1", {"X-User-ID": "u" * 5000, "X-Session-ID": "\x00\x1b[31m", "Authorization": "Basic abc"}, IdentityConfig())
+    hostile = {"X-User-ID": "u" * 5000, "X-Session-ID": "\x00\x1b[31m", "Authorization": "Basic abc"}
+    ident = identify("192.0.2.1", hostile, IdentityConfig())
     assert ident.user.startswith("h:") and ident.user.endswith("@192.0.2.1") and len(ident.user) < 50
     assert ident.session == "[31m@192.0.2.1" and ident.api_key_hash is None
 
@@ -171,12 +182,13 @@ def _through_proxies(client, written, proxies, header: str, same_line: list[bool
     """The request as the firewall gets it: what the client wrote, then each trusted proxy appends
     its peer's address to the named header (as a new line, or to the last line of it)."""
     headers = CIMultiDict(written)
-    for sender, joined in zip([client, *proxies[:-1]], same_line):
+    for sender, joined in zip([client, *proxies[:-1]], same_line, strict=False):  # one flag for each of up to 3 hops
         element = _element(sender, header)
         existing = headers.getall(header, [])
         if joined and existing:
             lines = [(k, v) for k, v in headers.items() if k.lower() != header]
-            headers = CIMultiDict(lines + [(header, v) for v in existing[:-1]] + [(header, f"{existing[-1]}, {element}")])
+            headers = CIMultiDict(lines + [(header, v) for v in existing[:-1]]
+                                  + [(header, f"{existing[-1]}, {element}")])
         else:
             headers.add(header, element)
     return headers
@@ -205,7 +217,8 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
     cfg = IdentityConfig(trusted_user_header="x-authenticated-user" if gateway else None)
     headers = CIMultiDict(written)
     ident = identify(peer, headers, cfg, PROXIES)
-    from_gateway = gateway and peer != "198.51.100.1" and (headers.get("x-authenticated-user") or "").strip() not in ("", "*")
+    named = (headers.get("x-authenticated-user") or "").strip()
+    from_gateway = gateway and peer != "198.51.100.1" and named not in ("", "*")
     assert ident.scope == (ident.api_key_hash or ident.ip)
     for kind in _SANCTIONS:
         target = "user" if kind == "suspend_user" else "session"

@@ -105,7 +105,8 @@ def test_strongest_finding_wins_and_actions_are_not_repeated(production):
 
 
 def _custom(tmp_path: Path, extra: str):
-    (tmp_path / "p.yaml").write_text(f"name: p\nextends: {Path(__file__).resolve().parents[2] / 'policies' / 'production.yaml'}\n{extra}")
+    production = Path(__file__).resolve().parents[2] / "policies" / "production.yaml"
+    (tmp_path / "p.yaml").write_text(f"name: p\nextends: {production}\n{extra}")
     return load_policy("p", tmp_path)
 
 
@@ -117,7 +118,8 @@ def test_allowlisted_identities_are_only_logged(tmp_path: Path):
 
 
 def test_rule_overrides_disable_or_reclassify(tmp_path: Path):
-    p = _custom(tmp_path, "rule_overrides: {OFF-1: {enabled: false}, LOW-1: {severity: low}, EXP-1: {status: experimental}}\n")
+    p = _custom(tmp_path, "rule_overrides: {OFF-1: {enabled: false}, LOW-1: {severity: low}, "
+                          "EXP-1: {status: experimental}}\n")
     for rule in ("OFF-1", "LOW-1", "EXP-1"):
         assert not decide(p, [f("prompt_injection", "critical", rule=rule)], ALICE).blocked
     assert decide(p, [f("prompt_injection", "critical", rule="OTHER")], ALICE).blocked
@@ -133,7 +135,8 @@ def test_monitor_mode_enforces_nothing_but_records_what_it_would_do(tmp_path: Pa
 
 
 def test_permanent_ban_waits_for_approval(tmp_path: Path):
-    p = _custom(tmp_path, "responses:\n  - when: {threat: data_exfiltration}\n    do: [block_request, {block_ip: {duration: permanent}}]\n")
+    p = _custom(tmp_path, "responses:\n  - when: {threat: data_exfiltration}\n"
+                          "    do: [block_request, {block_ip: {duration: permanent}}]\n")
     d = decide(p, [f("data_exfiltration", "critical")], ALICE)
     assert d.blocked and kinds(d.actions) == ["block_request"] and kinds(d.pending) == ["block_ip"]
 

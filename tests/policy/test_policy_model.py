@@ -52,7 +52,8 @@ def test_production_enforces_timed_sanctions_and_asks_approval_for_permanent_one
     assert "suspend_user" not in p.approval_required
     assert {"block_ip_range", "permanent"} <= p.approval_required
     (ladder,) = p.escalations
-    assert (ladder.count, ladder.strikes, ladder.within_s, ladder.do) == (frozenset({"prompt_injection"}), 3, 600, "suspend_user")
+    assert (ladder.count, ladder.strikes, ladder.within_s, ladder.do) == (
+        frozenset({"prompt_injection"}), 3, 600, "suspend_user")
     assert (ladder.for_s, ladder.factor, ladder.max_s) == (900, 2, 86400)
     assert p.fp_thresholds.block_below == 0.3 and p.fp_thresholds.monitor_above == 0.7
     assert p.fail_modes == {"store": "closed", "rate_limit": "open"}
@@ -115,7 +116,8 @@ responses:
     with pytest.raises(PolicyError) as err:
         load_policy("broken", pdir)
     msg = str(err.value)
-    assert msg.startswith(f"{pdir / 'broken.yaml'}:9: policy 'broken': field 'responses[1].do[1]': unknown action 'blok_ip'")
+    assert msg.startswith(
+        f"{pdir / 'broken.yaml'}:9: policy 'broken': field 'responses[1].do[1]': unknown action 'blok_ip'")
     assert "did you mean 'block_ip'" in msg
 
 
@@ -128,13 +130,18 @@ responses:
         ("name: x\nrate_limits:\n  - {key: ip, limit: 5}\n", 3, "rate_limits[0].window", "required"),
         ("name: x\nrate_limits:\n  - {key: ip, limit: 5, window: 60s, unit: bytes}\n", 3, "rate_limits[0].unit", "kib"),
         ("name: x\nallowlist:\n  ips: [10.0.0.0/8, not-an-ip]\n", 3, "allowlist.ips[1]", "not an IP network"),
-        ("name: x\nresponses:\n  - when: {threat: prompt_injektion}\n    do: [log]\n", 3, "responses[0].when.threat[0]", "prompt_injection"),
-        ("name: x\nresponses:\n  - when: {fp_below: 1.5}\n    do: [log]\n", 3, "responses[0].when.fp_below", "out of range"),
-        ("name: x\nresponses:\n  - do: [{block_ip: {duration: forever}}]\n", 3, "responses[0].do[0].block_ip.duration", "permanent"),
-        ("name: x\nescalations:\n  - {count: [prompt_injection], strikes: 3, within: 10m, do: ban}\n", 3, "escalations[0].do", "unknown escalation action"),
+        ("name: x\nresponses:\n  - when: {threat: prompt_injektion}\n    do: [log]\n", 3,
+         "responses[0].when.threat[0]", "prompt_injection"),
+        ("name: x\nresponses:\n  - when: {fp_below: 1.5}\n    do: [log]\n", 3,
+         "responses[0].when.fp_below", "out of range"),
+        ("name: x\nresponses:\n  - do: [{block_ip: {duration: forever}}]\n", 3,
+         "responses[0].do[0].block_ip.duration", "permanent"),
+        ("name: x\nescalations:\n  - {count: [prompt_injection], strikes: 3, within: 10m, do: ban}\n", 3,
+         "escalations[0].do", "unknown escalation action"),
         ("name: x\napproval_required: [suspend_usr]\n", 2, "approval_required[0]", "suspend_user"),
         ("name: x\ncanary: 'yes'\n", 2, "canary", "true or false"),
-        ("name: x\nscan_logs:\n  - {path: /var/log/nginx/access.log, format: apache}\n", 3, "scan_logs[0].format", "apache"),
+        ("name: x\nscan_logs:\n  - {path: /var/log/nginx/access.log, format: apache}\n", 3,
+         "scan_logs[0].format", "apache"),
         ("name: x\nscan_logs:\n  - {format: json}\n", 3, "scan_logs[0].path", "required"),
     ],
 )
@@ -179,14 +186,16 @@ def test_unknown_preset_lists_the_available_ones():
 
 
 def test_env_substitution_for_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    write(tmp_path, "x", "name: x\nnotify_targets: {soc: '${SOC_HOOK}'}\nresponses:\n  - {when: {}, do: [{notify: {target: soc}}]}\n")
+    write(tmp_path, "x", "name: x\nnotify_targets: {soc: '${SOC_HOOK}'}\n"
+                         "responses:\n  - {when: {}, do: [{notify: {target: soc}}]}\n")
     monkeypatch.setenv("SOC_HOOK", "https://hooks.example/abc")
     first = load_policy("x", tmp_path)
     assert first.notify_targets["soc"] == "https://hooks.example/abc"
     monkeypatch.setenv("SOC_HOOK", "https://hooks.example/other")
     assert load_policy("x", tmp_path).sha256 == first.sha256  # digest is of the text, not the secret
     monkeypatch.delenv("SOC_HOOK")
-    with pytest.raises(PolicyError, match=r"x\.yaml:2: policy 'x': field 'notify_targets.soc': environment variable SOC_HOOK is not set"):
+    with pytest.raises(PolicyError, match=r"x\.yaml:2: policy 'x': field 'notify_targets.soc': "
+                                          r"environment variable SOC_HOOK is not set"):
         load_policy("x", tmp_path)
 
 
@@ -219,10 +228,10 @@ def test_identity_names_one_forwarding_header_and_a_gateways_user_header(tmp_pat
     assert (p.identity.forwarded_header, p.identity.trusted_user_header) == ("forwarded", "x-authenticated-user")
     assert load_policy("production").identity.forwarded_header is None  # the deployment's setting
     (tmp_path / "bad.yaml").write_text("name: bad\nidentity: {forwarded_header: X-Client-IP}\n")
-    with pytest.raises(PolicyError, match="identity.forwarded_header"):
+    with pytest.raises(PolicyError, match=r"identity\.forwarded_header"):
         load_policy("bad", tmp_path)
     (tmp_path / "bad2.yaml").write_text("name: bad2\nidentity: {trusted_user: x-authenticated-user}\n")
-    with pytest.raises(PolicyError, match="identity.trusted_user"):
+    with pytest.raises(PolicyError, match=r"identity\.trusted_user"):
         load_policy("bad2", tmp_path)
 
 

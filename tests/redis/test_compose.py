@@ -56,7 +56,7 @@ def test_replica_environment_is_valid_settings_sharing_one_redis_and_trusting_on
     subnet = ipaddress.ip_network(doc["networks"]["edge"]["ipam"]["config"][0]["subnet"])
     assert nginx_ip in subnet
     replicas = set()
-    for name, svc in firewalls(doc).items():
+    for svc in firewalls(doc).values():
         env = {k: os.path.expandvars(str(v)) for k, v in svc["environment"].items()
                if "${" not in str(v)}  # ${...} are the operator's values
         settings = from_env(env)  # the real parser: a typo would raise here

@@ -3,8 +3,8 @@ of the address, and an IPv6 client is blocked as its /64, seen by every replica.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -147,7 +147,8 @@ async def test_hit_all_charges_in_order_and_stops_at_the_first_refusal_like_the_
             assert (got.allowed, got.limit) == (want.allowed, want.limit)
             assert got.retry_after == pytest.approx(want.retry_after, abs=1e-6)
     for bucket, limit, window in limits:  # every bucket ends where separate hits leave it
-        got, want = await redis_store.hit(bucket, limit, window, now + 200), await memory.hit(bucket, limit, window, now + 200)
+        got = await redis_store.hit(bucket, limit, window, now + 200)
+        want = await memory.hit(bucket, limit, window, now + 200)
         assert (got.allowed, got.remaining) == (want.allowed, want.remaining)
     await redis_store.close()
 
@@ -221,7 +222,8 @@ async def test_the_one_call_check_decides_as_the_step_by_step_check(redis_server
     quick, slow = make(redis_server.url, f"q{run}:", timeout_s=2.0), make(redis_server.url, f"s{run}:", timeout_s=2.0)
     slow.check_quick = None  # type: ignore[assignment]
     clock = [time.time()]
-    runs = [Enforcer(store, AuditLog(tmp_path / f"{i}.db"), clock=lambda: clock[0]) for i, store in enumerate((quick, slow))]
+    runs = [Enforcer(store, AuditLog(tmp_path / f"{i}.db"), clock=lambda: clock[0])
+            for i, store in enumerate((quick, slow))]
 
     def who(i: int, user: str = "u") -> Identity:
         return Identity(ip=f"198.51.100.{i}", user=f"{user}{i}", session=f"s{i}")

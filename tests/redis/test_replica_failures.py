@@ -5,12 +5,11 @@ enforced by B; once Redis is back both replicas agree again."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.redis.replicas import (BENIGN, EXFIL, admin_get, chat, code, poll, start_pair, timed_chat,
-                                  write_policy)
+from tests.redis.replicas import BENIGN, EXFIL, admin_get, chat, code, poll, start_pair, timed_chat, write_policy
 from tests.support.firewall import Firewall
 
 LIMIT = 3
@@ -72,6 +71,6 @@ def test_redis_killed_then_hung(pair, fresh_redis):
     assert code(chat(b, BENIGN, "203.0.113.150", "s-q")) == "ip_blocked"  # kept across the pause
     # alert fan-out reconnected on both sides: B's alerts from both outages reach A's listing
     for ip in ("203.0.113.150", "203.0.113.151"):
-        assert poll(lambda: admin_get(a, f"/api/security/alerts?ip={ip}")["alerts"], timeout=10), ip
+        assert poll(lambda ip=ip: admin_get(a, f"/api/security/alerts?ip={ip}")["alerts"], timeout=10), ip
     assert chat(a, EXFIL, "203.0.113.152")[0] == 400
     assert poll(lambda: admin_get(b, "/api/security/alerts?ip=203.0.113.152")["alerts"], timeout=10)

@@ -4,7 +4,7 @@ B at once, a rate limit spread across both admits N (not 2N), and B lists A's al
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -9,7 +9,8 @@ import asyncio
 import hiredis
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 

@@ -9,8 +9,9 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -68,7 +69,8 @@ def test_a_rate_limit_and_a_flagged_session_are_listed_and_the_limit_can_be_lift
     assert limit["key"].startswith("key:") and limit["subject"] == f"rate limit on key …{limit['key'][-4:]}"
     assert "at most 5 per 120s" in limit["reason"]
     assert 3500 < limit["expires_at"] - limit["created_at"] <= 3600
-    assert flag["key"].startswith(f"{who.session}@key:") and flag["subject"].startswith(f"flagged session {who.session}")
+    assert flag["key"].startswith(f"{who.session}@key:")
+    assert flag["subject"].startswith(f"flagged session {who.session}")
     assert who.key not in json.dumps(listed)  # the key is listed by its hash only
     # The status page lists the same entries, and counts only what refuses as blocked.
     status = admin(fw, "/api/soc/status")

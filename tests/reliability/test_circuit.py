@@ -20,7 +20,7 @@ def make(**kw):
 
 
 def test_opens_after_threshold_consecutive_failures_only():
-    cb, clock, changes = make(failure_threshold=3, reset_timeout_s=10)
+    cb, _clock, changes = make(failure_threshold=3, reset_timeout_s=10)
     cb.record_failure()
     cb.record_failure()
     cb.record_success()  # resets the streak
@@ -55,7 +55,7 @@ def test_open_turns_half_open_after_timeout_and_admits_limited_probes():
 
 
 def test_failed_probe_reopens_for_a_full_timeout():
-    cb, clock, changes = make(failure_threshold=2, reset_timeout_s=10)
+    cb, clock, _changes = make(failure_threshold=2, reset_timeout_s=10)
     cb.record_failure()
     cb.record_failure()
     clock.now += 10

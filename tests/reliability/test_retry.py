@@ -10,7 +10,7 @@ def test_delays_grow_exponentially_within_jitter_band_and_cap():
     delays = backoff_delays(6, 0.5, 4.0, jitter=0.5, rng=random.Random(7))
     assert len(delays) == 5
     steps = [0.5, 1.0, 2.0, 4.0, 4.0]
-    for d, step in zip(delays, steps):
+    for d, step in zip(delays, steps, strict=True):
         assert step * 0.5 <= d <= step
 
 

@@ -76,7 +76,8 @@ def test_high_fp_alert_is_monitored_without_a_playbook():
 async def test_abuse_alert_from_traffic_reaches_enforcement_and_the_page(enforcement, wait_for):
     seen: list[dict] = []
     soc = SocPipeline(remediate=enforcement.remediate, audit_append=enforcement.audit_append,
-                      on_alert=seen.append, builder=Builder(abuse_limit=5, abuse_actions=[{"block_ip": {"duration": "15m"}}]))
+                      on_alert=seen.append,
+                      builder=Builder(abuse_limit=5, abuse_actions=[{"block_ip": {"duration": "15m"}}]))
     await soc.start()
     try:
         for _ in range(20):

@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from llm_firewall.detect.engine import Engine
+from llm_firewall.detect.rules import default_rules_dir, load_rules
 from llm_firewall.domain import Finding
 from llm_firewall.soc.logtail import FileTailer, LogSource, parse_line
 from llm_firewall.soc.pipeline import SocPipeline
@@ -127,22 +129,17 @@ def test_garbage_lines_do_not_parse():
 
 
 async def test_real_rules_engine_flags_sql_injection_in_a_url(tmp_path, enforcement, wait_for):
-    engine_mod = pytest.importorskip("llm_firewall.detect.engine")
-    rules_mod = pytest.importorskip("llm_firewall.detect.rules")
-    try:
-        engine = engine_mod.Engine(rules_mod.load_rules(rules_mod.default_rules_dir()))
-    except Exception as exc:  # the rule pack is edited by others; this test needs a loadable one
-        pytest.skip(f"rule pack does not load: {exc}")
+    engine = Engine(load_rules(default_rules_dir()))
     probe = "/items?id=1' UNION SELECT username, password FROM users--"
-    if not any(f.threat == "malicious_input" for f in engine.scan_text(probe)):
-        pytest.skip("the rule pack has no SQL injection rule yet")
+    assert any(f.threat == "malicious_input" for f in engine.scan_text(probe))
     log_path = tmp_path / "access.log"
     soc = SocPipeline(remediate=enforcement.remediate, audit_append=enforcement.audit_append,
                       log_sources=[LogSource(str(log_path), poll_interval_s=0.02)],
                       scan_line=lambda text: engine.scan_text(text))
     await soc.start()
     try:
-        append(log_path, access_line("203.0.113.77", "/items?id=1%27%20UNION%20SELECT%20username,%20password%20FROM%20users--"))
+        append(log_path, access_line("203.0.113.77",
+                                     "/items?id=1%27%20UNION%20SELECT%20username,%20password%20FROM%20users--"))
         await wait_for(lambda: len(enforcement.executed("block_ip")) == 1)
     finally:
         await soc.stop()

@@ -40,7 +40,7 @@ class ConnectProxy:
         finally:
             writer.close()
 
-    def start(self) -> "ConnectProxy":
+    def start(self) -> ConnectProxy:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
 

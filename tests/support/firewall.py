@@ -44,7 +44,7 @@ class Firewall:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def start(self, timeout: float = 30.0) -> "Firewall":
+    def start(self, timeout: float = 30.0) -> Firewall:
         self.port = self.port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_FIREWALL_"))}
         env.update(self.env)

@@ -42,7 +42,7 @@ class RawUpstream:
         self.requests.clear()
         self.errors.clear()
 
-    def start(self) -> "RawUpstream":
+    def start(self) -> RawUpstream:
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))

@@ -114,16 +114,17 @@ class TestUpstream:
                 message = {"role": "assistant", "content": None, "tool_calls": [{
                     "id": "call_1", "type": "function",
                     "function": {"name": "run", "arguments": "".join(s.tool_args)}}]}
-            return web.json_response({"id": cid, "object": "chat.completion", "created": 1, "model": body.get("model", "m"),
+            return web.json_response({"id": cid, "object": "chat.completion", "created": 1,
+                                      "model": body.get("model", "m"),
                                       "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                                       "usage": usage})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
         def ev(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return b"data: " + orjson.dumps({"id": cid, "object": "chat.completion.chunk", "created": 1,
-                                             "model": body.get("model", "m"),
-                                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+            return b"data: " + orjson.dumps({
+                "id": cid, "object": "chat.completion.chunk", "created": 1, "model": body.get("model", "m"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
 
         await resp.write(ev({"role": "assistant", "content": ""}))
         if s.tool_args is not None:
@@ -170,7 +171,7 @@ class TestUpstream:
         return web.json_response({"ok": True, "path": request.path})
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "TestUpstream":
+    def start(self) -> TestUpstream:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
 
