@@ -22,6 +22,7 @@ class Example:
     label: str  # "attack" | "benign"
     category: str  # "top/sub[/...]"
     source: str = ""
+    role: str = "user"  # where the text would appear: user, system or tool
 
     @property
     def is_attack(self) -> bool:
@@ -64,6 +65,7 @@ def read_jsonl(path: str | Path) -> Iterator[Example]:
                     label=str(row.get("label", "benign")),
                     category=str(row.get("category") or row.get("label") or "uncategorised"),
                     source=str(row.get("source", "")),
+                    role=str(row.get("role") or "user"),
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{lineno}: not a corpus row ({exc})") from exc
