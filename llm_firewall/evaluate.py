@@ -22,10 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
-from llm_firewall.score.corpus import Example, is_heldout, read_jsonl
+from llm_firewall.score.corpus import PROMPT_ATTACK_TOPS, Example, is_heldout, read_jsonl
 
 TARGET_FP_RATE = 0.01
-PROMPT_ATTACK_TOPS = ("prompt_injection", "jailbreak", "data_exfiltration", "indirect_injection_payload")
 _EVAL_IDENTITY = Identity(ip="192.0.2.10", user="eval", session="eval")
 
 
