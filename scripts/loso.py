@@ -54,14 +54,27 @@ class Judged:
 
 
 def precision_table(pairs: list[tuple[Finding, int]]) -> tuple[dict[str, float], float]:
-    """Smoothed precision per "rule:severity" and per rule from (finding, is_fp) pairs."""
+    """Smoothed precision per rule and per "rule:severity" from (finding, is_fp) pairs.
+
+    Shrinkage follows the data's own hierarchy: a rule's precision is pulled (SMOOTHING
+    pseudo-counts) towards the precision of all findings, a rule-at-severity's towards the
+    precision of all findings at that severity (a rarely seen low-severity rule starts from what
+    low-severity findings measured, not from the high-severity rules' near-perfect record).
+    """
     counts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for f, fp in pairs:
-        for key in (f"{f.rule_id}:{f.severity}", f.rule_id):
+        for key in (f"{f.rule_id}:{f.severity}", f.rule_id, f"*:{f.severity}"):
             counts[key][fp] += 1
     total_tp = sum(1 for _, fp in pairs if not fp)
     base = (total_tp + 1) / (len(pairs) + 2)
-    table = {k: (tp + SMOOTHING * base) / (tp + fp + SMOOTHING) for k, (tp, fp) in counts.items()}
+    level = {k: (tp + SMOOTHING * base) / (tp + fp + SMOOTHING) for k, (tp, fp) in counts.items()
+             if k.startswith("*:")}
+    table = {}
+    for k, (tp, fp) in counts.items():
+        if k.startswith("*:"):
+            continue
+        prior = level[f"*:{k.split(':', 1)[1]}"] if ":" in k else base
+        table[k] = (tp + SMOOTHING * prior) / (tp + fp + SMOOTHING)
     return table, base
 
 
@@ -141,13 +154,22 @@ def calibration(judged: list[Judged]) -> dict:
             "bins": reliability(pairs)}
 
 
-def run(datasets: str | None, log=sys.stderr) -> tuple[list[Judged], dict, dict]:
-    """(judged texts with out-of-source FP scores, learned thresholds, decision helpers)."""
+def run(datasets: str | None, margins_file: str | None = None, log=sys.stderr) -> tuple[list[Judged], dict, dict]:
+    """(judged texts with out-of-source FP scores, learned thresholds, decision helpers).
+
+    `margins_file`: reuse the learned model's LOSO margins saved there by an earlier run (they
+    depend only on the corpus and scripts/train_learned.py), else compute and save them.
+    """
     started = time.perf_counter()
     norm, _ = TL.normalizer()
     examples = TL.load_corpus(TL.datasets_dir(datasets))
-    corpus = TL.Corpus(examples, TL.written_examples(), norm)
-    margins = TL.loso_margins(corpus, examples, norm, log)
+    if margins_file and Path(margins_file).is_file():
+        margins = {int(k): v for k, v in json.loads(Path(margins_file).read_text()).items()}
+    else:
+        corpus = TL.Corpus(examples, TL.written_examples(), norm)
+        margins = TL.loso_margins(corpus, examples, norm, log)
+        if margins_file:
+            Path(margins_file).write_text(json.dumps(margins))
     cuts = TL.thresholds(examples, margins)
     refused, overrides, description = _decider(None)
     judged = judge_corpus(examples, margins, cuts, overrides, log)
@@ -213,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default=None, help="directory holding dev.jsonl and train_extra.jsonl")
     ap.add_argument("--format", choices=("md", "json"), default="md")
+    ap.add_argument("--margins", default=None, metavar="FILE",
+                    help="cache of the learned model's LOSO margins (read if present, else written)")
     ap.add_argument("--write-fp", nargs="?", const=str(DEFAULT_PATH), default=None, metavar="PATH",
                     help="also fit and write the shipped false-positive scorer")
     args = ap.parse_args(argv)
-    judged, _, decision = run(args.datasets)
+    judged, _, decision = run(args.datasets, args.margins)
     result = report(judged, decision)
     print(json.dumps(result, indent=1) if args.format == "json" else render(result), end="")
     if args.write_fp:
