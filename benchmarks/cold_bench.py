@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/cold_bench.py [--runs 3000]
 In-process, on new text every call: the bench request's user message with a reference no other
-call carries (as `bench`'s unique-prompt rows send it), and the bench's SSE stream through the
+call carries (as the bench's real traffic does), and the bench's SSE stream through the
 stream guard (every response rule's anchor, as in stream_guard_bench.py). "cold" touches
 `bench.EVICT_BYTES` before each call, as other requests' work does in a busy server; a loop
 without it keeps everything in the core's own caches. Prints microseconds per call (per event
@@ -16,16 +16,19 @@ import functools
 import itertools
 import statistics
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 
-from llm_firewall.bench import EVICT_BYTES, PAYLOADS, cold_runs, evict_caches, timed_once
-from llm_firewall.detect.normalize import base_view
-from llm_firewall.detect.re2raw import search_span
-from llm_firewall.inspector import Inspector
-from llm_firewall.proxy.sse import EventSplitter
-from llm_firewall.proxy.stream_guard import StreamGuard, _compiled_anchors
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
+
+from benchmarks.bench import EVICT_BYTES, PAYLOADS, cold_runs, evict_caches, timed_once  # noqa: E402
+from llm_firewall.detect.normalize import base_view  # noqa: E402
+from llm_firewall.detect.re2raw import search_span  # noqa: E402
+from llm_firewall.inspector import Inspector  # noqa: E402
+from llm_firewall.proxy.sse import EventSplitter  # noqa: E402
+from llm_firewall.proxy.stream_guard import StreamGuard, _compiled_anchors  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
+
 # (module, function or Class.method): synchronous functions on the path of a proxied request
 STAGES = [
     ("llm_firewall.middlewares", "new_request_id"),
@@ -121,8 +123,9 @@ def serve(argv: list[str]) -> int:
 
 
 def drive(args: argparse.Namespace) -> int:
-    from llm_firewall.bench import (PAYLOADS, SSE_DELAY_MS, Load, Processes, Stack, pinning_available, sse_probe,
-                                    start_firewall)
+    from benchmarks.bench import (PAYLOADS, SSE_DELAY_MS, Load, Processes, Stack, pinning_available, sse_probe,
+                                  start_firewall)
+    from benchmarks.traffic import fixed_bodies, write_bodies
 
     pin = pinning_available()
     workdir = Path(tempfile.mkdtemp(prefix="llm-firewall-stages-"))
@@ -144,7 +147,7 @@ def drive(args: argparse.Namespace) -> int:
             result = {"requests": len(streams),
                       "events": sum(len(s["events"]) for s in streams if s["status"] == 200)}
         else:
-            body = PAYLOADS / "request.json"
+            body = write_bodies(workdir / "fixed.jsonl", fixed_bodies((PAYLOADS / "request.json").read_bytes()))
             load.run(url, args.connections, 1.0, body)  # warm-up
             result = load.run(url, args.connections, args.duration, body)
         os.kill(pid, signal.SIGUSR1)

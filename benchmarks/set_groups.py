@@ -22,10 +22,13 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
-from llm_firewall.bench import benchmark_prompt, timed_loop
-from llm_firewall.detect.engine import SET_GROUP, _Compiled
-from llm_firewall.detect.rules import default_rules_dir, load_rules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
+
+from benchmarks.bench import benchmark_prompt, timed_loop  # noqa: E402
+from llm_firewall.detect.engine import SET_GROUP, _Compiled  # noqa: E402
+from llm_firewall.detect.rules import default_rules_dir, load_rules  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import aiohttp
 
-from llm_firewall.bench import Processes, start_firewall
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
+
+from benchmarks.bench import Processes, start_firewall  # noqa: E402
 
 WORDS = "the order shipping refund please explain how this works and why it failed yesterday".split()
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-stall-0123456789abcdef"}

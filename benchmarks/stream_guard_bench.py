@@ -1,9 +1,11 @@
 """Stream guard cost per SSE event against answer length, and the text it keeps.
 
 Usage: python benchmarks/stream_guard_bench.py [--events 50,500,5000,100000] [--window 128]
-                                              [--field content|reasoning_content]
+                                              [--field content|reasoning_content|reasoning+content]
 In-process: the firewall's own event splitter and guard (every response rule's anchor, no
-policy filter) over a benign answer of one-word chunks, as a model streams it. The per-event
+policy filter) over a benign answer of one-word chunks, as a model streams it (with
+`reasoning+content`, a reasoning model's: the first half in `reasoning_content`, ending with a
+blank line, then `content`, so that the guard also keeps the two texts joined). The per-event
 cost should not grow with the answer, and the kept text should stay bounded. Inside the server
 the same work costs more per event (socket reads and writes in between); `llm-firewall bench
 --stream` measures that.
@@ -30,9 +32,12 @@ def events(n: int, field: str = "content") -> list[bytes]:
     out = []
     for i in range(n):
         text = " " + WORDS[i % len(WORDS)] + ("," if i % 7 == 0 else "")
+        name = field if "+" not in field else field.split("+")[0 if i < n // 2 else 1]
+        if "+" in field and i == n // 2 - 1:
+            text += "\n\n"  # the reasoning ends; a last word could grow into a match and is held to the end
         out.append(b"data: " + orjson.dumps({
             "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": {field: text}, "logprobs": None, "finish_reason": None}]}) + b"\n\n")
+            "choices": [{"index": 0, "delta": {name: text}, "logprobs": None, "finish_reason": None}]}) + b"\n\n")
     return out
 
 
@@ -59,7 +64,8 @@ def main(argv: list[str]) -> int:
                 guard.feed(event)
         guard.finish()
         elapsed = time.perf_counter() - t0
-        kept = sum(len(t.text) for t in guard._texts.values())
+        kept = sum(len(t.text) for t in guard._texts.values()) + len(getattr(guard, "_joint", None) and
+                                                                     guard._joint.text or "")
         print(f"{n:>8}  {guard.assembled_chars:>12,}  {elapsed / n * 1e6:>8.1f}  {kept:>9,}")
     return 0
 

@@ -21,7 +21,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from llm_firewall import __version__, decision_log
 from llm_firewall.alerts import AlertHub
-from llm_firewall.api import admin, chat, scenarios, ws
+from llm_firewall.api import admin, chat, guard, scenarios, ws
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
 from llm_firewall.audit import AuditLog
 from llm_firewall.config import Settings
@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/v1/{tail:.*}", gateway.handle)
     admin.setup_routes(app)
     chat.setup_routes(app)
+    guard.setup_routes(app)
     scenarios.setup_routes(app)
     ws.setup_routes(app)
     _add_page(app)
@@ -178,8 +179,10 @@ def _make_store(settings: Settings, metrics: Metrics) -> Any:
     if settings.redis_url:
         from llm_firewall.enforce.redis_store import RedisStore  # optional dependency
 
-        return RedisStore(settings.redis_url, metrics=metrics, fallback=MemoryStore(settings.data_dir))
-    return MemoryStore(settings.data_dir)
+        return RedisStore(settings.redis_url, metrics=metrics, ipv6_prefix=settings.ipv6_prefix,
+                          fallback=MemoryStore(settings.journal_dir or settings.data_dir,
+                                               ipv6_prefix=settings.ipv6_prefix))
+    return MemoryStore(settings.data_dir, ipv6_prefix=settings.ipv6_prefix)
 
 
 def _add_page(app: web.Application) -> None:
@@ -245,7 +248,8 @@ async def _on_cleanup(app: web.Application) -> None:
     if "pipeline" in state:
         await state["pipeline"].stop()
     await gateway.upstream.close()
-    gateway.inspect_pool.shutdown(wait=False, cancel_futures=True)
+    for lane in gateway.inspect_lanes:
+        lane.pool.shutdown(wait=False, cancel_futures=True)
     if state.get("notifier") is not None:
         await state["notifier"].close()
     if "fanout" in state:

@@ -3,7 +3,8 @@
 SQLite in WAL mode, written by one background thread so the event loop never waits on disk:
 callers enqueue records, the thread commits them in batches and only then wakes the awaiting
 callers, so an acknowledged record is on disk. Sequence numbers are assigned inside the commit
-(max + 1), so they have no gaps, across restarts and crashes alike. Every string is passed
+(max + 1, read under the write lock), so they have no gaps, across restarts and crashes alike,
+and across the worker processes of `serve --workers N` that share one database file. Every string is passed
 through the one secret redactor before it is stored.
 """
 
@@ -57,6 +58,7 @@ class AuditLog:
         with self._db_lock:
             if target != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA busy_timeout=10000")  # other workers' commits are short
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.executescript(
                 """
@@ -72,7 +74,6 @@ class AuditLog:
                 """
             )
             self._conn.commit()
-            self._next = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         # Called with (kind, scrubbed record) for every append: the decision log reads from here.
@@ -117,15 +118,17 @@ class AuditLog:
 
     def _commit(self, batch: list) -> None:
         with self._db_lock:
-            first = self._next
             try:
+                # The write lock first, then the next number: another process sharing the file
+                # cannot take the same one in between.
+                self._conn.execute("BEGIN IMMEDIATE")
+                first = self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0]
                 self._conn.executemany(
                     "INSERT INTO audit (seq, ts, kind, ip, user, session, agent, key, alert_id, record)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(first + i, *row) for i, (row, _, _) in enumerate(batch)],
                 )
                 self._conn.commit()
-                self._next = first + len(batch)
                 outcomes: list[Any] = [first + i for i in range(len(batch))]
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 self._conn.rollback()

@@ -1,4 +1,4 @@
-"""The `llm-firewall` command: serve | scan | rules | eval | attack | bench."""
+"""The `llm-firewall` command: serve | scan | rules | eval | attack | bench | schema."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
         policy=args.policy, rules_dir=Path(args.rules_dir) if args.rules_dir else None,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         policies_dir=Path(args.policies_dir) if args.policies_dir else None,
-        log_format=args.log_format)
+        log_format=args.log_format, workers=args.workers)
     setup_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     decision_log.setup(settings.decision_log)
     if settings.upstream_url and upstream_loops_back(settings.upstream_url, settings.host, settings.port):
@@ -39,6 +39,19 @@ def _serve(args: argparse.Namespace) -> int:
               f"(it listens on {settings.host}:{settings.port}): every request would come back to it. Set "
               "LLM_FIREWALL_UPSTREAM_URL (or --upstream) to the real API; OPENAI_BASE_URL is what clients "
               "use to reach the firewall.", file=sys.stderr)
+        return 2
+    if settings.workers > 1:
+        from llm_firewall import workers
+
+        problem = workers.check(settings)
+        if problem is None:
+            print(f"llm-firewall: {settings.workers} workers on http://{settings.host}:{settings.port}",
+                  file=sys.stderr, flush=True)
+            try:
+                return workers.run(settings, sys.argv[1:])
+            except workers.WorkersError as exc:
+                problem = str(exc)
+        print(f"llm-firewall: {problem}", file=sys.stderr)
         return 2
     try:
         app = create_app(settings)
@@ -75,10 +88,14 @@ def _scan(args: argparse.Namespace) -> int:
     from llm_firewall.policy.decide import decide
     from llm_firewall.policy.model import load_policy
 
-    policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
-    local = tuple(Path(d) for d in args.local_rules_dir)
-    inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None, overrides=policy.rule_overrides,
-                               local_rules_dirs=local)
+    try:  # a broken policy or rule file: one line naming file, line and field, no traceback
+        policy = load_policy(args.policy, Path(args.policies_dir) if args.policies_dir else None)
+        local = tuple(Path(d) for d in args.local_rules_dir)
+        inspector = Inspector.load(Path(args.rules_dir) if args.rules_dir else None,
+                                   overrides=policy.rule_overrides, local_rules_dirs=local)
+    except ValueError as exc:
+        print(f"llm-firewall scan: {exc}", file=sys.stderr)
+        return 2
     identity = Identity(ip="0.0.0.0")
     out = sys.stdout
 
@@ -114,8 +131,34 @@ _DELEGATED = {
     "rules": ("llm_firewall.detect.lint", "lint or test rule files: rules lint|test [DIR]"),
     "eval": ("llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
     "attack": ("llm_firewall.attack", "run attack scenarios against a running firewall"),
-    "bench": ("llm_firewall.bench", "measure throughput and latency against a baseline proxy"),
+    "bench": ("benchmarks.bench", "measure throughput and latency against a baseline proxy (source checkout)"),
+    "schema": ("llm_firewall.schema.cli", "print the JSON Schema of rule or policy files: schema rules|policy"),
 }
+
+
+def _find_benchmarks() -> bool:
+    """Make benchmarks/ of the source checkout holding this package importable, or explain.
+
+    The bench (mock upstream, minimal proxy, wrk scripts) is not part of the installed package,
+    so `llm-firewall bench` runs it from the checkout next to the package."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "bench.py").is_file():
+        print("llm-firewall bench: the benchmark is not part of the installed package; it needs a source "
+              "checkout (git clone the repository, then `pip install -e .` there and run it again)",
+              file=sys.stderr)
+        return False
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return True
+
+
+def _worker_count(value: str) -> int:
+    from llm_firewall.config import ConfigError, parse_workers
+
+    try:
+        return parse_workers(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rules-dir", default=None)
     serve.add_argument("--data-dir", default=None, help="where sanctions and the audit trail persist")
     serve.add_argument("--log-format", choices=["text", "json"], default=None)
+    serve.add_argument("--workers", type=_worker_count, default=None,
+                       help="processes serving the port (default 1; 'auto': one per core); more than one "
+                            "share state through Redis (a private redis-server when LLM_FIREWALL_REDIS_URL is unset)")
     serve.set_defaults(func=_serve)
 
     scan = sub.add_parser("scan", help="inspect texts without a server; exit 1 when any is refused")
@@ -152,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench" and not _find_benchmarks():
+        return 2
     if argv and argv[0] in _DELEGATED:  # these subcommands parse their own options
         return int(importlib.import_module(_DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)

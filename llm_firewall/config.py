@@ -15,6 +15,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from llm_firewall.domain import FORWARDED_HEADERS
+from llm_firewall.enforce.identity import DEFAULT_IPV6_PREFIX, MIN_IPV6_PREFIX
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -36,7 +37,7 @@ def _parse_networks(raw: str, source: str) -> tuple[Network, ...]:
     return tuple(nets)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, zero_ok: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -44,13 +45,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be positive, got {raw!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name}: must be {'zero or more' if zero_ok else 'positive'}, got {raw!r}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return int(_float(env, name, float(default)))
+def _int(env: Mapping[str, str], name: str, default: int, zero_ok: bool = False) -> int:
+    return int(_float(env, name, float(default), zero_ok))
 
 
 def _dirs(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
@@ -171,8 +172,10 @@ class Settings:
     policy: str = "production"
     policies_dir: Path | None = None
     admin_token: str | None = None
+    guard_token: str | None = None  # for `POST /api/guard` alone (the admin token works there too)
     trusted_proxies: tuple[Network, ...] = ()
     forwarded_header: str = FORWARDED_HEADERS[0]  # the one forwarding header believed from them
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX  # IPv6 clients are counted and sanctioned by this network
     redis_url: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
@@ -192,6 +195,9 @@ class Settings:
     circuit_reset_s: float = 10.0
     watch_logs: tuple[dict[str, object], ...] = ()  # log files the SOC tails, like fail2ban
     replica: str | None = None  # name shown in alerts when several replicas run
+    workers: int = 1  # processes serving one port (serve --workers; see workers.py)
+    reuse_port: bool = False  # set for each worker: several processes bind the same port
+    journal_dir: Path | None = None  # the store's local journal; None: data_dir
 
     @property
     def uses_demo_upstream(self) -> bool:
@@ -206,6 +212,19 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def parse_workers(value: str) -> int:
+    """A worker count: a positive number, or `auto` for one per core this process may use."""
+    if value.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"workers must be a positive number or 'auto', got {value!r}")
+    return count
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -232,8 +251,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         policy=env.get("LLM_FIREWALL_POLICY", "production"),
         policies_dir=Path(policies_dir) if policies_dir else None,
         admin_token=env.get("LLM_FIREWALL_ADMIN_TOKEN") or None,
+        guard_token=env.get("LLM_FIREWALL_GUARD_TOKEN") or None,
         trusted_proxies=_parse_networks(env.get("LLM_FIREWALL_TRUSTED_PROXIES", ""), "LLM_FIREWALL_TRUSTED_PROXIES"),
         forwarded_header=_forwarded_header(env.get("LLM_FIREWALL_FORWARDED_HEADER", "")),
+        ipv6_prefix=_ipv6_prefix(env),
         redis_url=env.get("LLM_FIREWALL_REDIS_URL") or None,
         log_format=env.get("LLM_FIREWALL_LOG_FORMAT", "text"),
         log_level=env.get("LLM_FIREWALL_LOG_LEVEL", "INFO").upper(),
@@ -260,7 +281,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             stream=_float(env, "LLM_FIREWALL_STREAM_MAX_SECONDS", dc.stream),
         ),
         stream_window_chars=_int(env, "LLM_FIREWALL_STREAM_WINDOW", 128),
-        verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000),
+        verdict_cache_chars=_int(env, "LLM_FIREWALL_VERDICT_CACHE_CHARS", 4_000_000, zero_ok=True),
         ws_allowed_origins=origins,
         analyst_base_url=env.get("LLM_FIREWALL_ANALYST_BASE_URL") or None,
         analyst_api_key=env.get("LLM_FIREWALL_ANALYST_API_KEY") or None,
@@ -270,6 +291,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         circuit_reset_s=_float(env, "LLM_FIREWALL_CIRCUIT_RESET", 10.0),
         watch_logs=_watch_logs(env.get("LLM_FIREWALL_WATCH_LOGS", "")),
         replica=env.get("LLM_FIREWALL_REPLICA") or None,
+        workers=parse_workers(env.get("LLM_FIREWALL_WORKERS", "1")),
+        reuse_port=_bool(env, "LLM_FIREWALL_REUSE_PORT", False),
+        journal_dir=Path(env["LLM_FIREWALL_JOURNAL_DIR"]) if env.get("LLM_FIREWALL_JOURNAL_DIR") else None,
     )
 
 
@@ -279,6 +303,14 @@ def _forwarded_header(raw: str) -> str:
     if name not in FORWARDED_HEADERS:
         raise ConfigError(f"LLM_FIREWALL_FORWARDED_HEADER: {raw!r} is not one of X-Forwarded-For, Forwarded, X-Real-IP")
     return name
+
+
+def _ipv6_prefix(env: Mapping[str, str]) -> int:
+    """LLM_FIREWALL_IPV6_PREFIX: the network (in bits) one IPv6 client is counted by (64)."""
+    bits = _int(env, "LLM_FIREWALL_IPV6_PREFIX", DEFAULT_IPV6_PREFIX)
+    if not MIN_IPV6_PREFIX <= bits <= 128:
+        raise ConfigError(f"LLM_FIREWALL_IPV6_PREFIX: {bits} is not between {MIN_IPV6_PREFIX} and 128")
+    return bits
 
 
 def _watch_logs(raw: str) -> tuple[dict[str, object], ...]:

@@ -36,7 +36,8 @@ class TextItem:
     """One text the model would read (or wrote), with the role it came from.
 
     `role` is one of: user, system, developer, assistant, tool (tool results), tool_call
-    (arguments the model produced), tool_description, prompt (legacy completions), input and
+    (arguments the model produced), tool_description, schema (a tool's parameters or a response
+    format, read whole), prompt (legacy completions), input and
     instructions (Responses API), embedding (embeddings input), response (answer text).
     `path` says where in the JSON body it stood, e.g. ``messages[2].content[0].text``.
     """
@@ -126,9 +127,17 @@ class Identity:
             return None
         return f"*@{self.scope}"
 
+    def address_anchor_for(self, kind: str) -> str | None:
+        """``*@<address>`` when ids of `kind` are scoped to an API key: the client's offences
+        count against its address too, so rotating keys (or inventing them) does not shed them."""
+        if self.anchor_for(kind) is None or self.scope == self.ip:
+            return None
+        return f"*@{self.ip}"
+
     def sanction_keys(self) -> list[tuple[str, str]]:
         """(kind, key) pairs a sanction on this identity may be stored under, in checking order
-        (the stores' lookup): ip, session, user, agent, key, each scoped id with its anchor."""
+        (the stores' lookup): ip, session, user, agent, key, each scoped id with its anchor and,
+        under a key, the address's anchor."""
         out = [("ip", self.ip)]
         for kind, value in (("session", self.session), ("user", self.user), ("agent", self.agent)):
             if value:
@@ -136,6 +145,9 @@ class Identity:
             anchor = self.anchor_for(kind)
             if anchor is not None:
                 out.append((kind, anchor))
+                address = self.address_anchor_for(kind)
+                if address is not None:
+                    out.append((kind, address))
         if self.api_key_hash:
             out.append(("key", self.api_key_hash))
         return out

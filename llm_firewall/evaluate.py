@@ -6,9 +6,10 @@ catch rate at 1 % false positives (threshold sweep over a per-text attack score)
 latency; per rule: hits on benign texts. "Refused" is the chosen policy's decision when
 llm_firewall.policy is available (monitor-mode policies count what they would block), else a
 stable finding of severity >= high with recommendation "block". `--split heldout` keeps only
-texts no training script saw (llm_firewall.score.corpus.is_heldout). `--by-source` adds the
-same figures per corpus source: a detector that learned its sources rather than the attacks
-shows it there first. Each text is inspected with the row's `role` (default user).
+texts no training script saw (llm_firewall.score.corpus.is_heldout). A row's `role` (user,
+system, tool) is the role its text is inspected in; rows in other roles than user get a group.
+`--by-source` adds the same figures per corpus source: a detector that learned its sources
+rather than the attacks shows it there first.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _decider(policy_name: str | None) -> tuple[Callable[[list[Finding]], bool], 
     return refused, dict(policy.rule_overrides), f"policy {policy.name}"
 
 
-def _inspector(overrides: dict) -> Callable[[str], list[Finding]]:
+def _inspector(overrides: dict) -> Callable[[str, str], list[Finding]]:
     """The same composition the proxy and `scan` use (rules + learned detector + scorer)."""
     from llm_firewall.inspector import Inspector
 
@@ -102,6 +103,8 @@ def summarise(outcomes: list[Outcome]) -> dict:
         if ex.sub != ex.top:
             groups[ex.sub].append(o)
         groups["ALL attacks" if ex.is_attack else "ALL benign"].append(o)
+        if ex.role != "user":  # texts placed in another role are judged as that role's text
+            groups[f"ALL role={ex.role}"].append(o)
         if ex.top in PROMPT_ATTACK_TOPS:
             groups["ALL prompt attacks"].append(o)
     rows = []

@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import aiohttp
@@ -39,15 +40,18 @@ from llm_firewall.metrics import CIRCUIT_VALUES, Metrics
 from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
+from llm_firewall.policy.trust import untrusted
 from llm_firewall.proxy import hardening
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, ParsedRequest, WireError, error_body,
-                                            parse_json_body, request_texts, response_texts, validate_shape)
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
+                                            error_body, joined_orders, parse_json_body, request_texts, response_texts,
+                                            rewrite_request_text,
+                                            validate_shape)
 from llm_firewall.proxy.openai_wire import set_path as _set_path
-from llm_firewall.proxy.sse import EventSplitter
+from llm_firewall.proxy.sse import EventSplitter, with_payload
 from llm_firewall.proxy.stream_guard import StreamGuard
 from llm_firewall.proxy.target import Passthrough, Target, TargetRefused, resolve
 from llm_firewall.reliability.circuit import CircuitBreaker
@@ -58,6 +62,8 @@ from llm_firewall.usage import UsageTracker
 log = logging.getLogger("llm_firewall.gateway")
 
 _JSON_TYPES = ("application/json",)
+BLOCKED_MESSAGE = "This request was refused by the content policy."
+WITHHELD_MESSAGE = "The upstream answer was withheld by the content policy."
 
 
 def json_error(status: int, message: str, *, code: str, request_id: str, param: str | None = None,
@@ -71,6 +77,7 @@ def json_error(status: int, message: str, *, code: str, request_id: str, param: 
 
 
 T = TypeVar("T")
+Restore = Callable[[Any], bool]  # puts the caller's own text back where an answer echoes a hardened one
 _TEXT = operator.attrgetter("text")
 
 
@@ -102,13 +109,16 @@ class Gateway:
         # of CPU, and on the event loop it would hold every other request for as long. On this
         # thread the loop gets the interpreter back every few milliseconds (the switch interval,
         # or the end of the longest native call: ~50 ms for a regex pass over 4 MB). One thread:
-        # large inspections queue behind each other instead of taking more of the CPU.
-        self.inspect_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
-        self._queued_inspections = 0  # requests waiting for the inspection thread or on it
+        # large inspections queue behind each other instead of taking more of the CPU. Two lanes,
+        # each one thread with its own queue: texts over LARGE_TEXT_CHARS wait only behind each
+        # other, so a client posting megabytes cannot keep a long conversation (tens of KB) out.
+        self.inspect_lanes = (_Lane(ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")),
+                              _Lane(ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect-large")))
         self._anchor: tuple[Any | None, int] = (None, 0)
         self._anchor_key: tuple[Any, Policy] | None = None  # held by reference: ids can be reused
         self._trust_key: Any = None
-        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header)
+        self._trust = trust_for(settings.trusted_proxies, policy.current.identity, settings.forwarded_header,
+                                settings.ipv6_prefix)
         self._passthrough_key: Policy | None = None
         self._passthrough_table = Passthrough()
 
@@ -118,7 +128,8 @@ class Gateway:
         """The proxies trusted under the policy in force, prepared once per policy."""
         config = self.policy.current.identity
         if self._trust_key is not config:  # prepared once per policy, not per request
-            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header)
+            self._trust = trust_for(self.settings.trusted_proxies, config, self.settings.forwarded_header,
+                                    self.settings.ipv6_prefix)
             self._trust_key = config
         return self._trust
 
@@ -166,11 +177,10 @@ class Gateway:
         if refusal is not None:
             return self._refused(refusal, identity, rid, endpoint.name)
         if policy.token_budgets and inspected:
-            over = self._over_budget(identity, policy)
+            over = self._budget_refusal(identity, policy)
             if over is not None:
-                resp = json_error(429, f"Daily token budget of this {over} is used up.", code="token_budget_exceeded",
-                                  err_type="rate_limit_error", request_id=rid,
-                                  headers={"retry-after": str(int(86400 - time.time() % 86400) + 1),
+                resp = json_error(429, over.message, code=over.code, err_type="rate_limit_error", request_id=rid,
+                                  headers={"retry-after": str(int(over.retry_after or 1)),
                                            "x-should-retry": "false"})  # not before the budget resets
                 resp._firewall_outcome = "token_budget_exceeded"  # type: ignore[attr-defined]
                 return resp
@@ -178,7 +188,7 @@ class Gateway:
         body: bytes | None = None
         parsed: ParsedRequest | None = None
         if inspected:
-            body = await self._read_body(request)
+            body = await self.read_body(request)
             if policy.size_limits:
                 refusal = await enforcer.charge(identity, policy, len(body))
                 if refusal is not None:
@@ -199,19 +209,28 @@ class Gateway:
             decision, findings, alert = await self._inspect_request(parsed, identity, policy, rid, security_mode)
             if decision is not None and decision.blocked:
                 self.counts["blocked"] += 1
-                resp = json_error(400, "This request was refused by the content policy.",
+                resp = json_error(400, BLOCKED_MESSAGE,
                                   code="content_policy_violation", request_id=rid)
                 resp._firewall_outcome = "blocked"  # type: ignore[attr-defined]
                 return resp
             if decision is not None and any(a.kind == "redact" for a in decision.actions):
                 redact = functools.partial(self._redact_request, parsed, findings)
-                parsed = redact() if self._inline(request_texts(parsed)) else await self._on_inspection_thread(redact)
+                texts = request_texts(parsed)
+                parsed = redact() if self._inline(texts) else await self._on_inspection_thread(redact, texts)
                 body = orjson.dumps(parsed.body)
-        if parsed is not None and endpoint.name == "chat/completions":
-            hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None)
-            if hardened is not None:
-                body = orjson.dumps(hardened)
-        return await self._forward(request, rid, target, body, parsed, identity, policy)
+        restore: Restore | None = None
+        if parsed is not None and endpoint.name in hardening.ENDPOINTS:
+            # The Responses API echoes `instructions` in its answer: hardened only when the answer
+            # is inspected, which puts the caller's own back (`restore`).
+            if endpoint.name != "responses" or self.soc_enabled:
+                hardened = hardening.harden(parsed.body, security_mode, self.canary if policy.canary else None,
+                                            endpoint.name)
+                if hardened is not None:
+                    body = orjson.dumps(hardened)
+                    if endpoint.name == "responses":
+                        restore = functools.partial(hardening.restore_instructions, sent=hardened["instructions"],
+                                                    own=parsed.body.get("instructions"))
+        return await self._forward(request, rid, target, body, parsed, identity, policy, restore)
 
     def _refused(self, refusal: Refusal, identity: Identity, rid: str, endpoint: str = "") -> web.Response:
         """The OpenAI-style answer to a sanctioned or over-limit client (reported to the SOC)."""
@@ -228,6 +247,14 @@ class Gateway:
         resp._firewall_outcome = refusal.code  # type: ignore[attr-defined]
         return resp
 
+    def _budget_refusal(self, identity: Identity, policy: Policy) -> Refusal | None:
+        """A 429 until the day's end when the user or key has used its daily token budget."""
+        over = self._over_budget(identity, policy)
+        if over is None:
+            return None
+        return Refusal(429, "token_budget_exceeded", f"Daily token budget of this {over} is used up.",
+                       float(int(86400 - time.time() % 86400) + 1))
+
     def _over_budget(self, identity: Identity, policy: Policy) -> str | None:
         """'user' or 'key' when that subject has used its daily token budget, else None."""
         for kind, subject in (("user", identity.user), ("key", identity.api_key_hash)):
@@ -236,9 +263,9 @@ class Gateway:
                 return kind
         return None
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request) -> bytes:
         """The body as sent, decoded here with a bound: the server does not decode it itself, so a
-        small gzip body cannot inflate to gigabytes before any limit applies."""
+        small gzip body cannot inflate to gigabytes before any limit applies (also the guard API's)."""
         limit = self.settings.limits.max_body_bytes
         try:
             raw = await request.read()
@@ -250,8 +277,13 @@ class Gateway:
 
     # -- request inspection -----------------------------------------------------------------------
     async def _inspect_request(self, parsed: ParsedRequest, identity: Identity, policy: Policy, rid: str,
-                               security_mode: str) -> tuple[Decision | None, list[Finding], dict[str, Any] | None]:
+                               security_mode: str, *, record: bool = True
+                               ) -> tuple[Decision | None, list[Finding], dict[str, Any] | None]:
+        """Inspect and decide; with `record` (all but the guard API's dry runs) also raise the
+        alert and apply the decision's actions (sanctions, strikes, audit)."""
         items = request_texts(parsed)
+        if policy.trusted_system_prompts:
+            items = untrusted(items, policy.trusted_system_prompts)
         if not items:
             return None, [], None
         started = time.perf_counter()
@@ -264,12 +296,14 @@ class Gateway:
             findings = self.inspector.inspect(items, "request", ctx=ctx, bands=bands)
         else:
             findings = await self._on_inspection_thread(functools.partial(
-                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), may_refuse=True)
+                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), items, may_refuse=True)
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
-        self._recent_alerts[client] = self._recent_alerts.get(client, 0) + 1
         decision = decide(policy, findings, identity)
+        if not record:
+            return decision, findings, None
+        self._recent_alerts[client] = self._recent_alerts.get(client, 0) + 1
         alert = self._new_alert(findings, identity, "request", rid, parsed.endpoint)
         actions = await self.enforcer.apply(decision, identity, alert, policy)
         alert["remediation_taken"] = list(actions)
@@ -284,20 +318,23 @@ class Gateway:
         return decision, findings, alert
 
     def _inline(self, items: list[TextItem]) -> bool:
-        """Whether these texts are inspected on the event loop (else on the inspection thread)."""
-        return sum(map(len, map(_TEXT, items))) <= self.settings.limits.thread_inspect_chars
+        """Whether these texts are inspected on the event loop (else on an inspection thread)."""
+        return _chars(items) <= self.settings.limits.thread_inspect_chars
 
-    async def _on_inspection_thread(self, inspect: Callable[[], T], *, may_refuse: bool = False) -> T:
-        """`inspect()` on the inspection thread. A request (`may_refuse`) finding the thread's
-        queue full is refused with a 503; an answer the upstream has already produced waits."""
-        if may_refuse and self._queued_inspections >= self.settings.limits.max_queued_inspections:
+    async def _on_inspection_thread(self, inspect: Callable[[], T], items: list[TextItem], *,
+                                    may_refuse: bool = False) -> T:
+        """`inspect()` on the inspection thread of the texts' size lane. A request (`may_refuse`)
+        finding its lane's queue full is refused with a 503; an answer the upstream has already
+        produced waits."""
+        lane = self.inspect_lanes[_chars(items) > LARGE_TEXT_CHARS]
+        if may_refuse and lane.queued >= self.settings.limits.max_queued_inspections:
             raise WireError("The firewall is inspecting as many large requests as it queues; retry shortly.",
                             status=503, code="firewall_busy", err_type="server_error")
-        self._queued_inspections += 1
+        lane.queued += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.inspect_pool, inspect)
+            return await asyncio.get_running_loop().run_in_executor(lane.pool, inspect)
         finally:
-            self._queued_inspections -= 1
+            lane.queued -= 1
 
     def _bands(self, policy: Policy, security_mode: str) -> Bands:
         block, monitor = policy.fp_thresholds.block_below, policy.fp_thresholds.monitor_above
@@ -341,15 +378,17 @@ class Gateway:
         """Mask personal data and secrets in place before the body is forwarded."""
         threats = {f.threat for f in findings}
         body = orjson.loads(orjson.dumps(parsed.body))
+        def mask(text: str) -> str:
+            return self.inspector.engine.redact(text, threats=threats)[0]
+
         for item in request_texts(ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)):
-            masked, _ = self.inspector.engine.redact(item.text, threats=threats)
-            if masked != item.text:
-                _set_path(body, item.path, masked)
+            rewrite_request_text(body, item, mask)
         return ParsedRequest(parsed.endpoint, body, parsed.stream, parsed.model)
 
     # -- forwarding -------------------------------------------------------------------------------
     async def _forward(self, request: web.Request, rid: str, target: Target, body: bytes | None,
-                       parsed: ParsedRequest | None, identity: Identity, policy: Policy) -> web.StreamResponse:
+                       parsed: ParsedRequest | None, identity: Identity, policy: Policy,
+                       restore: Restore | None = None) -> web.StreamResponse:
         if not self.breaker.allow():
             wait = self.breaker.retry_after()
             return json_error(503, "The upstream is failing; the firewall is not sending it requests for now.",
@@ -381,13 +420,14 @@ class Gateway:
                                   err_type="server_error", request_id=rid)
             endpoint = parsed.endpoint if parsed is not None else target.endpoint.name
             if is_sse(head):  # the body's shape decides, not its Content-Type
-                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy)
-            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy)
+                return await self._relay_stream(request, rid, up, head, parsed, endpoint, identity, policy, restore)
+            return await self._relay_body(rid, up, head, parsed, endpoint, identity, policy, restore)
         finally:
             up.release()
 
     async def _relay_body(self, rid: str, up: Http1Response, head: bytes, parsed: ParsedRequest | None,
-                          endpoint: str, identity: Identity, policy: Policy) -> web.Response:
+                          endpoint: str, identity: Identity, policy: Policy,
+                          restore: Restore | None = None) -> web.Response:
         """A whole answer, inspected as what it is (JSON, text), or refused when undecodable."""
         try:
             data = head + await up.read()  # the upstream pool times out idle gaps
@@ -406,15 +446,16 @@ class Gateway:
             if parsed is not None and up.status < 400 and isinstance(value, dict):
                 self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
+            restored = restore is not None and restore(value)
             changed = await self._inspect_answer(value, endpoint, identity, policy, rid)
-            if changed is _WITHHELD:
+            if changed is WITHHELD:
                 return _withheld(rid)
-            if changed is not None:
-                data = orjson.dumps(changed)
+            if changed is not None or restored:
+                data = orjson.dumps(value if changed is None else changed)
         elif answer.kind == "text":
             headers["Content-Type"] = f"{_text_type(up.content_type)}; charset=utf-8"
             masked = await self._inspect_text_answer(answer.value, endpoint, identity, policy, rid)
-            if masked is _WITHHELD:
+            if masked is WITHHELD:
                 return _withheld(rid)
             if masked is not None:
                 data = masked.encode("utf-8")
@@ -431,11 +472,16 @@ class Gateway:
                                                    remember=remember)
         return self._with_canary(findings, text, policy)
 
-    def _label_findings(self, text: str, policy: Policy) -> list[Finding]:
-        """Secrets and personal data in an answer's labels (ids, model names), as written: a new
-        id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
-        _, findings = self.inspector.engine.redact(text, direction="response")
+    def _label_findings(self, text: str, policy: Policy, threats: tuple[str, ...] | None = None) -> list[Finding]:
+        """Secrets and personal data in an answer's labels (ids, model names, keys), as written: a
+        new id every answer made the full scan, decoding views included, cost ~20 us; this ~2 us."""
+        _, findings = self.inspector.engine.redact(text, threats=threats, direction="response")
         return self._with_canary(findings, text, policy)
+
+    def _opaque_findings(self, text: str, policy: Policy) -> list[Finding]:
+        """Secrets written as they are in an opaque payload (base64 image, vector, padding), and
+        the canary: personal-data rules are left out, random base64 matches them by chance."""
+        return self._label_findings(text, policy, _OPAQUE_THREATS)
 
     def _with_canary(self, findings: list[Finding], text: str, policy: Policy) -> list[Finding]:
         if policy.canary and canary_matcher(self.canary).found(text):  # also spelled out, encoded, reversed
@@ -453,35 +499,77 @@ class Gateway:
 
     async def _inspect_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy,
                               rid: str) -> Any:
-        """Inspect a whole JSON answer; returns the changed answer, _WITHHELD when it must not be
+        """Inspect a whole JSON answer; returns the changed answer, WITHHELD when it must not be
         relayed at all, or None when it passes."""
+        outcome, _ = await self.judge_answer(answer, endpoint, identity, policy, rid)
+        return outcome
+
+    async def judge_answer(self, answer: Any, endpoint: str, identity: Identity, policy: Policy, rid: str,
+                           *, record: bool = True) -> tuple[Any, list[Finding]]:
+        """`_inspect_answer` with every finding in the answer; `record` False (the guard API's dry
+        runs) raises no alert. Changes `answer` in place when it masks or empties texts."""
         items = response_texts(endpoint, answer)
         hits = await self._answer_findings_of(items, policy)
         if not hits:
-            return None
-        self._raise_alert([f for fs in hits.values() for f in fs], identity, "response", rid, endpoint)
+            return None, []
+        findings = [f for fs in hits.values() for f in fs]
+        if record:
+            self._raise_alert(findings, identity, "response", rid, endpoint)
         acted = {path for path, found in hits.items() if self._actionable(found, identity, policy)}
         if not acted:
-            return None
-        if IDENTIFIERS in acted or "" in acted:  # labels, or the whole answer is one string
-            return _WITHHELD
+            return None, findings
+        if acted & _UNMASKABLE:  # labels and keys, opaque payloads, or the whole answer is one string
+            return WITHHELD, findings
+        self._act_on_texts(answer, items, acted, policy)
+        if TEXTS in acted and not self._empty_pieces(answer, endpoint, identity, policy):
+            return WITHHELD, findings
+        return answer, findings
+
+    def _empty_pieces(self, answer: Any, endpoint: str, identity: Identity, policy: Policy) -> bool:
+        """Empty the texts holding the pieces of a key cut across fields (it cannot be masked in
+        place), as found in the texts joined as a reader joins them. False when the joined texts
+        still hold what the policy acts on (found only decoded, say): the answer is withheld."""
+        for order in joined_orders(answer, response_texts(endpoint, answer)):
+            text = "".join(item.text for item in order)
+            if not self._actionable(self._response_findings(text, policy, remember=False), identity, policy):
+                continue
+            spans, _ = self.inspector.engine.mask_spans(text, direction="response")
+            if policy.canary:
+                spans += canary_matcher(self.canary).spans(text)
+            pieces, pos = set(), 0
+            for item in order:
+                end = pos + len(item.text)
+                if any(start < end and pos < stop for start, stop in spans):
+                    pieces.add(item.path)
+                pos = end
+            if not pieces:
+                return False
+            self._act_on_texts(answer, order, pieces, policy, mask=False)
+        return not any(self._actionable(self._response_findings(item.text, policy, remember=False), identity, policy)
+                       for item in response_texts(endpoint, answer) if item.path == TEXTS)
+
+    def _act_on_texts(self, answer: Any, items: list[TextItem], acted: set[str], policy: Policy, *,
+                      mask: bool = True) -> None:
+        """Mask (redact mode) or empty each answer text at a path in `acted`."""
         done: set[str] = set()
         for item in items:
-            if item.path not in acted or item.path in done:
+            if item.path not in acted or item.path in done or item.path.startswith("#"):
                 continue
             if item.path.endswith(JOINED):  # text joined from pieces (logprob tokens): removed
                 _set_path(answer, item.path[:-len(JOINED)], None)
                 done.add(item.path)
-            elif policy.response_action == "redact":
+            elif mask and policy.response_action == "redact":
                 _set_path(answer, item.path, self._mask(item.text))
             else:
-                _set_path(answer, item.path, "")
+                try:
+                    _set_path(answer, item.path, "")
+                except (TypeError, KeyError, IndexError):  # under a field removed just before
+                    continue
                 _mark_content_filter(answer, item.path)
-        return answer
 
     async def _inspect_text_answer(self, text: str, endpoint: str, identity: Identity, policy: Policy,
                                    rid: str) -> str | object | None:
-        """Inspect a plain-text answer with the answer rules: masked text, _WITHHELD, or None."""
+        """Inspect a plain-text answer with the answer rules: masked text, WITHHELD, or None."""
         found = await self._answer_findings_of([TextItem(text, "response", "")], policy)
         if not found:
             return None
@@ -492,12 +580,12 @@ class Gateway:
             masked = self._mask(text)
             if not self._response_findings(masked, policy, remember=False):
                 return masked
-        return _WITHHELD
+        return WITHHELD
 
     async def _answer_findings_of(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
         if self._inline(items):
             return self._answer_findings(items, policy)
-        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy))
+        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy), items)
 
     def _mask(self, text: str) -> str:
         """An answer text with its secrets and personal data (and the canary) masked."""
@@ -511,6 +599,7 @@ class Gateway:
         hits: dict[str, list[Finding]] = {}
         for item in items:
             found = (self._label_findings(item.text, policy) if item.path == IDENTIFIERS
+                     else self._opaque_findings(item.text, policy) if item.path == OPAQUE_TEXT
                      else self._response_findings(item.text, policy))
             if found:
                 for f in found:
@@ -520,7 +609,7 @@ class Gateway:
 
     async def _relay_stream(self, request: web.Request, rid: str, up: Http1Response, head: bytes,
                             parsed: ParsedRequest | None, endpoint: str, identity: Identity,
-                            policy: Policy) -> web.StreamResponse:
+                            policy: Policy, restore: Restore | None = None) -> web.StreamResponse:
         """An SSE-framed answer (whatever its label), each event's texts through the hold-back guard."""
         headers = downstream_headers(up.headers)
         headers["x-request-id"] = rid
@@ -531,11 +620,13 @@ class Gateway:
         splitter = EventSplitter()
         observed: dict[tuple[str, str], Finding] = {}
 
-        def scan(text: str) -> list[Finding]:
-            found = self._response_findings(text, policy, remember=False)  # windows never recur
+        def acted(found: list[Finding]) -> list[Finding]:
             for f in found:  # the held window is rescanned: remember each finding once
                 observed.setdefault((f.rule_id, f.excerpt), f)
             return found if self._actionable(found, identity, policy) else []
+
+        def scan(text: str) -> list[Finding]:
+            return acted(self._response_findings(text, policy, remember=False))  # windows never recur
 
         anchor, width = self._stream_anchor(policy)
         window = self.settings.stream_window_chars
@@ -543,7 +634,8 @@ class Gateway:
             window = max(window, canary_matcher(self.canary).width)
         guard = StreamGuard(
             scan=scan, redact=lambda text: (self._mask(text), 0),
-            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width)
+            window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
+            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
@@ -568,6 +660,8 @@ class Gateway:
                     continue
                 for event in splitter.feed(chunk):
                     payload = event.json()
+                    if restore is not None and restore(payload):
+                        event = with_payload(event, payload)
                     if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
                         usage_seen = payload["usage"]
                     out = guard.feed(event)
@@ -577,6 +671,9 @@ class Gateway:
                     break
             if inspect and not guard.blocked:
                 for event in splitter.flush():
+                    payload = event.json()
+                    if restore is not None and restore(payload):
+                        event = with_payload(event, payload)
                     out = guard.feed(event)
                     if out:
                         await resp.write(out)
@@ -636,26 +733,51 @@ class Gateway:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass
 
-    # -- used by the page and the scenario runner -------------------------------------------------
+    # -- used by the page, the scenario runner and the guard API ----------------------------------
     async def analyse_chat(self, messages: list[dict[str, Any]], identity: Identity, *,
                            security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
         """Run the request side of the inline path for one synthetic identity (no HTTP)."""
-        policy = self.policy.current
-        self.counts["requests"] += 1  # the page's scenario traffic counts like any other
-        refusal = await self.enforcer.check(identity, policy)
-        if refusal is not None:
-            self.counts["refused"] += 1
-            return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
-                    "retry_after": refusal.retry_after, "alert": None, "blocked": True}
         parsed = validate_shape("chat/completions", {"messages": messages}, max_messages=self.settings.limits.max_messages)
+        return await self.screen_request(parsed, identity, security_mode=security_mode, rid=rid)
+
+    async def screen_request(self, parsed: ParsedRequest, identity: Identity, *, security_mode: str | None = None,
+                             rid: str = "internal", record: bool = True, body_bytes: int = 0) -> dict[str, Any]:
+        """The request side of the inline path without forwarding: refusal check, inspection,
+        decision and (with `record`) its enforcement: limits and budgets counted (`body_bytes`
+        against the size limits), alert raised, actions applied. `record` False (a dry run)
+        counts no limit, raises no alert and applies nothing, but still answers for an active
+        sanction.
+
+        Returns the verdict: refused/blocked, status and code as the proxy would answer, the
+        alert, the `decision`, the `findings` and, when the policy masks, the `redacted` request."""
+        policy = self.policy.current
+        if record:
+            self.counts["requests"] += 1  # the page's scenario and guard traffic counts like any other
+        refusal = await (self.enforcer.check(identity, policy) if record else self.enforcer.sanctioned(identity))
+        if refusal is None and record and policy.token_budgets:  # in the proxy's order
+            refusal = self._budget_refusal(identity, policy)
+        if refusal is None and record and policy.size_limits and body_bytes:
+            refusal = await self.enforcer.charge(identity, policy, body_bytes)
+        if refusal is not None:
+            self.counts["refused"] += record
+            return {"refused": True, "status": refusal.status, "code": refusal.code, "message": refusal.message,
+                    "retry_after": refusal.retry_after, "alert": None, "blocked": True, "decision": None,
+                    "findings": []}
         if not self.soc_enabled:
-            return {"refused": False, "blocked": False, "alert": None}
+            return {"refused": False, "blocked": False, "alert": None, "decision": None, "findings": []}
         decision, findings, alert = await self._inspect_request(
-            parsed, identity, policy, rid, security_mode or policy.security_mode)
+            parsed, identity, policy, rid, security_mode or policy.security_mode, record=record)
         blocked = bool(decision and decision.blocked)
-        self.counts["blocked"] += blocked
-        return {"refused": False, "blocked": blocked, "alert": alert,
-                "status": 400 if blocked else 200, "code": "content_policy_violation" if blocked else None}
+        if record:
+            self.counts["blocked"] += blocked
+        redacted = None
+        if decision is not None and not blocked and decision.redact:
+            redact = functools.partial(self._redact_request, parsed, findings)
+            texts = request_texts(parsed)
+            redacted = redact() if self._inline(texts) else await self._on_inspection_thread(redact, texts)
+        return {"refused": False, "blocked": blocked, "alert": alert, "decision": decision, "findings": findings,
+                "redacted": redacted, "status": 400 if blocked else 200,
+                "code": "content_policy_violation" if blocked else None}
 
     async def chat_once(self, messages: list[dict[str, Any]], identity: Identity, *,
                         security_mode: str | None = None, rid: str = "internal") -> dict[str, Any]:
@@ -683,7 +805,7 @@ class Gateway:
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
         changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None
-        if changed is _WITHHELD:
+        if changed is WITHHELD:
             return {**verdict, "answer": None, "status": 502, "code": "content_policy_violation",
                     "response_alert": True}
         final = changed or answer
@@ -693,11 +815,28 @@ class Gateway:
                 "response_alert": self.alerts.counts["alerts"] > response_alert_before}
 
 
-_WITHHELD = object()  # an answer the content policy keeps from the client whole
+LARGE_TEXT_CHARS = 256 * 1024  # texts above this are inspected on the large lane's thread
+
+
+@dataclass
+class _Lane:
+    """One inspection thread and the number of inspections waiting for it or on it."""
+
+    pool: ThreadPoolExecutor
+    queued: int = 0
+
+
+def _chars(items: list[TextItem]) -> int:
+    return sum(map(len, map(_TEXT, items)))
+
+
+WITHHELD = object()  # an answer the content policy keeps from the client whole
+_UNMASKABLE = frozenset({IDENTIFIERS, OPAQUE_TEXT, ""})  # a hit there withholds the whole answer
+_OPAQUE_THREATS = ("secret_leakage",)
 
 
 def _withheld(rid: str) -> web.Response:
-    resp = json_error(502, "The upstream answer was withheld by the content policy.",
+    resp = json_error(502, WITHHELD_MESSAGE,
                       code="content_policy_violation", err_type="server_error", request_id=rid)
     resp._firewall_outcome = "answer_withheld"  # type: ignore[attr-defined]
     return resp

@@ -13,6 +13,7 @@ from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.learned import LearnedDetector
 from llm_firewall.detect.rules import default_rules_dir, load_rule_layers
 from llm_firewall.domain import Finding, TextItem
+from llm_firewall.score.corroborate import require_corroboration
 from llm_firewall.score.fp import Bands, FPScorer, ScoreContext
 
 
@@ -34,8 +35,9 @@ class Inspector:
                 ctx: ScoreContext | None = None, bands: Bands | None = None) -> list[Finding]:
         findings = self.engine.scan(items, direction)
         if findings and self.scorer is not None:
-            self.scorer.score(findings, {item.path: item.text for item in items},
-                              ctx or ScoreContext(), bands or Bands())
+            bands = bands or Bands()
+            self.scorer.score(findings, {item.path: item.text for item in items}, ctx or ScoreContext(), bands)
+            require_corroboration(findings, bands)
         return findings
 
     def inspect_text(self, text: str, role: str = "user", direction: str = "request") -> list[Finding]:

@@ -158,7 +158,7 @@ def excerpt(text: str, span: tuple[int, int], *, context: int = 40, limit: int =
 _SENSITIVE_KEYS = frozenset({
     "authorization", "proxy_authorization", "api_key", "apikey", "x_api_key", "password", "passwd",
     "secret", "client_secret", "token", "access_token", "refresh_token", "id_token", "cookie",
-    "set_cookie", "private_key", "admin_token",
+    "set_cookie", "private_key", "admin_token", "guard_token",
 })
 # Fields holding a URL that may carry credentials anywhere in it (a webhook's path is its token).
 _URL_KEYS = frozenset({"target", "url", "webhook", "webhook_url", "upstream", "upstream_url"})

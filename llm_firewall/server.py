@@ -222,7 +222,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     try:
         listener = Listener(runner.server, settings, connection_cap(settings.limits.max_connections))
         server = await loop.create_server(listener, settings.host, settings.port, backlog=1024,
-                                          reuse_address=True)
+                                          reuse_address=True, reuse_port=settings.reuse_port or None)
         try:
             await stop.wait()
         finally:

@@ -34,7 +34,7 @@ def test_any_cut_into_reads_gives_the_same_events(cuts: list[int]) -> None:
 
 @pytest.mark.parametrize("raw, data", [
     (b'data: {"a": 1}\n\n', b'{"a": 1}'),  # the one-line shape a paced stream sends, read by read
-    (b"data: x\ry\n\n", b"x"),  # a lone CR ends a line too
+    (b"data: x\rdata: y\n\n", b"x\ny"),  # a lone CR ends a line too
     (b"data:x\n\n", b"x"),
     (b"data: a\ndata: b\n\n", b"a\nb"),
     (b"event: e\ndata: x\n\n", b"x"),
@@ -47,6 +47,24 @@ def test_a_read_of_one_whole_event_parses_as_inside_a_longer_read(raw: bytes, da
     assert alone == events([b"data: {}\n\n" + raw])[1:]
     assert len(alone) == 1 and alone[0][0] == raw
     assert alone[0][1] == data
+
+
+@pytest.mark.parametrize("raw, relayed", [
+    (b"data: x\n: sk-proj-hidden\n\n", b"data: x\n\n"),  # a comment in an event with data
+    (b"x-debug: sk-proj-hidden\ndata: x\n\n", b"data: x\n\n"),  # a field no client reads
+    (b"retry: soon sk-proj\ndata: x\n\n", b"data: x\n\n"),
+    (b"event: e\nid: 7\nretry: 10\ndata: x\n\n", b"event: e\nid: 7\nretry: 10\ndata: x\n\n"),
+])
+def test_an_event_with_data_keeps_only_the_fields_a_client_reads(raw: bytes, relayed: bytes) -> None:
+    assert events([raw]) == [(relayed, b"x")]
+
+
+def test_event_names_and_ids_are_given_to_be_read_like_labels() -> None:
+    splitter = EventSplitter()
+    (event,) = splitter.feed(b"event: response.done\nid: sk-proj-in-an-id\ndata: {}\n\n")
+    assert event.meta == "response.done\nsk-proj-in-an-id" and event.event == "response.done"
+    (plain,) = splitter.feed(b"data: {}\n\n")
+    assert plain.meta is None
 
 
 @pytest.mark.parametrize("read", [1, 3, 16 * 1024])

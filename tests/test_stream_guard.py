@@ -355,3 +355,53 @@ def test_no_chunking_of_any_delta_field_releases_the_secret(field: str, cuts: li
     got = read(relay(raw, byte_cut=byte_cut, anchored=anchored))
     assert SECRET[:12] not in base_view(got).text and SECRET[-12:] not in base_view(got).text
     assert len(got) <= text.index(secret), f"part of the secret left in {field}: {got!r}"
+
+
+def two_texts(parts: list[tuple[str, str]]) -> bytes:
+    """A stream whose pieces go to `content` or `reasoning_content`, in the order given."""
+    def ev(field: str, text: str) -> bytes:
+        return b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                         "choices": [{"index": 0, "delta": {field: text}, "finish_reason": None}]}) + b"\n\n"
+    return b"".join(ev(field, text) for field, text in parts) + b"data: [DONE]\n\n"
+
+
+def delivered_fields(out: bytes) -> str:
+    return "".join(str(v) for block in out.split(b"\n\n") if block.startswith(b"data: {")
+                   for c in orjson.loads(block[6:]).get("choices") or [] for v in (c.get("delta") or {}).values())
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+@pytest.mark.parametrize("mode", ["content_filter", "redact"])
+def test_a_key_cut_across_two_texts_stops_the_stream_in_every_mode(anchored: bool, mode: str) -> None:
+    """Masking cannot reach across two fields: the stream ends, with no part of the key sent."""
+    out = relay(two_texts([("reasoning_content", "Thinking: " + SECRET[:15]), ("content", SECRET[15:] + " done"),
+                           ("content", " and more text to push the window along. " * 5)]),
+                mode=mode, anchored=anchored)
+    assert SECRET[8:18] not in delivered_fields(out) and SECRET[20:30] not in delivered_fields(out)
+    assert b"content_filter" in out
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_redact_mode_masks_a_key_within_one_of_two_texts_and_goes_on(anchored: bool) -> None:
+    parts = [("reasoning_content", "Let me think."), ("content", "Sure. The key is "), ("content", SECRET[:12]),
+             ("content", SECRET[12:] + " - keep it safe."), ("content", " Anything else?" * 12)]
+    out = relay(two_texts(parts), mode="redact", anchored=anchored)
+    text = delivered_fields(out)
+    assert SECRET[:12] not in text and SECRET[12:24] not in text
+    assert "[REDACTED]" in text and text.endswith("Anything else?") and b"content_filter" not in out
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(min_value=1, max_value=len(SECRET) - 1), size=st.integers(min_value=1, max_value=12),
+       other=st.sampled_from(["reasoning_content", "refusal"]), anchored=st.booleans(), first=st.booleans())
+def test_a_key_cut_anywhere_between_two_texts_never_leaks(cut: int, size: int, other: str, anchored: bool,
+                                                         first: bool) -> None:
+    """Whatever the cut and the chunking, no part of a key read whole only across two texts leaves."""
+    head, tail = f"Note: {SECRET[:cut]}", f"{SECRET[cut:]} and then some closing words of the answer."
+    a, b = (("content", head), (other, tail)) if first else ((other, head), ("content", tail))
+    parts = [(a[0], a[1][i:i + size]) for i in range(0, len(a[1]), size)]
+    parts += [(b[0], b[1][i:i + size]) for i in range(0, len(b[1]), size)]
+    out = relay(two_texts(parts), anchored=anchored)
+    text = delivered_fields(out)
+    assert not [SECRET[i:i + 10] for i in range(len(SECRET) - 9) if SECRET[i:i + 10] in text]
+    assert b"content_filter" in out

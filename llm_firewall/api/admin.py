@@ -14,7 +14,8 @@ from aiohttp import web
 
 from llm_firewall.api.auth import admin_refusal
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
-from llm_firewall.enforce.identity import describe
+from llm_firewall.enforce.identity import client_address, describe
+from llm_firewall.enforce.state import SANCTION_KINDS, Sanction
 from llm_firewall.proxy.openai_wire import error_body
 from llm_firewall.redact import redact_secrets
 
@@ -75,7 +76,7 @@ async def status_summary(request: web.Request) -> dict[str, Any]:
         "metrics": {"total_alerts": gw.alerts.counts["alerts"],
                     "false_positives": gw.alerts.counts["false_positives"],
                     "actions_taken": gw.alerts.counts["actions"],
-                    "blocked_entities": len(sanctions)},
+                    "blocked_entities": sum(1 for s in sanctions if s.kind in SANCTION_KINDS)},
         "sanctions": [_listed(s) for s in sanctions],
         "rate_limits": [_plain(r) for r in policy.rate_limits],
         "queues": pipeline.status() if pipeline is not None else {},
@@ -112,8 +113,10 @@ async def alerts(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(q.get("limit", "100"))))
     except ValueError:
         return _bad(request, 400, "limit must be an integer", "invalid_request_error")
+    ip = q.get("ip")  # as alerts hold it: one spelling, an IPv6 client's network
+    ip = ip and (client_address(ip, request.app[SETTINGS].ipv6_prefix) or ip)
     items = request.app[GATEWAY].alerts.recent(limit, severity=q.get("severity"), threat_type=q.get("threat"),
-                                               ip=q.get("ip"), user=q.get("user"), session=q.get("session"))
+                                               ip=ip, user=q.get("user"), session=q.get("session"))
     return web.json_response({"alerts": items})
 
 
@@ -123,9 +126,16 @@ async def blocks(request: web.Request) -> web.Response:
     return web.json_response({"blocks": [_listed(s) for s in sanctions]})
 
 
-def _listed(sanction: Any) -> dict[str, Any]:
-    """A sanction as the API lists it, with its subject for people ('user bob@203.0.113.9')."""
-    return {**_plain(sanction), "subject": describe(sanction.kind, sanction.key)}
+def _listed(sanction: Sanction) -> dict[str, Any]:
+    """A sanction (of any kind: refusals, rate limits, flags) as the API lists it, with its
+    subject for people ('user bob@203.0.113.9') and its times in ISO 8601 (UTC)."""
+    return {**_plain(sanction), "subject": describe(sanction.kind, sanction.key),
+            "created": _iso(sanction.created_at),
+            "expires": None if sanction.expires_at is None else _iso(sanction.expires_at)}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 @admin_only
@@ -203,7 +213,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/soc/toggle", toggle)
     r.add_get("/api/security/alerts", alerts)
     r.add_get("/api/blocks", blocks)
-    r.add_delete("/api/blocks/{kind}/{key}", unblock)
+    # A range's or an IPv6 client's key holds a '/' (2001:db8::/64), sent as written: an encoded
+    # '/' is refused for every path.
+    r.add_delete("/api/blocks/{kind}/{key:.+}", unblock)
     r.add_get("/api/approvals", approvals)
     r.add_post("/api/approvals/{approval_id}/approve", _decide(True))
     r.add_post("/api/approvals/{approval_id}/deny", _decide(False))

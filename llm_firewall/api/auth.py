@@ -18,6 +18,7 @@ from aiohttp import web
 from llm_firewall.proxy.openai_wire import error_body
 
 MAX_TOKEN_LEN = 512
+ADMIN_HINT = "Admin token required: send Authorization: Bearer <LLM_FIREWALL_ADMIN_TOKEN>."
 
 
 def _is_loopback(addr: str | None) -> bool:
@@ -71,22 +72,27 @@ def browser_refusal(request: web.Request, token: str | None) -> web.Response | N
 
 
 def admin_refusal(request: web.Request, token: str | None, listen_host: str, *,
-                  presented: str | None = None) -> web.Response | None:
+                  presented: str | None = None, also: str | None = None,
+                  hint: str = ADMIN_HINT) -> web.Response | None:
     """None when the request may use the admin API, else the answer that refuses it: the
-    browser checks' 403, or a 401 when the token (or, without one, loopback) is missing."""
-    refusal = browser_refusal(request, token)
+    browser checks' 403, or a 401 when the token (or, without one, loopback) is missing.
+    `also`: a second token accepted as well (the guard API takes its own or the admin's)."""
+    tokens = [t for t in (token, also) if t]
+    refusal = browser_refusal(request, tokens[0] if tokens else None)
     if refusal is not None:
         return refusal
-    if token is None:
+    if not tokens:
         local = (_is_loopback(listen_host) or listen_host == "localhost") and _is_loopback(request.remote) and \
             "X-Forwarded-For" not in request.headers and "Forwarded" not in request.headers
-        return None if local else unauthorized(request)
+        return None if local else unauthorized(request, hint)
     if presented is None:
         header = request.headers.get("Authorization", "")
         presented = header[7:] if header[:7].lower() == "bearer " else ""
     if not presented or len(presented) > MAX_TOKEN_LEN or not presented.isascii():
-        return unauthorized(request)
-    return None if hmac.compare_digest(presented.encode("ascii"), token.encode("utf-8")) else unauthorized(request)
+        return unauthorized(request, hint)
+    given = presented.encode("ascii")
+    matched = [hmac.compare_digest(given, t.encode("utf-8")) for t in tokens]  # each compared, always
+    return None if any(matched) else unauthorized(request, hint)
 
 
 def forbidden(request: web.Request, message: str, code: str) -> web.Response:
@@ -95,8 +101,7 @@ def forbidden(request: web.Request, message: str, code: str) -> web.Response:
                         body=error_body(message, code=code, err_type="permission_error"))
 
 
-def unauthorized(request: web.Request) -> web.Response:
+def unauthorized(request: web.Request, hint: str = ADMIN_HINT) -> web.Response:
     return web.Response(status=401, content_type="application/json",
                         headers={"WWW-Authenticate": "Bearer", "x-request-id": request.get("request_id", "-")},
-                        body=error_body("Admin token required: send Authorization: Bearer <LLM_FIREWALL_ADMIN_TOKEN>.",
-                                        code="unauthorized", err_type="authentication_error"))
+                        body=error_body(hint, code="unauthorized", err_type="authentication_error"))

@@ -9,6 +9,9 @@ pass with no decoding step:
   separators (spaces, dashes, dots, zero-width characters, soft hyphens) or one escaped one
   between its characters; or each character as `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX` or `\\xXX`;
 - reversed, the same way;
+- in ROT13 (letters rotated, digits kept), forwards and reversed, spelled out the same way;
+- each character as its NATO word ("alfa", "bravo"...) or digit name ("four", "niner"), or as
+  itself, one to three separators (spaces, dashes, commas, newlines) apart, forwards or reversed;
 - hex (upper or lower case digits; `%`, `\\x`, `0x`, `:` or spaces between the bytes);
 - base64 (standard and URL-safe, at each of the 3 byte alignments) and base32 (each of the 5);
   encodings of the upper-cased canary too.
@@ -64,6 +67,32 @@ def _spelled(chars: str) -> list[str]:
     return [_SEP.join(_char(c) for c in chars), "[^0-9A-Za-z]?".join(_escaped(c) for c in chars)]
 
 
+# Words a model spells characters with: the NATO alphabet (both spellings) and digit names.
+_WORDS: dict[str, tuple[str, ...]] = {
+    "a": ("alfa", "alpha"), "b": ("bravo",), "c": ("charlie",), "d": ("delta",), "e": ("echo",),
+    "f": ("foxtrot",), "g": ("golf",), "h": ("hotel",), "i": ("india",), "j": ("juliett", "juliet"),
+    "k": ("kilo",), "l": ("lima",), "m": ("mike",), "n": ("november",), "o": ("oscar",), "p": ("papa",),
+    "q": ("quebec",), "r": ("romeo",), "s": ("sierra",), "t": ("tango",), "u": ("uniform",),
+    "v": ("victor",), "w": ("whiskey", "whisky"), "x": ("x-ray", "xray"), "y": ("yankee",), "z": ("zulu",),
+    "0": ("zero",), "1": ("one",), "2": ("two",), "3": ("three",), "4": ("four",), "5": ("five",),
+    "6": ("six",), "7": ("seven",), "8": ("eight",), "9": ("nine", "niner"),
+}
+
+
+def _worded(chars: str) -> str:
+    """Each character as its NATO or digit word (or as itself), one to three separators apart."""
+    return "(?i:" + "[^0-9A-Za-z]{1,3}".join(
+        "(?:" + "|".join(re2.escape(w) for w in (*_WORDS[c.lower()], c.lower())) + ")" for c in chars) + ")"
+
+
+def _rot13(text: str) -> str:
+    return text.translate(_ROT13)
+
+
+_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                       "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM")
+
+
 def _hex(data: bytes) -> str:
     pairs = [f"(?i:{b:02x})" for b in data]
     return _HEX_SEP.join(pairs)
@@ -93,6 +122,8 @@ def _forms(secret: str, units: int | None = None) -> list[str]:
     """Every form's pattern, or with `units` only each form's first `units` characters."""
     cut = (lambda s: s[:units]) if units else (lambda s: s)
     forms = _spelled(cut(secret)) + _spelled(cut(secret[::-1]))
+    forms += _spelled(cut(_rot13(secret))) + _spelled(cut(_rot13(secret)[::-1]))
+    forms += [_worded(cut(secret)), _worded(cut(secret[::-1]))]
     for variant in dict.fromkeys((secret.lower(), secret.upper())):
         data = variant.encode("ascii")
         forms.append(_hex(data[:(units + 1) // 2] if units else data))
@@ -113,9 +144,13 @@ class CanaryMatcher:
     def found(self, text: str) -> bool:
         return found(self.pattern, text)
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the canary stands in `text`, in any of its forms."""
+        return list(iter_spans(self.pattern, text))
+
     def mask(self, text: str) -> str:
         """`text` with every form of the canary masked."""
-        spans = list(iter_spans(self.pattern, text))
+        spans = self.spans(text)
         if not spans:
             return text
         out, pos = [], 0

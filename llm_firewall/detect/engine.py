@@ -306,6 +306,20 @@ class Engine:
         Works on the plain text (not on decoded views) so that offsets are the caller's own;
         defaults to personal data and secrets, the data the "redact" action exists for.
         """
+        merged, findings = self.mask_spans(text, threats=threats, direction=direction)
+        if not merged:
+            return text, []
+        out, pos = [], 0
+        for start, end in merged:
+            out.append(text[pos:start])
+            out.append(mask)
+            pos = end
+        out.append(text[pos:])
+        return "".join(out), findings
+
+    def mask_spans(self, text: str, *, threats: Collection[str] | None = None,
+                   direction: str = "request") -> tuple[list[tuple[int, int]], list[Finding]]:
+        """Where `redact` masks (sorted, merged spans of `text`), and its findings."""
         wanted = frozenset(threats) if threats is not None else _MASKED_THREATS
         comp = self._compiled[direction]
         data = text.encode("utf-8", "surrogatepass")
@@ -325,22 +339,14 @@ class Engine:
                 role="response" if direction == "response" else "user", category=rule.category,
                 status=rule.status, excerpt=_excerpt(rule, text, got[0]), span=got[0],
             ))
-        if not spans:
-            return text, []
         spans.sort()
-        merged: list[list[int]] = []
+        merged: list[tuple[int, int]] = []
         for start, end in spans:
             if merged and start <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
             else:
-                merged.append([start, end])
-        out, pos = [], 0
-        for start, end in merged:
-            out.append(text[pos:start])
-            out.append(mask)
-            pos = end
-        out.append(text[pos:])
-        return "".join(out), findings
+                merged.append((start, end))
+        return merged, findings
 
     # --- self-test -----------------------------------------------------------------------------
 

@@ -174,8 +174,10 @@ def unpack_weights(blob: str) -> array.array:
 # assistant reads (tool results, retrieved documents, embedded texts, tool descriptions) one
 # instruction addressed to the assistant is the signal however long the document around it, so
 # data is scored by its most attack-like window of DATA_WINDOW tokens, against thresholds set on
-# benign documents. Operator text (system, developer), answers and replayed assistant turns are
-# not scored.
+# benign documents. Not scored: answers; operator text (system, developer, instructions) and
+# replayed assistant turns, since nearly every protective system prompt ("never reveal these
+# instructions") reads as an attack (the rules inspect those roles, llm_firewall.score.corroborate);
+# schemas (tool parameters, response formats read whole), whose keys and enums are not prose.
 ROLE_GROUPS: dict[str, str] = {
     "user": "request", "input": "request", "prompt": "request",
     "tool": "data", "function": "data", "tool_call": "data", "tool_description": "data",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import fnmatch
 import html
 import re
 import unicodedata
@@ -128,6 +129,11 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "braille": r"[\x{2801}-\x{28ff}]{3,}",
     "ascii85": r"<~[!-u\s]{10,}~>",
     "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
+    # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
+    # long options (--recursive), short options apart (-r -f), a glob for a program's path
+    # (/bin/r?), a payload piped through `base64 -d`.
+    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
+             r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
                    "braille", "ascii85")
@@ -481,6 +487,81 @@ def _hidden_tags(text: str) -> str | None:
     return " ".join(parts) or None
 
 
+# --- shell obfuscation ---------------------------------------------------------------------------
+# What a shell would read: `r''m -r''f /`, `rm${IFS}-rf${IFS}/`, `r\m`, `rm --recursive --force /`,
+# `/bin/r? -rf /` and `$(echo cm0gLXJmIC8= | base64 -d)` all read `rm -rf /` in this view, so
+# the command rules, written once against plain commands, see through them.
+
+# Each step finds its spots with one native RE2 pass over the UTF-8 bytes and rewrites only
+# those (all ASCII, so multi-byte text stays intact): Python's `re` took ~0.6 s over a 1 MiB text
+# with ordinary quotes and backslashes in it, this ~70 ms.
+_B64_PIPE_RE2 = re2.compile(
+    rb"""(?:\$\(|`)?\s*(?:echo|printf)\s+(?:-[ne]\s+)?['"]?([A-Za-z0-9+/=]{4,1000})['"]?\s*\|\s*base64\s+"""
+    rb"""(?:-d|-D|--decode)\b\s*(?:\)|`)?""")
+_IFS_RE2 = re2.compile(rb"\$\{IFS(?:[%#][^}\s]{0,8})?\}|\$IFS(?:\$\d)?")
+# A word a shell would unquote, unescape or expand as a path glob.
+_SHELL_WORD_RE2 = re2.compile(rb"""[^\s'"\\?*\[]*(?:['"\\]|[?*\[][^\s]*/|/[^\s]*[?*\[])[^\s]*""")
+_OPTIONS_RE2 = re2.compile(rb"(?:^|\s)(?:--(?:recursive|force|verbose|interactive=never)|-[A-Za-z]{1,6})"
+                           rb"(?:\s+(?:--(?:recursive|force|verbose|interactive=never)|-[A-Za-z]{1,6}))*(?:\s|$)")
+_LONG_OPTIONS = {b"--recursive": b"-r", b"--force": b"-f", b"--verbose": b"-v", b"--interactive=never": b"-f"}
+# Programs a glob in a path may stand for (`/bin/r?`, `/???/n?`): the ones the command rules name.
+_GLOBBED_PROGRAMS = ("rm", "nc", "sh", "dd", "bash", "ncat", "netcat", "mkfs", "chmod", "chown", "curl", "wget",
+                     "python", "python3", "perl", "kill", "shutdown", "reboot", "cat", "passwd")
+
+
+def _rewrite(regex: Any, data: bytes, fn: Callable[[bytes], bytes]) -> bytes:
+    """`data` with every match of `regex` replaced by `fn(match)`."""
+    pieces: list[bytes] = []
+    pos = 0
+    for start, end in byte_spans(regex, data):
+        if start < pos or end == start:
+            continue
+        pieces += (data[pos:start], fn(data[start:end]))
+        pos = end
+    return b"".join(pieces) + data[pos:] if pieces else data
+
+
+def _unbase64_pipe(match: bytes) -> bytes:
+    payload = re.search(rb"[A-Za-z0-9+/=]{4,}(?=['\"]?\s*\|)", match)
+    try:
+        decoded = _utf8(base64.b64decode(payload.group(0), validate=True)) if payload else None
+    except (binascii.Error, ValueError):
+        decoded = None
+    return match if decoded is None else b" " + decoded.encode("utf-8", "surrogatepass") + b" "
+
+
+def _shell_word(word: bytes) -> bytes:
+    """One word as a shell passes it on: quotes and escapes gone, a globbed program named."""
+    plain = word.replace(b"'", b"").replace(b'"', b"").replace(b"\\", b"")
+    head, slash, name = plain.rpartition(b"/")
+    if slash and any(c in name for c in b"?*[") and any(chr(c).isalpha() for c in name):
+        pattern = name.decode("ascii", "replace")
+        found = next((prog for prog in _GLOBBED_PROGRAMS if fnmatch.fnmatchcase(prog, pattern)), None)
+        if found is not None:
+            return b"/bin/" + found.encode()
+    return plain
+
+
+def _join_options(run: bytes) -> bytes:
+    """`--recursive --force` and `-r -f` as one group of short options: ` -rf `."""
+    options = run.split()
+    if len(options) == 1 and options[0] not in _LONG_OPTIONS:
+        return run  # one group of short options already
+    return b" -" + b"".join(_LONG_OPTIONS.get(opt, opt)[1:] for opt in options) + b" "
+
+
+def _shell(text: str) -> str | None:
+    """The text as a shell reads its words: quoting and escapes inside words dropped, $IFS a
+    space, a base64 payload piped to `base64 -d` decoded, long options as short ones (joined:
+    `-r -f` is `-rf`), a globbed program path named. Not a shell: a view for the rules."""
+    data = text.encode("utf-8", "surrogatepass")
+    out = _rewrite(_B64_PIPE_RE2, data, _unbase64_pipe)
+    out = _rewrite(_IFS_RE2, out, lambda _: b" ")
+    out = _rewrite(_SHELL_WORD_RE2, out, _shell_word)
+    out = _rewrite(_OPTIONS_RE2, out, _join_options)
+    return None if out == data else out.decode("utf-8", "surrogatepass")
+
+
 def derived_views(
     text: str,
     base: View,
@@ -523,6 +604,8 @@ def derived_views(
         add(_collapse(base.text), base.transforms + ("whitespace",))
     if "noise" in hints:
         add(_denoise(base.text), base.transforms + ("noise",))
+    if "shell" in hints:
+        add(_shell(base.text), base.transforms + ("shell",))
     if "leetspeak" in hints:
         add(_leet(base.text), base.transforms + ("leetspeak",))
     if "reversed" in hints:

@@ -4,7 +4,9 @@ A broken rule must never reach the proxy: the loader refuses unknown keys, dupli
 values, patterns RE2 cannot compile, patterns that would backtrack catastrophically on a
 backtracking engine (nested unbounded quantifiers, backreferences, lookarounds), response rules
 that could match more than 256 characters (they run on a sliding window over streams), and
-rules whose own tests fail. Every error names the file, line, rule id and field.
+rules whose own tests fail. Every error names the file, line, rule id and field. The typed
+models of `rule_spec` (also the rules' JSON Schema) check a rule's shape: keys, types, enums,
+ids, tags; this module checks and compiles what no schema can describe.
 
 `stream_anchor` (optional, rules whose direction is response or both): an RE2 pattern that
 matches, on the raw text, at or before every position where a match of the rule can start, e.g.
@@ -18,6 +20,7 @@ still be the beginning of an anchor that is not complete yet.
 
 from __future__ import annotations
 
+import datetime
 import re
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
@@ -27,27 +30,19 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import re2
-import yaml
+from pydantic import ValidationError
 
 from llm_firewall.detect.normalize import views
 from llm_firewall.detect.re2raw import Lead, iter_spans, search_bytes, search_span
-from llm_firewall.domain import SEVERITIES, THREATS
+from llm_firewall.detect.rule_spec import (  # noqa: F401  (STATUSES: re-exported for the engine)
+    STATUSES, VALIDATOR_NAMES, RegexEntry, RuleSpec, hidden_in_paths)
+from llm_firewall.schema.located import LocatedError, field_path, plain, read, where
+from llm_firewall.schema.typed import problems
 
-DIRECTIONS = ("request", "response", "both")
-STATUSES = ("stable", "experimental")
-ROLES = ("user", "system", "developer", "assistant", "tool", "tool_call", "tool_description",
-         "prompt", "input", "instructions", "embedding", "response")
 RESPONSE_MAX_WIDTH = 256
 EXCLUDE_CONTEXT = 64  # characters before a match (within its sentence) that `exclude` may use
 MAX_MATCHES_TRIED = 8  # per pattern, when excludes or validators discard matches
 STREAM_ANCHOR_MAX_WIDTH = 64
-
-_RULE_KEYS = {"id", "title", "description", "threat", "severity", "category", "status",
-              "applies_to", "match", "exclude", "validate", "falsepositives", "tests",
-              "references", "tags", "precision", "author", "stream_anchor", "severity_by_role"}
-_REQUIRED = ("id", "title", "threat", "severity", "category", "match", "falsepositives", "tests")
-_ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Z0-9-]+$")
-_CATEGORY_RE = re.compile(r"^[a-z0-9_]+$")
 
 
 class RuleError(ValueError):
@@ -99,6 +94,7 @@ def iban(candidate: str) -> bool:
 
 
 VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": luhn, "iban": iban}
+assert tuple(VALIDATORS) == VALIDATOR_NAMES
 
 
 # --- compiled rule -----------------------------------------------------------------------------
@@ -157,6 +153,8 @@ class Rule:
     tags: tuple[str, ...] = ()
     precision: float | None = None
     description: str = ""
+    author: str = ""
+    date: datetime.date | None = None
     file: str = ""
     line: int | None = None
     stream_anchor: Pattern | None = None
@@ -473,206 +471,76 @@ def pattern_width(regex_text: str) -> int:
     return int(sre_parse.parse(regex_text).getwidth()[1])
 
 
-# --- YAML with positions -----------------------------------------------------------------------
+# --- from YAML to compiled rules ----------------------------------------------------------------
 
 
 class _Ctx:
     """Error collector for one file; knows where every field sits in the YAML."""
 
-    def __init__(self, file: str, root: yaml.Node | None) -> None:
+    def __init__(self, file: str, doc: Any) -> None:
         self.file = file
-        self.root = root
+        self.doc = doc
         self.errors: list[RuleError] = []
 
-    def line(self, path: list[str | int]) -> int | None:
-        node = self.root
-        last = node
-        for part in path:
-            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-                nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
-                    and 0 <= part < len(node.value):
-                nxt = node.value[part]
-            else:
-                nxt = None
-            if nxt is None:
-                break
-            node = last = nxt
-        return last.start_mark.line + 1 if last is not None else None
+    def line(self, path: Sequence[str | int]) -> int | None:
+        found = where(self.doc, path)
+        return found[1] if found else None
 
-    def error(self, rule_id: str | None, base: list[str | int], rel: list[str | int],
+    def error(self, rule_id: str | None, base: list[str | int], rel: Sequence[str | int],
               message: str) -> None:
-        self.errors.append(RuleError(self.file, rule_id, _fmt(rel) or None,
-                                     self.line(base + rel), message))
-
-
-def _fmt(path: list[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _duplicate_keys(node: yaml.Node, ctx: _Ctx) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k, v in node.value:
-            key = getattr(k, "value", None)
-            if isinstance(key, str):
-                if key in seen:
-                    ctx.errors.append(RuleError(ctx.file, None, key, k.start_mark.line + 1,
-                                                f"duplicate key '{key}'"))
-                seen.add(key)
-            _duplicate_keys(v, ctx)
-    elif isinstance(node, yaml.SequenceNode):
-        for v in node.value:
-            _duplicate_keys(v, ctx)
-
-
-def _str_list(value: Any, allow_empty: bool = True) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        return None
-    if not allow_empty and not value:
-        return None
-    return tuple(value)
+        self.errors.append(RuleError(self.file, rule_id, field_path(rel) or None,
+                                     self.line([*base, *rel]), message))
 
 
 def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
-    before = len(ctx.errors)
+    """The compiled rule, or None with every problem found added to `ctx.errors`: the schema
+    (`rule_spec`) first, then the patterns, the stream anchor and the rule's own examples."""
     if not isinstance(raw, dict):
         ctx.error(None, base, [], "a rule must be a mapping")
         return None
     rid = raw.get("id") if isinstance(raw.get("id"), str) else None
 
-    def err(rel: list[str | int], msg: str) -> None:
+    def err(rel: Sequence[str | int], msg: str) -> None:
         ctx.error(rid, base, rel, msg)
 
-    for key in raw:
-        if key not in _RULE_KEYS:
-            err([str(key)], f"unknown key (allowed: {', '.join(sorted(_RULE_KEYS))})")
-    for key in _REQUIRED:
-        if key not in raw:
-            err([key], "is required")
-    if rid is None and "id" in raw:
-        err(["id"], "must be a string")
-    elif rid is not None and not _ID_RE.match(rid):
-        err(["id"], "must look like PI-001 (upper-case prefix, dash, number)")
-    for key in ("title", "description", "author"):
-        if key in raw and not isinstance(raw[key], str):
-            err([key], "must be a string")
-    threat = raw.get("threat")
-    if "threat" in raw and threat not in THREATS:
-        err(["threat"], f"{threat!r} is not one of {', '.join(THREATS)}")
-    severity = raw.get("severity")
-    if "severity" in raw and severity not in SEVERITIES:
-        err(["severity"], f"{severity!r} is not one of {', '.join(SEVERITIES)}")
-    category = raw.get("category")
-    if "category" in raw and not (isinstance(category, str) and _CATEGORY_RE.match(category)):
-        err(["category"], "must be a snake_case name such as sql_injection")
-    status = raw.get("status", "stable")
-    if status not in STATUSES:
-        err(["status"], f"{status!r} is not one of {', '.join(STATUSES)}")
-
-    applies = raw.get("applies_to", {}) or {}
-    direction, roles = "request", ()
-    if not isinstance(applies, dict):
-        err(["applies_to"], "must be a mapping with direction and roles")
-    else:
-        for key in applies:
-            if key not in ("direction", "roles"):
-                err(["applies_to", str(key)], "unknown key (allowed: direction, roles)")
-        direction = applies.get("direction", "request")
-        if direction not in DIRECTIONS:
-            err(["applies_to", "direction"],
-                f"{direction!r} is not one of {', '.join(DIRECTIONS)}")
-        got_roles = _str_list(applies.get("roles", []))
-        if got_roles is None:
-            err(["applies_to", "roles"], "must be a list of role names")
-            got_roles = ()
-        for i, role in enumerate(got_roles):
-            if role not in ROLES:
-                err(["applies_to", "roles", i], f"{role!r} is not one of {', '.join(ROLES)}")
-        roles = got_roles
+    try:
+        spec = RuleSpec.model_validate(plain(raw))
+    except ValidationError as exc:
+        for loc, message in problems(exc, hidden_in_paths):
+            err(loc, message)
+        return None
+    before = len(ctx.errors)
+    direction = spec.applies_to.direction
     max_width = RESPONSE_MAX_WIDTH if direction in ("response", "both") else None
 
-    by_role: list[tuple[str, str]] = []
-    raw_by_role = raw.get("severity_by_role")
-    if raw_by_role is not None:
-        if not isinstance(raw_by_role, dict) or not raw_by_role:
-            err(["severity_by_role"], "must be a mapping of role name to severity")
-        else:
-            for role, sev in raw_by_role.items():
-                if role not in ROLES:
-                    err(["severity_by_role", str(role)], f"{role!r} is not one of {', '.join(ROLES)}")
-                elif roles and role not in roles:
-                    err(["severity_by_role", str(role)],
-                        f"{role!r} is not in applies_to.roles, so the rule never sees it")
-                elif sev not in SEVERITIES:
-                    err(["severity_by_role", str(role)],
-                        f"{sev!r} is not one of {', '.join(SEVERITIES)}")
-                else:
-                    by_role.append((role, sev))
-
-    def patterns(value: Any, rel: list[str | int], width: int | None) -> tuple[Pattern, ...]:
+    def patterns(entries: list[Any] | None, rel: list[str | int], width: int | None) -> tuple[Pattern, ...]:
         out: list[Pattern] = []
-        if not isinstance(value, list) or not value:
-            err(rel, "must be a non-empty list of {regex: ...} or {phrases: [...]}")
-            return ()
-        for i, item in enumerate(value):
-            where = rel + [i]
-            if not isinstance(item, dict) or len(item) != 1 or \
-                    next(iter(item)) not in ("regex", "phrases"):
-                err(where, "each entry is exactly one of {regex: '...'} or {phrases: [...]}")
-                continue
-            kind, body = next(iter(item.items()))
-            if kind == "regex":
-                if not isinstance(body, str) or not body:
-                    err(where + ["regex"], "must be a non-empty string")
-                    continue
-                source, text = body, body
+        for i, entry in enumerate(entries or ()):
+            if isinstance(entry, RegexEntry):
+                kind, source, text = "regex", entry.regex, entry.regex
             else:
-                phrases = _str_list(body, allow_empty=False)
-                if phrases is None or not all(p.strip() for p in phrases):
-                    err(where + ["phrases"], "must be a non-empty list of non-empty strings")
-                    continue
-                source = " | ".join(phrases)
-                text = "(?:" + "|".join(_phrase_regex(p) for p in phrases) + ")"
+                kind, source = "phrases", " | ".join(entry.phrases)
+                text = "(?:" + "|".join(_phrase_regex(p) for p in entry.phrases) + ")"
             regex_text = "(?i)" + text
             compiled, problem = check_pattern(regex_text, max_width=width)
             if problem:
-                err(where + [kind], problem)
+                err([*rel, i, kind], problem)
                 continue
-            out.append(Pattern(source, regex_text, _fmt(where + [kind]), compiled,
+            out.append(Pattern(source, regex_text, field_path([*rel, i, kind]), compiled,
                                literal_lead(regex_text)))
         return tuple(out)
 
-    match = raw.get("match")
-    any_p: tuple[Pattern, ...] = ()
-    all_p: tuple[Pattern, ...] = ()
-    if "match" in raw:
-        if not isinstance(match, dict):
-            err(["match"], "must be a mapping with any: (and optionally all:)")
-        else:
-            for key in match:
-                if key not in ("any", "all"):
-                    err(["match", str(key)], "unknown key (allowed: any, all)")
-            if "any" not in match:
-                err(["match", "any"], "is required")
-            else:
-                any_p = patterns(match["any"], ["match", "any"], max_width)
-            if "all" in match:
-                all_p = patterns(match["all"], ["match", "all"], None)
-    exclude_p = patterns(raw["exclude"], ["exclude"], None) if "exclude" in raw else ()
+    any_p = patterns(spec.match.any, ["match", "any"], max_width)
+    all_p = patterns(spec.match.all, ["match", "all"], None)
+    exclude_p = patterns(spec.exclude, ["exclude"], None)
 
     anchor: Pattern | None = None
-    if "stream_anchor" in raw:
-        body = raw["stream_anchor"]
+    body = spec.stream_anchor
+    if body is not None:
         if direction not in ("response", "both"):
             err(["stream_anchor"], "only rules that apply to responses (applies_to.direction: "
                 "response or both) can declare a stream anchor")
-        elif not isinstance(body, str) or not body:
+        elif not body:
             err(["stream_anchor"], "must be a non-empty regex string")
         else:
             compiled, problem = check_pattern("(?i)" + body, max_width=STREAM_ANCHOR_MAX_WIDTH)
@@ -684,52 +552,17 @@ def _parse_rule(raw: Any, base: list[str | int], ctx: _Ctx) -> Rule | None:
             else:
                 anchor = Pattern(body, "(?i)" + body, "stream_anchor", compiled)
 
-    validate = raw.get("validate")
-    if validate is not None and validate not in VALIDATORS:
-        err(["validate"], f"{validate!r} is not one of {', '.join(VALIDATORS)}")
-
-    fps = _str_list(raw.get("falsepositives", []))
-    if fps is None:
-        err(["falsepositives"], "must be a list of strings")
-    refs = _str_list(raw.get("references", []))
-    if refs is None:
-        err(["references"], "must be a list of strings")
-    tags = _str_list(raw.get("tags", []))
-    if tags is None:
-        err(["tags"], "must be a list of strings")
-    precision = raw.get("precision")
-    if precision is not None and (isinstance(precision, bool)
-                                  or not isinstance(precision, (int, float))
-                                  or not 0.0 <= float(precision) <= 1.0):
-        err(["precision"], "must be a number between 0 and 1")
-
-    tests = raw.get("tests")
-    t_match: tuple[str, ...] | None = ()
-    t_no: tuple[str, ...] | None = ()
-    if "tests" in raw:
-        if not isinstance(tests, dict):
-            err(["tests"], "must be a mapping with match: and no_match: lists")
-        else:
-            for key in tests:
-                if key not in ("match", "no_match"):
-                    err(["tests", str(key)], "unknown key (allowed: match, no_match)")
-            t_match = _str_list(tests.get("match"), allow_empty=False)
-            if t_match is None:
-                err(["tests", "match"], "must be a non-empty list of strings")
-            t_no = _str_list(tests.get("no_match"), allow_empty=False)
-            if t_no is None:
-                err(["tests", "no_match"], "must be a non-empty list of strings")
-
     if len(ctx.errors) > before:
         return None
     rule = Rule(
-        id=rid or "", title=raw["title"], threat=threat, severity=severity, category=category,
-        status=status, direction=direction, roles=tuple(roles), any=any_p, all=all_p,
-        exclude=exclude_p, validate=validate, falsepositives=fps or (),
-        tests_match=t_match or (), tests_no_match=t_no or (), references=refs or (),
-        tags=tags or (), precision=float(precision) if precision is not None else None,
-        description=raw.get("description", ""), file=ctx.file, line=ctx.line(base),
-        stream_anchor=anchor, severity_by_role=tuple(by_role),
+        id=spec.id, title=spec.title, threat=spec.threat, severity=spec.severity, category=spec.category,
+        status=spec.status, direction=direction, roles=tuple(spec.applies_to.roles), any=any_p, all=all_p,
+        exclude=exclude_p, validate=spec.validate_, falsepositives=tuple(spec.falsepositives),
+        tests_match=tuple(spec.tests.match), tests_no_match=tuple(spec.tests.no_match),
+        references=tuple(spec.references), tags=tuple(spec.tags), precision=spec.precision,
+        description=spec.description, author=spec.author or "", date=spec.date, file=ctx.file,
+        line=ctx.line(base), stream_anchor=anchor,
+        severity_by_role=tuple((spec.severity_by_role or {}).items()),
     )
     for key, index, message in rule.own_test_failures():
         err(["tests", key, index], message)
@@ -746,22 +579,10 @@ class _Disable(NamedTuple):
 
 def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError], list[_Disable]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [RuleError(display, None, None, None, f"cannot read: {exc}")], []
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        return [], [RuleError(display, None, None, line, f"invalid YAML: {problem}")], []
-    ctx = _Ctx(display, root)
-    if root is not None:
-        _duplicate_keys(root, ctx)
-    if ctx.errors:
-        return [], ctx.errors, []
+        data = read(path, display)
+    except LocatedError as exc:
+        return [], [RuleError(display, None, exc.key, exc.line, exc.message)], []
+    ctx = _Ctx(display, data)
     entries: list[tuple[Any, list[str | int]]] = []
     disabled: list[_Disable] = []
     if data is None:
@@ -770,8 +591,8 @@ def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleError], 
         extra = [k for k in data if k not in ("rules", "disable")]
         for k in extra:
             ctx.error(None, [], [str(k)], "unknown top-level key (a file holds one rule, rules: or disable:)")
-        ids = _str_list(data.get("disable", []), allow_empty=True)
-        if ids is None:
+        ids = data.get("disable", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             ctx.error(None, [], ["disable"], "must be a list of rule ids")
         else:
             disabled = [_Disable(rid, display, ctx.line(["disable", i])) for i, rid in enumerate(ids)]

@@ -9,23 +9,24 @@ audits what it would have done.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from llm_firewall.audit import AuditLog
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import anchor_of, is_allowlisted, subject_for, subjects
+from llm_firewall.enforce.identity import anchor_of, as_network, is_allowlisted, subject_for, subjects
 from llm_firewall.enforce.state import Approval, Sanction, Store, StoreUnavailable
-from llm_firewall.policy.decide import Decision, escalation_step, ladder_subject, ladders_for, strike_subject
+from llm_firewall.policy.decide import (Decision, address_strike_subject, escalation_step, ladder_subject, ladders_for,
+                                        strike_subject)
 from llm_firewall.policy.model import Action, Policy, RateLimit
 
 log = logging.getLogger(__name__)
 
 CLAIM_TTL_S = 86400.0
+FLAG_TTL_S = 86400.0  # a flagged session stays listed for the SOC this long
 Notifier = Callable[[Action, dict], Awaitable[None]]
 
 # sanction kind -> (status, code, message)
@@ -103,6 +104,18 @@ class Enforcer:
             return await self._rate_limits(identity, policy, now)
         except Exception as exc:  # noqa: BLE001
             return _rate_limit_failure(policy, "rate limit check", exc)
+
+    async def sanctioned(self, identity: Identity) -> Refusal | None:
+        """The refusal an active sanction on this identity calls for, counting nothing against
+        any limit (the guard API's dry runs). A store failure answers None: a dry run enforces
+        nothing, so it has nothing to fail closed on."""
+        now = self.clock()
+        try:
+            sanction = await self.store.active_sanction(identity, now)
+        except Exception as exc:  # noqa: BLE001 - the store is external (Redis): never a 500
+            _log_store_failure("sanction lookup", exc)
+            return None
+        return None if sanction is None else _sanction_refusal(sanction, now)
 
     @property
     def inline(self) -> bool:
@@ -212,12 +225,19 @@ class Enforcer:
                 if not await self.store.claim(f"strike:{alert_id}:{ladder_key}", CLAIM_TTL_S, now):
                     continue  # this alert already counted
                 counted = strike_subject(ladder, identity, subj)
+                address = address_strike_subject(ladder, identity)
                 strikes = await self.store.add_strike(ladder_key, counted, now, ladder.within_s)
+                from_address = 0 if address is None else await self.store.add_strike(
+                    ladder_key, address, now, ladder.within_s)
+                if address is not None and strikes < ladder.strikes <= from_address:
+                    counted, subj, strikes = address, address, from_address  # spread over keys: the address answers
                 level = await self.store.get_level(ladder_key, counted, now)
                 action = escalation_step(ladder, strikes, level, subj)
                 if action is None:
                     continue
                 await self.store.clear_strikes(ladder_key, counted)
+                if address is not None and address != counted:  # these offences are answered
+                    await self.store.clear_strikes(ladder_key, address)
                 await self.store.set_level(ladder_key, counted, action.params["level"], now + ladder.reset_after_s)
                 out.append(action)
         return out
@@ -257,29 +277,37 @@ class Enforcer:
                    now: float) -> dict[str, Any]:
         p = action.params
         reason = str(alert.get("title") or alert.get("threat_type") or action.kind)
+        rule = ", ".join(str(r) for r in (alert.get("rule_ids") or ())[:8]) or None
         if action.kind in _SANCTION_OF:
             kind, key = _SANCTION_OF[action.kind], action.subject
-            if action.kind == "isolate_agent" and identity.agent is None:
-                kind = "key"
+            if action.kind == "isolate_agent" and identity.agent is None and key == identity.api_key_hash:
+                kind = "key"  # no agent named: its key is isolated (not an address's anchor)
             if action.kind == "block_ip_range":
-                addr = ipaddress.ip_address(str(key))
-                prefix = p.get("prefix_v4", 24) if addr.version == 4 else p.get("prefix_v6", 64)
-                key = str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+                own = as_network(str(key))  # an address, or an IPv6 client's counted network
+                if own is None:
+                    return {"status": "skipped", "error": f"not an address: {key}"}
+                prefix = int(p.get("prefix_v4", 24) if own.version == 4 else p.get("prefix_v6", 64))
+                key = str(own.supernet(new_prefix=prefix) if prefix < own.prefixlen else own)
             if not key:
                 return {"status": "skipped", "error": "no subject"}
             duration = p.get("duration_s")
             expires = None if duration is None else now + float(duration)
             level = int(p.get("level", 0))
-            await self.store.add_sanction(Sanction(kind, str(key), reason, now, expires, level, alert_id))
+            await self.store.add_sanction(Sanction(kind, str(key), reason, now, expires, level, alert_id, rule))
             anchor = identity.anchor_for(kind)
             if anchor is not None and anchor != key and str(key).endswith(anchor[1:]):
                 # A scoped id: recorded on its key or address too, which naming another id keeps.
-                await self.store.add_sanction(Sanction(kind, anchor, reason, now, expires, level, alert_id))
+                await self.store.add_sanction(Sanction(kind, anchor, reason, now, expires, level, alert_id, rule))
                 return {"sanction": kind, "key": key, "anchor": anchor, "expires_at": expires}
             return {"sanction": kind, "key": key, "expires_at": expires}
         if action.kind == "rate_limit":
             until = now + float(p.get("duration_s", 3600.0))
-            await self.store.set_override_limit(str(action.subject), int(p["limit"]), float(p["window_s"]), until)
+            limit, window_s = int(p["limit"]), float(p["window_s"])
+            await self.store.set_override_limit(str(action.subject), limit, window_s, until)
+            # Listed with the sanctions (GET /api/blocks), where it can be lifted too.
+            await self.store.add_sanction(Sanction("rate_limit", str(action.subject),
+                                                   f"{reason} (at most {limit} per {window_s:g}s)", now, until,
+                                                   0, alert_id, rule))
             return {"limit": p["limit"], "window_s": p["window_s"], "until": until}
         if action.kind == "notify":
             if self.notifier is None:
@@ -287,7 +315,13 @@ class Enforcer:
             await self.notifier(action, dict(alert))
             return {"target": p.get("target")}
         if action.kind == "flag_session":
-            return {"flagged": action.subject, "note": p.get("note", "")}
+            if not action.subject:
+                return {"status": "skipped", "error": "no subject"}
+            note = str(p.get("note") or "")
+            until = now + FLAG_TTL_S
+            await self.store.add_sanction(Sanction("flag", str(action.subject), note or reason, now, until, 0,
+                                                   alert_id, rule))
+            return {"flagged": action.subject, "note": note, "expires_at": until}
         # block_request and redact are carried out by the proxy itself; recorded here.
         return {}
 
@@ -312,9 +346,10 @@ class Enforcer:
                 "approval_id": approval.id, "approval_status": approval.status}
 
     async def execute(self, action: Action, identity: Identity, alert_id: str, reason: str,
-                      claim_key: str | None = None) -> dict:
+                      claim_key: str | None = None, rule_ids: Sequence[str] = ()) -> dict:
         """Run one action outside the inline path (the SOC remediator), exactly once per claim key."""
-        return await self._execute(action, identity, {"title": reason}, alert_id, claim_key=claim_key)
+        return await self._execute(action, identity, {"title": reason, "rule_ids": list(rule_ids)}, alert_id,
+                                   claim_key=claim_key)
 
     async def request_approval(self, action: Action, identity: Identity, alert_id: str, policy: Policy) -> dict:
         """Queue one action for an admin's decision (the SOC remediator's held actions)."""
@@ -322,8 +357,11 @@ class Enforcer:
 
     async def release(self, kind: str, key: str, by: str) -> bool:
         """Lift a sanction (DELETE /api/blocks/{kind}/{key}); audited with who did it. Lifting a
-        scoped user or session (``bob@203.0.113.9``) lifts its key's or address's record too."""
+        scoped user or session (``bob@203.0.113.9``) lifts its key's or address's record too;
+        lifting a `rate_limit` lifts the limit itself."""
         removed = await self.store.remove_sanction(kind, key)
+        if kind == "rate_limit":
+            removed = await self.store.remove_override_limit(key) or removed
         anchor = anchor_of(kind, key)
         if removed and anchor is not None:
             await self.store.remove_sanction(kind, anchor)

@@ -44,13 +44,24 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
     return parse_networks(cidrs)
 
 
+# IPv6 clients are counted and sanctioned by network: one host owns a whole /64, and changing
+# the interface id must not escape a block (LLM_FIREWALL_IPV6_PREFIX; 128 counts each address).
+DEFAULT_IPV6_PREFIX = 64
+MIN_IPV6_PREFIX = 32  # shorter prefixes would lump providers' customers together
+
+
+
 def _parse_addr(value: str) -> Address | None:
-    """An address from a forwarding hop: '1.2.3.4', '1.2.3.4:80', '[::1]:80', '"[::1]"'."""
+    """An address from a forwarding hop or a peer, normalised: '1.2.3.4', '1.2.3.4:80',
+    '[::1]:80', '"[::1]"'; a zone id (``fe80::1%eth0``) dropped, an IPv4-mapped address
+    (``::ffff:1.2.3.4``) its IPv4 address. A dotted quad with leading zeros is no address: one
+    reader takes ``010`` as 10, another (inet_aton) as 8, so no sanction may rest on it."""
     v = value.strip().strip('"').strip()
     if v.startswith("["):
         v = v[1:].split("]", 1)[0]
     elif v.count(":") == 1:  # IPv4 with port
         v = v.split(":", 1)[0]
+    v = v.split("%", 1)[0]
     try:
         addr = ipaddress.ip_address(v)
     except ValueError:
@@ -58,6 +69,45 @@ def _parse_addr(value: str) -> Address | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         return addr.ipv4_mapped
     return addr
+
+
+def counted_as(addr: Address, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
+    """The subject an address is counted and sanctioned by: an IPv4 address itself, an IPv6
+    address its network of `ipv6_prefix` bits (``2001:db8:1:2::/64``)."""
+    if addr.version == 4 or ipv6_prefix >= 128:
+        return str(addr)
+    return str(ipaddress.IPv6Network((int(addr) >> (128 - ipv6_prefix) << (128 - ipv6_prefix), ipv6_prefix)))
+
+
+def client_address(value: str, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str | None:
+    """THE client address of a hop or peer string (`_parse_addr`, then `counted_as`); None when
+    it is no address. Every address the firewall counts or sanctions comes from here."""
+    addr = _parse_addr(value)
+    return None if addr is None else counted_as(addr, ipv6_prefix)
+
+
+def as_network(value: str) -> Network | None:
+    """A client address (``1.2.3.4``) or counted network (``2001:db8::/64``) as a network."""
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+
+
+def is_range(key: str, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> bool:
+    """True for an `ip` sanction key covering more than one client: a network, except an IPv6
+    client's own (`counted_as`), which is looked up exactly like an address. Stores index only
+    ranges for the covering check: a blocked IPv6 client must not slow every other request."""
+    if "/" not in key:
+        return False
+    net = as_network(key)
+    return net is not None and not (net.version == 6 and net.prefixlen == ipv6_prefix)
+
+
+def within(value: str, net: Network) -> bool:
+    """True when the client address or counted network `value` lies in `net` (a range block)."""
+    own = as_network(value)
+    return own is not None and own.version == net.version and own.subnet_of(net)  # type: ignore[arg-type]
 
 
 def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
@@ -109,11 +159,13 @@ class Trust:
     with integer masks instead of building `ipaddress` objects: forwarding hops are almost
     always such quads, and this runs on every request."""
 
-    __slots__ = ("networks", "header", "_v4", "_peers")
+    __slots__ = ("networks", "header", "ipv6_prefix", "_v4", "_peers")
 
-    def __init__(self, networks: Sequence[Network], header: str = DEFAULT_FORWARDED_HEADER) -> None:
+    def __init__(self, networks: Sequence[Network], header: str = DEFAULT_FORWARDED_HEADER,
+                 ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
         self.networks = tuple(networks)
         self.header = header  # the one forwarding header believed (lower case)
+        self.ipv6_prefix = ipv6_prefix  # IPv6 clients are counted by this network (see `counted_as`)
         self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
         # Peers (the load balancers in front of us, or direct clients) recur: remembered, bounded.
         self._peers: dict[str, tuple[str, bool] | None] = {}
@@ -122,7 +174,10 @@ class Trust:
         return bool(self.networks)
 
     def resolve(self, value: str) -> tuple[str, bool] | None:
-        """(normalised address, trusted?) for a hop or peer string; None when it is no address."""
+        """(client address, trusted?) for a hop or peer string; None when it is no address.
+
+        The address is `client_address`'s (an IPv6 one its network); trust is decided on the
+        address itself."""
         v = value.strip()
         if _DOTTED_QUAD.fullmatch(v):
             a, b, c, d = v.split(".")
@@ -131,7 +186,7 @@ class Trust:
         addr = _parse_addr(value)
         if addr is None:
             return None
-        return str(addr), _trusted(addr, self.networks)
+        return counted_as(addr, self.ipv6_prefix), _trusted(addr, self.networks)
 
     def resolve_peer(self, peer: str) -> tuple[str, bool] | None:
         """`resolve` for the connection's peer address, remembered for the next request."""
@@ -145,9 +200,11 @@ class Trust:
 
 
 @lru_cache(maxsize=64)
-def trust_of(networks: tuple[Network, ...], header: str = DEFAULT_FORWARDED_HEADER) -> Trust:
-    """One `Trust` per distinct set of networks and header (from settings and policies: few)."""
-    return Trust(networks, header)
+def trust_of(networks: tuple[Network, ...], header: str = DEFAULT_FORWARDED_HEADER,
+             ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Trust:
+    """One `Trust` per distinct set of networks, header and IPv6 prefix (from settings and
+    policies: few)."""
+    return Trust(networks, header, ipv6_prefix)
 
 
 # Forwarding headers longer than this (together) are walked on every request instead of being
@@ -203,9 +260,13 @@ _client_ip = lru_cache(maxsize=8192)(_walk_hops)
 
 
 def _clean_id(value: str | None) -> str | None:
+    """A user, session or agent id as the client wrote it, printable and bounded; `*` is no id
+    (it would name the `*@scope` record that stands for every id from one key or address)."""
     if value is None:
         return None
     value = value.strip()
+    if value == "*":
+        return None
     if len(value) <= MAX_ID_LEN and value.isprintable():  # the common case, without a per-char loop
         return value or None
     value = "".join(ch for ch in value if ch.isprintable())
@@ -234,7 +295,8 @@ def api_key_of(headers: Mapping[str, str]) -> str | None:
 
 def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityConfig",
              trusted_proxies: Sequence[Network] = (), *, trust: Trust | None = None,
-             forwarded_header: str = DEFAULT_FORWARDED_HEADER, keys_checked: bool = True) -> Identity:
+             forwarded_header: str = DEFAULT_FORWARDED_HEADER, keys_checked: bool = True,
+             ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Identity:
     """Identity of a request; the proxies trusted are `trusted_proxies` plus the policy's.
 
     `trust`, when given, is that union already prepared (see `trust_for`): the gateway keeps
@@ -243,7 +305,7 @@ def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityCo
     `trusted_user` header, arriving from a trusted proxy, names a user alone. A key scopes only
     when the upstream checks it (`keys_checked`): a key nobody checks is one more claim."""
     if trust is None:
-        trust = trust_for(trusted_proxies, policy_identity, forwarded_header)
+        trust = trust_for(trusted_proxies, policy_identity, forwarded_header, ipv6_prefix)
     key = api_key_of(headers)
     key_hash = key_fingerprint(key) if key else None
     ip = client_ip(peer, headers, trust)
@@ -264,16 +326,29 @@ def identify(peer: str, headers: Mapping[str, str], policy_identity: "IdentityCo
     )
 
 
+def vouched(ip: str, *, user: str | None = None, session: str | None = None, agent: str | None = None) -> Identity:
+    """An identity a trusted gateway names for its own client (the guard API's callers, who
+    hold a token): ids held as given, not scoped to a key or address, as a `trusted_user`
+    header's user is. Raises ValueError when `ip` is no address."""
+    addr = _parse_addr(ip) if ip.strip() == ip else None
+    if addr is None:
+        raise ValueError(f"not an IP address: {ip!r}")
+    user = _clean_id(user)
+    return Identity(ip=str(addr), user=user, session=_clean_id(session), agent=_clean_id(agent),
+                    scope=None, user_bound=user is not None)
+
+
 def _scoped(value: str | None, scope: str) -> str | None:
     return None if value is None else f"{value}@{scope}"
 
 
 def trust_for(trusted_proxies: Sequence[Network], policy_identity: "IdentityConfig",
-              forwarded_header: str = DEFAULT_FORWARDED_HEADER) -> Trust:
-    """The proxies trusted for a request (the deployment's plus the policy's) and the one
-    forwarding header believed from them (the policy's, else the deployment's)."""
+              forwarded_header: str = DEFAULT_FORWARDED_HEADER, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> Trust:
+    """The proxies trusted for a request (the deployment's plus the policy's), the one
+    forwarding header believed from them (the policy's, else the deployment's) and the network
+    IPv6 clients are counted by."""
     return trust_of(tuple(trusted_proxies) + _networks(tuple(policy_identity.trusted_proxies)),
-                    policy_identity.forwarded_header or forwarded_header)
+                    policy_identity.forwarded_header or forwarded_header, ipv6_prefix)
 
 
 def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
@@ -281,8 +356,9 @@ def is_allowlisted(identity: Identity, policy: "Policy") -> bool:
     user vouched for (a trusted gateway's, or the firewall's own) can match: anyone can name one."""
     allow = policy.allowlist
     if allow.ips:
-        addr = _parse_addr(identity.ip)
-        if addr is not None and _trusted(addr, _networks(tuple(allow.ips))):
+        own = as_network(identity.ip)  # an IPv6 client's counted network overlaps its entry
+        if own is not None and any(own.version == net.version and own.overlaps(net)  # type: ignore[arg-type]
+                                   for net in _networks(tuple(allow.ips))):
             return True
     if allow.users and identity.user and (identity.scope is None or identity.user_bound):  # never a named id
         return any(fnmatch.fnmatchcase(identity.user, pattern) for pattern in allow.users)
@@ -299,7 +375,14 @@ def anchor_of(kind: str, key: str) -> str | None:
 
 def describe(kind: str, key: str) -> str:
     """A sanction's subject for people: 'user bob@203.0.113.9', 'user bob (key …1a2b)',
-    'every session from 203.0.113.9'."""
+    'every session from 203.0.113.9', 'rate limit on ip 203.0.113.9', 'flagged session s1@…'."""
+    if kind == "rate_limit":  # its key is a limit's subject: 'ip:1.2.3.4', 'key:…', 'user:bob@…'
+        of, _, value = key.partition(":")
+        if of == "key":
+            return f"rate limit on key …{key[-4:]}"
+        return f"rate limit on {describe(of, value) if value else key}"
+    if kind == "flag":
+        return f"flagged {describe('session', key)}"
     name, at, scope = key.rpartition("@")
     if kind not in ("user", "session", "agent") or not at:
         return f"{kind} {key}"

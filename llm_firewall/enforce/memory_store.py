@@ -28,7 +28,8 @@ from cachetools import LRUCache
 
 from llm_firewall.domain import Identity
 from llm_firewall.enforce.buckets import Buckets
-from llm_firewall.enforce.state import Approval, RateResult, Sanction
+from llm_firewall.enforce.identity import DEFAULT_IPV6_PREFIX, as_network, is_range
+from llm_firewall.enforce.state import SANCTION_KINDS, Approval, RateResult, Sanction
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ class _CountingLRU(LRUCache):
 
 
 class MemoryStore:
-    def __init__(self, data_dir: Path | None, *, max_entries: int = 100_000, compact_min_lines: int = 10_000):
+    def __init__(self, data_dir: Path | None, *, max_entries: int = 100_000, compact_min_lines: int = 10_000,
+                 ipv6_prefix: int = DEFAULT_IPV6_PREFIX):
         self._dir = Path(data_dir) if data_dir is not None else None
+        self._ipv6_prefix = ipv6_prefix  # an IPv6 client's own network is no range (see `is_range`)
         self._max = max_entries
         self._compact_min = compact_min_lines
         self._sanctions: dict[tuple[str, str], Sanction] = {}
+        self._refusing = 0  # how many of them are of a kind that refuses (SANCTION_KINDS)
         self._ranges: dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
         self._overrides: dict[str, tuple[int, float, float]] = {}
         self._buckets = Buckets(max_entries)
@@ -115,6 +119,8 @@ class MemoryStore:
             self._drop_sanction(op["kind"], op["key"])
         elif kind == "override":
             self._overrides[op["subject"]] = (int(op["limit"]), float(op["window_s"]), float(op["until"]))
+        elif kind == "unoverride":
+            self._overrides.pop(op["subject"], None)
         elif kind == "strike":
             times = self._strikes.get((op["ladder"], op["subject"])) or []
             self._strikes[(op["ladder"], op["subject"])] = [t for t in times if t > op["t"] - op["within_s"]] + [op["t"]]
@@ -208,14 +214,19 @@ class MemoryStore:
         self._now = max(self._now, now)
 
     def _put_sanction(self, s: Sanction) -> None:
+        if (s.kind, s.key) not in self._sanctions and s.kind in SANCTION_KINDS:
+            self._refusing += 1
         self._sanctions[(s.kind, s.key)] = s
-        if s.kind == "ip" and "/" in s.key:
+        if s.kind == "ip" and is_range(s.key, self._ipv6_prefix):
             self._ranges[s.key] = ipaddress.ip_network(s.key, strict=False)
 
     def _drop_sanction(self, kind: str, key: str) -> bool:
         if kind == "ip":
             self._ranges.pop(key, None)
-        return self._sanctions.pop((kind, key), None) is not None
+        removed = self._sanctions.pop((kind, key), None) is not None
+        if removed and kind in SANCTION_KINDS:
+            self._refusing -= 1
+        return removed
 
     def _purge(self, now: float) -> None:
         for k in [k for k, s in self._sanctions.items() if not s.active(now)]:
@@ -230,20 +241,18 @@ class MemoryStore:
         return self.active_sanction_now(identity, now)
 
     def active_sanction_now(self, identity: Identity, now: float) -> Sanction | None:
-        if not self._sanctions:  # the common case: nobody is sanctioned
+        if not self._refusing:  # the common case: nobody is refused (flags and limits only list)
             return None
         for kind, value in identity.sanction_keys():
             s = self._sanctions.get((kind, value))
             if s is not None and s.active(now):
                 return s
             if kind == "ip" and self._ranges:
-                try:
-                    addr = ipaddress.ip_address(value)
-                except ValueError:
-                    continue
+                own = as_network(value)
                 for key, net in self._ranges.items():
                     s = self._sanctions.get(("ip", key))
-                    if addr.version == net.version and addr in net and s is not None and s.active(now):
+                    if (own is not None and own.version == net.version and own.subnet_of(net)  # type: ignore[arg-type]
+                            and s is not None and s.active(now)):
                         return s
         return None
 
@@ -328,6 +337,14 @@ class MemoryStore:
         if entry is None or entry[2] <= now:
             return None
         return entry[0], entry[1]
+
+    async def remove_override_limit(self, subject: str) -> bool:
+        removed = self._overrides.pop(subject, None) is not None
+        self._buckets.drop(f"override:{subject}")
+        if removed:
+            self._log({"op": "unoverride", "subject": subject})
+            await self._flush(fsync=True)
+        return removed
 
     def has_overrides(self) -> bool:
         return bool(self._overrides)

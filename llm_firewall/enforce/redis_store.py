@@ -26,7 +26,6 @@ and `ap:decided` indexes for approvals.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import time
@@ -42,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import subjects
+from llm_firewall.enforce.identity import DEFAULT_IPV6_PREFIX, as_network, is_range, subjects, within
 from llm_firewall.enforce.resp import ScriptClient
 from llm_firewall.enforce.state import Approval, QuickCheck, RateResult, Sanction, StoreUnavailable
 
@@ -57,7 +56,8 @@ T = TypeVar("T")
 
 
 # KEYS: sanction, idx, ranges. ARGV: kind, key, reason, created_at, expires_at ('' = never),
-# level, alert_id ('' = none), idx member, is_range ('1'/'0'), zset score, pexpireat ms ('' = none)
+# level, alert_id ('' = none), idx member, is_range ('1'/'0'), zset score, pexpireat ms ('' = none),
+# rule ('' = none)
 _ADD_SANCTION = """
 local cur = redis.call('HMGET', KEYS[1], 'expires_at', 'level')
 local now = tonumber(ARGV[4])
@@ -74,7 +74,7 @@ if cur[1] then
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'key', ARGV[2], 'reason', ARGV[3], 'created_at', ARGV[4],
-           'expires_at', ARGV[5], 'level', ARGV[6], 'alert_id', ARGV[7])
+           'expires_at', ARGV[5], 'level', ARGV[6], 'alert_id', ARGV[7], 'rule', ARGV[12])
 if ARGV[11] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[11]) end
 redis.call('ZADD', KEYS[2], ARGV[10], ARGV[8])
 if ARGV[9] == '1' then redis.call('ZADD', KEYS[3], ARGV[10], ARGV[2]) end
@@ -222,7 +222,9 @@ class RedisStore:
     def __init__(self, url: str, *, fallback: Any, metrics: Any = None, timeout_s: float | None = None,
                  prefix: str = "llmfw:", retry_interval_s: float = 0.5, max_list: int = 10_000,
                  clock: Callable[[], float] = time.time,
-                 fail_modes: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 fail_modes: Callable[[], Mapping[str, str]] | None = None,
+                 ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
+        self._ipv6_prefix = ipv6_prefix  # an IPv6 client's own network is no range (see `is_range`)
         self.timeout_s = timeout_s or _timeout_from_url(url) or DEFAULT_TIMEOUT_S
         self._redis = aioredis.from_url(
             url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
@@ -242,7 +244,8 @@ class RedisStore:
         # override limits read in the same round trip as the sanction lookup, for the same instant
         self._prefetched: tuple[float, dict[str, list[str | None]]] = (0.0, {})
         parts = urlsplit(url)  # never log the password
-        self._url_safe = f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}"
+        self._url_safe = (f"unix://{parts.path}" if parts.scheme == "unix"
+                          else f"{parts.scheme}://{parts.hostname or ''}:{parts.port or 6379}{parts.path}")
         r = self._redis
         self._add_sanction_script = r.register_script(_ADD_SANCTION)
         self._gcra = r.register_script(_GCRA)
@@ -441,11 +444,12 @@ class RedisStore:
     def _write_sanction(self, s: Sanction) -> Awaitable[Any]:
         member = f"{s.kind}\x00{s.key}"
         score = "+inf" if s.expires_at is None else repr(s.expires_at)
-        is_range = s.kind == "ip" and "/" in s.key
+        ranged = s.kind == "ip" and is_range(s.key, self._ipv6_prefix)
         return self._add_sanction_script(
             keys=[self._k("s", s.kind, s.key), self._k("s", "idx"), self._k("s", "ranges")],
             args=[s.kind, s.key, s.reason, repr(s.created_at), _num(s.expires_at), str(s.level), s.alert_id or "",
-                  member, "1" if is_range else "0", score, "" if s.expires_at is None else _ms(s.expires_at)])
+                  member, "1" if ranged else "0", score, "" if s.expires_at is None else _ms(s.expires_at),
+                  s.rule or ""])
 
     async def add_sanction(self, s: Sanction) -> None:
         try:
@@ -542,6 +546,18 @@ class RedisStore:
             await self._fallback.set_override_limit(subject, limit, window_s, until)
             self._pending_ops.append(("_write_override", (subject, limit, window_s, until)))
             await self._degraded_write()
+
+    def _delete_override(self, subject: str) -> Awaitable[Any]:
+        return self._redis.delete(self._k("ov", subject), self._k("rl", f"override:{subject}"))
+
+    async def remove_override_limit(self, subject: str) -> bool:
+        local = await self._fallback.remove_override_limit(subject)
+        try:
+            return bool(await self._call("remove_override_limit", lambda: self._delete_override(subject))) or local
+        except StoreUnavailable:
+            self._pending_ops.append(("_delete_override", (subject,)))
+            await self._degraded_write()
+            return True  # lifted here now, and in Redis on recovery
 
     async def override_limit(self, subject: str, now: float) -> tuple[int, float] | None:
         at, cached = self._prefetched
@@ -777,21 +793,15 @@ def _sanction(data: Mapping[str, str]) -> Sanction:
     return Sanction(
         data["kind"], data["key"], data.get("reason", ""), float(data["created_at"]),
         None if not data.get("expires_at") else float(data["expires_at"]),
-        int(data.get("level") or 0), data.get("alert_id") or None,
+        int(data.get("level") or 0), data.get("alert_id") or None, data.get("rule") or None,
     )
 
 
 def _covering(ip: str, ranges: list[str]) -> str | None:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
+    """The range (of `ranges`) a client address or counted network lies in, if any."""
     for cidr in ranges:
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            continue
-        if net.version == addr.version and addr in net:
+        net = as_network(cidr)
+        if net is not None and within(ip, net):
             return cidr
     return None
 

@@ -8,10 +8,12 @@ waiting for each other). Everything else the store does (writes, listings, the o
 stays on redis-py.
 
 Only what those calls need: RESP2 replies (status, error, integer, bulk, arrays), `AUTH` and
-`SELECT` from the URL, TLS for `rediss://`. A caller that gives up (the store's timeout) leaves
+`SELECT` from the URL, TLS for `rediss://`, unix sockets for `unix://` (the private Redis that
+`serve --workers N` starts). A caller that gives up (the store's timeout) leaves
 its place in the queue, so its late reply is dropped rather than handed to the next caller; a
 lost connection fails everyone waiting on it and the next call reconnects. `ScriptClient.for_url`
-returns None for other URLs (unix sockets): the store then keeps redis-py for these calls too.
+returns None for URLs with options only redis-py knows: the store then keeps redis-py for these
+calls too.
 """
 
 from __future__ import annotations
@@ -122,8 +124,9 @@ class ScriptClient:
     """Runs Lua scripts by digest on one pipelined connection; see the module docstring."""
 
     def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
-                 password: str | None = None, tls: bool = False) -> None:
+                 password: str | None = None, tls: bool = False, unix_path: str | None = None) -> None:
         self._host, self._port, self._db = host, port, db
+        self._unix_path = unix_path
         self._auth = [username or "default", password] if password is not None else None
         self._tls = tls
         self._proto: _Protocol | None = None
@@ -132,9 +135,15 @@ class ScriptClient:
     @classmethod
     def for_url(cls, url: str) -> "ScriptClient | None":
         parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        if parts.scheme == "unix" and parts.path and not set(query) - {"socket_timeout", "db"}:
+            db = query.get("db", ["0"])[0]
+            return cls("", 0, db=int(db) if db.isdigit() else 0, unix_path=unquote(parts.path),
+                       username=unquote(parts.username) if parts.username else None,
+                       password=unquote(parts.password) if parts.password is not None else None)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             return None
-        if set(parse_qs(parts.query)) - {"socket_timeout"}:
+        if set(query) - {"socket_timeout"}:
             return None  # options only redis-py knows (TLS settings, say): keep it for everything
         path = parts.path.strip("/")
         return cls(parts.hostname, parts.port or 6379, db=int(path) if path.isdigit() else 0,
@@ -165,9 +174,12 @@ class ScriptClient:
             if self._proto is not None and not self._proto.closed:
                 return self._proto
             loop = asyncio.get_running_loop()
-            _, proto = await loop.create_connection(
-                _Protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None,
-                server_hostname=self._host if self._tls else None)
+            if self._unix_path is not None:
+                _, proto = await loop.create_unix_connection(_Protocol, self._unix_path)
+            else:
+                _, proto = await loop.create_connection(
+                    _Protocol, self._host, self._port, ssl=ssl.create_default_context() if self._tls else None,
+                    server_hostname=self._host if self._tls else None)
             try:
                 # AUTH and SELECT go to this connection before anyone else can see it: a caller
                 # that found it published early would send its script to the wrong database.

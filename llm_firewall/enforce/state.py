@@ -16,11 +16,18 @@ from llm_firewall.domain import Identity
 from llm_firewall.policy.model import Action
 
 SANCTION_KINDS: tuple[str, ...] = ("ip", "session", "user", "agent", "key")  # checked in this order
+# Kept and listed with the sanctions, never refusing by themselves: a rate limit imposed after an
+# offence (its key the limit's subject, 'key:…' or 'ip:…'; the limit itself is the store's
+# override) and a session flagged for the SOC.
+LISTED_KINDS: tuple[str, ...] = ("rate_limit", "flag")
 
 
 @dataclass(frozen=True)
 class Sanction:
-    """A subject refused until `expires_at` (None: until released). An `ip` key may be a CIDR."""
+    """A subject refused until `expires_at` (None: until released). An `ip` key may be a CIDR.
+
+    Of a `LISTED_KINDS` kind it only marks the subject (see there). `rule` names the rules
+    whose findings led to it ('PI-001, PI-004'), for the admin listing."""
 
     kind: str
     key: str
@@ -29,6 +36,7 @@ class Sanction:
     expires_at: float | None
     level: int = 0
     alert_id: str | None = None
+    rule: str | None = None
 
     def active(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
@@ -41,7 +49,7 @@ class Sanction:
         return cls(
             str(data["kind"]), str(data["key"]), str(data.get("reason", "")), float(data["created_at"]),
             None if data.get("expires_at") is None else float(data["expires_at"]),
-            int(data.get("level", 0)), data.get("alert_id"),
+            int(data.get("level", 0)), data.get("alert_id"), data.get("rule") or None,
         )
 
 
@@ -126,6 +134,9 @@ class Store(Protocol):
         """Limit `subject` to `limit` per `window_s` until `until`; re-imposing the same limit only extends it."""
 
     async def override_limit(self, subject: str, now: float) -> tuple[int, float] | None: ...
+
+    async def remove_override_limit(self, subject: str) -> bool:
+        """Lift an override limit (its listed `rate_limit` record is removed separately)."""
 
     async def add_strike(self, ladder: str, subject: str, now: float, within_s: float) -> int:
         """Record a strike and return how many fell within the last `within_s` seconds."""

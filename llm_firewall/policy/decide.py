@@ -13,8 +13,8 @@ from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
 from llm_firewall.enforce.identity import is_allowlisted, override_subject
 from llm_firewall.policy.model import Action, Escalation, Policy, ResponseRule
 
-__all__ = ["Action", "Decision", "decide", "escalation_step", "ladder_duration", "ladder_subject", "ladders_for",
-           "strike_subject"]
+__all__ = ["Action", "Decision", "address_strike_subject", "decide", "escalation_step", "ladder_duration",
+           "ladder_subject", "ladders_for", "strike_subject"]
 
 LOG = Action("log", {})
 # Action kind -> the identity field it is aimed at (None: the request itself).
@@ -148,7 +148,9 @@ def decide(policy: Policy, findings: Sequence[Finding], identity: Identity) -> D
         else:
             actions = []
             reasons.append(f"{label}: no response rule, logged only")
-        if fp < th.block_below and f.threat not in strikes:
+        # Only a finding the policy acts on is an offence: one it merely logs (an investigate-band
+        # hint, a rule with no response) must not add up to a suspension of an honest client.
+        if fp < th.block_below and f.threat not in strikes and any(a.kind != "log" for a in actions):
             strikes.append(f.threat)
         for action in actions:
             aimed = _aim(action, identity)
@@ -197,6 +199,14 @@ def strike_subject(ladder: Escalation, identity: Identity, subject: str) -> str:
     target = _TARGET.get(ladder.do)
     anchor = identity.anchor_for(target) if target else None
     return anchor or subject
+
+
+def address_strike_subject(ladder: Escalation, identity: Identity) -> str | None:
+    """Where a ladder's strikes count a second time, when they count against an API key: the
+    client's address (``*@203.0.113.9``), so a new key per offence still climbs the ladder and
+    the sanction then falls on the address; None otherwise."""
+    target = _TARGET.get(ladder.do)
+    return identity.address_anchor_for(target) if target else None
 
 
 # The longest timed sanction, whatever the level: a ladder capped at `permanent` keeps doubling,

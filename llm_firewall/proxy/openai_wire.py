@@ -7,14 +7,16 @@ must not find a shape that the firewall skips but the model still reads.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import orjson
 
 from llm_firewall.domain import TextItem
+from llm_firewall.proxy.request_fields import DECODED, JOINED, Unreadable, map_strings, model_texts
 
 
 class WireError(ValueError):
@@ -183,148 +185,42 @@ def validate_shape(endpoint: str, body: dict[str, Any], *, max_messages: int) ->
     return ParsedRequest(endpoint, body, bool(stream) and endpoint in _STREAM_ENDPOINTS, model)
 
 
-def _content_texts(content: Any, role: str, path: str) -> Iterator[TextItem]:
-    if isinstance(content, str):
-        if content:
-            yield TextItem(content, role, path)
-    elif isinstance(content, list):
-        for j, part in enumerate(content):
-            if isinstance(part, str):
-                yield TextItem(part, role, f"{path}[{j}]")
-            elif isinstance(part, dict):
-                for key in ("text", "input_text", "output_text", "refusal"):
-                    value = part.get(key)
-                    if isinstance(value, str) and value:
-                        yield TextItem(value, role, f"{path}[{j}].{key}")
-
-
-def _message_role(role: str) -> str:
-    return role if role in {"user", "system", "developer", "assistant", "tool"} else (
-        "tool" if role == "function" else "user")
-
-
-def _tool_call_texts(calls: Any, path: str) -> Iterator[TextItem]:
-    if not isinstance(calls, list):
-        return
-    for k, call in enumerate(calls):
-        if isinstance(call, dict):
-            fn = call.get("function")
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                yield TextItem(fn["arguments"], "tool_call", f"{path}[{k}].function.arguments")
-
-
-def _tool_descriptions(tools: Any) -> Iterator[TextItem]:
-    if not isinstance(tools, list):
-        return
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict):
-            continue
-        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
-        desc = fn.get("description")
-        if isinstance(desc, str) and desc:
-            yield TextItem(desc, "tool_description", f"tools[{i}].description")
-        params = fn.get("parameters")
-        if isinstance(params, dict):
-            blob = orjson.dumps(params).decode()
-            if "description" in blob:
-                yield TextItem(blob, "tool_description", f"tools[{i}].parameters")
-
-
-def _string_items(value: Any, role: str, field: str) -> Iterator[TextItem]:
-    """The non-empty strings of a field that holds a string or a list of them (token lists skipped)."""
-    for i, item in enumerate(value if isinstance(value, list) else [value]):
-        if isinstance(item, str) and item:
-            yield TextItem(item, role, f"{field}[{i}]")
-
-
 def request_texts(parsed: ParsedRequest) -> list[TextItem]:
-    """Every text the model would read, with the role it came from."""
-    body, out = parsed.body, []
-    ep = parsed.endpoint
-    if ep == "chat/completions":
-        for i, message in enumerate(body.get("messages") or []):
-            role = _message_role(message.get("role", "user"))
-            content = message.get("content")
-            if type(content) is str:  # the usual message: no generator for it (conversations are long)
-                if content:
-                    out.append(TextItem(content, role, f"messages[{i}].content"))
-            elif content is not None:
-                out.extend(_content_texts(content, role, f"messages[{i}].content"))
-            if "tool_calls" in message:
-                out.extend(_tool_call_texts(message["tool_calls"], f"messages[{i}].tool_calls"))
-            fc = message.get("function_call")
-            if isinstance(fc, dict) and isinstance(fc.get("arguments"), str):
-                out.append(TextItem(fc["arguments"], "tool_call", f"messages[{i}].function_call.arguments"))
-        for field in ("tools", "functions"):
-            if field in body:
-                out.extend(_tool_descriptions(body[field]))
-    elif ep == "completions":
-        out.extend(_string_items(body.get("prompt"), "prompt", "prompt"))
-        suffix = body.get("suffix")
-        if isinstance(suffix, str) and suffix:
-            out.append(TextItem(suffix, "prompt", "suffix"))
-    elif ep == "embeddings":
-        out.extend(_string_items(body.get("input"), "embedding", "input"))
-    elif ep == "responses":
-        ins = body.get("instructions")
-        if isinstance(ins, str) and ins:
-            out.append(TextItem(ins, "instructions", "instructions"))
-        inp = body.get("input")
-        if isinstance(inp, str):
-            out.append(TextItem(inp, "input", "input"))
-        elif isinstance(inp, list):
-            for i, item in enumerate(inp):
-                if isinstance(item, str):
-                    out.append(TextItem(item, "input", f"input[{i}]"))
-                elif isinstance(item, dict):
-                    kind = item.get("type")
-                    if kind == "function_call_output":
-                        output = item.get("output")
-                        if isinstance(output, str):
-                            out.append(TextItem(output, "tool", f"input[{i}].output"))
-                    elif kind == "function_call" and isinstance(item.get("arguments"), str):
-                        out.append(TextItem(item["arguments"], "tool_call", f"input[{i}].arguments"))
-                    else:
-                        role = _message_role(item.get("role", "user"))
-                        out.extend(_content_texts(item.get("content"), role, f"input[{i}].content"))
-        out.extend(_tool_descriptions(body.get("tools")))
-    else:  # a policy's passthrough endpoint: no known shape, so every string is text the model may read
-        out.extend(_every_string(body, "user", ""))  # client-written: judged as user text
-    return out
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
-
-
-def _every_string(value: Any, role: str, path: str) -> Iterator[TextItem]:
-    """Every non-empty string value in a JSON value, with its path. Keys are not texts to
-    inspect: a key that is not a plain identifier is refused (fail closed), not forwarded."""
-    if isinstance(value, str):
-        if value:
-            yield TextItem(value, role, path)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not _PLAIN_KEY.fullmatch(key):
-                raise WireError(f"field names must be plain identifiers on this endpoint, got {key[:40]!r}",
-                                param=path or None, code="invalid_field_name")
-            yield from _every_string(item, role, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _every_string(item, role, f"{path}[{i}]")
+    """Every text the model would read, in every role and field, with the role it came from
+    (request_fields.model_texts). Content the firewall cannot read is a 400, never forwarded."""
+    try:
+        return model_texts(parsed.endpoint, parsed.body)
+    except Unreadable as exc:
+        raise WireError(exc.message, param=exc.param, code=exc.code) from None
 
 
 # Answer strings that are opaque payloads (images, audio, vectors, encrypted reasoning): a client
-# decodes them as bytes, never reads them as text.
+# decodes them as bytes, never reads them as text. They are checked only for secrets written as
+# they are (one text at OPAQUE_TEXT): base64 of an image matches personal-data rules by chance.
 OPAQUE = frozenset({"b64_json", "embedding", "encrypted_content", "partial_image_b64",
                     "obfuscation"})  # (random padding some APIs add to stream events)
+OPAQUE_TEXT = "#opaque"
 # Answer strings that label rather than say (ids, enums, model names). They are scanned too, but
-# joined into one text: one scan per answer rather than ~25 µs for each id.
+# joined into one text: one scan per answer rather than ~25 µs for each id. Object keys are read
+# the same way: a key is text a client receives as much as a value.
 LABELS = frozenset({"id", "object", "type", "role", "status", "finish_reason", "model", "system_fingerprint",
-                    "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id"})
+                    "service_tier", "call_id", "item_id", "created_at", "expires_at", "previous_response_id",
+                    "tool_choice", "truncation", "effort", "verbosity"})
+# Field names of the OpenAI answer shapes: a key among them is no text of the upstream's own.
+KNOWN_KEYS = LABELS | OPAQUE | frozenset({
+    "choices", "index", "message", "delta", "content", "refusal", "reasoning", "reasoning_content", "logprobs",
+    "tool_calls", "function", "name", "arguments", "function_call", "audio", "data", "transcript", "annotations",
+    "usage", "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details", "cached_tokens",
+    "completion_tokens_details", "reasoning_tokens", "audio_tokens", "accepted_prediction_tokens",
+    "rejected_prediction_tokens", "created", "text", "token", "tokens", "bytes", "top_logprobs", "text_offset",
+    "token_logprobs", "output", "output_text", "summary", "input_tokens", "output_tokens", "input_tokens_details",
+    "output_tokens_details", "instructions", "error", "code", "param", "incomplete_details", "reason",
+    "parallel_tool_calls", "tools", "temperature", "top_p", "max_output_tokens", "metadata", "user", "store",
+    "background", "url", "title", "start_index", "end_index", "url_citation", "file_id", "filename", "results",
+    "queries", "input", "response", "sequence_number", "item", "output_index", "content_index", "summary_index"})
 # The path of the joined labels; a path ending in JOINED names a field whose text was joined from
-# pieces (logprob tokens): it can be removed, not rewritten.
+# pieces (logprob tokens; in requests, schemas and data: URLs): it is removed or rewritten leaf by leaf.
 IDENTIFIERS = "#labels"
-JOINED = "#"
 _TOOL_KEYS = frozenset({"tool_calls", "function_call", "arguments", "input", "code"})
 
 
@@ -338,10 +234,10 @@ def logprob_texts(logprobs: Any, path: str) -> list[TextItem]:
     return out
 
 
-def _logprobs_into(logprobs: Any, path: str, out: list[TextItem]) -> None:
+def _logprobs_into(logprobs: Any, path: str, out: list[TextItem], labels: list[str] | None = None) -> None:
     if not isinstance(logprobs, dict):
         if logprobs is not None:
-            _walk_into(logprobs, path, "response", None, frozenset(), out)
+            _walk_into(logprobs, path, "response", labels, frozenset(), out)
         return
     ranks: dict[int, list[str]] = {}
     for field in ("content", "refusal"):
@@ -364,7 +260,19 @@ def _logprobs_into(logprobs: Any, path: str, out: list[TextItem]) -> None:
         text = "".join(ranks[r])
         if text:
             out.append(TextItem(text, "response", path + JOINED))
-    _walk_into(logprobs, path, "response", None, _TOKENS, out)  # anything else put there
+    _walk_into(logprobs, path, "response", labels, _TOKENS, out)  # anything else put there
+
+
+def keys_into(value: Any, labels: list[str]) -> None:
+    """Every object key under `value`, appended to `labels`."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is dict:
+            labels.extend(item)
+            todo.extend(v for v in item.values() if type(v) is dict or type(v) is list)
+        elif type(item) is list:
+            todo.extend(v for v in item if type(v) is dict or type(v) is list)
 
 
 _TOKENS = frozenset({"token", "tokens"})  # read joined above, not one scan a token
@@ -374,8 +282,9 @@ _SCALARS = (int, float, bool, type(None))
 def walk_answer(value: Any, path: str = "", role: str = "response", labels: list[str] | None = None,
                 skip: frozenset[str] = frozenset()) -> list[TextItem]:
     """Every string under `value` with its path: unknown shapes are read whole (fail closed).
-    Labels go to `labels` when given (else they are texts too); opaque payloads are skipped, and
-    so are strings (or lists of them) under a key in `skip`."""
+    Labels and object keys go to `labels` when given (else labels are texts too and keys are not
+    read); opaque payloads are texts at OPAQUE_TEXT; strings (or lists of them) under a
+    key in `skip` are left out."""
     out: list[TextItem] = []
     _walk_into(value, path, role, labels, skip, out)
     return out
@@ -389,6 +298,8 @@ def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip:
         if value:
             out.append(TextItem(value, role, path))
     elif kind is dict:
+        if labels is not None and not KNOWN_KEYS.issuperset(value):
+            labels.extend(key for key in value if key not in KNOWN_KEYS)
         for key, item in value.items():
             item_kind = type(item)
             if item_kind in _SCALARS:
@@ -398,14 +309,16 @@ def _walk_into(value: Any, path: str, role: str, labels: list[str] | None, skip:
                     continue
                 if key in LABELS and labels is not None:
                     labels.append(item)
-                elif not (key in OPAQUE or (key == "data" and path.endswith("audio"))):
+                elif key in OPAQUE or (key == "data" and path.endswith("audio")):
+                    out.append(TextItem(item, role, OPAQUE_TEXT))
+                else:
                     out.append(TextItem(item, role, f"{path}.{key}" if path else key))
                 continue
             if key in skip and item_kind is list and all(type(x) is str for x in item):
                 continue
             sub = f"{path}.{key}" if path else key
             if key == "logprobs":
-                _logprobs_into(item, sub, out)
+                _logprobs_into(item, sub, out, labels)
             else:
                 _walk_into(item, sub, "tool_call" if key in _TOOL_KEYS else role, labels, skip, out)
     elif kind is list:
@@ -423,12 +336,46 @@ def response_texts(endpoint: str, body: Any) -> list[TextItem]:
     `output_text`; error bodies; and whatever a new API version or a hostile upstream adds), except
     opaque base64/vector payloads. Logprob tokens are joined into the text they spell; labels
     (ids, enums, model names) are joined into one text at IDENTIFIERS. `endpoint` is kept for the
-    callers' symmetry with `request_texts`: the answer's own shape decides.
+    callers' symmetry with `request_texts`: the answer's own shape decides. Object keys join the
+    labels; opaque payloads come one by one at OPAQUE_TEXT; the texts joined at TEXTS.
     """
     labels: list[str] = []
     out = walk_answer(body, "", "response", labels)
+    out += joined_texts(body, out)
     if labels:
-        out.append(TextItem("\n".join(labels), "response", IDENTIFIERS))
+        out.append(TextItem("\n".join(dict.fromkeys(labels)), "response", IDENTIFIERS))
+    return out
+
+
+TEXTS = "#texts"  # the path of an answer's texts joined as a reader joins them (see joined_texts)
+
+
+def joined_texts(body: Any, items: list[TextItem]) -> list[TextItem]:
+    """An answer's texts joined with nothing between them, as a reader joins them: a key cut in
+    two across fields, content parts, tool calls or choices reads whole there (see joined_orders)."""
+    return [TextItem("".join(item.text for item in order), "response", TEXTS) for order in joined_orders(body, items)]
+
+
+def joined_orders(body: Any, items: list[TextItem]) -> list[list[TextItem]]:
+    """The orders a reader may join an answer's texts in: the answer's own, and also the choices'
+    `index` order when the list is not in it. Labels, opaque payloads and logprob tokens (joined
+    on their own) are left out; none for fewer than two texts."""
+    if len(items) < 2:
+        return []
+    texts = [item for item in items if not item.path.startswith("#") and not item.path.endswith(JOINED)]
+    if len(texts) < 2:
+        return []
+    out = [texts]
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if isinstance(choices, list):
+        rank = [c.get("index", i) if isinstance(c, dict) else i for i, c in enumerate(choices)]
+        if all(type(r) is int for r in rank) and rank != sorted(rank):
+
+            def order(item: TextItem) -> int:
+                at = item.path[len("choices["):item.path.find("]")] if item.path.startswith("choices[") else ""
+                return rank[int(at)] if at.isdigit() else -1
+
+            out.append(sorted(texts, key=order))
     return out
 
 
@@ -446,3 +393,32 @@ def set_path(obj: Any, path: str, value: Any) -> None:
         target[int(last[1:-1])] = value
     else:
         target[last] = value
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """The value at a dotted/indexed path (see set_path)."""
+    for tok in _PATH_TOKENS.findall(path):
+        obj = obj[int(tok[1:-1])] if tok.startswith("[") else obj[tok]
+    return obj
+
+
+def rewrite_request_text(body: dict[str, Any], item: TextItem, mask: Callable[[str], str]) -> None:
+    """Put the masked form of a request text back where it stood. A joined or decoded text stands
+    nowhere as such: a schema's strings are masked one by one, a decoded file's text is encoded
+    again (as a data: URL of the same type, or bare base64 where it was bare)."""
+    if item.path.endswith(DECODED):
+        path = item.path[:-len(DECODED)]
+        masked = mask(item.text)
+        if masked != item.text:
+            value = get_path(body, path)
+            encoded = base64.b64encode(masked.encode()).decode()
+            if value.startswith("data:"):
+                encoded = f"{value.partition(',')[0].replace(';base64', '')};base64,{encoded}"
+            set_path(body, path, encoded)
+    elif item.path.endswith(JOINED):
+        path = item.path[:-len(JOINED)]
+        set_path(body, path, map_strings(get_path(body, path), mask))
+    else:
+        masked = mask(item.text)
+        if masked != item.text:
+            set_path(body, item.path, masked)

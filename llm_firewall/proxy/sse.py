@@ -1,7 +1,10 @@
 """Server-sent events framing: split an upstream byte stream into whole events, losslessly.
 
 The relay forwards each event's original bytes, so a benign stream reaches the client exactly as
-the upstream sent it; only events the firewall changes are re-encoded.
+the upstream sent it; only events the firewall changes are re-encoded. An event carrying data
+keeps only its `data:`, `event:`, `id:` and numeric `retry:` lines: comments and unknown fields,
+which no client reads but a raw reader sees, are dropped from it. (A comment-only event, such as
+a keep-alive, is inspected whole instead.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class Event:
     data: bytes | None  # the joined `data:` lines, or None for comment/keep-alive events
     event: str | None = None
     _payload: Any = _UNPARSED  # json() is asked by the relay and by the guard: decode once
+    meta: str | None = None  # the `event:` and `id:` values: text a client receives, read like labels
 
     @property
     def is_done(self) -> bool:
@@ -45,13 +49,29 @@ def _parse(raw: bytes) -> Event:
         return Event(raw, raw[6:-2], None)
     data_lines: list[bytes] = []
     name: str | None = None
+    meta: list[str] = []
+    kept: list[bytes] = []
+    changed = False
     for line in raw.splitlines():
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data_lines.append(value[1:] if value.startswith(b" ") else value)
-        elif line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-    return Event(raw, b"\n".join(data_lines) if data_lines else None, name)
+        field, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if field == b"data":
+            data_lines.append(value)
+            kept.append(line)
+        elif field in (b"event", b"id"):
+            text = value.decode("utf-8", "replace")
+            changed |= text.encode("utf-8") != value
+            if field == b"event":
+                text = name = text.strip()
+            meta.append(text)
+            kept.append(field + b": " + text.encode("utf-8"))
+        elif field == b"retry" and value.isdigit():
+            kept.append(line)
+        elif line:  # a comment or a field clients ignore
+            changed = True
+    if data_lines and changed:  # dropped from an event with data: nothing a client reads is relayed unread
+        raw = b"\n".join(kept) + b"\n\n"
+    return Event(raw, b"\n".join(data_lines) if data_lines else None, name, meta="\n".join(meta) if meta else None)
 
 
 class EventSplitter:
@@ -121,6 +141,13 @@ class EventSplitter:
 def encode(payload: Any) -> bytes:
     """One `data:` event for a JSON payload."""
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def with_payload(event: Event, payload: Any) -> Event:
+    """`event` carrying a changed JSON payload (its `event:` name kept; other fields dropped)."""
+    name = b"event: " + event.event.encode("utf-8") + b"\n" if event.event else b""
+    raw = name + encode(payload)
+    return Event(raw, raw[len(name) + 6:-2], event.event, payload, event.meta)
 
 
 DONE = b"data: [DONE]\n\n"

@@ -38,8 +38,8 @@ from llm_firewall.detect.normalize import dropped_count
 from llm_firewall.detect.partial import Unsupported, prefix_pattern
 from llm_firewall.detect.re2raw import first_start
 from llm_firewall.domain import Finding, TextItem
-from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, logprob_texts, set_path,
-                                            walk_answer)
+from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, LABELS, OPAQUE, OPAQUE_TEXT, TEXTS,
+                                            joined_texts, keys_into, logprob_texts, set_path, walk_answer)
 from llm_firewall.proxy.sse import DONE, Event, encode
 
 Scan = Callable[[str], list[Finding]]
@@ -53,6 +53,7 @@ class _Segment:
     start: int
     end: int
     original: str
+    link: "_Segment | None" = None  # a joint segment's own text: the segment it repeats (see JOINT)
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class _Held:
     segments: list[_Segment] = field(default_factory=list)
     rewritten: bool = False  # the payload was changed (part of it left): its raw bytes are stale
     plain: dict[str, Any] | None = None  # the delta of a plain content chunk with text (see _splittable)
+    joint: list[_Segment] | None = None  # its segments in the joint text (see JOINT)
 
 
 @dataclass(slots=True)
@@ -124,6 +126,8 @@ def _compiled_anchors(pattern: str, tail: int = ENCODED_ANCHOR_WIDTH - 1) -> tup
 WINDOW_STRETCH = 4
 
 _PLAIN_DELTA = frozenset({"content", "role"})
+# Delta fields a plain chunk may also carry as null (any other key is read as a label first).
+_NULL_DELTA = frozenset({"refusal", "reasoning_content", "reasoning", "tool_calls", "function_call", "audio"})
 
 # Once some text has left, a held chunk's checked beginning leaves early only when it is at
 # least this long; a shorter one waits one event with the rest of its chunk, which then leaves
@@ -154,7 +158,8 @@ def _splittable(payload: Any) -> dict[str, Any] | None:
             or choice.get("finish_reason") is not None or choice.get("logprobs") is not None
             or not choice.keys() <= _CHOICE_KEYS):
         return None
-    if not delta.keys() <= _PLAIN_DELTA and any(v is not None for k, v in delta.items() if k not in _PLAIN_DELTA):
+    if not delta.keys() <= _PLAIN_DELTA and any(v is not None or k not in _NULL_DELTA
+                                                for k, v in delta.items() if k not in _PLAIN_DELTA):
         return None  # null fields (`"refusal": null`) are fine: repeating a null adds nothing
     return delta
 
@@ -163,6 +168,17 @@ def _with_content(payload: dict[str, Any], content: str) -> dict[str, Any]:
     """A copy of a plain one-choice chunk (see `_splittable`) carrying `content` as its text."""
     choice = payload["choices"][0]
     return {**payload, "choices": [{**choice, "delta": {**choice["delta"], "content": content}}]}
+
+
+# Every text of the stream joined in the order its pieces arrive, as a reader printing the deltas
+# as they come reads them: a key cut across choices, fields, content parts or tool calls reads
+# whole there. Kept (and scanned) only once a stream has a second text: a plain answer costs
+# nothing more. Logprob tokens repeat the content, so they are left out of it.
+JOINT: Key = ("joint",)
+
+
+def _joins_joint(key: Key) -> bool:
+    return not (len(key) == 3 and key[2] == "logprobs")
 
 
 _MAX_LABELS = 1024  # distinct labels remembered per stream (a new id in every chunk is read each time)
@@ -230,11 +246,12 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
     Responses API events other than `*.delta` (`*.done`, `response.output_item.done`, the final
     `response.completed` with the whole answer, `error`), and whatever else an upstream puts in a
     chunk: top-level fields, unknown choice fields, nested delta parts. Labels (ids, enums) go to
-    `labels`."""
+    `labels`. Its texts joined as a reader joins them come too (see joined_texts)."""
     if not isinstance(payload, dict):
         return list(walk_answer(payload, "", "response", labels))
     out: list[TextItem] = []
     typed = isinstance(payload.get("type"), str)
+    labels.extend(payload)  # keys are labels too (nested ones: walk_answer, keys_into)
     for key, value in payload.items():
         if typed and key == "delta" and type(value) is str:
             continue  # assembled by _text_segments
@@ -243,9 +260,13 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
                 if not isinstance(choice, dict):
                     out.extend(walk_answer(choice, f"choices[{i}]", "response", labels))
                     continue
+                labels.extend(choice)
                 for name, item in choice.items():
                     path = f"choices[{i}].{name}"
+                    if name == "logprobs":
+                        keys_into(item, labels)  # its texts: _text_segments
                     if name == "delta" and isinstance(item, dict):
+                        labels.extend(item)
                         for field, part in item.items():
                             if type(part) is not str and part is not None and field not in _DELTA_PARTS:
                                 out.extend(walk_answer(part, f"{path}.{field}", "response", labels))
@@ -261,6 +282,8 @@ def _whole_texts(payload: Any, labels: list[str]) -> list[TextItem]:
                 labels.append(value)
                 continue
         out.extend(walk_answer(value, key, "response", labels))
+    if len(out) > 1:  # a key cut across the parts of one event (`response.completed`)
+        out += joined_texts(payload.get("response", payload), out)
     return out
 
 
@@ -276,8 +299,10 @@ class StreamGuard:
 
     def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256, scan_every: int = 32,
                  mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None,
-                 anchor: Any | None = None, anchor_width: int = 0, trim_at: int = 8192) -> None:
+                 anchor: Any | None = None, anchor_width: int = 0, trim_at: int = 8192,
+                 scan_opaque: Scan | None = None) -> None:
         self._scan = scan
+        self._scan_opaque = scan_opaque or scan
         self._redact = redact
         self._window = max(1, window)
         # Scanning after every few-character delta costs more than it buys: text is only released
@@ -295,6 +320,12 @@ class StreamGuard:
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
+        self._joint: _Text | None = None  # see JOINT
+        # The joint text since its last turn (where the next piece came from another text) repeats
+        # one text, `_joint_from`, at offsets `_joint_shift` on: see _joint_quiet.
+        self._joint_turn = 0
+        self._joint_from: Key = JOINT
+        self._joint_shift = 0
         self._held: deque[_Held] = deque()
         self._rewritten = False  # a redaction changed held text: compare segments on release
         self._text_out = False  # some text has been released (see EARLY_HEAD_CHARS)
@@ -312,6 +343,8 @@ class StreamGuard:
             return b""
         if event.is_done:
             return self.finish(done=event.raw)
+        if event.meta is not None and event.meta not in self._labels and not self._check_meta(event.meta):
+            return self._terminate()
         payload = event.json()
         held = _Held(event, payload)
         if isinstance(payload, dict):
@@ -341,7 +374,9 @@ class StreamGuard:
         model, ...), opaque padding or scalars: then only its content needs reading."""
         labels = self._labels
         containers = 0
-        for value in payload.values():  # values only: this runs for every chunk
+        for key, value in payload.items():  # this runs for every chunk
+            if key not in labels:
+                return False
             kind = type(value)
             if kind is str:
                 if value not in labels and not self._only_padding_is_new(payload):
@@ -353,6 +388,15 @@ class StreamGuard:
     def _only_padding_is_new(self, payload: dict[str, Any]) -> bool:
         labels = self._labels
         return all(type(v) is not str or v in labels or k in OPAQUE for k, v in payload.items())
+
+    def _check_meta(self, meta: str) -> bool:
+        """An event's `event:` name and `id:` (see sse.Event.meta), read once per stream like a
+        label. False when the stream must stop."""
+        self._labels.add(meta)
+        findings = self._scan(meta)
+        if findings:
+            self._record(findings)
+        return not findings
 
     def _check_whole(self, held: _Held) -> bool:
         """Inspect an event's complete texts (see `_whole_texts`) and new labels at once; masks
@@ -366,11 +410,15 @@ class StreamGuard:
             self._labels.update(new)
             items.append(TextItem("\n".join(new), "response", IDENTIFIERS))
         for item in items:
-            findings = self._scan(item.text)
+            opaque = item.path == OPAQUE_TEXT
+            findings = self._scan_opaque(item.text) if opaque else self._scan(item.text)
             if not findings:
                 continue
+            if item.path == TEXTS and held.rewritten and not any(
+                    self._scan(t.text) for t in _whole_texts(held.payload, []) if t.path == TEXTS):
+                continue  # what it read was masked in its own fields just before
             self._record(findings)
-            if self._mode != "redact" or self._redact is None or item.path == IDENTIFIERS \
+            if self._mode != "redact" or self._redact is None or item.path.startswith("#") \
                     or item.path.endswith(JOINED) or not item.path:
                 return False
             masked, _ = self._redact(item.text)
@@ -401,12 +449,42 @@ class StreamGuard:
         buf = self._texts.get(key)
         if buf is None:
             buf = self._texts[key] = _Text(trim_at=self._trim_at)
+            if self._joint is None and _joins_joint(key):
+                self._start_joint(key)
         start = buf.end
         if len(buf.text) > buf.trim_at:
             self._trim(key, buf)
         buf.text += delta
         self.assembled_chars += len(delta)
-        held.segments.append(_Segment(key, start, start + len(delta), delta))
+        seg = _Segment(key, start, start + len(delta), delta)
+        held.segments.append(seg)
+        joint = self._joint
+        if joint is not None and _joins_joint(key):
+            if len(joint.text) > joint.trim_at:
+                self._trim(JOINT, joint)
+            at = joint.end
+            if key != self._joint_from:
+                self._joint_turn, self._joint_from, self._joint_shift = at, key, at - start
+            joint.text += delta
+            if held.joint is None:
+                held.joint = []
+            held.joint.append(_Segment(JOINT, at, at + len(delta), delta, seg))
+
+    def _start_joint(self, new: Key) -> None:
+        """A second text begins: the joint text starts as the first one (as kept, with its held
+        segments and how far it is checked), the new one's pieces are added from now on."""
+        first = next((k for k in self._texts if k != new and _joins_joint(k)), None)
+        if first is None:
+            return
+        buf = self._texts[first]
+        self._joint = _Text(buf.text, buf.base, buf.scanned_to, buf.safe, buf.trim_at)
+        self._joint_turn, self._joint_from, self._joint_shift = buf.base, first, 0
+        for held in self._held:
+            for seg in held.segments:
+                if seg.key == first:
+                    if held.joint is None:
+                        held.joint = []
+                    held.joint.append(_Segment(JOINT, seg.start, seg.end, seg.original, seg))
 
     def _trim(self, key: Key, buf: _Text) -> None:
         """Drop the start of a text that nothing can use any more: text before the oldest held
@@ -416,7 +494,7 @@ class StreamGuard:
         need = buf.end - self._window - self._scan_every - self._tail
         need = min(need, self._safe_until_of(buf))
         for held in self._held:
-            for seg in held.segments:
+            for seg in (held.joint or ()) if key == JOINT else held.segments:
                 if seg.key == key and seg.start < need:
                     need = seg.start
         if need > buf.base:
@@ -437,8 +515,10 @@ class StreamGuard:
         """Scan each buffer's unchecked tail (with overlap); False when the stream must stop."""
         if self._anchor is not None:
             return self._check_anchored(final)
-        for key, buf in self._texts.items():
+        for key, buf in self._buffers():
             end = buf.end
+            if key == JOINT and self._joint_quiet(buf):
+                continue
             if not final and end - buf.scanned_to < self._scan_every:
                 continue
             start = self._window_start(buf, buf.scanned_to)
@@ -448,8 +528,10 @@ class StreamGuard:
 
     def _check_anchored(self, final: bool) -> bool:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
-        for key, buf in self._texts.items():
+        for key, buf in self._buffers():
             end = buf.end
+            if key == JOINT and self._joint_quiet(buf):
+                continue
             if end == buf.scanned_to and not final:
                 continue
             first = self._first_anchor(buf, buf.safe, end)
@@ -468,10 +550,19 @@ class StreamGuard:
             buf.safe = target
         return not self.padded
 
+    def _buffers(self) -> Any:
+        """Each text and its key, the joint text (when kept) last: it is read once the texts'
+        own matches are masked."""
+        if self._joint is None:
+            return self._texts.items()
+        return [*self._texts.items(), (JOINT, self._joint)]
+
     def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""
         region = buf.slice(start, end)
         findings = self._scan(region)
+        if findings and key == JOINT:
+            return self._joint_masked(buf, start, end)
         if findings:
             if self._mode != "redact" or self._redact is None:
                 self._record(findings)
@@ -483,6 +574,43 @@ class StreamGuard:
             self._replace(key, start, end, masked)
         buf.scanned_to = buf.end
         return True
+
+    def _joint_quiet(self, joint: _Text) -> bool:
+        """Whether the joint text needs no scan now: everything before its last turn is checked
+        (no match can start there any more), and after it the joint text repeats one text, whose
+        own check already covers it; then it is as far checked as that text. Not after a mask,
+        which makes the two differ."""
+        if self._rewritten or self._safe_until_of(joint) < self._joint_turn:
+            return False
+        own = self._texts[self._joint_from]
+        shift = self._joint_shift
+        if self._anchor is not None:
+            joint.safe = max(joint.safe, min(joint.end, own.safe + shift))
+        joint.scanned_to = max(joint.scanned_to, min(joint.end, own.scanned_to + shift))
+        return True
+
+    def _joint_masked(self, buf: _Text, start: int, end: int) -> bool:
+        """A match in the joint text. In redact mode it may be one already masked in its own text:
+        the joint text's held part is taken again from the texts as they are now, and the stream
+        goes on if that reads clean. A key cut across texts cannot be masked in place: the
+        stream stops. False when it must stop."""
+        segs = [seg for held in self._held for seg in held.joint or ()]
+        if self._mode == "redact" and self._redact is not None and segs:
+            current = []
+            for seg in segs:
+                link = seg.link
+                assert link is not None
+                current.append(self._texts[link.key].slice(link.start, link.end))
+            at = segs[0].start
+            if not self._scan(buf.slice(start, at) + "".join(current)):
+                buf.text = buf.text[:at - buf.base]
+                for seg, text in zip(segs, current):
+                    seg.start, seg.end = buf.end, buf.end + len(text)
+                    buf.text += text
+                buf.scanned_to = buf.end
+                return True
+        self._record(self._scan(buf.slice(start, end)))
+        return False
 
     def _safe_target(self, buf: _Text, end: int, first: int | None) -> int:
         """Where `safe` may move once text[safe:end] is known clean.
@@ -557,7 +685,7 @@ class StreamGuard:
                     seg.end = start + len(new)
 
     def _safe_until(self, key: Key) -> int:
-        return self._safe_until_of(self._texts[key])
+        return self._safe_until_of(self._texts[key] if key != JOINT else self._joint)  # type: ignore[arg-type]
 
     def _safe_until_of(self, buf: _Text) -> int:
         """Text before this offset has been checked and can no longer be part of a match."""
@@ -606,6 +734,8 @@ class StreamGuard:
         for seg in held.segments:
             if seg.end > self._safe_until(seg.key):
                 return True
+        if held.joint and self._joint is not None:
+            return held.joint[-1].end > self._safe_until_of(self._joint)
         return False
 
     @staticmethod
@@ -625,7 +755,7 @@ class StreamGuard:
         one shorter than EARLY_HEAD_CHARS.
         """
         delta = held.plain
-        if delta is None or self._anchor is None:
+        if delta is None or self._anchor is None or self._joint is not None:
             return None
         seg = held.segments[0]
         cut = self._safe_until(seg.key)

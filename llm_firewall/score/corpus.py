@@ -25,7 +25,7 @@ class Example:
     label: str  # "attack" | "benign"
     category: str  # "top/sub[/...]"
     source: str = ""
-    role: str = "user"  # where the text would appear: user, system or tool
+    role: str = "user"  # where the text would stand in a request (user, system, tool)
 
     @property
     def is_attack(self) -> bool:

@@ -28,6 +28,7 @@ DEFAULT_ROLE_TRUST: Mapping[str, float] = MappingProxyType({
     "system": 1.0, "developer": 1.0, "instructions": 1.0,
     "user": 0.0, "prompt": 0.0, "input": 0.0, "embedding": 0.0,
     "tool": -1.0, "function": -1.0, "tool_call": -0.5, "tool_description": -0.5,
+    "schema": -0.5,
 })
 
 

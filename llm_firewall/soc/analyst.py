@@ -187,6 +187,7 @@ class Analyst:
             source=str(alert.get("source", "inline")),
             identity=identity,
             created_at=self._clock(),
+            rule_ids=tuple(str(r) for r in alert.get("rule_ids") or ()),
         )
         incident.playbooks.append(pb.playbook_id)
         self.counts["playbooks"] += 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_firewall.durations import DEFAULT_DURATIONS, parse_seconds
+from llm_firewall.enforce.identity import MIN_IPV6_PREFIX, as_network
 
 SUBJECT_KINDS = ("ip", "user", "session", "key", "agent")
 
@@ -118,6 +119,7 @@ class Playbook:
     identity: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     playbook_id: str = ""
+    rule_ids: tuple[str, ...] = ()  # the alert's rules, named beside the sanctions it leads to
 
     def __post_init__(self) -> None:
         if not self.playbook_id:
@@ -141,6 +143,7 @@ class Playbook:
             "identity": dict(self.identity),
             "created_at": self.created_at,
             "actions": [a.to_dict() for a in self.actions],
+            "rule_ids": list(self.rule_ids),
         }
 
     @classmethod
@@ -161,6 +164,7 @@ class Playbook:
             identity=identity,
             created_at=float(data.get("created_at") or 0.0),
             playbook_id=str(data.get("playbook_id", "")),
+            rule_ids=tuple(str(r)[:64] for r in list(data.get("rule_ids") or [])[:20]),
         )
 
 
@@ -225,15 +229,22 @@ def validate_action(action: Action, where: str = "action") -> None:
             raise PlaybookError(f"{where}.{action.kind}.subject: {kind!r} is not one of {', '.join(subject_kinds)}")
         if not value or len(value) > 256 or any(ord(c) < 32 for c in value):
             raise PlaybookError(f"{where}.{action.kind}.subject.{kind}: invalid value")
-        if kind == "ip":
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise PlaybookError(f"{where}.{action.kind}.subject.ip: {value!r:.60} is not an IP address") from None
+        if kind == "ip" and not _ip_subject(value):
+            raise PlaybookError(f"{where}.{action.kind}.subject.ip: {value!r:.60} is not an IP address")
         if action.kind == "rate_limit" and action.params.get("key", kind) != kind:
             raise PlaybookError(f"{where}.rate_limit.key: does not match the subject {kind!r}")
     elif action.subject:
         raise PlaybookError(f"{where}.{action.kind}: takes no subject")
+
+
+def _ip_subject(value: str) -> bool:
+    """An address, or an IPv6 client's counted network (``2001:db8::/64``): never a wide range."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        net = as_network(value)
+        return net is not None and net.version == 6 and net.prefixlen >= MIN_IPV6_PREFIX
 
 
 def validate_playbook(pb: Playbook) -> None:

@@ -65,7 +65,7 @@ def build_pipeline(app: web.Application, settings: Settings, gateway: Any) -> So
                                                          gateway.policy.current)
             else:
                 result = await enforcer.execute(policy_action, identity, pb.alert_id, pb.reason,
-                                                claim_key=f"soc:{action.key}")
+                                                claim_key=f"soc:{action.key}", rule_ids=pb.rule_ids)
             out.append(result)
         return out
 

@@ -170,18 +170,18 @@
       const left = s.expires_at ? `${duration(s.expires_at - now)} left` : "until released";
       what.append(el("small", null, `${s.reason || "sanction"} · ${left}`));
       li.append(what);
-      if (!String(s.key).includes("/")) {
-        const lift = el("button", "lift", "Lift");
-        lift.type = "button";
-        lift.addEventListener("click", async () => {
-          lift.disabled = true;
-          try {
-            await api(`/api/blocks/${encodeURIComponent(s.kind)}/${encodeURIComponent(s.key)}`, { method: "DELETE" });
-          } catch (e) { /* already expired */ }
-          refreshStatus();
-        });
-        li.append(lift);
-      }
+      const lift = el("button", "lift", "Lift");
+      lift.type = "button";
+      lift.addEventListener("click", async () => {
+        lift.disabled = true;
+        // A '/' in a key (a range, an IPv6 network) is sent as written: an encoded one is refused.
+        const key = String(s.key).split("/").map(encodeURIComponent).join("/");
+        try {
+          await api(`/api/blocks/${encodeURIComponent(s.kind)}/${key}`, { method: "DELETE" });
+        } catch (e) { /* already expired */ }
+        refreshStatus();
+      });
+      li.append(lift);
       ul.append(li);
     });
     $("sanctions-empty").hidden = list.length > 0;

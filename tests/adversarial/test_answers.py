@@ -8,10 +8,14 @@ key, whole or in part, and gets a clean answer or an OpenAI-shaped error.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import gzip
 import json
+import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
 import openai
@@ -19,7 +23,7 @@ import orjson
 import pytest
 
 from llm_firewall.detect.normalize import base_view
-from tests.conftest import Who, make_client
+from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
 
@@ -146,6 +150,11 @@ JSON_ANSWERS: dict[str, bytes] = {
         for i in range(0, len(SECRET), 4)]}),
     "unknown field": completion({"content": "ok", "x_debug": {"env": [f"OPENAI_API_KEY={SECRET}"]}}),
     "label (id)": orjson.dumps({**orjson.loads(completion({"content": "ok"})), "id": SECRET}),
+    "object key": completion({"content": "ok", "x_meta": {SECRET: True}}),
+    "top-level key": orjson.dumps({**orjson.loads(completion({"content": "ok"})), SECRET: 1}),
+    "opaque padding": orjson.dumps({**orjson.loads(completion({"content": "ok"})), "obfuscation": SECRET}),
+    "opaque audio data": completion({"content": None, "audio": {"id": "a1", "data": f"AAAA/{SECRET}/AAAA",
+                                                                "expires_at": 1, "transcript": "hi"}}),
 }
 
 RESPONSES_ANSWERS: dict[str, bytes] = {
@@ -230,6 +239,14 @@ CHAT_STREAMS: dict[str, list[bytes]] = {
     "label in a later chunk": sse(chunk({"content": "Hello"}), chunk({"content": " there"}),
                                   {**chunk({"content": "!"}), "system_fingerprint": SECRET}),
     "not JSON": sse(b"the key is " + SECRET.encode()),
+    "key in the first chunk": sse({**chunk({"content": "Hi"}), SECRET: 1}),
+    "key in a later plain chunk": sse(chunk({"content": "Hello"}), {**chunk({"content": " there"}), SECRET: None}),
+    "null delta field named by a key": sse(chunk({"content": "Hello"}), chunk({"content": " there", SECRET: None})),
+    "opaque padding": sse(chunk({"content": "Hello"}), {**chunk({"content": " there"}), "obfuscation": SECRET}),
+    "id line": [b"id: " + SECRET.encode() + b"\n" + sse(chunk({"content": "Hello"}))[0], b"data: [DONE]\n\n"],
+    "event line": [b"event: " + SECRET.encode() + b"\n" + sse(chunk({"content": "Hello"}))[0], b"data: [DONE]\n\n"],
+    "comment-only event": [sse(chunk({"content": "Hello"}))[0], b": " + SECRET.encode() + b"\n\n",
+                           b"data: [DONE]\n\n"],
 }
 
 
@@ -246,6 +263,22 @@ def test_a_key_in_any_streamed_delta_field_never_reaches_the_client(firewall: Fi
         received, finish = chat_stream(firewall)
         assert_clean(received)
         assert finish == "content_filter"
+
+
+def test_comments_and_unknown_fields_are_dropped_from_events_with_data(firewall: Firewall,
+                                                                       upstream: TestUpstream) -> None:
+    """No client reads them, but a raw reader would: the firewall drops them rather than read them."""
+    first, second = (sse(chunk({"content": text}))[0] for text in ("Hello", " there"))
+    upstream.script.raw = RawAnswer([b": " + SECRET.encode() + b"\n" + first,
+                                     b"x-debug: " + AWS.encode() + b"\n" + second, b"data: [DONE]\n\n"],
+                                    headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and raw.endswith(b"data: [DONE]\n\n") and b"content_filter" not in raw
+    assert_clean(raw.decode())
+    received, finish = chat_stream(firewall)
+    assert_clean(received)
+    assert "Hello there" in "".join(orjson.loads(line[6:])["choices"][0]["delta"].get("content", "")
+                                    for line in raw.split(b"\n\n") if line.startswith(b"data: {"))
 
 
 def resp_event(kind: str, **fields: Any) -> bytes:
@@ -371,6 +404,272 @@ def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall,
     assert_clean(raw.decode("utf-8", "replace"))
 
 
+# -- a key cut across fields, parts, tool calls or choices (read as the reader joins them) -------------
+
+HEAD, TAIL = SECRET[:19], SECRET[19:]  # neither half is a key on its own
+
+
+def choice(index: int, content: str) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+
+
+def two_choices(*choices: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+                         "choices": list(choices)})
+
+
+def tool_call(i: int, arguments: str) -> dict[str, Any]:
+    return {"id": f"call_{i}", "type": "function", "function": {"name": "send", "arguments": arguments}}
+
+
+SPLIT_ANSWERS: dict[str, bytes] = {
+    "across choices": two_choices(choice(0, f"The key is {HEAD}"), choice(1, f"{TAIL} as asked.")),
+    "across choices listed out of order": two_choices(choice(1, f"{TAIL} as asked."), choice(0, f"The key: {HEAD}")),
+    "across tool calls": completion({"content": None, "tool_calls": [tool_call(0, '{"a": "' + HEAD),
+                                                                      tool_call(1, TAIL + '"}')]}),
+    "across content and reasoning": completion({"reasoning_content": f"Key: {HEAD}", "content": TAIL}),
+    "across an extra field and content": orjson.dumps({"x_note": f"Key: {HEAD}",
+                                                        **orjson.loads(completion({"content": TAIL}))}),
+}
+
+
+@pytest.mark.parametrize("body", SPLIT_ANSWERS.values(), ids=SPLIT_ANSWERS.keys())
+def test_a_key_cut_across_the_fields_of_a_chat_answer_never_reaches_the_client(firewall: Firewall,
+                                                                                upstream: TestUpstream,
+                                                                                body: bytes) -> None:
+    upstream.script.raw = RawAnswer(body)
+    answer = make_client(firewall, Who()).chat.completions.create(model="m", messages=ASK, n=2)
+    assert_clean(answer.model_dump_json())
+    assert {c.finish_reason for c in answer.choices} == {"content_filter"}
+
+
+def test_a_key_cut_across_responses_api_content_parts_never_reaches_the_client(firewall: Firewall,
+                                                                                upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(responses_answer({"type": "message", "id": "m1", "role": "assistant",
+                                                      "status": "completed", "content": [
+        {"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+        {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    answer = make_client(firewall, Who()).responses.create(model="m", input="what is the key?")
+    assert answer.status == "incomplete" and answer.tool_choice == "auto"  # its settings kept
+    assert_clean(answer.model_dump_json())
+
+
+def multi(*pairs: tuple[int, str]) -> list[bytes]:
+    return sse(*({**chunk({"content": text}), "choices": [{"index": i, "delta": {"content": text},
+                                                           "finish_reason": None}]} for i, text in pairs))
+
+
+SPLIT_STREAMS: dict[str, list[bytes]] = {
+    "across choices": multi((0, "The key is "), (0, HEAD), (1, TAIL), (1, " as asked.")),
+    "across interleaved choices": multi((0, "Key: "), (1, "Here: "), (0, HEAD), (1, TAIL)),
+    "across tool-call indexes": sse(*(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                                             "function": {"name": "send", "arguments": a}}]})
+                                      for i, a in ((0, '{"a": "' + HEAD), (1, TAIL + '"}')))),
+    "across reasoning and content": sse(chunk({"reasoning_content": f"Key: {HEAD}"}), chunk({"content": TAIL})),
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_STREAMS)
+def test_a_key_cut_across_the_texts_of_a_stream_never_reaches_the_client(firewall: Firewall,
+                                                                         upstream: TestUpstream, name: str) -> None:
+    upstream.script.raw = RawAnswer(SPLIT_STREAMS[name], headers={"Content-Type": "text/event-stream"})
+    received, finish = chat_stream(firewall)
+    assert_clean(received)
+    assert finish == "content_filter"
+
+
+def test_a_key_cut_across_responses_api_content_parts_of_a_stream_never_reaches_the_client(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer([e + b"\n\n" for e in (
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta="Key: " + HEAD),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=1, delta=TAIL))],
+        headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
+    assert_clean("".join(e.model_dump_json() for e in events))
+    assert events[-1].type == "response.incomplete"
+
+
+def test_a_key_cut_across_the_parts_of_one_final_responses_event_never_reaches_the_client(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    """`response.completed` carries the whole answer again: its parts are joined like a JSON answer's."""
+    final = orjson.loads(responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                                           "content": [{"type": "output_text", "text": f"Key: {HEAD}", "annotations": []},
+                                                       {"type": "output_text", "text": TAIL, "annotations": []}]}))
+    upstream.script.raw = RawAnswer([resp_event("response.completed", response=final) + b"\n\n"],
+                                    headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="key?", stream=True))
+    assert_clean("".join(e.model_dump_json() for e in events))
+    assert events[-1].type == "response.incomplete"
+
+
+def test_in_redact_mode_a_key_in_one_field_is_masked_and_a_key_cut_across_two_is_emptied(
+        upstream: TestUpstream, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: masking\nextends: production\nresponse_action: redact\nresponses:\n"
+                      "  - when: {threat: [secret_leakage]}\n    do: [redact]\n  - $base\n")
+    fw = start_firewall(upstream, tmp_path / "d", policy=str(policy))
+    try:
+        client = make_client(fw, Who())
+        upstream.script.raw = RawAnswer(two_choices(choice(0, f"Key: {SECRET} ok"), choice(1, "Fine.")))
+        answer = client.chat.completions.create(model="m", messages=ASK, n=2)
+        assert [c.message.content for c in answer.choices] == ["Key: [REDACTED] ok", "Fine."]
+        upstream.script.raw = RawAnswer(SPLIT_ANSWERS["across choices"])
+        answer = client.chat.completions.create(model="m", messages=ASK, n=2)
+        assert_clean(answer.model_dump_json())
+        assert {c.finish_reason for c in answer.choices} == {"content_filter"}
+        upstream.script.raw = RawAnswer(multi((0, "Key: "), (1, "Other: "), (0, f"{SECRET} ok"), (1, "fine."),
+                                              (0, " More text follows here."), (1, " And here.")),
+                                        headers={"Content-Type": "text/event-stream"})
+        received, finish = chat_stream(fw)
+        assert_clean(received)
+        assert "[REDACTED]" in received and "And here." in received and finish is None
+        upstream.script.raw = RawAnswer(SPLIT_STREAMS["across choices"], headers={"Content-Type": "text/event-stream"})
+        received, finish = chat_stream(fw)
+        assert_clean(received)
+        assert finish == "content_filter"
+    finally:
+        fw.stop()
+
+
+def test_texts_that_only_border_each_other_arrive_unchanged(firewall: Firewall, upstream: TestUpstream) -> None:
+    body = two_choices(choice(0, "Paris is the capital of France."), choice(1, "Lyon is the third largest city."))
+    upstream.script.raw = RawAnswer(body)
+    status, _, got = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "n": 2}, Who())
+    assert status == 200 and orjson.loads(got) == orjson.loads(body)
+    upstream.script.raw = RawAnswer(multi((0, "Paris is "), (1, "Lyon is "), (0, "in France."), (1, "in France too.")),
+                                    headers={"Content-Type": "text/event-stream"})
+    received, finish = chat_stream(firewall)
+    assert finish is None and "in France too." in received
+
+
+# -- the canary and hardening on every text endpoint (Responses API, legacy completions) ----------------
+
+CANARY_SHAPE = re.compile(r"cnry-[0-9a-f]{16}")
+
+
+def planted(upstream: TestUpstream, field: str) -> tuple[str, str]:
+    """(the text the firewall sent in `field` of the last request, the canary planted in it)."""
+    sent = upstream.requests[-1].json()[field]
+    sent = sent if isinstance(sent, str) else sent[0]
+    found = CANARY_SHAPE.search(sent)
+    assert found is not None, f"no canary in the {field} the upstream received: {sent!r}"
+    return sent, found.group(0)
+
+
+def responses_text_answer(text: str, **extra: Any) -> bytes:
+    return responses_answer({"type": "message", "id": "m1", "role": "assistant", "status": "completed",
+                             "content": [{"type": "output_text", "text": text, "annotations": []}]}, **extra)
+
+
+def learn_responses_canary(fw: Firewall, upstream: TestUpstream) -> tuple[str, str]:
+    upstream.script.raw = RawAnswer(responses_text_answer("Hi."))
+    answer = make_client(fw, Who()).responses.create(model="m", input="hi", instructions="Be brief.")
+    assert answer.output_text == "Hi."
+    sent, canary = planted(upstream, "instructions")
+    assert sent.endswith("Be brief.") and sent != "Be brief."  # the preamble goes first
+    return sent, canary
+
+
+def test_responses_api_is_hardened_and_its_echo_of_the_instructions_is_the_callers_own(
+        firewall: Firewall, upstream: TestUpstream) -> None:
+    sent, canary = learn_responses_canary(firewall, upstream)
+    upstream.script.raw = RawAnswer(responses_text_answer("Fine.", instructions=sent))  # the API echoes them
+    answer = make_client(firewall, Who()).responses.create(model="m", input="hi", instructions="Be brief.")
+    assert answer.status == "completed" and answer.output_text == "Fine."
+    assert answer.instructions == "Be brief." and canary not in answer.model_dump_json()
+    created = orjson.loads(responses_text_answer("", instructions=sent))
+    upstream.script.raw = RawAnswer([e + b"\n\n" for e in (
+        resp_event("response.created", response={**created, "status": "in_progress", "output": []}),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta="Fine."),
+        resp_event("response.completed", response=orjson.loads(responses_text_answer("Fine.", instructions=sent))))],
+        headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="hi", instructions="Be brief.",
+                                                                stream=True))
+    assert [e.type for e in events] == ["response.created", "response.output_text.delta", "response.completed"]
+    assert events[-1].response.instructions == "Be brief." and events[-1].response.output_text == "Fine."
+    assert canary not in "".join(e.model_dump_json() for e in events)
+
+
+def test_the_canary_in_a_responses_api_answer_never_reaches_the_client(firewall: Firewall,
+                                                                       upstream: TestUpstream) -> None:
+    _, canary = learn_responses_canary(firewall, upstream)
+    upstream.script.raw = RawAnswer(responses_text_answer(f"My marker is {canary}."))
+    answer = make_client(firewall, Who()).responses.create(model="m", input="what is the weather?")
+    assert answer.status == "incomplete" and canary[5:] not in answer.model_dump_json()
+    half = len(canary) // 2
+    upstream.script.raw = RawAnswer([e + b"\n\n" for e in (
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta=canary[:half]),
+        resp_event("response.output_text.delta", item_id="m1", output_index=0, content_index=0, delta=canary[half:]),
+        resp_event("response.completed", response=orjson.loads(responses_text_answer(canary))))],
+        headers={"Content-Type": "text/event-stream"})
+    events = list(make_client(firewall, Who()).responses.create(model="m", input="what is the weather?", stream=True))
+    received = "".join(e.model_dump_json() for e in events)
+    assert canary[5:] not in received and canary[5:][:half] not in received.replace(canary[:half], "")
+    assert events[-1].type == "response.incomplete"
+
+
+def test_legacy_completions_are_hardened_and_the_canary_never_reaches_the_client(firewall: Firewall,
+                                                                                 upstream: TestUpstream) -> None:
+    def text_answer(text: str) -> bytes:
+        return orjson.dumps({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+                             "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
+
+    client = make_client(firewall, Who())
+    upstream.script.raw = RawAnswer(text_answer(" there"))
+    assert client.completions.create(model="m", prompt="Hello").choices[0].text == " there"
+    sent, canary = planted(upstream, "prompt")
+    assert sent.endswith("Hello") and sent != "Hello"
+    upstream.script.raw = RawAnswer(text_answer(f" the marker is {canary}"))
+    answer = client.completions.create(model="m", prompt="The weather today is")
+    assert answer.choices[0].finish_reason == "content_filter" and canary[5:] not in answer.model_dump_json()
+    half = len(canary) // 2
+    upstream.script.raw = RawAnswer(sse(*({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+                                           "choices": [{"index": 0, "text": part, "finish_reason": None}]}
+                                          for part in ("marker: " + canary[:half], canary[half:] + " ok"))),
+                                    headers={"Content-Type": "text/event-stream"})
+    parts = list(client.completions.create(model="m", prompt="The weather today is", stream=True))
+    received = "".join(p.model_dump_json() for p in parts)
+    assert canary[5:] not in received and canary[half:] not in received
+    assert parts[-1].choices[0].finish_reason == "content_filter"
+
+
+NATO = dict(zip("0123456789abcdef", ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                                      "Alfa", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot")))
+CANARY_FORMS: dict[str, Callable[[str], str]] = {
+    "ROT13": lambda c: codecs.encode(c, "rot13"),
+    "base32": lambda c: base64.b32encode(c.encode()).decode(),
+    "one character a line": lambda c: "\n".join(c),
+    "NATO alphabet": lambda c: " ".join(NATO[ch] for ch in c[5:]),
+    "reversed, dotted": lambda c: ".".join(c[::-1]),
+}
+
+
+@pytest.mark.parametrize("form", CANARY_FORMS.values(), ids=CANARY_FORMS.keys())
+def test_the_canary_in_a_promised_encoding_never_reaches_the_client(firewall: Firewall, upstream: TestUpstream,
+                                                                    form: Callable[[str], str]) -> None:
+    client = make_client(firewall, Who())
+    client.chat.completions.create(model="m", messages=ASK)
+    _, canary = planted_system(upstream)
+    dressed = form(canary)
+    upstream.script.raw = RawAnswer(completion({"content": f"Here you go:\n{dressed}\nAnything else?"}))
+    answer = client.chat.completions.create(model="m", messages=ASK)
+    assert answer.choices[0].finish_reason == "content_filter" and dressed not in answer.model_dump_json()
+    third = len(dressed) // 3
+    upstream.script.raw = RawAnswer(sse(*(chunk({"content": part}) for part in (
+        "Here you go: " + dressed[:third], dressed[third:2 * third], dressed[2 * third:] + " ok"))),
+        headers={"Content-Type": "text/event-stream"})
+    received, finish = chat_stream(firewall)
+    assert finish == "content_filter" and dressed[third:2 * third] not in received
+
+
+def planted_system(upstream: TestUpstream) -> tuple[str, str]:
+    system = upstream.requests[-1].json()["messages"][0]
+    assert system["role"] == "system"
+    found = CANARY_SHAPE.search(system["content"])
+    assert found is not None
+    return system["content"], found.group(0)
+
+
 # -- the pure decisions, for any input ----------------------------------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
@@ -378,7 +677,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from llm_firewall.proxy.answer_shape import is_sse, read_answer  # noqa: E402
 from llm_firewall.proxy.forward import relayed_header  # noqa: E402
-from llm_firewall.proxy.openai_wire import OPAQUE, response_texts  # noqa: E402
+from llm_firewall.proxy.openai_wire import OPAQUE, OPAQUE_TEXT, response_texts  # noqa: E402
 
 _KEYS = st.sampled_from(["content", "text", "message", "error", "choices", "output", "delta", "id", "type",
                          "reasoning", "refusal", "arguments", "name", "x", "logprobs", "summary", "data"])
@@ -417,9 +716,21 @@ def test_response_texts_reads_a_key_put_anywhere_in_any_answer(answer: Any, wher
     assert any(SECRET in text for text in texts)
 
 
-def test_response_texts_skips_only_opaque_payloads() -> None:
+def test_response_texts_gives_opaque_payloads_apart() -> None:
+    """Read with the secret rules only, as written (base64 matches personal-data rules by chance)."""
     answer = {key: SECRET for key in OPAQUE}
-    assert not any(SECRET in item.text for item in response_texts("responses", answer))
+    items = response_texts("responses", answer)
+    assert [item.path for item in items if SECRET in item.text] == [OPAQUE_TEXT] * len(OPAQUE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=_ANSWERS, where=st.integers(min_value=0, max_value=50))
+def test_response_texts_reads_a_key_named_after_a_secret_anywhere(answer: Any, where: int) -> None:
+    planted = json.loads(json.dumps(_plant(answer, where)).replace(f'"planted": "{SECRET}"', f'"{SECRET}": 1')
+                         .replace(f'"{SECRET}"]', f'{{"{SECRET}": 1}}]').replace(f'"{SECRET}",', f'{{"{SECRET}": 1}},'))
+    assert SECRET + '": 1' in json.dumps(planted)
+    texts = [item.text for item in response_texts("chat/completions", planted)]
+    assert any(SECRET in t for t in texts)
 
 
 @settings(max_examples=200, deadline=None)

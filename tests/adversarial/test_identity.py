@@ -56,7 +56,8 @@ def blocks(fw: Firewall) -> list[dict[str, Any]]:
 
 
 def unblock(fw: Firewall, kind: str, subject_key: str) -> int:
-    req = urllib.request.Request(f"{fw.url}/api/blocks/{kind}/{urllib.parse.quote(subject_key, safe='')}",
+    """DELETE a listed sanction as the page does: each part of its key encoded, a '/' as written."""
+    req = urllib.request.Request(f"{fw.url}/api/blocks/{kind}/{urllib.parse.quote(subject_key, safe='/')}",
                                  method="DELETE")
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status
@@ -160,7 +161,7 @@ def test_releasing_a_scoped_user_releases_its_key_record(fw: Firewall) -> None:
     [entry] = [b for b in blocks(fw) if b["kind"] == "user" and b["key"].startswith(f"{who.user}@key:")]
     assert entry["subject"] == f"user {who.user} (key …{entry['key'][-4:]})"
     assert unblock(fw, "user", entry["key"]) == 200
-    assert not [b for b in blocks(fw) if b["key"].endswith(entry["key"].rsplit("@", 1)[1])]
+    assert not [b for b in blocks(fw) if b["kind"] == "user" and b["key"].endswith(entry["key"].rsplit("@", 1)[1])]
     assert chat(fw, [("X-Forwarded-For", who.ip), key(who), ("X-User-ID", who.user)])[0] == 200
 
 
@@ -196,3 +197,54 @@ def test_made_up_keys_do_not_escape_when_the_firewall_supplies_its_own(upstream:
         assert chat(server, [("X-Forwarded-For", Who().ip), ("Authorization", "Bearer sk-made-up-new")])[0] == 200
     finally:
         server.stop()
+
+
+def test_changing_the_ipv6_interface_id_never_escapes_an_address_block(fw: Firewall) -> None:
+    n = Who().ip.rsplit(".", 1)[1]  # a network of its own for this test
+    host = f"2001:db8:{n}:64::"
+    assert code(chat(fw, [("X-Forwarded-For", f"{host}1")], EXFIL)) == (400, "content_policy_violation")
+    # Another interface id, a zone id, another spelling: the same /64, still blocked.
+    for spelt in (f"{host}beef:1", f"{host.upper()}2%eth0", f"2001:0db8:{int(n):04d}:0064:0:0:0:9"):
+        assert code(chat(fw, [("X-Forwarded-For", spelt)])) == (403, "ip_blocked"), spelt
+    assert ("ip", f"2001:db8:{n}:64::/64") in {(b["kind"], b["key"]) for b in blocks(fw)}
+    with urllib.request.urlopen(f"{fw.url}/api/security/alerts?ip={host}1", timeout=10) as r:  # as the client spelt it
+        assert [a["ip"] for a in json.loads(r.read())["alerts"]] == [f"2001:db8:{n}:64::/64"]
+    assert chat(fw, [("X-Forwarded-For", f"2001:db8:{n}:65::1")])[0] == 200  # the next /64 is served
+    assert unblock(fw, "ip", f"2001:db8:{n}:64::/64") == 200  # lifted by its listed key
+    assert ("ip", f"2001:db8:{n}:64::/64") not in {(b["kind"], b["key"]) for b in blocks(fw)}
+    # What remains is the offence's other sanction: every session from that network ended.
+    assert code(chat(fw, [("X-Forwarded-For", f"{host}7")])) == (403, "session_terminated")
+
+
+def test_an_ipv4_mapped_client_is_its_ipv4_address(fw: Firewall) -> None:
+    who = Who()
+    assert chat(fw, [("X-Forwarded-For", f"::ffff:{who.ip}")], EXFIL)[0] == 400
+    assert code(chat(fw, [("X-Forwarded-For", who.ip)])) == (403, "ip_blocked")
+    assert ("ip", who.ip) in {(b["kind"], b["key"]) for b in blocks(fw)}
+
+
+def test_a_new_upstream_key_for_every_offence_ends_in_a_suspension_of_the_address(fw: Firewall) -> None:
+    """Keys pass through to the upstream (the firewall has none of its own), so each names a
+    caller; but offences count against the address as well, and spread over keys it answers."""
+    attacker, neighbour = Who(), Who()
+    for i in range(3):
+        invented = [("X-Forwarded-For", attacker.ip), ("Authorization", f"Bearer sk-invented-{attacker.ip}-{i}")]
+        assert chat(fw, invented, INJECTION)[0] == 400
+    fresh = [("X-Forwarded-For", attacker.ip), ("Authorization", "Bearer sk-invented-fresh")]
+    assert code(chat(fw, fresh)) == (403, "user_suspended")
+    assert code(chat(fw, [("X-Forwarded-For", attacker.ip)])) == (403, "user_suspended")  # no key at all
+    assert f"every user from {attacker.ip}" in {b["subject"] for b in blocks(fw)}
+    assert chat(fw, [("X-Forwarded-For", neighbour.ip), ("Authorization", "Bearer sk-invented-fresh")])[0] == 200
+
+
+def test_one_key_that_offends_is_suspended_without_its_address(fw: Firewall) -> None:
+    """A caller who keeps one key answers by that key: others behind the same address are served."""
+    offender, colleague = Who(), Who()
+    for _ in range(3):
+        assert chat(fw, [("X-Forwarded-For", offender.ip), key(offender)], INJECTION)[0] == 400
+    assert code(chat(fw, [("X-Forwarded-For", offender.ip), key(offender)])) == (403, "user_suspended")
+    assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)])[0] == 200
+    assert f"every user from {offender.ip}" not in {b["subject"] for b in blocks(fw)}
+    # A later offence from that address under another key starts a new count, not a suspension.
+    assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)], INJECTION)[0] == 400
+    assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)])[0] == 200

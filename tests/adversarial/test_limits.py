@@ -335,3 +335,46 @@ def test_the_cap_is_lowered_to_fit_the_open_file_limit() -> None:
     lowered, kept, fits = map(int, out.stdout.split())
     assert lowered == fits  # two descriptors per connection (client and upstream) plus the reserve
     assert kept == 100
+
+
+def test_megabyte_bodies_filling_their_lane_do_not_keep_a_long_conversation_out(
+        upstream: TestUpstream, tmp_path) -> None:
+    """Bodies of megabytes wait for their own inspection thread; a conversation of tens of KB is
+    inspected on the other lane, so a client flooding the first cannot refuse everyone else."""
+    fw = start_firewall(upstream, tmp_path / "lanes", env={"LLM_FIREWALL_MAX_QUEUED_INSPECTIONS": "2"})
+    big = json.dumps({"model": "m", "messages": [
+        {"role": "user", "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 45_000}]})
+    medium = json.dumps({"model": "m", "messages": [
+        {"role": "user", "content": "Summarise these meeting notes. " + "The team met and agreed on dates. " * 1_200}]})
+    busy = threading.Event()
+    stop = threading.Event()
+
+    def flood(n: int) -> None:
+        while not stop.is_set():
+            conn = http.client.HTTPConnection("127.0.0.1", fw.port, timeout=60)
+            try:
+                conn.request("POST", "/v1/chat/completions", body=big,
+                             headers={"Content-Type": "application/json", "X-Forwarded-For": f"198.18.7.{n}"})
+                if conn.getresponse().status == 503:
+                    busy.set()
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(1, 7)]
+    try:
+        for t in threads:
+            t.start()
+        assert busy.wait(WAIT_S)  # the large lane is full: its senders are being refused
+        statuses = []
+        for n in range(5):
+            conn = http.client.HTTPConnection("127.0.0.1", fw.port, timeout=60)
+            conn.request("POST", "/v1/chat/completions", body=medium,
+                         headers={"Content-Type": "application/json", "X-Forwarded-For": f"198.18.8.{n + 1}"})
+            statuses.append(conn.getresponse().status)
+            conn.close()
+        assert statuses == [200] * 5
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT_S)
+        fw.stop()

@@ -325,7 +325,11 @@ def test_the_upstream_receives_exactly_one_request_as_sent_or_the_client_a_refus
         sent = raw_upstream.requests[0]
         path, _, query = target.partition("?")
         assert (sent.method, sent.target) == (method, f"{path}?{query}" if query else path)  # an empty query is dropped
-        if not target.startswith("/v1/chat/completions"):  # chat bodies get the hardening prompt
+        if path == "/v1/completions" and method == "POST":  # the hardening preamble goes before the prompt
+            assert json.loads(sent.body)["prompt"].endswith("\n\n" + json.loads(body)["prompt"])
+        elif path == "/v1/responses" and method == "POST":  # and before the instructions
+            assert {**json.loads(sent.body), "instructions": None} == {**json.loads(body), "instructions": None}
+        elif not target.startswith("/v1/chat/completions"):  # chat bodies get the hardening prompt
             assert sent.body == (body if method == "POST" else b"")
     else:
         assert status in REFUSALS or (status == 400 and error_code(answer) == "content_policy_violation"), status

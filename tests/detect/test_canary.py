@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import string
 
 import re2
@@ -36,7 +37,8 @@ def dressed(draw: st.DrawFn, canary: str) -> str:
     data = word.encode()
     pad = draw(st.binary(max_size=4))  # the canary at any byte offset of the encoded input
     kind = draw(st.sampled_from(["spelled", "reversed", "base64", "base64url", "hex", "hex_spaced",
-                                 "percent", "base32", "fullwidth", "entities", "escapes"]))
+                                 "percent", "base32", "fullwidth", "entities", "escapes", "rot13",
+                                 "rot13_reversed", "words", "words_reversed", "lines"]))
     if kind == "spelled":
         return draw(spelled(word))
     if kind == "reversed":
@@ -56,6 +58,15 @@ def dressed(draw: st.DrawFn, canary: str) -> str:
     if kind == "base32":
         encoded = base64.b32encode(pad + data).decode()
         return encoded.lower() if draw(st.booleans()) else encoded
+    if kind in ("rot13", "rot13_reversed"):
+        rotated = codecs.encode(word[5:] if word.lower().startswith("cnry-") else word, "rot13")
+        return draw(spelled(rotated if kind == "rot13" else rotated[::-1]))
+    if kind in ("words", "words_reversed"):
+        chars = word[5:] if word.lower().startswith("cnry-") else word
+        sep = draw(st.sampled_from([" ", "-", ", ", "\n", " - "]))
+        return sep.join(draw(st.sampled_from(WORDS[c.lower()])) for c in (chars if kind == "words" else chars[::-1]))
+    if kind == "lines":  # one character a line, as a list
+        return "\n".join(draw(st.sampled_from(["", "- ", "* "])) + c for c in word)
     if kind == "fullwidth":
         return "".join(chr(ord(c) + 0xFEE0) for c in word)
     if kind == "entities":
@@ -63,6 +74,9 @@ def dressed(draw: st.DrawFn, canary: str) -> str:
     return "".join(f"\\u{ord(c):04x}" for c in word)
 
 
+WORDS = {c: [w, w.upper(), w.capitalize(), c] for c, w in zip("0123456789abcdef", (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "niner", "alfa", "bravo", "charlie",
+    "delta", "echo", "foxtrot"))}
 PROSE = st.text(string.ascii_letters + string.digits + " .,:;!?'\"()-\n", max_size=120)
 
 

@@ -178,3 +178,31 @@ def test_confusables_view_of_long_texts_matches_the_per_word_one(text: str) -> N
     from llm_firewall.detect.normalize import _skeleton
 
     assert _skeleton(text) == _skeleton_per_word(text) is not None
+
+
+# Shell obfuscation: what a shell would run, read as the plain command.
+SHELL_TRICKS = [
+    "r''m -r''f /", 'r""m -rf /', "rm${IFS}-rf${IFS}/", "rm$IFS-rf$IFS/", "r\\m -rf /",
+    "rm --recursive --force /", "rm -r -f /", "'rm' '-rf' '/'", "$(echo cm0gLXJmIC8= | base64 -d)",
+    "`echo 'cm0gLXJmIC8=' | base64 --decode`", "/bin/r? -rf /", "/???/r[m] -rf /",
+]
+
+
+@pytest.mark.parametrize("text", SHELL_TRICKS)
+def test_shell_obfuscation_reads_as_the_plain_command(text: str) -> None:
+    found = {v.text.strip(): v.transforms for v in views(text)}
+    plain = {t for t in found if t.endswith("rm -rf /")}
+    assert plain and all("shell" in found[t] for t in plain), found
+
+
+@pytest.mark.parametrize("text", ["rm -rf ./build", "Please review my essay about the rm command.",
+                                  "ls -la /tmp", "git commit -m 'fix'"])
+def test_ordinary_commands_get_no_dangerous_shell_view(text: str) -> None:
+    assert not any(v.text.strip().endswith("rm -rf /") for v in views(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcdefrm -.,:")), max_size=60))
+def test_text_without_shell_syntax_gets_no_shell_view(text: str) -> None:
+    """No quotes, escapes, $IFS, globs or pipes: nothing for a shell to read differently."""
+    assert not any("shell" in view.transforms for view in views(text))

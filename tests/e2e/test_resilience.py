@@ -61,8 +61,12 @@ def test_upstream_reset_mid_stream_ends_cleanly(firewall: Firewall, upstream: Te
     events = [e for e in body.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
     assert b"upstream_error" in events[-2]
-    text = b"".join(events)
-    assert b"part0" in text and b"part3" in text and b"part4" not in text
+    relayed = "".join(choice["delta"].get("content") or "" for e in events[:-2]
+                      for choice in json.loads(e.removeprefix(b"data: "))["choices"])
+    # What was relayed came before the reset, in order; a reset may also discard data the kernel
+    # had received but the firewall had not yet read (TCP RST semantics), so a prefix is all a
+    # busy machine guarantees.
+    assert "part0 part1 part2 part3 ".startswith(relayed), relayed
 
 
 def test_slow_first_byte_is_504_and_firewall_keeps_serving(upstream: TestUpstream, tmp_path: Path) -> None:

@@ -267,3 +267,35 @@ async def test_a_sanction_on_a_named_id_is_held_by_its_scope_and_released_with_i
     assert await enforcer.check(bob_elsewhere, policy) is None
     assert await enforcer.release("user", "bob@203.0.113.9", "admin")
     assert await enforcer.check(carol_here, policy) is None
+
+
+async def test_a_range_block_of_an_ipv6_client_covers_the_networks_inside_it(env):
+    enforcer, _, _ = env
+    policy = load_policy("production")
+    client = Identity(ip="2001:db8:1:2::/64")  # an IPv6 client as counted: its /64
+    action = Action("block_ip_range", {"prefix_v6": 48, "duration_s": 600.0}, client.ip)
+    result = await enforcer.execute(action, client, "al-v6", "range")
+    assert result["key"] == "2001:db8:1::/48"
+    for inside in ("2001:db8:1:2::/64", "2001:db8:1:ff::/64", "2001:db8:1:2::5"):
+        refusal = await enforcer.check(Identity(ip=inside), policy)
+        assert refusal is not None and refusal.code == "ip_blocked", inside
+    assert await enforcer.check(Identity(ip="2001:db8:2::/64"), policy) is None
+
+
+@pytest.mark.parametrize("ladder", ["suspend_user", "terminate_session", "isolate_agent"])
+async def test_offences_under_ever_new_keys_climb_the_ladder_of_their_address(env, tmp_path, ladder):
+    enforcer, _, _ = env
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nextends: production\nescalations:\n"
+        f"  - {{count: [prompt_injection], strikes: 2, within: 10m, do: {ladder}, for: 15m}}\n")
+    policy = load_policy("p", tmp_path)
+
+    def keyed(n: int) -> Identity:
+        return Identity(ip="198.51.100.40", api_key_hash=f"key:{n:016x}", scope=f"key:{n:016x}")
+
+    for n in range(2):
+        await offend(enforcer, policy, keyed(n), "prompt_injection", "high", f"rot-{ladder}-{n}")
+    refusal = await enforcer.check(keyed(99), policy)  # a key never seen, from that address
+    assert refusal is not None and refusal.status == 403, refusal
+    other = Identity(ip="198.51.100.41", api_key_hash="key:00000000000000ff", scope="key:00000000000000ff")
+    assert await enforcer.check(other, policy) is None  # another address is served

@@ -11,9 +11,9 @@ from multidict import CIMultiDict
 
 from llm_firewall.config import ConfigError, from_env
 from llm_firewall.domain import Identity
-from llm_firewall.enforce.identity import (client_ip, identify, is_allowlisted, override_subject, parse_networks,
+from llm_firewall.enforce.identity import (client_address, client_ip, identify, is_allowlisted, override_subject, parse_networks,
                                            subject_for, trust_of)
-from llm_firewall.policy.decide import ladder_subject, strike_subject
+from llm_firewall.policy.decide import address_strike_subject, ladder_subject, strike_subject
 from llm_firewall.policy.model import Escalation, IdentityConfig, load_policy
 from llm_firewall.redact import key_fingerprint
 
@@ -34,14 +34,14 @@ XFF = "x-forwarded-for"
         ("10.0.0.5", {"Forwarded": "for=10.111.0.2", "X-Forwarded-For": "203.0.113.9"}, "203.0.113.9", XFF),
         ("10.0.0.5", {"Forwarded": "for=10.111.0.2"}, "10.0.0.5", XFF),
         ("10.0.0.5", {"X-Real-IP": "10.111.0.2", "X-Forwarded-For": "203.0.113.9"}, "203.0.113.9", XFF),
-        ("10.0.0.5", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.9'}, "2001:db8::1", "forwarded"),
+        ("10.0.0.5", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.9'}, "2001:db8::/64", "forwarded"),
         ("10.0.0.5", {"Forwarded": "for=192.0.2.60:8080", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.60", "forwarded"),
         ("10.0.0.5", {"Forwarded": "for=6.6.6.6, proto=https"}, "10.0.0.5", "forwarded"),  # a hop without for=
         ("10.0.0.5", {"Forwarded": "for=_hidden, for=192.0.2.61"}, "192.0.2.61", "forwarded"),
         ("10.0.0.5", {"X-Forwarded-For": "6.6.6.6"}, "10.0.0.5", "forwarded"),
         ("10.0.0.5", {"X-Real-IP": "192.0.2.62", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.62", "x-real-ip"),
         ("::ffff:10.0.0.5", {"X-Forwarded-For": "1.2.3.4"}, "1.2.3.4", XFF),  # v4-mapped peer
-        ("fd00::1", {"X-Forwarded-For": "2001:db8::2"}, "2001:db8::2", XFF),
+        ("fd00::1", {"X-Forwarded-For": "2001:db8::2"}, "2001:db8::/64", XFF),  # IPv6: its /64
     ],
 )
 def test_client_ip(peer, headers, expected, header):
@@ -190,9 +190,9 @@ def test_the_client_address_is_never_one_the_client_wrote(client, written, proxi
     headers = _through_proxies(client, written, proxies, header, same_line)
     peer = str(proxies[-1]) if proxies else str(client)
     ident = identify(peer, headers, IdentityConfig(), PROXIES, forwarded_header=header)
-    assert ident.ip == str(client)  # the address the nearest trusted proxy saw, whatever was written
+    assert ident.ip == client_address(str(client))  # what the nearest trusted proxy saw, whatever was written
     # Without trusted proxies nothing written counts: the peer is the client.
-    assert identify(peer, headers, IdentityConfig(), (), forwarded_header=header).ip == peer
+    assert identify(peer, headers, IdentityConfig(), (), forwarded_header=header).ip == client_address(peer)
 
 
 _SANCTIONS = ("suspend_user", "terminate_session")
@@ -205,7 +205,7 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
     cfg = IdentityConfig(trusted_user_header="x-authenticated-user" if gateway else None)
     headers = CIMultiDict(written)
     ident = identify(peer, headers, cfg, PROXIES)
-    from_gateway = gateway and peer != "198.51.100.1" and bool((headers.get("x-authenticated-user") or "").strip())
+    from_gateway = gateway and peer != "198.51.100.1" and (headers.get("x-authenticated-user") or "").strip() not in ("", "*")
     assert ident.scope == (ident.api_key_hash or ident.ip)
     for kind in _SANCTIONS:
         target = "user" if kind == "suspend_user" else "session"
@@ -218,6 +218,10 @@ def test_no_sanction_lands_on_an_id_the_client_merely_named(written, peer, gatew
         assert aimed is not None and aimed.endswith(f"@{ident.scope}")  # scoped, or the scope itself
         assert strike_subject(ladder, ident, aimed) == f"*@{ident.scope}"  # offences count against the scope
         assert (target, f"*@{ident.scope}") in ident.sanction_keys()
+        # Under a key they count against the address too, where a sanction is then looked up.
+        address = address_strike_subject(ladder, ident)
+        assert address == (f"*@{ident.ip}" if ident.scope != ident.ip else None)
+        assert address is None or (target, address) in ident.sanction_keys()
     isolate = Escalation(frozenset({"prompt_injection"}), 1, 60.0, "isolate_agent", 60.0)
     aimed = ladder_subject(isolate, ident)  # a named agent scoped, else the key itself
     assert aimed is None or aimed.endswith(f"@{ident.scope}") or aimed == ident.api_key_hash
@@ -266,3 +270,95 @@ def test_the_deployment_names_its_forwarding_header() -> None:
     assert identify("10.0.0.5", headers, IdentityConfig(), PROXIES, forwarded_header="x-real-ip").ip == "192.0.2.7"
     assert identify("10.0.0.5", headers, IdentityConfig(forwarded_header="forwarded"), PROXIES,
                     forwarded_header="x-real-ip").ip == "192.0.2.8"
+
+
+# ---------------------------------------------------------------------------------------------
+# The one client address: normalised, and an IPv6 client counted by its network.
+
+_V4 = st.ip_addresses(v=4)
+_V6 = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None)
+
+
+def _spellings_v4(addr) -> list[str]:
+    return [str(addr), f"::ffff:{addr}", f"::FFFF:{addr}",
+            f"[::ffff:{addr}]:443", f"{addr}:8080", f'"{addr}"']
+
+
+def _spellings_v6(addr) -> list[str]:
+    return [str(addr), addr.exploded, addr.exploded.upper(), f"{addr}%eth0", f"[{addr}]:443", f"[{addr}%2]:80",
+            f'"[{addr.exploded}]"']
+
+
+@settings(max_examples=300, deadline=None)
+@given(addr=_V4)
+def test_every_spelling_of_an_ipv4_client_is_one_address(addr) -> None:
+    assert {client_address(v) for v in _spellings_v4(addr)} == {str(addr)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(addr=_V6, prefix=st.integers(min_value=32, max_value=128), host_bits=st.integers(min_value=0))
+def test_an_ipv6_client_is_counted_by_its_network_however_spelt(addr, prefix, host_bits) -> None:
+    import ipaddress
+
+    found = {client_address(v, prefix) for v in _spellings_v6(addr)}
+    assert len(found) == 1
+    (net,) = found
+    assert net is not None
+    if prefix == 128:
+        assert net == str(addr)
+        return
+    network = ipaddress.ip_network(net)
+    assert network.prefixlen == prefix and addr in network
+    # Changing the interface id (any host bits) keeps the subject; a different network does not.
+    sibling = ipaddress.IPv6Address(int(network.network_address) | (host_bits % (1 << (128 - prefix))))
+    if sibling.ipv4_mapped is None:
+        assert client_address(str(sibling), prefix) == net
+    neighbour = int(network.network_address) ^ (1 << (128 - prefix))
+    assert client_address(str(ipaddress.IPv6Address(neighbour)), prefix) != net
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=30))
+def test_what_is_no_address_is_none_and_never_raises(text) -> None:
+    import ipaddress
+
+    found = client_address(text)
+    assert found is None or ipaddress.ip_network(found)  # an address, or a network: nothing else
+
+
+@settings(max_examples=200, deadline=None)
+@given(addr=st.one_of(_V4, _V6))
+def test_identify_and_the_walk_use_the_one_address(addr) -> None:
+    spelt = f"{addr}%eth1" if addr.version == 6 else f"::ffff:{addr}"
+    assert identify(spelt, {}, IdentityConfig()).ip == client_address(str(addr))
+    assert client_ip("10.0.0.5", {"X-Forwarded-For": f"{spelt}, 10.0.0.9"}, PROXIES) == client_address(str(addr))
+    if addr.version == 6:
+        assert identify(str(addr), {}, IdentityConfig(), ipv6_prefix=128).ip == str(addr)
+
+
+def test_an_allowlisted_ipv6_address_covers_its_counted_network(tmp_path) -> None:
+    policy_file = tmp_path / "p.yaml"
+    policy_file.write_text("name: p\nextends: production\nallowlist: {ips: ['2001:db8:5::7']}\n")
+    policy = load_policy(policy_file)
+    assert is_allowlisted(identify("2001:db8:5::9", {}, IdentityConfig()), policy)
+    assert not is_allowlisted(identify("2001:db8:6::7", {}, IdentityConfig()), policy)
+
+
+@pytest.mark.parametrize("value", ["31", "129", "x"])
+def test_a_bad_ipv6_prefix_is_a_clear_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="LLM_FIREWALL_IPV6_PREFIX"):
+        from_env({"LLM_FIREWALL_IPV6_PREFIX": value})
+
+
+@settings(max_examples=100, deadline=None)
+@given(addr=_V4)
+def test_a_dotted_quad_with_leading_zeros_is_no_address(addr) -> None:
+    """`010.1.2.3` is 10.1.2.3 to one reader and 8.1.2.3 to inet_aton: no sanction may rest on it."""
+    padded = ".".join(o.zfill(3) for o in str(addr).split("."))
+    assert client_address(padded) is None or padded == str(addr)
+
+
+def test_a_user_id_of_star_is_no_id_so_it_cannot_name_the_address_record() -> None:
+    ident = identify("203.0.113.9", CIMultiDict({"X-User-ID": "*", "X-Session-ID": " * "}), IdentityConfig())
+    assert ident.user is None and ident.session is None
+    assert identify("203.0.113.9", CIMultiDict({"X-User-ID": "*bob"}), IdentityConfig()).user != "*@203.0.113.9"

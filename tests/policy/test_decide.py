@@ -182,3 +182,12 @@ def test_escalation_durations_grow_by_factor_up_to_the_cap(production):
     action = escalation_step(ladder, 3, 1, "alice")
     assert action.kind == "suspend_user" and action.subject == "alice"
     assert action.params["level"] == 2 and action.params["duration_s"] == 1800
+
+
+@pytest.mark.parametrize("severity", ["low", "medium"])
+def test_a_finding_the_policy_only_logs_is_no_strike(production, severity: str) -> None:
+    """An investigate-band hint ("hi there" scored medium by a model) lets the request through;
+    four of them must not add up to a suspension of the client."""
+    d = decide(production, [f("prompt_injection", severity, fp=0.1)], ALICE)
+    assert not d.blocked and kinds(d.actions) == ["log"]
+    assert d.strikes == []

@@ -224,3 +224,17 @@ def test_identity_names_one_forwarding_header_and_a_gateways_user_header(tmp_pat
     (tmp_path / "bad2.yaml").write_text("name: bad2\nidentity: {trusted_user: x-authenticated-user}\n")
     with pytest.raises(PolicyError, match="identity.trusted_user"):
         load_policy("bad2", tmp_path)
+
+
+def test_trusted_system_prompts_are_sha256_digests_and_none_by_default(tmp_path: Path) -> None:
+    assert load_policy("production").trusted_system_prompts == frozenset()
+    digest = "AB" * 32
+    write(tmp_path, "t", f"name: t\ntrusted_system_prompts:\n  - {digest}\n")
+    assert load_policy("t", tmp_path).trusted_system_prompts == frozenset({digest.lower()})
+    write(tmp_path, "bad", "name: bad\ntrusted_system_prompts:\n  - abc\n  - You are a helpful assistant.\n")
+    with pytest.raises(PolicyError, match=r"bad\.yaml:3: policy 'bad': field 'trusted_system_prompts\[0\]': "
+                                          r"'abc': expected a SHA-256 digest"):
+        load_policy("bad", tmp_path)
+    write(tmp_path, "bad2", "name: bad2\ntrusted_system_prompts: {a: 1}\n")
+    with pytest.raises(PolicyError, match=r"bad2\.yaml:2: .*field 'trusted_system_prompts.*': expected a"):
+        load_policy("bad2", tmp_path)

@@ -156,18 +156,28 @@ async def test_a_request_check_is_one_redis_call(redis_server, prefix, tmp_path)
     """The sanction lookup and every rate limit in one script: the client's packing and parsing
     of ~12 commands a request cost more CPU than the rest of it, and each round trip adds to
     every request's latency."""
-    import redis.asyncio as aioredis
-
     store = make(redis_server.url, prefix, timeout_s=2.0)
     enforcer = Enforcer(store, AuditLog(tmp_path / "audit.db"), clock=time.time)
     policy = load_policy("production")
-    admin = aioredis.from_url(redis_server.url, decode_responses=True)
     await enforcer.check(ALICE, policy)  # loads the scripts
+    assert await _commands_sent(redis_server.url, enforcer, policy) == ["EVALSHA"] * 5
+    await store.add_sanction(Sanction("user", "alice", "x", time.time(), None))
+    refusal = await enforcer.check(ALICE, policy)
+    assert refusal is not None and refusal.status == 403
+    await store.close()
+
+
+async def _commands_sent(url: str, enforcer: Enforcer, policy, checks: int = 5) -> list[str]:
+    """The commands clients sent (not the ones scripts ran) while ALICE's request is checked
+    `checks` times, each admitted."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.from_url(url, decode_responses=True)
+    sent = []
     async with admin.monitor() as monitor:
-        for _ in range(5):
+        for _ in range(checks):
             assert await enforcer.check(ALICE, policy) is None
         await admin.echo("end of checks")
-        sent = []  # commands clients sent (not the ones scripts ran)
         while True:
             cmd = await asyncio.wait_for(monitor.next_command(), 5)
             if "end of checks" in cmd["command"]:
@@ -175,11 +185,26 @@ async def test_a_request_check_is_one_redis_call(redis_server, prefix, tmp_path)
             name = cmd["command"].split()[0].upper()
             if cmd.get("client_type") != "lua" and name not in ("HELLO", "CLIENT", "SELECT", "AUTH"):
                 sent.append(name)  # (a new connection's handshake aside)
-    assert sent == ["EVALSHA"] * 5, sent
-    await store.add_sanction(Sanction("user", "alice", "x", time.time(), None))
-    refusal = await enforcer.check(ALICE, policy)
-    assert refusal is not None and refusal.status == 403
     await admin.aclose()
+    return sent
+
+
+async def test_a_blocked_ipv6_client_leaves_other_requests_one_call_and_ranges_still_cover(
+        redis_server, prefix, tmp_path):
+    """An IPv6 client is blocked as its /64, looked up exactly: unlike a range, it does not send
+    every other request down the step-by-step path."""
+    store = make(redis_server.url, prefix, timeout_s=2.0)
+    enforcer = Enforcer(store, AuditLog(tmp_path / "audit.db"), clock=time.time)
+    policy = load_policy("production")
+    await store.add_sanction(Sanction("ip", "2001:db8:7:1::/64", "x", time.time(), None))
+    await enforcer.check(ALICE, policy)  # loads the scripts
+    assert await _commands_sent(redis_server.url, enforcer, policy) == ["EVALSHA"] * 5
+    blocked = await enforcer.check(Identity(ip="2001:db8:7:1::/64"), policy)
+    assert blocked is not None and blocked.code == "ip_blocked"
+    assert await enforcer.check(Identity(ip="2001:db8:7:2::/64"), policy) is None
+    await store.add_sanction(Sanction("ip", "2001:db8:7::/48", "range", time.time(), None))
+    covered = await enforcer.check(Identity(ip="2001:db8:7:2::/64"), policy)
+    assert covered is not None and covered.code == "ip_blocked"
     await store.close()
 
 

@@ -184,8 +184,9 @@ async def test_calls_racing_the_first_connection_all_run_in_the_urls_database(tm
         server.stop()
 
 
-def test_unix_socket_urls_keep_the_regular_client() -> None:
-    assert ScriptClient.for_url("unix:///run/redis.sock") is None
+def test_unix_socket_urls_get_the_script_client_on_that_socket() -> None:
+    client = ScriptClient.for_url("unix:///run/redis.sock?db=2")
+    assert client is not None and client._unix_path == "/run/redis.sock" and client._db == 2
     assert ScriptClient.for_url("rediss://cache.internal:6380/1")._tls
 
 

@@ -81,11 +81,17 @@ async def test_failed_action_is_audited_and_may_run_again(enforcement):
     ({"rate_limit": {"limit": 5}}, {"ip": "192.0.2.1"}, "missing parameter 'window_s'"),
     ({"block_ip": {"duration": "soon"}}, {"ip": "192.0.2.1"}, "duration"),
     ({"block_ip": {}}, {"ip": "not-an-ip"}, "not an IP"),
+    ({"block_ip": {}}, {"ip": "0.0.0.0/0"}, "not an IP"),  # a range is never an address
+    ({"block_ip": {}}, {"ip": "2001::/16"}, "not an IP"),
     ("terminate_session", {"ip": "192.0.2.1"}, "exactly one subject"),
 ])
 def test_invalid_actions_are_refused_naming_the_field(spec, identity, fragment):
     with pytest.raises(PlaybookError, match=fragment):
         validate_action(normalise_action(spec, identity))
+
+
+def test_an_ipv6_clients_counted_network_is_an_address_to_block():
+    validate_action(normalise_action({"block_ip": {"duration_s": 60}}, {"ip": "2001:db8:1:2::/64"}))
 
 
 async def test_rejected_playbook_runs_nothing_and_is_audited(enforcement):

@@ -8,35 +8,37 @@ separate process, so every figure is a ratio taken on the same machine at the sa
 absolute numbers do not carry over between machines, ratios do. The firewall's CPU less the
 uninspecting one's is what inspection costs, per request and per SSE event.
 
-    llm-firewall bench [--concurrency 1,16,64] [--duration 5] [--policy production]
-                       [--stream] [--scan] [--identities N] [--no-unique] [--json] [--quick]
+    llm-firewall bench [--concurrency 1,16,64] [--duration 5] [--rounds 3] [--policy production]
+                       [--texts FILE.jsonl] [--traffic real,fixed] [--stream] [--scan]
+                       [--identities N] [--json] [--quick]
 
-Throughput rows: requests/s, p50/p99 latency, p50 added over the mock called directly, the
-firewall's throughput as a share of the baseline proxy's, errors, CPU time per request and peak
-RSS of the process under test.
+Two kinds of traffic, each sent to every target (traffic.py writes them as files of bodies):
+"real": the payload's system prompt, fixed, and as the user turn a text of a labelled JSONL
+(--texts; examples/sample.jsonl by default), a different one every request, each ending in a
+reference no other request carries, so no verdict can come from a cache: what every chat
+request costs. "fixed": the payload itself every request, the figure a verdict cache serves.
+Every request comes from a client identity of its own (address, key, user, session), so a
+refusal never turns into sanctions that make later requests cheap. Refusals (4xx: the real
+texts labelled attacks, mostly) are counted apart from errors: a refused request takes another
+path than a forwarded one (no upstream call, but an alert and an audit record) and costs the
+firewall differently, so the report says how many there were. --labels keeps only the texts
+with the given labels (--labels benign: forwarded traffic only).
 
-Every request of those rows posts the same body, so a firewall that keeps verdicts for texts it
-has already inspected (an application's system prompt, resent conversation history) may answer
-all but the first from that cache. So, unless --quick or --no-unique, each concurrency also gets
-a "firewall (unique)" row: the same firewall process, driven with the same payload except that
-the last message's text ends in a suffix no other request of the bench carries (" (ref R-T-N)":
-run, wrk thread, request number; bench_assets/post_unique.lua, or loadgen.py --unique). That
-text must be inspected afresh every time, so the row shows what inspecting new text costs; its
-"% base" is its req/s over the baseline proxy's on the fixed payload at the same concurrency.
-The other messages (and the mock's answer) stay the same, as an application's system prompt
-would, so a per-text cache may still serve those; only the last message is new. The issue's
-targets are judged on the fixed-payload rows, the reference yardstick; the unique rows' share
-is printed beside them for information.
+Throughput rows: requests/s, p50/p99 latency, p50 added over the mock called directly with the
+same traffic, the firewall's throughput as a share of the baseline's on the same traffic,
+refusals, errors, CPU time per request and peak RSS of the process under test. The targets take
+turns over --rounds rounds (3 by default) and every figure is the median.
 
 --stream: time to first token and per-event cost through each proxy, against a mock that paces
 its SSE events: first with one stream at a time (every event wakes an idle process: the dearest
-case), then with 16 at once (CPU per event only). --scan: rules-engine MB/s on 1.5 KB prompts and the time for a 1 MiB prompt,
-in-process. --identities N: RSS growth of a fresh firewall while every request comes from one of
-N distinct identities (run it with --duration 60).
+case), then with 16 at once (CPU per event only). --scan: rules-engine MB/s on 1.5 KB prompts and
+the time for a 1 MiB prompt, in-process. --identities N: RSS growth of a fresh firewall while
+every request comes from one of N distinct identities and carries a new text (run it with
+--duration 60; with --traffic fixed, the fixed body instead).
 
 When `taskset` exists, the mock and the load generator share CPU 0 and the proxy under test gets
-CPU 1, as the baseline's README prescribes. The load generator is `wrk` when installed, else the
-built-in asyncio one in bench_assets/loadgen.py.
+CPU 1, as the baseline's README prescribes. The load generator is `wrk` with assets/traffic.lua
+when installed, else the built-in asyncio one in assets/loadgen.py.
 """
 
 from __future__ import annotations
@@ -60,19 +62,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from llm_firewall.bench_assets.loadgen import unique_bodies, unique_template
+if __package__ in (None, ""):  # run as `python benchmarks/bench.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ASSETS = Path(__file__).resolve().parent / "bench_assets"
+from benchmarks.traffic import DEFAULT_TEXTS, Texts, fixed_bodies, read_texts, real_bodies, write_bodies  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent / "assets"
 PAYLOADS = ASSETS / "payloads"
 TARGETS = ("direct", "baseline", "firewall", "uninspected")
 LABELS = {"direct": "direct", "baseline": "baseline proxy", "firewall": "firewall",
-          "firewall-unique": "firewall (unique)", "uninspected": "fw, inspection off"}
-FIXED, UNIQUE = "fixed", "unique"  # the two load variants: one body for all, or a new text per request
+          "uninspected": "fw, inspection off"}
+REAL, FIXED = "real", "fixed"  # the two kinds of traffic: a new user text every request, or one body for all
+VARIANTS = (REAL, FIXED)
 MOCK_CPU, PROXY_CPU = 0, 1
 SSE_DELAY_MS = 2.0
 ROUNDS = 5  # --stream: targets alternate in this many rounds
 STREAMS_AT_ONCE = 16  # --stream: the second measurement, many streams in flight as on a busy server
-GOALS = {"share": 0.85, "added_p50_ms": 0.4, "event_us": 10.0, "ttft_ms": 1.0,
+GOALS = {"share": 0.75, "real_share": 0.60, "added_p50_ms": 0.4, "event_us": 10.0, "ttft_ms": 1.0,
          "scan_mb_s": 100.0, "mib_ms": 100.0, "rss_growth_mib": 20.0}
 
 
@@ -248,32 +254,32 @@ def vm_kib(pid: int, key: str) -> int:
 
 @dataclass
 class Load:
-    """How load is driven: wrk with a lua script when installed, else the built-in generator."""
+    """How load is driven: wrk with assets/traffic.lua when installed, else the built-in generator.
+
+    Every run gets a number of its own (1, 2, ...): its texts' references and its clients'
+    identities carry it, so no text or identity recurs between runs against the same server."""
 
     use_wrk: bool
     pin: bool
     workdir: Path
+    runs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    def command(self, url: str, connections: int, duration: float, body: Path, identities: int,
-                unique_run: str | None = None) -> tuple[list[str], dict]:
-        """unique_run: post a new text per request, tagged with this run name (see the module doc)."""
+    def command(self, url: str, connections: int, duration: float, bodies: Path, run: int,
+                identities: int = 0) -> tuple[list[str], dict]:
+        """bodies: a file written by traffic.write_bodies; identities: cycle over N (0: one each)."""
         if self.use_wrk:
-            script = ASSETS / ("post_unique.lua" if unique_run else "identities.lua" if identities else "post.lua")
             cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-                   "-s", str(script), url]
-            env = child_env(BODY_FILE=str(body), IDENTITIES=str(identities or 100000), UNIQUE_RUN=unique_run or "")
+                   "-s", str(ASSETS / "traffic.lua"), url]
+            env = child_env(BODIES_FILE=str(bodies), RUN=str(run), IDENTITIES=str(identities), THREADS="1")
         else:
-            cmd = [sys.executable, str(ASSETS / "loadgen.py"), "load", url, "--body", str(body),
-                   "--connections", str(connections), "--duration", str(duration),
+            cmd = [sys.executable, str(ASSETS / "loadgen.py"), "load", url, "--bodies", str(bodies),
+                   "--connections", str(connections), "--duration", str(duration), "--run", str(run),
                    "--identities", str(identities)]
-            if unique_run:
-                cmd += ["--unique", "--run-id", unique_run]
             env = child_env()
         return pinned(cmd, MOCK_CPU if self.pin else None), env
 
-    def start(self, url: str, connections: int, duration: float, body: Path, identities: int = 0,
-              unique_run: str | None = None) -> subprocess.Popen:
-        cmd, env = self.command(url, connections, duration, body, identities, unique_run)
+    def start(self, url: str, connections: int, duration: float, bodies: Path, identities: int = 0) -> subprocess.Popen:
+        cmd, env = self.command(url, connections, duration, bodies, next(self.runs), identities)
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, process_group=0)
 
@@ -289,23 +295,32 @@ class Load:
                 return json.loads(line[len("WRKJSON "):])
         raise RuntimeError(f"load generator printed no result: {err.decode(errors='replace')[-500:]}")
 
-    def run(self, url: str, connections: int, duration: float, body: Path, identities: int = 0,
-            unique_run: str | None = None) -> dict[str, Any]:
-        return self.finish(self.start(url, connections, duration, body, identities, unique_run), duration + 60)
+    def run(self, url: str, connections: int, duration: float, bodies: Path, identities: int = 0) -> dict[str, Any]:
+        return self.finish(self.start(url, connections, duration, bodies, identities), duration + 60)
 
 
-def measure(load: Load, url: str, pid: int, connections: int, duration: float, body: Path,
-            unique_run: str | None = None) -> dict[str, Any]:
+def answers(raw: dict[str, Any]) -> dict[str, Any]:
+    """A load run's answers: refusals (4xx, which take another path than a forwarded request)
+    apart from errors (no answer, or any other status than 2xx and 4xx)."""
+    status = {int(code): n for code, n in raw.get("status", {}).items()}
+    refused = sum(n for code, n in status.items() if 400 <= code < 500)
+    errors = sum(v for k, v in raw.items() if k.startswith("err_"))
+    errors += sum(n for code, n in status.items() if not (200 <= code < 300 or 400 <= code < 500))
+    detail = {k[4:]: v for k, v in raw.items() if k.startswith("err_") and v}
+    detail.update({str(code): n for code, n in status.items() if not (200 <= code < 300 or 400 <= code < 500)})
+    return {"refused": refused, "refused_by_status": {str(c): n for c, n in sorted(status.items()) if 400 <= c < 500},
+            "errors": errors, "error_detail": detail}
+
+
+def measure(load: Load, url: str, pid: int, connections: int, duration: float, bodies: Path) -> dict[str, Any]:
     """One load run against url, with the CPU and memory of the process serving it."""
     cpu0 = cpu_seconds(pid)
-    raw = load.run(url, connections, duration, body, unique_run=unique_run)
+    raw = load.run(url, connections, duration, bodies)
     cpu = cpu_seconds(pid) - cpu0
     requests = raw["requests"]
     seconds = raw["duration_us"] / 1e6 or 1.0
-    errors = sum(v for k, v in raw.items() if k.startswith("err_"))
     return {"concurrency": connections, "requests": requests, "rps": requests / seconds,
-            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "errors": errors,
-            "error_detail": {k[4:]: v for k, v in raw.items() if k.startswith("err_") and v},
+            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, **answers(raw),
             "cpu_us_per_req": cpu / requests * 1e6 if requests else None,
             "peak_rss_mib": vm_kib(pid, "VmHWM") / 1024}
 
@@ -414,35 +429,28 @@ def preflight(url: str, body: Path | bytes) -> dict[str, Any]:
 
 
 def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], duration: float,
-                     warmup: float, body: Path, unique_body: Path | None = None,
-                     rounds: int = 1) -> list[dict[str, Any]]:
-    """Interleave the targets at each concurrency, so slow drift of a noisy machine hits all alike.
+                     warmup: float, bodies: dict[str, Path], rounds: int = 1) -> list[dict[str, Any]]:
+    """Every target with every kind of traffic at each concurrency, the targets taking turns.
 
-    With unique_body (a template from unique_template), the firewall is also driven with a new
-    text per request right after its fixed-payload run at each concurrency; every such run has
-    its own run name, so no text recurs across runs either. With several rounds, every figure
-    is the median over the rounds, and shares and added latencies are taken within each round
-    (against the baseline measured seconds before) before their median.
+    `bodies` maps each kind of traffic (REAL, FIXED) to its bodies file. The rounds repeat the
+    whole sequence, so slow drift of a noisy machine hits all targets alike; every figure is the
+    median over the rounds, and shares and added latencies are taken within each round (against
+    the baseline and the mock measured seconds before) before their median.
     """
-    stack.preflight = {t: preflight(stack.url(t), body) for t in stack.targets}
-    unique = unique_body is not None and "firewall" in stack.targets
-    if unique:
-        sample = unique_bodies(unique_body.read_bytes(), "preflight")(0)
-        stack.preflight["firewall-unique"] = preflight(stack.url("firewall"), sample)
+    if FIXED in bodies:
+        stack.preflight = {t: preflight(stack.url(t), bodies[FIXED].read_bytes().rstrip(b"\n"))
+                           for t in stack.targets}
     for target in stack.targets:
-        load.run(stack.url(target), 16, warmup, body)
-    runs = itertools.count(1)
+        for path in bodies.values():
+            load.run(stack.url(target), 16, warmup, path)
     per_round = []
     for _ in range(rounds):
         rows = []
         for c in concurrencies:
-            for target in stack.targets:
-                row = measure(load, stack.url(target), stack.pids[target], c, duration, body)
-                rows.append({"target": target, "variant": FIXED, **row})
-                if target == "firewall" and unique:
-                    row = measure(load, stack.url(target), stack.pids[target], c, duration, unique_body,
-                                  unique_run=str(next(runs)))
-                    rows.append({"target": target, "variant": UNIQUE, **row})
+            for variant, path in bodies.items():
+                for target in stack.targets:
+                    row = measure(load, stack.url(target), stack.pids[target], c, duration, path)
+                    rows.append({"target": target, "variant": variant, **row})
         add_comparisons(rows)
         per_round.append(rows)
     return median_rows(per_round)
@@ -450,17 +458,17 @@ def throughput_phase(stack: Stack, load: Load, concurrencies: Sequence[int], dur
 
 def median_rows(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per target run: the median of each figure over the rounds (whose rows come in the
-    same order); requests and errors are summed, peak RSS is the highest."""
+    same order); counts are summed, peak RSS is the highest."""
     out = []
     for same in zip(*per_round):
         row = dict(same[0], rounds=len(same))
         for key, value in same[0].items():
             values = [r[key] for r in same if r.get(key) is not None]
-            if key in ("requests", "errors"):
+            if key in ("requests", "errors", "refused"):
                 row[key] = sum(values)
             elif key == "peak_rss_mib":
                 row[key] = max(values)
-            elif key == "error_detail":
+            elif isinstance(value, dict):  # counts by kind: error_detail, refused_by_status
                 merged: dict[str, int] = {}
                 for r in same:
                     for kind, n in r[key].items():
@@ -472,20 +480,13 @@ def median_rows(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
-def row_label(row: dict[str, Any]) -> str:
-    return LABELS["firewall-unique" if row.get("variant") == UNIQUE else row["target"]]
-
-
 def add_comparisons(rows: list[dict[str, Any]]) -> None:
-    """Added p50 versus direct and throughput share of the baseline, per concurrency.
-
-    Both are taken against the fixed-payload direct and baseline rows, whatever the row's variant:
-    the mock and the minimal proxy read no text, so a new text per request costs them nothing.
-    """
-    by = {(r["target"], r["concurrency"]): r for r in rows if r.get("variant", FIXED) == FIXED}
+    """Added p50 versus direct and throughput share of the baseline, per traffic and concurrency:
+    each row against the mock and the minimal proxy driven with the same bodies."""
+    by = {(r["target"], r["variant"], r["concurrency"]): r for r in rows}
     for r in rows:
-        direct = by.get(("direct", r["concurrency"]))
-        base = by.get(("baseline", r["concurrency"]))
+        direct = by.get(("direct", r["variant"], r["concurrency"]))
+        base = by.get(("baseline", r["variant"], r["concurrency"]))
         r["added_p50_ms"] = r["p50_ms"] - direct["p50_ms"] if direct and r["target"] != "direct" else None
         r["share_of_baseline"] = (r["rps"] / base["rps"]
                                   if base and base["rps"] and r["target"] in ("firewall", "uninspected") else None)
@@ -678,8 +679,9 @@ def timed_once(fn: Callable[[], Any]) -> float:
 
 
 def memory_phase(procs: Processes, load: Load, policy: str, identities: int, connections: int,
-                 duration: float, body: Path) -> dict[str, Any]:
-    """RSS of a fresh firewall while requests come from `identities` distinct identities."""
+                 duration: float, bodies: Path, fixed: bytes) -> dict[str, Any]:
+    """RSS of a fresh firewall while requests come from `identities` distinct identities, each
+    request with a text never sent before (the real-traffic bodies); `fixed` is the preflight body."""
     mock_port = free_port()
     mock = procs.start("mock-mem", [sys.executable, str(ASSETS / "mock_upstream.py"), str(mock_port)],
                        MOCK_CPU, child_env(MOCK_UVLOOP=_uvloop_flag()))
@@ -687,12 +689,12 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
         raise RuntimeError(f"mock did not start:\n{procs.log_tail('mock-mem')}")
     port, pid = start_firewall(procs, "firewall-mem", mock_port, policy)
     url = f"http://127.0.0.1:{port}"
-    check = preflight(url, body)
-    load.run(url, connections, 2.0, body)  # warm-up: caches, arenas, lazy imports
+    check = preflight(url, fixed)
+    load.run(url, connections, 2.0, bodies)  # warm-up: caches, arenas, lazy imports
     rss0 = vm_kib(pid, "VmRSS")
     samples = [(0.0, rss0)]
     t0 = time.monotonic()
-    gen = load.start(url, connections, duration, body, identities)
+    gen = load.start(url, connections, duration, bodies, identities)
     while gen.poll() is None and time.monotonic() - t0 < duration + 60:
         time.sleep(min(1.0, duration / 20))
         samples.append((time.monotonic() - t0, vm_kib(pid, "VmRSS")))
@@ -702,8 +704,7 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
     procs.stop("mock-mem")
     requests = raw["requests"]
     return {"preflight": {"firewall": check}, "identities": identities, "distinct_identities_sent": min(requests, identities),
-            "requests": requests, "rps": requests / (raw["duration_us"] / 1e6 or 1),
-            "errors": sum(v for k, v in raw.items() if k.startswith("err_")),
+            "requests": requests, "rps": requests / (raw["duration_us"] / 1e6 or 1), **answers(raw),
             "rss_start_mib": rss0 / 1024, "rss_end_mib": rss1 / 1024,
             "rss_max_mib": max(s[1] for s in samples) / 1024, "rss_growth_mib": (rss1 - rss0) / 1024,
             "samples": [(round(t, 1), round(k / 1024, 1)) for t, k in samples[:: max(1, len(samples) // 12)]]}
@@ -716,14 +717,15 @@ def fmt(value: Any, spec: str, none: str = "-") -> str:
 
 
 def throughput_table(rows: list[dict[str, Any]]) -> Iterator[str]:
-    head = (f"{'target':<20}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
-            f"{'% base':>8}{'errors':>8}{'CPU us/req':>12}{'peak RSS MiB':>14}")
+    head = (f"{'target':<20}{'traffic':>8}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
+            f"{'% base':>8}{'refused':>9}{'errors':>8}{'CPU us/req':>12}{'peak RSS MiB':>14}")
     yield head
     yield "-" * len(head)
     for r in rows:
         share = None if r["share_of_baseline"] is None else r["share_of_baseline"] * 100
-        yield (f"{row_label(r):<20}{r['concurrency']:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
-               f"{r['p99_ms']:>9.2f}{fmt(r['added_p50_ms'], '+.2f'):>9}{fmt(share, '.0f'):>8}"
+        refused = f"{100 * r['refused'] / r['requests']:.0f}%" if r["requests"] else "-"
+        yield (f"{LABELS[r['target']]:<20}{r['variant']:>8}{r['concurrency']:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
+               f"{r['p99_ms']:>9.2f}{fmt(r['added_p50_ms'], '+.2f'):>9}{fmt(share, '.0f'):>8}{refused:>9}"
                f"{r['errors']:>8}{fmt(r['cpu_us_per_req'], '.0f'):>12}{r['peak_rss_mib']:>14.1f}")
 
 
@@ -763,8 +765,10 @@ def scan_lines(scan: dict[str, Any]) -> Iterator[str]:
 
 
 def memory_lines(mem: dict[str, Any]) -> Iterator[str]:
-    yield (f"Memory: {mem['requests']} requests ({mem['rps']:.0f}/s, {mem['errors']} errors) from "
-           f"{mem['distinct_identities_sent']} distinct identities (cycle of {mem['identities']})")
+    yield (f"Memory: {mem['requests']} requests ({mem['rps']:.0f}/s, {mem['refused']} refused, {mem['errors']} "
+           f"errors), {'each with a new text' if mem.get('traffic') == REAL else 'the same body'}, from "
+           f"{mem['distinct_identities_sent']} distinct identities "
+           f"(cycle of {mem['identities']})")
     yield (f"  firewall RSS {mem['rss_start_mib']:.1f} MiB -> {mem['rss_end_mib']:.1f} MiB "
            f"(growth {mem['rss_growth_mib']:+.1f} MiB, max {mem['rss_max_mib']:.1f} MiB)")
     yield "  samples (s, MiB): " + " ".join(f"{t:g}:{m:g}" for t, m in mem["samples"])
@@ -778,22 +782,21 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
         return f"  {name:<44}{shown:>10}  target {goal:<12}{verdict}"
 
     throughput = result.get("throughput", [])
-    rows = {(r["target"], r["concurrency"]): r for r in throughput if r.get("variant", FIXED) == FIXED}
-    for c in (16, 64):
-        fw = rows.get(("firewall", c))
-        if fw and fw["share_of_baseline"] is not None:
-            share = fw["share_of_baseline"] * 100
-            yield line(f"throughput share of baseline at c={c} (%)", share, ">= 85", share >= GOALS["share"] * 100)
-    unique = {r["concurrency"]: r["share_of_baseline"] for r in throughput
-              if r.get("variant") == UNIQUE and r["share_of_baseline"] is not None}
-    if unique.keys() & {16, 64}:
-        shown = " / ".join(fmt(None if c not in unique else unique[c] * 100, ".3g") for c in (16, 64))
-        yield f"  {'unique prompts: share at c=16 / c=64 (%)':<44}{shown:>10}  informational"
-    for c in (16, 64):
-        fw, off = rows.get(("firewall", c)), rows.get(("uninspected", c))
-        if fw and off and fw["cpu_us_per_req"] is not None and off["cpu_us_per_req"] is not None:
-            shown = f"{fw['cpu_us_per_req'] - off['cpu_us_per_req']:.0f}"
-            yield f"  {f'inspection CPU per request at c={c} (us)':<44}{shown:>10}  informational"
+    by = {(r["target"], r["variant"], r["concurrency"]): r for r in throughput}
+    for variant, goal in ((REAL, GOALS["real_share"]), (FIXED, GOALS["share"])):
+        for c in (16, 64):
+            fw = by.get(("firewall", variant, c))
+            if fw and fw["share_of_baseline"] is not None:
+                share = fw["share_of_baseline"] * 100
+                yield line(f"{variant} traffic: share of baseline at c={c} (%)", share, f">= {goal * 100:.0f}",
+                           share >= goal * 100)
+    for variant in VARIANTS:
+        for c in (16, 64):
+            fw, off = by.get(("firewall", variant, c)), by.get(("uninspected", variant, c))
+            if fw and off and fw["cpu_us_per_req"] is not None and off["cpu_us_per_req"] is not None:
+                shown = f"{fw['cpu_us_per_req'] - off['cpu_us_per_req']:.0f}"
+                yield f"  {f'{variant}: inspection CPU per request, c={c} (us)':<44}{shown:>10}  informational"
+    rows = {(r["target"], r["concurrency"]): r for r in throughput if r["variant"] == FIXED}
     fw1 = rows.get(("firewall", 1))
     if fw1 and fw1["added_p50_ms"] is not None:
         yield line("added p50 over direct at c=1 (ms)", fw1["added_p50_ms"], "<= 0.4",
@@ -840,15 +843,21 @@ def report(result: dict[str, Any]) -> str:
     lines = [f"llm-firewall bench: policy {env['policy']}, payload {env['payload']}, load generator {env['load_generator']}, "
              f"{env['cpus']} CPUs, pinning {'on (mock+load CPU 0, proxy CPU 1)' if env['pinned'] else 'off'}, "
              f"{env['duration_s']:g} s per run"
-             + (f", {env['rounds']} interleaved rounds (medians)" if env.get("rounds", 1) > 1 else "")]
+             + (f", {env['rounds']} interleaved rounds (medians)"
+                if env.get("rounds", 1) > 1 and "memory" not in result else "")]
+    texts = env.get("texts")
+    if texts:
+        only = f" labelled {texts['labels']}" if texts.get("labels") else ""
+        lines.append(f"real traffic: {texts['count']} texts{only} of {texts['path']} ({texts['attacks']} labelled attacks, "
+                     f"{texts['min_chars']}-{texts['max_chars']} chars) as the user turn after the payload's "
+                     "system prompt, each request's text ending in a reference of its own; every request from "
+                     "a client identity of its own")
     if result.get("throughput"):
         lines += ["", *throughput_table(result["throughput"]),
-                  "(+p50: added over direct at the same concurrency; % base: firewall req/s as a share of the "
-                  "baseline proxy's; CPU and RSS are of the process serving the target)"]
-        if any(r.get("variant") == UNIQUE for r in result["throughput"]):
-            lines.append("(firewall (unique): the same firewall, every request's last message ending in a text no "
-                         "other request carries, so that text's verdict cannot come from a cache; compared with "
-                         "the fixed-payload direct and baseline rows)")
+                  "(traffic: real = a new user text every request, fixed = the payload every request; +p50: added "
+                  "over direct with the same traffic and concurrency; % base: req/s as a share of the baseline "
+                  "proxy's on the same traffic; refused: 4xx answers, whose path (alert, audit, no upstream "
+                  "call) costs differently from forwarding; CPU and RSS are of the process serving the target)"]
     if result.get("stream"):
         lines += ["", *stream_table(result["stream"])]
     if result.get("scan"):
@@ -877,25 +886,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default=None, help="comma-separated connection counts (default 1,16,64)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per load run (default 5)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="throughput runs per target, interleaved; figures are medians (default 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="throughput runs per target, taking turns; figures are medians (default 3; --quick 1)")
     parser.add_argument("--policy", default="production", help="firewall policy preset or YAML path")
     parser.add_argument("--stream", action="store_true", help="also measure TTFT and per-event cost")
     parser.add_argument("--scan", action="store_true", help="also measure the rules engine in-process")
     parser.add_argument("--identities", type=int, default=0,
                         help="memory run only: N distinct client identities (use with --duration 60)")
     parser.add_argument("--payload", type=Path, default=PAYLOADS / "request.json",
-                        help="chat request body to post (default: the baseline's 1.5 KB request)")
+                        help="chat request: the fixed body, and the system prompt and fields of the real "
+                             "traffic (default: the baseline's 1.5 KB request)")
+    parser.add_argument("--texts", type=Path, default=DEFAULT_TEXTS,
+                        help="labelled JSONL whose 'text' fields are the real traffic's user turns "
+                             "(default: the shipped examples/sample.jsonl)")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated labels: only the --texts rows with one of them (e.g. benign)")
+    parser.add_argument("--traffic", default=",".join(VARIANTS),
+                        help="which traffic to send: real (a new user text every request), fixed (the payload "
+                             "every request), or both (default real,fixed)")
     parser.add_argument("--stream-payload", type=Path, default=PAYLOADS / "request_stream.json",
                         help="streaming chat request body for --stream (default: the baseline's)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
     parser.add_argument("--load-generator", choices=["auto", "wrk", "builtin"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    parser.add_argument("--no-unique", action="store_true",
-                        help="skip the 'firewall (unique)' rows (a new text per request; see above)")
     parser.add_argument("--quick", action="store_true",
-                        help="1 s runs at 1,16, few streams, no unique rows: a smoke run")
+                        help="1 s runs at 1,16, one round, few streams: a smoke run")
     args = parser.parse_args(argv)
     args.duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
     default_conc = "1,16" if args.quick else "1,16,64"
@@ -907,6 +923,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--concurrency values must be between 1 and 10000")
     if not 0.5 <= args.duration <= 3600:
         parser.error("--duration must be between 0.5 and 3600 seconds")
+    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if not 1 <= args.rounds <= 20:
         parser.error("--rounds must be between 1 and 20")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -919,15 +936,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.payload.is_file():
         parser.error(f"--payload {args.payload}: no such file")
     args.payload = args.payload.resolve()
-    args.unique_template = None
-    if not (args.quick or args.no_unique or args.identities) and "firewall" in args.targets:
-        try:
-            args.unique_template = unique_template(args.payload.read_bytes())
-        except ValueError as exc:
-            parser.error(f"--payload {args.payload}: {exc} (or pass --no-unique)")
+    args.traffic = [t.strip() for t in args.traffic.split(",") if t.strip()]
+    if not args.traffic or set(args.traffic) - set(VARIANTS):
+        parser.error("--traffic is real, fixed or real,fixed")
+    args.traffic = [t for t in VARIANTS if t in args.traffic]
+    try:
+        args.fixed_bodies = fixed_bodies(args.payload.read_bytes())
+    except ValueError as exc:
+        parser.error(f"--payload {args.payload}: {exc}")
+    try:
+        labels = {x.strip() for x in args.labels.split(",") if x.strip()} if args.labels else None
+        args.texts = read_texts(args.texts, labels) if REAL in args.traffic else None
+    except (OSError, ValueError) as exc:
+        parser.error(f"--texts: {exc}")
     if not args.stream_payload.is_file():
         parser.error(f"--stream-payload {args.stream_payload}: no such file")
     return args
+
+
+def texts_summary(texts: Texts, labels: str | None) -> dict[str, Any]:
+    low, high = texts.chars
+    return {"path": str(texts.path), "labels": labels, "count": len(texts.texts), "attacks": texts.attacks,
+            "min_chars": low, "max_chars": high}
 
 
 def main(argv: list[str]) -> int:
@@ -943,23 +973,24 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any] = {"environment": {
         "policy": args.policy, "payload": args.payload.name, "load_generator": "wrk" if use_wrk else "built-in asyncio",
         "cpus": os.cpu_count(), "pinned": pin, "duration_s": args.duration, "rounds": args.rounds,
-        "python": sys.version.split()[0],
-        "variants": [FIXED] + ([UNIQUE] if args.unique_template is not None else [])}}
+        "python": sys.version.split()[0], "traffic": args.traffic}}
+    if args.texts is not None:
+        result["environment"]["texts"] = texts_summary(args.texts, args.labels)
+    bodies = {FIXED: write_bodies(workdir / "fixed.jsonl", args.fixed_bodies)}
+    if args.texts is not None:
+        bodies[REAL] = write_bodies(workdir / "real.jsonl", real_bodies(args.payload.read_bytes(), args.texts))
     try:
         if args.identities:
             result["memory"] = memory_phase(procs, load, args.policy, args.identities, min(max(args.concurrency), 64),
-                                            args.duration, args.payload)
+                                            args.duration, bodies[args.traffic[0]], args.fixed_bodies[0])
+            result["memory"]["traffic"] = args.traffic[0]
         else:
             stack = Stack(procs, args.policy, args.targets)
             result["environment"]["ports"] = stack.ports
             stack.up()
-            unique_body = None
-            if args.unique_template is not None:
-                unique_body = workdir / f"unique-{args.payload.name}"
-                unique_body.write_bytes(args.unique_template)
             result["throughput"] = throughput_phase(stack, load, args.concurrency, args.duration,
-                                                    0.5 if args.quick else 2.0, args.payload, unique_body,
-                                                    rounds=args.rounds)
+                                                    0.5 if args.quick else 2.0,
+                                                    {v: bodies[v] for v in args.traffic}, rounds=args.rounds)
             result["preflight"] = stack.preflight
         if args.stream:
             result["stream"] = stream_phase(procs, load, args.policy, args.targets, 5 if args.quick else 100,

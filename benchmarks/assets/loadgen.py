@@ -6,13 +6,11 @@ bookkeeping. It speaks raw HTTP/1.1 keep-alive over asyncio streams rather than 
 HTTP client library, because a library client would cap the measurable rate far below what the
 proxies can serve. Two modes:
 
-  load URL --connections C --duration S --body FILE [--identities N] [--unique [--run-id R]]
-      C connections posting FILE for S seconds; prints one `WRKJSON {...}` line with the same
-      fields as post.lua. Identities follow post.lua (a new address and session per request,
-      5,000 users) or, with --identities N, identity n % N with its own address, user, session.
-      --unique does what post_unique.lua does for wrk: the last message's text of request n ends
-      in " (ref R-0-n)", so no two requests of the run, nor of runs with different R, carry the
-      same text; the body is otherwise FILE byte for byte.
+  load URL --bodies FILE --connections C --duration S [--run R] [--identities N]
+      C connections posting the bodies of FILE (one per line, written by benchmarks/traffic.py)
+      for S seconds, exactly as assets/traffic.lua does for wrk: request k sends line k % lines
+      with its placeholder replaced by "R-k", from identity k (or k % N) of traffic.identity.
+      Prints one `WRKJSON {...}` line with the same fields as traffic.lua.
   sse URL --requests N --body FILE [--connections C]
       N streaming requests, C at a time (default 1: one after another); prints one `SSEJSON {...}`
       line with, per request, the client-side arrival time of every SSE event and whether it
@@ -23,93 +21,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import itertools
 import json
+import sys
 import time
-from typing import Any, Callable
+from collections import Counter
+from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
-AUTH = "Bearer sk-bench-7f3a9c2e41d84b6aa0e5f1c2d3b4a596"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.traffic
+
+from benchmarks.traffic import REF_PLACEHOLDER, identity  # noqa: E402
+
 TIMEOUT_S = 10.0
-REF_PLACEHOLDER = "@@BENCH_REF@@"
-REF_SUFFIX = f" (ref {REF_PLACEHOLDER})"
+SSE_RUN = 0xffff  # streams are benign: stream n comes from identity n of this run number, whatever the round
 
 
-def _with_suffix(doc: Any) -> Any:
-    """A copy of a chat request with REF_SUFFIX after the text of its last message."""
-    messages = doc.get("messages") if isinstance(doc, dict) else None
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        raise ValueError("the payload has no 'messages' list to make unique")
-    want = copy.deepcopy(doc)
-    last = want["messages"][-1]
-    content = last.get("content")
-    if isinstance(content, str):
-        last["content"] = content + REF_SUFFIX
-        return want
-    parts = []
-    if isinstance(content, list):
-        parts = [p for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-    if not parts:
-        raise ValueError("the payload's last message has no text content to make unique")
-    parts[-1]["text"] += REF_SUFFIX
-    return want
+def bodies_from(path: str, run: int) -> Callable[[int], bytes]:
+    """Request k's body: line k % lines of the bodies file, its placeholder replaced by `run-k`."""
+    lines = [line for line in Path(path).read_bytes().split(b"\n") if line]
+    if not lines:
+        raise ValueError(f"{path}: no bodies")
+    parts = [line.split(REF_PLACEHOLDER.encode(), 1) for line in lines]
 
-
-def unique_template(body: bytes) -> bytes:
-    """`body` with REF_SUFFIX spliced in at the end of the last message's text, byte for byte otherwise.
-
-    Splicing into the original bytes, rather than re-serialising, keeps the unique requests the
-    same size and layout as the fixed payload: the two kinds of run differ only in the suffix.
-    The spot is found by trying each closing quote from the end and keeping the first whose
-    result parses to the intended document, so escapes and key order in the payload do not matter.
-    A body that already holds the placeholder is returned as it is.
-    """
-    if REF_PLACEHOLDER.encode() in body:
-        return body
-    text = body.decode("utf-8")
-    want = _with_suffix(json.loads(text))
-    pos = len(text)
-    while (pos := text.rfind('"', 0, pos)) >= 0:
-        candidate = text[:pos] + REF_SUFFIX + text[pos:]
-        try:
-            if json.loads(candidate) == want:
-                return candidate.encode("utf-8")
-        except ValueError:
-            continue
-    raise ValueError("could not find the end of the last message's text in the payload")
-
-
-def unique_bodies(template: bytes, run: str) -> Callable[[int], bytes]:
-    """Request n's body: the template with its placeholder replaced by `run-0-n`.
-
-    One counter is shared by every connection, so connections never repeat each other; `run`
-    keeps separate runs against the same server (and its verdict cache) apart. The 0 stands
-    where post_unique.lua puts its wrk thread number.
-    """
-    head, tail = template.split(REF_PLACEHOLDER.encode(), 1)
-    prefix = head + f"{run}-0-".encode()
-    return lambda n: prefix + str(n).encode() + tail
+    def body(k: int) -> bytes:
+        part = parts[k % len(parts)]
+        return part[0] if len(part) == 1 else part[0] + f"{run}-{k}".encode() + part[1]
+    return body
 
 
 class HttpError(Exception):
     """The server answered with something that is not a well-formed HTTP/1.1 response."""
 
 
-def identity_headers(n: int, identities: int) -> str:
-    """Headers giving request n its client identity, the same scheme as the wrk scripts."""
-    if identities:
-        i = n % identities
-        ip = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-        return f"X-Forwarded-For: {ip}\r\nX-User-ID: mem-user-{i}\r\nX-Session-ID: mem-session-{i}\r\n"
-    ip = f"198.18.{(n // 250) % 250}.{n % 250}"
-    return f"X-Forwarded-For: {ip}\r\nX-User-ID: bench-{n % 5000}\r\nX-Session-ID: bench-session-{n}\r\n"
-
-
-def build_request(host: str, path: str, body: bytes, n: int, identities: int) -> bytes:
+def build_request(host: str, path: str, body: bytes, who: dict[str, str]) -> bytes:
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Authorization: {AUTH}\r\n{identity_headers(n, identities)}"
-            f"Content-Length: {len(body)}\r\n\r\n")
+            + "".join(f"{name}: {value}\r\n" for name, value in who.items())
+            + f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode("ascii") + body
 
 
@@ -158,11 +107,12 @@ def keeps_alive(headers: dict[str, str]) -> bool:
 class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
-        self.errors = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
+        self.errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+        self.statuses: Counter[int] = Counter()
 
 
 async def load_worker(host: str, port: int, path: str, body_for: Callable[[int], bytes], counter: itertools.count,
-                      identities: int, deadline: float, stats: Stats) -> None:
+                      run: int, identities: int, deadline: float, stats: Stats) -> None:
     writer = None
     try:
         while time.perf_counter() < deadline:
@@ -174,7 +124,7 @@ async def load_worker(host: str, port: int, path: str, body_for: Callable[[int],
                     await asyncio.sleep(0.01)
                     continue
             n = next(counter)
-            request = build_request(f"{host}:{port}", path, body_for(n), n, identities)
+            request = build_request(f"{host}:{port}", path, body_for(n), identity(run, n % identities if identities else n))
             t0 = time.perf_counter()
             try:
                 writer.write(request)
@@ -192,8 +142,7 @@ async def load_worker(host: str, port: int, path: str, body_for: Callable[[int],
                 writer = None
                 continue
             stats.latencies.append(time.perf_counter() - t0)
-            if status >= 400:
-                stats.errors["status"] += 1
+            stats.statuses[status] += 1
             if not keeps_alive(headers):
                 writer.close()
                 writer = None
@@ -209,22 +158,22 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def run_load(url: str, connections: int, duration: float, body_for: Callable[[int], bytes],
-                   identities: int) -> dict:
+                   run: int, identities: int) -> dict:
     parts = urlsplit(url)
     path = (parts.path.rstrip("/") or "") + "/v1/chat/completions"
     stats = Stats()
     counter = itertools.count()
     start = time.perf_counter()
     deadline = start + duration
-    await asyncio.gather(*(load_worker(parts.hostname, parts.port, path, body_for, counter, identities, deadline, stats)
-                           for _ in range(connections)))
+    await asyncio.gather(*(load_worker(parts.hostname, parts.port, path, body_for, counter, run, identities,
+                                       deadline, stats) for _ in range(connections)))
     elapsed = time.perf_counter() - start
     lat = sorted(stats.latencies)
     e = stats.errors
     return {"requests": len(lat), "duration_us": int(elapsed * 1e6), "err_connect": e["connect"],
-            "err_read": e["read"], "err_write": e["write"], "err_status": e["status"],
-            "err_timeout": e["timeout"], "p50_us": int(percentile(lat, 50) * 1e6),
-            "p99_us": int(percentile(lat, 99) * 1e6)}
+            "err_read": e["read"], "err_write": e["write"], "err_timeout": e["timeout"],
+            "p50_us": int(percentile(lat, 50) * 1e6), "p99_us": int(percentile(lat, 99) * 1e6),
+            "status": {str(code): n for code, n in sorted(stats.statuses.items())}}
 
 
 def content_chars(event: bytes) -> int:
@@ -244,7 +193,7 @@ def content_chars(event: bytes) -> int:
 async def one_stream(host: str, port: int, path: str, body: bytes, n: int) -> dict:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT_S)
     try:
-        request = build_request(f"{host}:{port}", path, body, n, 0)
+        request = build_request(f"{host}:{port}", path, body, identity(SSE_RUN, n))
         t0 = time.perf_counter()
         writer.write(request)
         status, headers = await asyncio.wait_for(read_head(reader), TIMEOUT_S)
@@ -285,34 +234,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["load", "sse"])
     parser.add_argument("url")
-    parser.add_argument("--body", required=True)
+    parser.add_argument("--body", help="sse: the streaming request to post")
+    parser.add_argument("--bodies", help="load: the bodies file (one JSON body per line)")
     parser.add_argument("--connections", type=int, default=None,
                         help="load: 16 by default; sse: streams at a time, 1 by default")
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--identities", type=int, default=0)
+    parser.add_argument("--run", type=int, default=0, help="load: this run's number (0-65535): its texts and "
+                                                             "identities are its own")
+    parser.add_argument("--identities", type=int, default=0, help="load: cycle over N identities (0: one each)")
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--unique", action="store_true", help="load mode: a distinct suffix in every request's text")
-    parser.add_argument("--run-id", default=None, help="with --unique: tells this run's texts from other runs' "
-                                                       "(default: derived from the clock)")
     args = parser.parse_args(argv)
-    body = open(args.body, "rb").read()
-    if args.unique:
-        try:
-            body_for = unique_bodies(unique_template(body), args.run_id or str(time.time_ns() // 1000 % 10**9))
-        except ValueError as exc:
-            parser.error(f"--unique: {args.body}: {exc}")
-    else:
-        body_for = lambda n: body  # noqa: E731
+    if (args.mode == "load") != (args.bodies is not None) or (args.mode == "sse") != (args.body is not None):
+        parser.error("load takes --bodies FILE, sse takes --body FILE")
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
     if args.mode == "load":
-        result = runner(run_load(args.url, args.connections or 16, args.duration, body_for, args.identities))
+        try:
+            body_for = bodies_from(args.bodies, args.run)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--bodies: {exc}")
+        result = runner(run_load(args.url, args.connections or 16, args.duration, body_for, args.run,
+                                 args.identities))
         print("WRKJSON " + json.dumps(result), flush=True)
     else:
-        result = runner(run_sse(args.url, args.requests, body, args.connections or 1))
+        result = runner(run_sse(args.url, args.requests, Path(args.body).read_bytes(), args.connections or 1))
         print("SSEJSON " + json.dumps(result), flush=True)
     return 0
 

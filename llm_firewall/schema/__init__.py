@@ -1,0 +1,1 @@
+"""Typed YAML documents (rules, policies): positions, pydantic models, JSON Schema."""
