@@ -1,6 +1,6 @@
 """Leave-one-source-out (LOSO) figures of the whole request-side analysis, and the FP scorer.
 
-    .venv/bin/python scripts/loso.py [--datasets DIR] [--format md|json] [--write-fp]
+    .venv/bin/python scripts/loso.py [--datasets DIR | --corpus FILE ...] [--format md|json] [--write-fp]
 
 For every source of dev.jsonl + train_extra.jsonl, every learned part is trained without that
 source and then judges it: the learned detector's two models (scripts/train_learned.py), the
@@ -127,11 +127,13 @@ def loso_scores(judged: list[Judged], log=sys.stderr) -> None:
     """Score every text's findings with a scorer fitted without its source (in place)."""
     by_src: dict[str, list[Judged]] = defaultdict(list)
     for j in judged:
-        by_src[j.example.source].append(j)
+        by_src[TL.source_of(j.example)].append(j)
     for source, mine in by_src.items():
-        if not any(j.findings for j in mine):
-            continue
-        scorer = fit_scorer([j for j in judged if j.example.source != source])
+        others = [j for j in judged if TL.source_of(j.example) != source]
+        labels = {j.example.is_attack for j in others if j.findings}
+        if not any(j.findings for j in mine) or len(labels) < 2:
+            continue  # nothing to score, or nothing to learn from without this source
+        scorer = fit_scorer(others)
         for j in mine:
             if j.findings:
                 scorer.score(j.findings, {"text": j.example.text})
@@ -154,7 +156,8 @@ def calibration(judged: list[Judged]) -> dict:
             "bins": reliability(pairs)}
 
 
-def run(datasets: str | None, margins_file: str | None = None, log=sys.stderr) -> tuple[list[Judged], dict, dict]:
+def run(datasets: str | None, margins_file: str | None = None, files: list[str] | None = None,
+        log=sys.stderr) -> tuple[list[Judged], dict, dict]:
     """(judged texts with out-of-source FP scores, learned thresholds, decision helpers).
 
     `margins_file`: reuse the learned model's LOSO margins saved there by an earlier run (they
@@ -162,7 +165,7 @@ def run(datasets: str | None, margins_file: str | None = None, log=sys.stderr) -
     """
     started = time.perf_counter()
     norm, _ = TL.normalizer()
-    examples = TL.load_corpus(TL.datasets_dir(datasets))
+    examples = TL.load_corpus(None if files else TL.datasets_dir(datasets), files)
     if margins_file and Path(margins_file).is_file():
         margins = {int(k): v for k, v in json.loads(Path(margins_file).read_text()).items()}
     else:
@@ -235,15 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default=None, help="directory holding dev.jsonl and train_extra.jsonl")
     ap.add_argument("--format", choices=("md", "json"), default="md")
+    ap.add_argument("--corpus", action="append", default=None, metavar="FILE",
+                    help="labelled JSON-lines files instead of the shared datasets (repeatable)")
+    ap.add_argument("--no-write", action="store_true", help="with --write-fp: fit and report, write nothing")
     ap.add_argument("--margins", default=None, metavar="FILE",
                     help="cache of the learned model's LOSO margins (read if present, else written)")
     ap.add_argument("--write-fp", nargs="?", const=str(DEFAULT_PATH), default=None, metavar="PATH",
                     help="also fit and write the shipped false-positive scorer")
     args = ap.parse_args(argv)
-    judged, _, decision = run(args.datasets, args.margins)
+    judged, _, decision = run(args.datasets, args.margins, args.corpus)
     result = report(judged, decision)
     print(json.dumps(result, indent=1) if args.format == "json" else render(result), end="")
-    if args.write_fp:
+    if args.write_fp and not args.no_write:
         write_fp(judged, result, args.write_fp)
         print(f"wrote {args.write_fp}", file=sys.stderr)
     return 0

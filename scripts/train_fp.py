@@ -1,7 +1,7 @@
 """Train the false-positive scorer (llm_firewall/data/fp_model.json) and report its calibration.
 
     .venv/bin/pip install -e ".[train]"
-    .venv/bin/python scripts/train_fp.py [--datasets DIR]
+    .venv/bin/python scripts/train_fp.py [--datasets DIR | --corpus FILE ...] [--no-write]
 
 Rows: the findings the rules and the learned detector raise on dev.jsonl + train_extra.jsonl,
 each text judged by a learned model trained without its source (leave-one-source-out); label 1

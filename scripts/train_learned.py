@@ -1,10 +1,11 @@
 """Train the learned prompt-attack detector (llm_firewall/data/learned_pi.json), one command.
 
     .venv/bin/pip install -e ".[train]"      # numpy, scipy, scikit-learn: training only
-    .venv/bin/python scripts/train_learned.py [--datasets DIR] [--no-write]
+    .venv/bin/python scripts/train_learned.py [--datasets DIR | --corpus FILE ...] [--no-write]
 
 Data: dev.jsonl + train_extra.jsonl of the shared datasets directory (--datasets, else
-$LLM_FIREWALL_DATASETS, else the first `shared/datasets` above this file), minus their held-out
+$LLM_FIREWALL_DATASETS, else the first `shared/datasets` above this file; or --corpus files in
+the format of `llm-firewall eval`, a row without `source` counted under its category), minus their held-out
 fifth (llm_firewall.score.corpus.is_heldout, kept for `llm-firewall eval --split heldout`), plus
 the hand-written examples at the bottom of this file (texts of the scenario catalogue excluded:
 those are test texts). Labels: prompt attacks (PROMPT_ATTACK_TOPS) 1, benign_*/overdefense_* 0;
@@ -68,8 +69,15 @@ def datasets_dir(explicit: str | None = None) -> Path:
     raise SystemExit("no shared/datasets directory found: pass --datasets DIR")
 
 
-def load_corpus(directory: Path) -> list[Example]:
-    return [ex for name in CORPUS_FILES for ex in read_jsonl(directory / name)]
+def load_corpus(directory: Path | None = None, files: list[str] | None = None) -> list[Example]:
+    """The labelled rows of `files`, else of dev.jsonl + train_extra.jsonl in `directory`."""
+    paths = files or [directory / name for name in CORPUS_FILES]
+    return [ex for path in paths for ex in read_jsonl(path)]
+
+
+def source_of(ex: Example) -> str:
+    """What leave-one-source-out leaves out: the row's source, else its category."""
+    return ex.source or ex.sub
 
 
 def learned_label(ex: Example) -> int | None:
@@ -119,8 +127,8 @@ def windows(text: str, norm) -> list[str]:
 
 def sample_weights(rows: list[Example]) -> np.ndarray:
     """1/sqrt(rows of the source), written texts SYNTHETIC_WEIGHT, classes balanced."""
-    per_source = Counter(ex.source for ex in rows)
-    w = np.array([SYNTHETIC_WEIGHT if ex.source == WRITTEN_SOURCE else 1.0 / math.sqrt(per_source[ex.source])
+    per_source = Counter(source_of(ex) for ex in rows)
+    w = np.array([SYNTHETIC_WEIGHT if ex.source == WRITTEN_SOURCE else 1.0 / math.sqrt(per_source[source_of(ex)])
                   for ex in rows])
     y = np.array([int(ex.is_attack) for ex in rows])
     for label in (0, 1):
@@ -147,7 +155,7 @@ class Corpus:
         self.X = vectorize((ex.text for ex in self.rows), norm)
 
     def fit(self, without: str | None = None) -> tuple[np.ndarray, float]:
-        idx = np.flatnonzero([ex.source != without for ex in self.rows])
+        idx = np.flatnonzero([source_of(ex) != without for ex in self.rows])
         return fit(self.X[idx], [self.rows[i] for i in idx])
 
 
@@ -182,8 +190,8 @@ def loso_margins(corpus: Corpus, examples: list[Example], norm, log=sys.stderr) 
     targets: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
         if group_of(ex) is not None and learned.scorable(ex.text):
-            targets[ex.source].append(i)
-    trained = {ex.source for ex in corpus.rows}
+            targets[source_of(ex)].append(i)
+    trained = {source_of(ex) for ex in corpus.rows}
     full = corpus.fit()  # for sources the model never trains on (malicious_input)
     out: dict[int, float] = {}
     started = time.perf_counter()
@@ -248,12 +256,14 @@ def alone_report(examples: list[Example], margins: dict[int, float], cuts: dict[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default=None, help="directory holding dev.jsonl and train_extra.jsonl")
+    ap.add_argument("--corpus", action="append", default=None, metavar="FILE",
+                    help="train on these labelled JSON-lines files instead (repeatable)")
     ap.add_argument("--out", default=str(learned.DEFAULT_PATH))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     norm, norm_name = normalizer()
-    examples = load_corpus(datasets_dir(args.datasets))
+    examples = load_corpus(None if args.corpus else datasets_dir(args.datasets), args.corpus)
     corpus = Corpus(examples, written_examples(), norm)
     print(f"normaliser={norm_name} rows={len(corpus.rows)} ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
     margins = loso_margins(corpus, examples, norm)
@@ -262,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     w, b = corpus.fit()
     meta = {"seed": SEED, "alpha": ALPHA, "epochs": EPOCHS, "high_benign_rate_loso": HIGH_BENIGN_RATE,
             "medium_benign_rate_loso": MEDIUM_BENIGN_RATE, "train_rows": len(corpus.rows),
-            "sources": sorted({ex.source for ex in corpus.rows}),
+            "sources": sorted({source_of(ex) for ex in corpus.rows}),
             "split": "llm_firewall.score.corpus.is_heldout", "thresholds": "leave-one-source-out"}
     doc = model_doc(w, b, cuts, norm_name, meta)
     if not args.no_write:
