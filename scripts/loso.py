@@ -54,27 +54,35 @@ class Judged:
 
 
 def precision_table(pairs: list[tuple[Finding, int]]) -> tuple[dict[str, float], float]:
-    """Smoothed precision per rule and per "rule:severity" from (finding, is_fp) pairs.
+    """Smoothed precision per rule, per "rule:severity" and per "rule:severity@role".
 
-    Shrinkage follows the data's own hierarchy: a rule's precision is pulled (SMOOTHING
-    pseudo-counts) towards the precision of all findings, a rule-at-severity's towards the
-    precision of all findings at that severity (a rarely seen low-severity rule starts from what
-    low-severity findings measured, not from the high-severity rules' near-perfect record).
+    Shrinkage follows the data's own hierarchy (SMOOTHING pseudo-counts each): a rule's precision
+    is pulled towards the precision of all findings; a rule-at-severity's towards that of all
+    findings at that severity (a rarely seen low-severity rule starts from what low-severity
+    findings measured, not from the high-severity rules' near-perfect record); a
+    rule-at-severity-in-a-role's towards the rule-at-severity's.
     """
     counts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for f, fp in pairs:
-        for key in (f"{f.rule_id}:{f.severity}", f.rule_id, f"*:{f.severity}"):
+        for key in (f"{f.rule_id}:{f.severity}", f.rule_id, f"*:{f.severity}", f"{f.rule_id}:{f.severity}@{f.role}"):
             counts[key][fp] += 1
     total_tp = sum(1 for _, fp in pairs if not fp)
     base = (total_tp + 1) / (len(pairs) + 2)
-    level = {k: (tp + SMOOTHING * base) / (tp + fp + SMOOTHING) for k, (tp, fp) in counts.items()
-             if k.startswith("*:")}
-    table = {}
-    for k, (tp, fp) in counts.items():
-        if k.startswith("*:"):
-            continue
-        prior = level[f"*:{k.split(':', 1)[1]}"] if ":" in k else base
-        table[k] = (tp + SMOOTHING * prior) / (tp + fp + SMOOTHING)
+
+    def shrunk(key: str, prior: float) -> float:
+        tp, fp = counts[key]
+        return (tp + SMOOTHING * prior) / (tp + fp + SMOOTHING)
+
+    table: dict[str, float] = {}
+    for k in counts:
+        if ":" not in k:
+            table[k] = shrunk(k, base)
+    for k in counts:
+        if ":" in k and "@" not in k and not k.startswith("*:"):
+            table[k] = shrunk(k, shrunk("*:" + k.split(":", 1)[1], base))
+    for k in counts:
+        if "@" in k:
+            table[k] = shrunk(k, table[k.split("@", 1)[0]])
     return table, base
 
 
@@ -106,7 +114,9 @@ def _matrix(items: list[Judged], table: dict[str, float], base: float) -> tuple[
     X, y = [], []
     for j in items:
         for f, x in zip(j.findings, j.features):
-            x = dict(x, rule_precision=_logit(table.get(f"{f.rule_id}:{f.severity}", table.get(f.rule_id, base))))
+            p = table.get(f"{f.rule_id}:{f.severity}@{f.role}",
+                          table.get(f"{f.rule_id}:{f.severity}", table.get(f.rule_id, base)))
+            x = dict(x, rule_precision=_logit(p))
             X.append([x[n] for n in FEATURES])
             y.append(int(not j.example.is_attack))
     return np.array(X, dtype=float).reshape(-1, len(FEATURES)), np.array(y)
