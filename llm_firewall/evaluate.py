@@ -8,6 +8,8 @@ llm_firewall.policy is available (monitor-mode policies count what they would bl
 stable finding of severity >= high with recommendation "block". `--split heldout` keeps only
 texts no training script saw (llm_firewall.score.corpus.is_heldout). A row's `role` (user,
 system, tool) is the role its text is inspected in; rows in other roles than user get a group.
+`--by-source` adds the same figures per corpus source: a detector that learned its sources
+rather than the attacks shows it there first.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from llm_firewall.domain import SEVERITY_RANK, Finding, Identity
-from llm_firewall.score.corpus import Example, is_heldout, read_jsonl
+from llm_firewall.score.corpus import PROMPT_ATTACK_TOPS, Example, is_heldout, read_jsonl
 
 TARGET_FP_RATE = 0.01
-PROMPT_ATTACK_TOPS = ("prompt_injection", "jailbreak", "data_exfiltration", "indirect_injection_payload")
 _EVAL_IDENTITY = Identity(ip="192.0.2.10", user="eval", session="eval")
 
 
@@ -133,6 +134,27 @@ def summarise(outcomes: list[Outcome]) -> dict:
     return {"threshold_at_1pct_fp": thr, "categories": rows, "rules": rules}
 
 
+def by_source(outcomes: list[Outcome]) -> list[dict]:
+    """Per corpus source (and overall): attacks refused, benign refused and their counts."""
+    groups: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        groups[o.example.source or "(no source)"].append(o)
+        groups["ALL"].append(o)
+    rows = []
+    for name in sorted(groups, key=lambda n: (n != "ALL", n)):
+        attacks = [o for o in groups[name] if o.example.is_attack]
+        benign = [o for o in groups[name] if not o.example.is_attack]
+        caught = sum(o.refused for o in attacks)
+        refused = sum(o.refused for o in benign)
+        rows.append({
+            "source": name, "texts": len(groups[name]), "attacks": len(attacks), "benign": len(benign),
+            "attacks_caught": caught, "benign_refused_count": refused,
+            "attacks_refused": caught / len(attacks) if attacks else None,
+            "benign_refused": refused / len(benign) if benign else None,
+        })
+    return rows
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
 
@@ -149,10 +171,22 @@ def render_md(result: dict) -> str:
     out += ["", "| rule | hits on benign | benign hit rate | hits on attacks |", "|---|---:|---:|---:|"]
     for r in result["rules"]:
         out.append(f"| {r['rule_id']} | {r['benign_hits']} | {_fmt(r['benign_hit_rate'])} | {r['attack_hits']} |")
+    if "sources" in result:
+        out += ["", render_sources(result["sources"])]
     return "\n".join(out) + "\n"
 
 
-def evaluate(examples: list[Example], policy: str | None = None) -> dict:
+def render_sources(rows: list[dict]) -> str:
+    """The per-source table as markdown (shared with the leave-one-source-out script)."""
+    out = ["| source | texts | attacks refused | benign refused |", "|---|---:|---:|---:|"]
+    for r in rows:
+        caught = f"{_fmt(r['attacks_refused'])} ({r['attacks_caught']}/{r['attacks']})" if r["attacks"] else "–"
+        refused = f"{_fmt(r['benign_refused'])} ({r['benign_refused_count']}/{r['benign']})" if r["benign"] else "–"
+        out.append(f"| {r['source']} | {r['texts']} | {caught} | {refused} |")
+    return "\n".join(out)
+
+
+def evaluate(examples: list[Example], policy: str | None = None, sources: bool = False) -> dict:
     refused_fn, overrides, description = _decider(policy)
     inspect = _inspector(overrides)
     outcomes = []
@@ -163,6 +197,8 @@ def evaluate(examples: list[Example], policy: str | None = None) -> dict:
         outcomes.append(Outcome(ex, refused_fn(findings), attack_score(findings), ms,
                                 tuple(f.rule_id for f in findings)))
     result = summarise(outcomes)
+    if sources:
+        result["sources"] = by_source(outcomes)
     result["decision"] = description
     result["texts"] = len(outcomes)
     return result
@@ -175,6 +211,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--format", choices=("md", "json"), default="md")
     ap.add_argument("--split", choices=("heldout", "all"), default="all",
                     help="heldout: only texts no training script used")
+    ap.add_argument("--by-source", action="store_true", help="also report figures per corpus source")
     args = ap.parse_args(argv)
     try:
         examples = [ex for ex in read_jsonl(args.corpus) if args.split == "all" or is_heldout(ex.text)]
@@ -185,7 +222,7 @@ def main(argv: list[str]) -> int:
         print(f"llm-firewall eval: {args.corpus}: no texts to evaluate", file=sys.stderr)
         return 2
     try:
-        result = evaluate(examples, args.policy)
+        result = evaluate(examples, args.policy, sources=args.by_source)
     except ValueError as exc:  # a broken policy or model file names itself
         print(f"llm-firewall eval: {exc}", file=sys.stderr)
         return 2

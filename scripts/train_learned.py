@@ -1,19 +1,30 @@
-"""Train the learned prompt-attack detector (llm_firewall/data/learned_pi.json).
+"""Train the learned prompt-attack detector (llm_firewall/data/learned_pi.json), one command.
 
-Reproducible: fixed seed, deterministic data order, pure Python (numpy/scipy are not needed and
-are not installed in the project's venv; ~1 min on one core).
+    .venv/bin/pip install -e ".[train]"      # numpy, scipy, scikit-learn: training only
+    .venv/bin/python scripts/train_learned.py [--datasets DIR | --corpus FILE ...] [--no-write]
 
-Data: a labelled JSONL corpus (`--corpus`; fields as for `llm-firewall eval`, see docs/detection.md)
-minus its held-out fifth (llm_firewall.score.corpus.is_heldout). The default is the development
-corpus kept beside a checkout (../shared/datasets/dev.jsonl), which is not part of the repository.
-Positives: prompt_injection/*, jailbreak/*, data_exfiltration/*, indirect_injection_payload/*.
-Negatives: benign_*/* and overdefense_*/*. malicious_input/* is left to the rules. Plus the
-hand-written examples at the bottom of this file (benign prompts that merely use trigger words,
-and attack shapes the corpus lacks). The weights file holds hashed weights only, no text.
+Data: dev.jsonl + train_extra.jsonl of the shared datasets directory (--datasets, else
+$LLM_FIREWALL_DATASETS, else the first `shared/datasets` above this file; or --corpus files in
+the format of `llm-firewall eval`, a row without `source` counted under its category), minus their held-out
+fifth (llm_firewall.score.corpus.is_heldout, kept for `llm-firewall eval --split heldout`), plus
+the hand-written examples at the bottom of this file (texts of the scenario catalogue excluded:
+those are test texts). Labels: prompt attacks (PROMPT_ATTACK_TOPS) 1, benign_*/overdefense_* 0;
+malicious_input is left to the rules. The weights file holds hashed weights only, no text.
 
-    .venv/bin/python scripts/train_learned.py [--corpus PATH] [--folds 5] [--no-write]
+One logistic regression (SGD) over every row; rows are weighted 1/sqrt(rows of their source),
+classes balanced, so a big source does not teach its style as "benign" or "attack" on its own.
+Two judgements (llm_firewall.detect.learned.ROLE_GROUPS): a user's request is scored as a whole;
+data (tool results, documents) by its most attack-like window of DATA_WINDOW tokens, since one
+instruction to the assistant inside a long benign document is the signal. (A separate model
+trained on benign data alone was tried: out-of-source it caught 1 % of injected documents at
+2 % benign flagged, against 24 % for window scoring; whole-document scoring with the shared
+model caught 10 %.)
 
-prints held-out figures per category (and k-fold figures over the training part with --folds).
+Thresholds come from leave-one-source-out (LOSO) margins: for each source, the model is
+trained without it and its rows scored. Per group, `high` is the margin that at most
+HIGH_BENIGN_RATE of the group's benign texts reach out-of-source, `medium` the one
+MEDIUM_BENIGN_RATE reach. scripts/loso.py prints the full out-of-source tables (rules + model +
+scorer + policy).
 """
 
 from __future__ import annotations
@@ -21,24 +32,52 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+from scipy import sparse
+from sklearn.linear_model import SGDClassifier
+
 from llm_firewall.detect import learned
-from llm_firewall.score.corpus import Example, fold_of, is_heldout, read_jsonl
+from llm_firewall.score.corpus import PROMPT_ATTACK_TOPS, Example, is_heldout, read_jsonl
 
 SEED = 1337
 BITS = 18
-EPOCHS = 12
-LEARNING_RATE = 0.4
-L2 = 1e-5
+ALPHA = 1e-5  # L2 strength of the SGD logistic regression
+EPOCHS = 15  # SGD passes: ~2 s a fit on 2 cores, so a whole LOSO run takes minutes
+HIGH_BENIGN_RATE = 0.0025  # model alone: at most 0.25 % of benign texts reach "high" out-of-source
+MEDIUM_BENIGN_RATE = 0.02
 SYNTHETIC_WEIGHT = 3.0
-BENIGN_HIGH_RATE = 0.008
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "dev.jsonl"
-PROMPT_ATTACK_TOPS = ("prompt_injection", "jailbreak", "data_exfiltration", "indirect_injection_payload")
+CORPUS_FILES = ("dev.jsonl", "train_extra.jsonl")
+GROUPS = ("request", "data")
+WRITTEN_SOURCE = "written"
+
+
+def datasets_dir(explicit: str | None = None) -> Path:
+    """The shared labelled datasets: --datasets, $LLM_FIREWALL_DATASETS or shared/datasets above."""
+    if explicit or os.environ.get("LLM_FIREWALL_DATASETS"):
+        return Path(explicit or os.environ["LLM_FIREWALL_DATASETS"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "datasets" / CORPUS_FILES[0]).is_file():
+            return parent / "shared" / "datasets"
+    raise SystemExit("no shared/datasets directory found: pass --datasets DIR")
+
+
+def load_corpus(directory: Path | None = None, files: list[str] | None = None) -> list[Example]:
+    """The labelled rows of `files`, else of dev.jsonl + train_extra.jsonl in `directory`."""
+    paths = files or [directory / name for name in CORPUS_FILES]
+    return [ex for path in paths for ex in read_jsonl(path)]
+
+
+def source_of(ex: Example) -> str:
+    """What leave-one-source-out leaves out: the row's source, else its category."""
+    return ex.source or ex.sub
 
 
 def learned_label(ex: Example) -> int | None:
@@ -52,182 +91,198 @@ def learned_label(ex: Example) -> int | None:
     return None
 
 
+def group_of(ex: Example) -> str | None:
+    """The model that judges `ex` at inference (None: its role is never scored)."""
+    return learned.ROLE_GROUPS.get(ex.role)
+
+
 def normalizer():
-    fn = learned._views_normalize()
-    return (fn, "views") if fn else (learned._basic_normalize, "basic")
+    return learned.LearnedDetector.normalize_fn("views")
 
 
-def vectorize(text: str, norm) -> list[tuple[int, float]]:
-    feats = learned.features(text, (1 << BITS) - 1, norm)
-    if not feats:
-        return []
-    inv = 1.0 / math.sqrt(len(feats))
-    return [(f, c * inv) for f, c in Counter(feats).items()]
+def vectorize(texts: Iterable[str], norm) -> sparse.csr_matrix:
+    """Rows of hashed feature counts / sqrt(feature count): exactly what inference sums."""
+    mask = (1 << BITS) - 1
+    indptr, indices, data = [0], [], []
+    for text in texts:
+        feats = learned.features(text, mask, norm)
+        inv = 1.0 / math.sqrt(len(feats)) if feats else 0.0
+        for f, c in Counter(feats).items():
+            indices.append(f)
+            data.append(c * inv)
+        indptr.append(len(indices))
+    return sparse.csr_matrix((np.array(data), np.array(indices), np.array(indptr)),
+                             shape=(len(indptr) - 1, 1 << BITS))
 
 
-def train(rows: list[tuple[list[tuple[int, float]], int, float]], seed: int = SEED) -> tuple[list[float], float]:
-    """Class-balanced, L2-regularised logistic regression by AdaGrad SGD."""
-    size = 1 << BITS
-    w = [0.0] * size
-    g2 = [1e-8] * size
-    b, gb = 0.0, 1e-8
-    pos = sum(wt for _, y, wt in rows if y == 1)
-    neg = sum(wt for _, y, wt in rows if y == 0)
-    cw = {1: (pos + neg) / (2 * pos), 0: (pos + neg) / (2 * neg)}
-    order = list(range(len(rows)))
-    rng = random.Random(seed)
-    for _ in range(EPOCHS):
-        rng.shuffle(order)
-        for i in order:
-            x, y, wt = rows[i]
-            z = b + sum(w[f] * v for f, v in x)
-            p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-            g = (p - y) * wt * cw[y]
-            for f, v in x:
-                gf = g * v + L2 * w[f]
-                g2[f] += gf * gf
-                w[f] -= LEARNING_RATE * gf / math.sqrt(g2[f])
-            gb += g * g
-            b -= LEARNING_RATE * g / math.sqrt(gb)
-    return w, b
+def _same(text: str) -> str:
+    return text
 
 
-def margin(w: list[float], b: float, x: list[tuple[int, float]]) -> float:
-    return b + sum(w[f] * v for f, v in x)
+def windows(text: str, norm) -> list[str]:
+    """The data judgement's windows of a text, as already-normalised texts (see learned.py)."""
+    toks = learned.tokens_of(norm(learned.bound_text(text)))
+    return [" ".join(toks[st:st + learned.DATA_WINDOW]) for st in learned.window_starts(len(toks))]
 
 
-def sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+def sample_weights(rows: list[Example]) -> np.ndarray:
+    """1/sqrt(rows of the source), written texts SYNTHETIC_WEIGHT, classes balanced."""
+    per_source = Counter(source_of(ex) for ex in rows)
+    w = np.array([SYNTHETIC_WEIGHT if ex.source == WRITTEN_SOURCE else 1.0 / math.sqrt(per_source[source_of(ex)])
+                  for ex in rows])
+    y = np.array([int(ex.is_attack) for ex in rows])
+    for label in (0, 1):
+        sel = y == label
+        if sel.any():
+            w[sel] *= len(rows) / (2.0 * w[sel].sum())
+    return w
 
 
-def prob(w: list[float], b: float, x: list[tuple[int, float]]) -> float:
-    return sigmoid(margin(w, b, x))
+def fit(X: sparse.csr_matrix, rows: list[Example]) -> tuple[np.ndarray, float]:
+    y = np.array([int(ex.is_attack) for ex in rows])
+    model = SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=EPOCHS, tol=None, average=True,
+                          random_state=SEED)
+    model.fit(X, y, sample_weight=sample_weights(rows))
+    return model.coef_[0], float(model.intercept_[0])
 
 
-def auc(scores: list[tuple[float, int]]) -> float:
-    ranked = sorted(scores)
-    pos = sum(y for _, y in ranked)
-    neg = len(ranked) - pos
-    if not pos or not neg:
-        return float("nan")
-    rank_sum = sum(i + 1 for i, (_, y) in enumerate(ranked) if y == 1)
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+class Corpus:
+    """The labelled rows of the learned model, vectorised once."""
+
+    def __init__(self, examples: list[Example], written: list[Example], norm) -> None:
+        self.rows = [ex for ex in examples if learned_label(ex) is not None and not is_heldout(ex.text)]
+        self.rows += written
+        self.X = vectorize((ex.text for ex in self.rows), norm)
+
+    def fit(self, without: str | None = None) -> tuple[np.ndarray, float]:
+        idx = np.flatnonzero([source_of(ex) != without for ex in self.rows])
+        return fit(self.X[idx], [self.rows[i] for i in idx])
 
 
-def report(title: str, scored: list[tuple[Example, float]]) -> None:
-    print(f"\n## {title}\n")
-    print("| category | n | flagged >=0.7 | flagged >=0.9 |")
-    print("|---|---:|---:|---:|")
-    groups: dict[str, list[float]] = defaultdict(list)
-    for ex, p in scored:
-        groups[ex.sub].append(p)
-        groups[("ATTACKS" if ex.is_attack else "BENIGN") + " (all)"].append(p)
-    for name in sorted(groups):
-        ps = groups[name]
-        print(f"| {name} | {len(ps)} | {sum(p >= 0.7 for p in ps) / len(ps):.1%} | "
-              f"{sum(p >= 0.9 for p in ps) / len(ps):.1%} |")
-    print(f"\nAUC {auc([(p, int(ex.is_attack)) for ex, p in scored]):.4f}")
+def margins_of(texts: list[Example], w: np.ndarray, b: float, norm) -> list[float]:
+    """Each text's margin under its group's judgement (whole text, or best data window)."""
+    out = np.empty(len(texts))
+    whole = [i for i, ex in enumerate(texts) if group_of(ex) != "data"]
+    if whole:
+        out[whole] = vectorize((texts[i].text for i in whole), norm) @ w + b
+    owner, wins = [], []
+    for i, ex in enumerate(texts):
+        if group_of(ex) == "data":
+            mine = windows(ex.text, norm)
+            wins += mine
+            owner += [i] * len(mine)
+    if wins:
+        z = vectorize(wins, _same) @ w + b
+        best = defaultdict(lambda: -math.inf)
+        for i, v in zip(owner, z.tolist()):
+            best[i] = max(best[i], v)
+        for i, v in best.items():
+            out[i] = v
+    return out.tolist()
+
+
+def loso_margins(corpus: Corpus, examples: list[Example], norm, log=sys.stderr) -> dict[int, float]:
+    """Out-of-source margin of every scored corpus example (index into `examples`).
+
+    For each source: the model trained without it scores each of its rows. Rows the model
+    never judges (system role, too few letters) get no margin.
+    """
+    targets: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        if group_of(ex) is not None and learned.scorable(ex.text):
+            targets[source_of(ex)].append(i)
+    trained = {source_of(ex) for ex in corpus.rows}
+    full = corpus.fit()  # for sources the model never trains on (malicious_input)
+    out: dict[int, float] = {}
+    started = time.perf_counter()
+    for n, (source, idx) in enumerate(sorted(targets.items())):
+        w, b = corpus.fit(source) if source in trained else full
+        out.update(zip(idx, margins_of([examples[i] for i in idx], w, b, norm)))
+        print(f"  loso {n + 1}/{len(targets)} {source} ({time.perf_counter() - started:.0f}s)", file=log)
+    return out
+
+
+def thresholds(examples: list[Example], margins: dict[int, float]) -> dict[str, dict[str, float]]:
+    """Per group, the margins that HIGH/MEDIUM_BENIGN_RATE of its benign texts reach out-of-source."""
+    out = {}
+    for g in GROUPS:
+        benign = sorted((z for i, z in margins.items()
+                         if group_of(examples[i]) == g and not examples[i].is_attack), reverse=True)
+        out[g] = {"high": _quantile_cut(benign, HIGH_BENIGN_RATE), "medium": _quantile_cut(benign, MEDIUM_BENIGN_RATE)}
+    return out
+
+
+def _quantile_cut(descending: list[float], rate: float) -> float:
+    """Smallest margin that at most `rate` of the (descending) scores reach."""
+    allowed = int(rate * len(descending))
+    return float(np.nextafter(descending[allowed], np.inf)) if allowed < len(descending) else 0.0
+
+
+def written_examples() -> list[Example]:
+    """The hand-written examples, minus the scenario catalogue's texts (kept for tests)."""
+    from llm_firewall import scenario_catalog
+
+    held = {c.message for c in scenario_catalog.SEED}
+    held |= {s.message for sc in scenario_catalog.SCENARIOS.values() for s in sc.steps}
+    out = [Example(t, "benign", "written/benign", WRITTEN_SOURCE) for t in benign_examples() if t not in held]
+    out += [Example(t, "attack", "written/attack", WRITTEN_SOURCE) for t in attack_examples() if t not in held]
+    return out
+
+
+def model_doc(w: np.ndarray, b: float, cuts: dict[str, dict[str, float]], norm_name: str, meta: dict) -> dict:
+    blob, scale = learned.pack_weights(w.tolist())
+    return {"format": 2, "model": "logistic regression over hashed char 3-5-grams and word 1-2-grams; "
+            f"data judged by its best window of {learned.DATA_WINDOW} tokens", "bits": BITS,
+            "normalizer": norm_name, "bias": b, "scale": scale, "weights": blob,
+            "thresholds": {g: {k: round(v, 6) for k, v in c.items()} for g, c in cuts.items()}, "meta": meta}
+
+
+def alone_report(examples: list[Example], margins: dict[int, float], cuts: dict[str, dict[str, float]]) -> None:
+    """Model alone, out-of-source: share of each source reaching high / medium."""
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for i, z in margins.items():
+        ex = examples[i]
+        c = cuts[group_of(ex)]
+        for key in (ex.source, "ALL attacks" if ex.is_attack else "ALL benign"):
+            stats[key][0] += 1
+            stats[key][1] += z >= c["high"]
+            stats[key][2] += z >= c["medium"]
+    print("\n| source (model alone, out-of-source) | texts scored | high | medium or high |\n|---|---:|---:|---:|")
+    for name in sorted(stats, key=lambda n: (not n.startswith("ALL"), n)):
+        n, hi, med = stats[name]
+        print(f"| {name} | {n} | {hi / n:.2%} | {med / n:.2%} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    ap.add_argument("--datasets", default=None, help="directory holding dev.jsonl and train_extra.jsonl")
+    ap.add_argument("--corpus", action="append", default=None, metavar="FILE",
+                    help="train on these labelled JSON-lines files instead (repeatable)")
     ap.add_argument("--out", default=str(learned.DEFAULT_PATH))
-    ap.add_argument("--folds", type=int, default=0, help="also report k-fold figures over the training part")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
-    if not Path(args.corpus).is_file():
-        ap.error(f"no corpus at {args.corpus}: give --corpus PATH (labelled JSON lines: text, label, category)")
     started = time.perf_counter()
     norm, norm_name = normalizer()
-    train_ex, held_ex, synthetic = load_training(args.corpus)
-    rows = training_rows(train_ex, synthetic, norm)
-    print(f"normaliser={norm_name} train={len(train_ex)} (+{len(synthetic)} written) heldout={len(held_ex)}",
-          file=sys.stderr)
-
-    # Out-of-fold margins over the training part: they set the operating point (below) and
-    # give honest figures that never touch the held-out fifth.
-    folds = args.folds or 5
-    _, oof, shift = fit_out_of_fold(train_ex, rows, folds)
-    oof_p = [(ex, sigmoid(z + shift)) for ex, z in oof]
-    if args.folds:
-        report(f"{folds}-fold out-of-fold (training part of the corpus, shifted bias)", oof_p)
-
-    w, b = train(rows)
-    b += shift
-    print(f"bias shift {shift:+.3f}", file=sys.stderr)
-    blob, scale = learned.pack_weights(w)
-    doc = {
-        "format": 1,
-        "model": "logistic regression over hashed char 3-5-grams and word 1-2-grams",
-        "bits": BITS,
-        "normalizer": norm_name,
-        "bias": b,
-        "scale": scale,
-        "weights": blob,
-        "meta": {"seed": SEED, "bias_shift": shift, "benign_high_rate_oof": BENIGN_HIGH_RATE, "epochs": EPOCHS, "l2": L2, "lr": LEARNING_RATE,
-                 "train_texts": len(train_ex), "written_texts": len(synthetic),
-                 "split": "llm_firewall.score.corpus.is_heldout"},
-    }
-    tmp = Path(args.out).with_suffix(".tmp")
+    examples = load_corpus(None if args.corpus else datasets_dir(args.datasets), args.corpus)
+    corpus = Corpus(examples, written_examples(), norm)
+    print(f"normaliser={norm_name} rows={len(corpus.rows)} ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+    margins = loso_margins(corpus, examples, norm)
+    cuts = thresholds(examples, margins)
+    alone_report(examples, margins, cuts)
+    w, b = corpus.fit()
+    meta = {"seed": SEED, "alpha": ALPHA, "epochs": EPOCHS, "high_benign_rate_loso": HIGH_BENIGN_RATE,
+            "medium_benign_rate_loso": MEDIUM_BENIGN_RATE, "train_rows": len(corpus.rows),
+            "sources": sorted({source_of(ex) for ex in corpus.rows}),
+            "split": "llm_firewall.score.corpus.is_heldout", "thresholds": "leave-one-source-out"}
+    doc = model_doc(w, b, cuts, norm_name, meta)
     if not args.no_write:
+        tmp = Path(args.out).with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
         tmp.replace(args.out)
-        det = learned.LearnedDetector.load(args.out)
-        report("held-out fifth of the corpus (shipped, quantised model)",
-               [(ex, det.probability(ex.text)) for ex in held_ex])
-        print(f"\nweights file {Path(args.out).stat().st_size / 1024:.0f} KiB", file=sys.stderr)
-    else:
-        report("held-out fifth of the corpus", [(ex, prob(w, b, vectorize(ex.text, norm))) for ex in held_ex])
-    print(f"done in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        learned.LearnedDetector.load(args.out)
+        print(f"weights file {Path(args.out).stat().st_size / 1024:.0f} KiB", file=sys.stderr)
+    print(f"done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     return 0
-
-
-def fit_out_of_fold(train_ex: list[Example], rows: list, folds: int = 5
-                    ) -> tuple[list[tuple[list[float], float]], list[tuple[Example, float]], float]:
-    """Fold models (each without its fold's corpus texts), out-of-fold margins, bias shift.
-
-    The shift puts the operating point where "high" (p >= 0.9) flags at most
-    BENIGN_HIGH_RATE of benign texts out-of-fold: the balanced-class probability is not a
-    prior-calibrated one anyway, and this makes the severity bands mean a measured benign rate.
-    `rows` holds the corpus rows (aligned with `train_ex`) followed by the written examples.
-    """
-    models = []
-    oof: list[tuple[Example, float]] = []
-    for k in range(folds):
-        fit = [r for r, ex in zip(rows, train_ex) if fold_of(ex.text, folds) != k]
-        fit += rows[len(train_ex):]
-        w, b = train(fit)
-        models.append((w, b))
-        oof += [(ex, margin(w, b, r[0])) for r, ex in zip(rows, train_ex) if fold_of(ex.text, folds) == k]
-    benign = sorted(z for ex, z in oof if not ex.is_attack)
-    cut = benign[min(len(benign) - 1, int(len(benign) * (1 - BENIGN_HIGH_RATE)))]
-    return models, oof, math.log(9.0) - cut
-
-
-def to_detector(w: list[float], b: float, norm_name: str) -> learned.LearnedDetector:
-    """An in-memory detector from float weights, quantised exactly as the shipped file is."""
-    blob, scale = learned.pack_weights(w)
-    return learned.LearnedDetector(learned.unpack_weights(blob), scale, b, BITS, norm_name)
-
-
-def load_training(corpus: str | Path) -> tuple[list[Example], list[Example], list[Example]]:
-    """(corpus texts for training, held-out corpus texts, written examples) of the learned model."""
-    train_ex: list[Example] = []
-    held_ex: list[Example] = []
-    for ex in read_jsonl(corpus):
-        if learned_label(ex) is None:
-            continue
-        (held_ex if is_heldout(ex.text) else train_ex).append(ex)
-    synthetic = [Example(t, "benign", "synthetic/benign") for t in benign_examples()]
-    synthetic += [Example(t, "attack", "synthetic/attack") for t in attack_examples()]
-    return train_ex, held_ex, synthetic
-
-
-def training_rows(train_ex: list[Example], synthetic: list[Example], norm) -> list:
-    rows = [(vectorize(ex.text, norm), learned_label(ex), 1.0) for ex in train_ex]
-    rows += [(vectorize(ex.text, norm), int(ex.is_attack), SYNTHETIC_WEIGHT) for ex in synthetic]
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------

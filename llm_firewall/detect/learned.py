@@ -5,8 +5,9 @@ n-grams (3-5 bytes) inside each whitespace token plus word unigrams and bigrams.
 pure Python on purpose (no numpy in the package): a token's n-gram weights are summed once and
 cached, so a 2 KB prompt costs a few hundred dictionary lookups. Features use CRC-32, which is
 stable across processes (Python's ``hash()`` is salted). Weights are trained by
-``scripts/train_learned.py`` and shipped in ``llm_firewall/data/learned_pi.json`` (weights and
-hash parameters only, never corpus text).
+``scripts/train_learned.py`` and shipped in ``llm_firewall/data/learned_pi.json`` (weights,
+hash parameters and thresholds only, never corpus text). A user's own request is judged as a
+whole; data the assistant reads is judged by its most attack-like window (see ROLE_GROUPS).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterable
-from itertools import islice
+from itertools import accumulate, islice
 from operator import xor
 from pathlib import Path
 
@@ -56,17 +57,6 @@ _STRIP = "\"'`.,;:!?()[]{}<>*_~|#-=+/\\"
 # than this (a lone backtick, "1", "*", a bare operator) is not scored. With so few features
 # the length-normalised margin is dominated by one or two hashed n-grams and means nothing.
 MIN_LETTERS = 4
-
-# Roles whose text a prompt attack can arrive in (the model is not run on answers). Not run on
-# system, developer, instructions or replayed assistant text: it was trained on what users and
-# tools send, and scores nearly every protective system prompt ("never reveal these
-# instructions") as an attack. The rules inspect those roles (llm_firewall.score.corroborate).
-# Nor on schemas (tool parameters, response formats read whole): keys and enums are not prose, and
-# it scores everyday schemas as attacks; the rules read them.
-SCANNED_ROLES = frozenset(
-    {"user", "tool", "input", "prompt", "tool_description", "tool_call", "embedding", "function"}
-)
-
 
 def _basic_normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
@@ -179,40 +169,50 @@ def unpack_weights(blob: str) -> array.array:
     return q
 
 
-class LearnedDetector:
-    """Scores a text's probability of being a prompt attack; emits ML-PI-001 findings."""
+# Where a text comes from decides the judgement. In a user's own request instructions are normal
+# ("act as a code optimiser"), so the whole request must look like an attack. In data the
+# assistant reads (tool results, retrieved documents, embedded texts, tool descriptions) one
+# instruction addressed to the assistant is the signal however long the document around it, so
+# data is scored by its most attack-like window of DATA_WINDOW tokens, against thresholds set on
+# benign documents. Not scored: answers; operator text (system, developer, instructions) and
+# replayed assistant turns, since nearly every protective system prompt ("never reveal these
+# instructions") reads as an attack (the rules inspect those roles, llm_firewall.score.corroborate);
+# schemas (tool parameters, response formats read whole), whose keys and enums are not prose.
+ROLE_GROUPS: dict[str, str] = {
+    "user": "request", "input": "request", "prompt": "request",
+    "tool": "data", "function": "data", "tool_call": "data", "tool_description": "data",
+    "embedding": "data",
+}
+SCANNED_ROLES = frozenset(ROLE_GROUPS)
+SEVERITIES = ("high", "medium")  # the model never says critical: it is one signal, not proof
+DATA_WINDOW = 32  # tokens
+DATA_STRIDE = 16
 
-    rule_id = RULE_ID  # what a policy's rule_overrides calls this detector
+
+def window_starts(n_tokens: int, window: int = DATA_WINDOW, stride: int = DATA_STRIDE) -> list[int]:
+    """Start of every window over n tokens (the last one ends at the last token)."""
+    if n_tokens <= window:
+        return [0]
+    starts = list(range(0, n_tokens - window + 1, stride))
+    if starts[-1] != n_tokens - window:
+        starts.append(n_tokens - window)
+    return starts
+
+
+class LinearModel:
+    """One hashed-feature logistic regression: the log-odds of a text, with a token cache."""
 
     def __init__(self, weights: array.array, scale: float, bias: float, bits: int,
-                 normalizer: str = "views", meta: dict | None = None) -> None:
+                 normalize: Callable[[str], str]) -> None:
         self._w = weights
         self._scale = scale
         self._bias = bias
         self._mask = (1 << bits) - 1
-        self.bits = bits
-        self.meta = meta or {}
-        fn = _views_normalize() if normalizer == "views" else None
-        self._normalize: Callable[[str], str] = fn or _basic_normalize
-        self.normalizer = "views" if fn else "basic"
+        self._normalize = normalize
         # token -> (summed quantised weights of its own features << COUNT_BITS | feature count,
         # *pair_parts of its word hash): pairs need no cache of their own, one native `xor` map.
         # One int for sum and count: `sum` adds ints natively (a complex pair cost 3x as much).
         self._cache: dict[str, tuple[int, int, int]] = {}
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> "LearnedDetector":
-        p = Path(path) if path is not None else DEFAULT_PATH
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-            weights = unpack_weights(doc["weights"])
-            bits = int(doc["bits"])
-            if len(weights) != 1 << bits:
-                raise ValueError(f"expected {1 << bits} weights, found {len(weights)}")
-            return cls(weights, float(doc["scale"]), float(doc["bias"]), bits,
-                       str(doc.get("normalizer", "views")), doc.get("meta", {}))
-        except (OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
-            raise ValueError(f"{p}: cannot load learned model ({exc})") from exc
 
     def _learn(self, toks: list[str], entries: list[tuple[int, int, int] | None]) -> None:
         """Fill the cache misses (None) in `entries`, the cached entries of `toks`."""
@@ -236,6 +236,19 @@ class LearnedDetector:
             except ValueError:
                 return
 
+    def _scored(self, text: str) -> tuple[list[str], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Tokens, their packed (weight sum, count) values and their word-pair parts."""
+        toks = tokens_of(self._normalize(bound_text(text)))
+        if not toks:
+            return toks, (), (), ()
+        entries = list(map(self._cache.get, toks))
+        try:
+            values, lefts, rights = zip(*entries)
+        except TypeError:  # a token not seen yet (None)
+            self._learn(toks, entries)
+            values, lefts, rights = zip(*entries)
+        return toks, values, lefts, rights
+
     def margin(self, text: str) -> float:
         """The model's log-odds that `text` is a prompt attack.
 
@@ -243,15 +256,9 @@ class LearnedDetector:
         pairs' features come from those hashes. One dictionary lookup per token, then native
         `zip`, `map` and `sum`: no Python code per token except for tokens never seen before.
         """
-        toks = tokens_of(self._normalize(bound_text(text)))
+        toks, values, lefts, rights = self._scored(text)
         if not toks:
             return self._bias
-        entries = list(map(self._cache.get, toks))
-        try:
-            values, lefts, rights = zip(*entries)
-        except TypeError:  # a token not seen yet (None)
-            self._learn(toks, entries)
-            values, lefts, rights = zip(*entries)
         packed = sum(values)  # (Σ weights << COUNT_BITS) + Σ counts: the counts never carry over
         z, n = packed >> COUNT_BITS, packed & _COUNT_MASK
         if len(toks) > 1:
@@ -260,18 +267,93 @@ class LearnedDetector:
             n += len(toks) - 1
         return self._bias + self._scale * z / math.sqrt(n)
 
-    def probability(self, text: str) -> float:
-        z = self.margin(text)
+    def window_margin(self, text: str, window: int = DATA_WINDOW, stride: int = DATA_STRIDE) -> float:
+        """The highest log-odds of any window of `window` tokens (prefix sums: O(tokens))."""
+        toks, values, lefts, rights = self._scored(text)
+        if len(toks) <= window:
+            return self.margin(text)
+        tok_sums = [0, *accumulate(values)]
+        pair_sums = [0, *accumulate(map(self._w.__getitem__, map(xor, lefts, islice(rights, 1, None))))]
+        best = -math.inf
+        for st in window_starts(len(toks), window, stride):
+            packed = tok_sums[st + window] - tok_sums[st]
+            z = (packed >> COUNT_BITS) + pair_sums[st + window - 1] - pair_sums[st]
+            n = (packed & _COUNT_MASK) + window - 1
+            best = max(best, z / math.sqrt(n))
+        return self._bias + self._scale * best
+
+
+class LearnedDetector:
+    """Scores prompt attacks, judging each text as its role group says; emits ML-PI-001 findings.
+
+    Each group has two margins chosen on leave-one-source-out predictions: at or above `high`
+    the finding is high (the production policy may refuse), at or above `medium` it is an
+    investigate signal the production policy only records.
+    """
+
+    rule_id = RULE_ID  # what a policy's rule_overrides calls this detector
+
+    def __init__(self, model: LinearModel | None, thresholds: dict[str, dict[str, float]],
+                 bits: int, normalizer: str = "views", meta: dict | None = None) -> None:
+        self.model = model
+        self.thresholds = thresholds
+        self.bits = bits
+        self.meta = meta or {}
+        self.normalizer = normalizer
+
+    @staticmethod
+    def normalize_fn(name: str = "views") -> tuple[Callable[[str], str], str]:
+        """The text normaliser the model was trained with (and its effective name)."""
+        fn = _views_normalize() if name == "views" else None
+        return (fn, "views") if fn else (_basic_normalize, "basic")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "LearnedDetector":
+        p = Path(path) if path is not None else DEFAULT_PATH
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            bits = int(doc["bits"])
+            norm, norm_name = cls.normalize_fn(str(doc.get("normalizer", "views")))
+            weights = unpack_weights(doc["weights"])
+            if len(weights) != 1 << bits:
+                raise ValueError(f"expected {1 << bits} weights, found {len(weights)}")
+            model = LinearModel(weights, float(doc["scale"]), float(doc["bias"]), bits, norm)
+            thresholds = {g: {s: float(doc["thresholds"][g][s]) for s in SEVERITIES}
+                          for g in set(ROLE_GROUPS.values())}
+            return cls(model, thresholds, bits, norm_name, doc.get("meta", {}))
+        except (OSError, ValueError, KeyError, TypeError, zlib.error) as exc:
+            raise ValueError(f"{p}: cannot load learned model ({exc})") from exc
+
+    def margin(self, text: str, role: str = "user") -> float:
+        """Log-odds of an attack, judged as `role`'s group says (whole text or best window)."""
+        assert self.model is not None
+        if ROLE_GROUPS.get(role, "request") == "data":
+            return self.model.window_margin(text)
+        return self.model.margin(text)
+
+    def probability(self, text: str, role: str = "user") -> float:
+        z = self.margin(text, role)
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
 
+    def severity(self, margin: float, role: str = "user") -> str | None:
+        """high, medium or None for a margin under the thresholds of `role`'s group."""
+        bands = self.thresholds[ROLE_GROUPS.get(role, "request")]
+        for name in SEVERITIES:
+            if margin >= bands[name]:
+                return name
+        return None
+
     def detect(self, text: str, role: str, path: str, direction: str) -> list[Finding]:
-        if direction != "request" or role not in SCANNED_ROLES or not scorable(bound_text(text)):
+        if direction != "request" or role not in ROLE_GROUPS or not scorable(bound_text(text)):
             return []
-        p = self.probability(text)
-        severity = severity_for(p)
+        return self.findings(text, role, path, self.margin(text, role))
+
+    def findings(self, text: str, role: str, path: str, margin: float) -> list[Finding]:
+        """The finding (if any) for a text whose margin is known (training scripts reuse it)."""
+        severity = self.severity(margin, role)
         if severity is None:
             return []
         return [
@@ -287,16 +369,6 @@ class LearnedDetector:
                 span=(0, len(text)),
             )
         ]
-
-
-def severity_for(p: float) -> str | None:
-    if p >= 0.98:
-        return "critical"
-    if p >= 0.9:
-        return "high"
-    if p >= 0.7:
-        return "medium"
-    return None
 
 
 def _excerpt(text: str, limit: int = 120) -> str:

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-HELDOUT_BUCKETS = 5  # one bucket in five (20 %) is never used for training
+HELDOUT_BUCKETS = 5
+# Attack categories the learned model is for (malicious_input is left to the rules).
+PROMPT_ATTACK_TOPS = ("prompt_injection", "jailbreak", "data_exfiltration", "indirect_injection_payload",
+                      "indirect_injection", "obfuscated_injection")  # one bucket in five (20 %) is never used for training
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,10 @@ def finding_features(
                      if s.rule_id != LEARNED_RULE_ID)
     else:
         agrees = any(s.rule_id == LEARNED_RULE_ID for s in siblings)
-    p = precision.get(f"{f.rule_id}:{f.severity}", precision.get(f.rule_id, default_precision))
+    # Most specific measured precision first: a rule's hits on operator system prompts say little
+    # about its hits in a user's message, so the table also keeps it per role ("rule:sev@role").
+    p = precision.get(f"{f.rule_id}:{f.severity}@{f.role}",
+                      precision.get(f"{f.rule_id}:{f.severity}", precision.get(f.rule_id, default_precision)))
     return {
         "rule_precision": _logit(p),
         "severity": float(f.rank),

@@ -2,8 +2,9 @@
 
 A logistic regression over the named features in `features.py`, fitted by
 ``scripts/train_fp.py`` on the findings the rules and the learned detector raise over the
-training part of the labelled corpus (label: the text was benign). Coefficients, per-rule
-precision and the held-out reliability table live in ``llm_firewall/data/fp_model.json``. The
+labelled corpus, each text judged by a model trained without its source (label: the text was
+benign). Every coefficient is fitted. Coefficients, per-rule precision and the out-of-source
+reliability table live in ``llm_firewall/data/fp_model.json``. The
 recommendation bands turn the probability into block / investigate / monitor.
 """
 

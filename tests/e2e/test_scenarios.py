@@ -142,16 +142,6 @@ def _alert_for(fw: Firewall, user: str) -> dict[str, Any]:
     return mine[0]
 
 
-def _seed_params() -> list[Any]:
-    out = []
-    for case in scenario_catalog.SEED:
-        marks = []
-        if case.name == "prompt_injection":
-            marks.append(pytest.mark.xfail(
-                reason="the shipped learned model (ML-PI-001) still rates this text critical; the "
-                       "rules say high and the retrained model caps its findings at high"))
-        out.append(pytest.param(case, id=case.name, marks=marks))
-    return out
 
 
 def _run_seed(firewall: Firewall, who: Any, case: scenario_catalog.SeedCase) -> tuple[Any, dict[str, Any]]:
@@ -188,7 +178,7 @@ def test_seed_scenario_outcome_threat_and_remediation(firewall: Firewall, who: A
         assert alert["fp_probability"] >= case.fp_at_least, alert["fp_probability"]
 
 
-@pytest.mark.parametrize("case", [c for c in _seed_params() if c.values[0].severity is not None])
+@pytest.mark.parametrize("case", [c for c in scenario_catalog.SEED if c.severity is not None], ids=lambda c: c.name)
 def test_seed_scenario_alert_severity(firewall: Firewall, who: Any,
                                       case: scenario_catalog.SeedCase) -> None:
     _, alert = _run_seed(firewall, who, case)
