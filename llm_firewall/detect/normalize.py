@@ -129,6 +129,9 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "braille": r"[\x{2801}-\x{28ff}]{3,}",
     "ascii85": r"<~[!-u\s]{10,}~>",
     "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
+    # A word of five letters or more spelt with a single space after every letter, the words
+    # set apart by several spaces (I g n o r e   a l l): the view joins each such run.
+    "spaced": r"(?i)(?:^|[^a-z] )[a-z](?: [a-z]){4,}(?:  |\s*$)",
     # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
@@ -459,14 +462,29 @@ def _denoise(text: str) -> str | None:
     return out if out != text else None
 
 
-# Combining marks stacked on letters ("zalgo" text): two or more in a row is never spelling.
-_STACKED_MARKS_RE2 = re2.compile("[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}")
+# Single letters set apart by one space, two or more in a run, between word gaps of 2+ spaces.
+_SPACED_RUN_RE = re.compile(r"(?<![^\W\d_])[^\W\d_](?: [^\W\d_])+(?![^\W\d_])")
 
 
-def _strip_marks(text: str) -> str | None:
+def _join_spaced(text: str) -> str | None:
+    """Letter-by-letter spellings with single spaces joined: "I g n o r e   a l l" reads
+    "Ignore   all" (the word gaps stay, so the rules' phrases still see separate words)."""
+    out = _SPACED_RUN_RE.sub(lambda m: m.group(0).replace(" ", ""), text)
+    return out if out != text else None
+
+
+# Combining marks stacked on letters ("zalgo" text): two or more in a row is never spelling; nor
+# is a mark after each of four characters in a row (I̶g̶n̶o̶, a strikethrough
+# or an accent on every letter), read on the text as sent, before NFKC composes some of them.
+_MARKS = "\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_STACKED_MARKS_RE2 = re2.compile(f"[{_MARKS}]{{2,}}|(?:[^\\s{_MARKS}][{_MARKS}]){{4,}}")
+
+
+def _strip_marks(text: str, sent: str | None = None) -> str | None:
     """Every mark (combining or enclosing) dropped after NFD, when marks are stacked as in
-    zalgo text."""
-    if search_bytes(_STACKED_MARKS_RE2, text.encode("utf-8", "surrogatepass")) is None:
+    zalgo text or follow every character; `sent` is the text as sent (default: `text`)."""
+    probe = text if sent is None else sent
+    if search_bytes(_STACKED_MARKS_RE2, probe.encode("utf-8", "surrogatepass")) is None:
         return None
     out = "".join(c for c in unicodedata.normalize("NFD", text)
                   if not unicodedata.category(c).startswith("M"))
@@ -599,11 +617,13 @@ def derived_views(
         if hidden is not None:
             add(hidden, ("unicode_tags",))
         add(_skeleton(base.text), base.transforms + ("confusables",))
-        add(_strip_marks(base.text), base.transforms + ("combining_marks",))
+        add(_strip_marks(base.text, text), base.transforms + ("combining_marks",))
     if "whitespace" in hints:
         add(_collapse(base.text), base.transforms + ("whitespace",))
     if "noise" in hints:
         add(_denoise(base.text), base.transforms + ("noise",))
+    if "spaced" in hints:
+        add(_join_spaced(base.text), base.transforms + ("spaced",))
     if "shell" in hints:
         add(_shell(base.text), base.transforms + ("shell",))
     if "leetspeak" in hints:
