@@ -136,7 +136,10 @@ TRIGGER_PATTERNS: dict[str, str] = {
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
     "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
-             r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b",
+             r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b"
+             # a word opening with a quoted piece ('r'm), an empty substitution (r$()m, r``m),
+             # characters spelt as escapes ($(printf "\x72\x6d"), $'\x72\x6d')
+             r"|(?:^|[\s;&|(:])['\x22]\w{1,20}['\x22]\w|\$\(\s*\)|\x60\x60|\$\(\s*(?:printf|echo\s+-e)\s|\$'\\",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
                    "braille", "ascii85")
@@ -514,9 +517,16 @@ def _hidden_tags(text: str) -> str | None:
 # those (all ASCII, so multi-byte text stays intact): Python's `re` took ~0.6 s over a 1 MiB text
 # with ordinary quotes and backslashes in it, this ~70 ms.
 _B64_PIPE_RE2 = re2.compile(
-    rb"""(?:\$\(|`)?\s*(?:echo|printf)\s+(?:-[ne]\s+)?['"]?([A-Za-z0-9+/=]{4,1000})['"]?\s*\|\s*base64\s+"""
+    rb"""(?:\$\(|`)?\s*(?:echo|printf)\s+(?:-[ne]\s+)?['"]?([A-Za-z0-9+/=]{4,1000})['"]?\s*\|\s*(?:openssl\s+(?:enc\s+-)?)?base64\s+"""
     rb"""(?:-d|-D|--decode)\b\s*(?:\)|`)?""")
 _IFS_RE2 = re2.compile(rb"\$\{IFS(?:[%#][^}\s]{0,8})?\}|\$IFS(?:\$\d)?")
+# Substitutions a shell expands to nothing: `r$()m`, `r``m`.
+_EMPTY_SUBST_RE2 = re2.compile(rb"\$\(\s*\)|``")
+# Characters spelt as escapes and printed in place: `$(printf "\x72\x6d")`, `$'\x72\x6d'`.
+_ESCAPED_RE2 = re2.compile(
+    rb"""\$\(\s*(?:printf|echo\s+-e|echo\s+-ne)\s+['"]?(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}['"]?\s*\)"""
+    rb"""|\$'(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}'""")
+_ESCAPE_RE = re.compile(rb"\\x([0-9A-Fa-f]{2})|\\([0-7]{3})")
 # A word a shell would unquote, unescape or expand as a path glob.
 _SHELL_WORD_RE2 = re2.compile(rb"""[^\s'"\\?*\[]*(?:['"\\]|[?*\[][^\s]*/|/[^\s]*[?*\[])[^\s]*""")
 _OPTIONS_RE2 = re2.compile(rb"(?:^|\s)(?:--(?:recursive|force|verbose|interactive=never)|-[A-Za-z]{1,6})"
@@ -548,6 +558,14 @@ def _unbase64_pipe(match: bytes) -> bytes:
     return match if decoded is None else b" " + decoded.encode("utf-8", "surrogatepass") + b" "
 
 
+def _unescape(match: bytes) -> bytes:
+    """What `printf "\x72\x6d"` or `$'\x72\x6d'` prints: the escapes as the characters they name."""
+    body = match[2:-1] if match.startswith(b"$'") else re.sub(
+        rb"""^\$\(\s*(?:printf|echo\s+-ne?)\s+['"]?|['"]?\s*\)$""", b"", match)
+    out = _ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16) if m.group(1) else int(m.group(2), 8) & 0xFF]), body)
+    return out if out.isascii() and out.strip() else match
+
+
 def _shell_word(word: bytes) -> bytes:
     """One word as a shell passes it on: quotes and escapes gone, a globbed program named."""
     plain = word.replace(b"'", b"").replace(b'"', b"").replace(b"\\", b"")
@@ -570,11 +588,14 @@ def _join_options(run: bytes) -> bytes:
 
 def _shell(text: str) -> str | None:
     """The text as a shell reads its words: quoting and escapes inside words dropped, $IFS a
-    space, a base64 payload piped to `base64 -d` decoded, long options as short ones (joined:
+    space, empty substitutions gone, characters printed from escapes written out, a base64
+    payload piped to `base64 -d` (or `openssl base64 -d`) decoded, long options as short ones (joined:
     `-r -f` is `-rf`), a globbed program path named. Not a shell: a view for the rules."""
     data = text.encode("utf-8", "surrogatepass")
     out = _rewrite(_B64_PIPE_RE2, data, _unbase64_pipe)
     out = _rewrite(_IFS_RE2, out, lambda _: b" ")
+    out = _rewrite(_EMPTY_SUBST_RE2, out, lambda _: b"")
+    out = _rewrite(_ESCAPED_RE2, out, _unescape)
     out = _rewrite(_SHELL_WORD_RE2, out, _shell_word)
     out = _rewrite(_OPTIONS_RE2, out, _join_options)
     return None if out == data else out.decode("utf-8", "surrogatepass")
