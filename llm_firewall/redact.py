@@ -60,11 +60,12 @@ _SHAPES: tuple[str, ...] = (
     rf"(?i)(?P<L>{_SECRET_NAME}\\?[\"']?\s*[:=]\s*\\?[\"'])[^\"'\\\n]{{3,}}",
     rf"(?i)(?P<L>{_SECRET_NAME}\\?[\"']?\s*[:=]\s*)[^\s,;&\"'<>\\]{{3,}}",
     # ... and in prose: "the db password is: Tr0ub4dor&3", "the passphrase was hunter2!" (without
-    # a colon the value must hold a digit or a symbol: "the password is wrong" is left alone).
+    # a colon the value must hold a digit or a symbol inside it: "the password is wrong!" is left
+    # alone).
     r"(?i)(?P<L>\b(?:passw(?:or)?d|passphrase|passcode|pwd)\s{1,3}(?:is|was|will\s+be)\s{0,3}:\s{0,3}[\"'`]?)"
     r"[^\s\"'`<>]{3,}",
     r"(?i)(?P<L>\b(?:passw(?:or)?d|passphrase|passcode|pwd)\s{1,3}(?:is|was|will\s+be)\s{1,3}[\"'`]?)"
-    r"[^\s\"'`<>]{0,64}[\d!@#$%^&*+=?~][^\s\"'`<>]{0,64}",
+    r"[^\s\"'`<>]{0,64}(?:\d|[!@#$%^&*+=?~][^\s\"'`<>.,;:])[^\s\"'`<>]{0,64}",
 )
 
 

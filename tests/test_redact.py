@@ -186,6 +186,7 @@ def test_new_key_shapes_and_split_keys_are_masked_whole(text: str, secret: str) 
     assert_no_piece(masked, [secret[i:i + 8] for i in range(max(1, len(secret) - 7))])
 
 
-@pytest.mark.parametrize("text", ["the password is wrong", "sk-learn is a library", "sk-learn 2 is great"])
+@pytest.mark.parametrize("text", ["the password is wrong", "the password is wrong!", "is the password is correct?",
+                                  "sk-learn is a library", "sk-learn 2 is great"])
 def test_prose_about_passwords_and_libraries_is_left_alone(text: str) -> None:
     assert redact_secrets(text) == text
