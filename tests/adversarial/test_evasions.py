@@ -120,6 +120,20 @@ def test_new_key_shapes_passwords_and_destructive_commands_in_answers_never_reac
     assert reply.choices[0].finish_reason == "content_filter"
 
 
+@pytest.mark.parametrize("answer, secret", LEAKS.values(), ids=LEAKS.keys())
+def test_the_same_answers_streamed_a_few_characters_at_a_time_never_reach_the_client(
+        firewall: Firewall, upstream: TestUpstream, answer: str, secret: str) -> None:
+    upstream.script.chunks = [answer[i:i + 5] for i in range(0, len(answer), 5)]
+    received, finish = [], None
+    for part in make_client(firewall, Who()).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "what should I use?"}], stream=True):
+        for choice in part.choices:
+            received.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert secret not in "".join(received)
+    assert finish == "content_filter"
+
+
 def alerts(fw: Firewall) -> list[dict[str, Any]]:
     with urllib.request.urlopen(fw.url + "/api/security/alerts?limit=500", timeout=5) as r:
         return json.loads(r.read())["alerts"]
