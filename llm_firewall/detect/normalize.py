@@ -139,7 +139,7 @@ TRIGGER_PATTERNS: dict[str, str] = {
              r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b"
              # a word opening with a quoted piece ('r'm), an empty substitution (r$()m, r``m),
              # characters spelt as escapes ($(printf "\x72\x6d"), $'\x72\x6d')
-             r"|(?:^|[\s;&|(:])['\x22]\w{1,20}['\x22]\w|\$\(\s*\)|[^\x60\s]\x60\x60[^\x60\s]|\$\(\s*(?:printf|echo\s+-e)\s|\$'\\",
+             r"|(?:^|[\s;&|(:])(?:'\w{1,4}'|\x22\w{1,4}\x22)\w|\$\(\s*\)|\w\x60\x60\w|\$\(\s*(?:printf|echo\s+-e)\s|\$'\\",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
                    "braille", "ascii85")
@@ -521,7 +521,7 @@ _B64_PIPE_RE2 = re2.compile(
     rb"""(?:-d|-D|--decode)\b\s*(?:\)|`)?""")
 _IFS_RE2 = re2.compile(rb"\$\{IFS(?:[%#][^}\s]{0,8})?\}|\$IFS(?:\$\d)?")
 # Substitutions a shell expands to nothing: `r$()m`, `r``m` (not a markdown fence: ```).
-_EMPTY_SUBST_RE2 = re2.compile(rb"\$\(\s*\)|[^`\s]``[^`\s]")
+_EMPTY_SUBST_RE2 = re2.compile(rb"\$\(\s*\)|\w``\w")
 # Characters spelt as escapes and printed in place: `$(printf "\x72\x6d")`, `$'\x72\x6d'`.
 _ESCAPED_RE2 = re2.compile(
     rb"""\$\(\s*(?:printf|echo\s+-e|echo\s+-ne)\s+['"]?(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}['"]?\s*\)"""
