@@ -25,13 +25,17 @@ _SECRET_NAME = (r"(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|apike
 # Query parameters that carry a credential in a URL (`?token=`, `&sig=`, `X-Amz-Signature=`).
 _SECRET_PARAM = r"(?:[\w.-]*?(?:token|key|secret|passw(?:or)?d|pwd|pass|auth|sig|signature|credential|session|code))"
 
+# A key pasted with one space inside or cut over two lines: the next piece is part of it when it
+# holds a digit (a word of prose rarely does), so neither half is left in clear.
+_SPLIT = r"(?:(?: |\r?\n)[A-Za-z0-9_-]{0,80}\d[A-Za-z0-9_-]{0,80})?"
+
 # Each shape may name a label kept in clear before the mask (`(?P<L>…)`) and a tail kept after it
 # (`(?P<T>…)`); the shapes are searched as one RE2 alternation (linear time: Python's `re` took
 # 2 s over a 4 MB text for these shapes, RE2 20 ms).
 _SHAPES: tuple[str, ...] = (
     # PEM private keys: the whole body, also when the END line is missing (cut off).
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?s:.)*?"
-    r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)",
+    r"-----BEGIN\s[A-Z0-9\s]{0,24}PRIVATE\s{1,3}KEY(?:\s{1,3}BLOCK)?\s{0,3}-----(?s:.)*?"
+    r"(?:-----END\s[A-Z0-9\s]{0,24}PRIVATE\s{1,3}KEY(?:\s{1,3}BLOCK)?\s{0,3}-----|\z)",
     # A bare DER key body (PKCS#1/#8 in base64 starts with a long-form SEQUENCE: "MII").
     r"\bMII[A-Za-z0-9+/]{40,}={0,2}(?:\s*\n[A-Za-z0-9+/]{16,}={0,2})*",
     # Credentials in a URL: the whole userinfo, secret-looking query parameters, webhook paths.
@@ -42,17 +46,26 @@ _SHAPES: tuple[str, ...] = (
     # Authorization schemes.
     r"(?i)(?P<L>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}",
     # Provider key shapes.
-    r"\bsk-[A-Za-z0-9_-]{12,}",  # OpenAI (sk-proj-, sk-svcacct-), Anthropic (sk-ant-)
-    r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{12,}|\bwhsec_[A-Za-z0-9]{16,}",  # Stripe
-    r"(?i)\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",  # AWS key ids
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bglpat-[A-Za-z0-9_-]{20,}",
-    r"\bxox[abposr]-[A-Za-z0-9-]{10,}|\bxapp-[A-Za-z0-9-]{10,}",  # Slack
-    r"\bAIza[0-9A-Za-z_-]{30,}|\bya29\.[0-9A-Za-z_-]{20,}|\bGOCSPX-[0-9A-Za-z_-]{20,}",  # Google
-    r"\bhf_[A-Za-z0-9]{30,}|\bnpm_[A-Za-z0-9]{30,}|\bSG\.[\w-]{16,}\.[\w-]{16,}",
+    # OpenAI (sk-proj-, sk-svcacct-), Anthropic (sk-ant-); split early, the rest holds a digit.
+    rf"\bsk-[A-Za-z0-9_-]{{12,}}{_SPLIT}|\bsk-[A-Za-z0-9_-]{{6,11}}(?: |\r?\n)[A-Za-z0-9_-]{{0,80}}\d[A-Za-z0-9_-]*",
+    rf"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{{12,}}{_SPLIT}|\bwhsec_[A-Za-z0-9]{{16,}}",  # Stripe
+    # AWS key ids, also with one space or line break inside.
+    r"(?i)\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)(?:[A-Z0-9]{16}|[A-Z0-9]{4,15}(?: |\r?\n)[A-Z0-9]{1,12})\b",
+    rf"\bgh[pousr]_[A-Za-z0-9]{{20,}}{_SPLIT}|\bgithub_pat_[A-Za-z0-9_]{{20,}}{_SPLIT}|\bglpat-[A-Za-z0-9_-]{{20,}}{_SPLIT}",
+    rf"\bxox[abposr]-[A-Za-z0-9-]{{10,}}{_SPLIT}|\bxapp-[A-Za-z0-9-]{{10,}}",  # Slack
+    rf"\bAIza[0-9A-Za-z_-]{{30,}}{_SPLIT}|\bya29\.[0-9A-Za-z_-]{{20,}}|\bGOCSPX-[0-9A-Za-z_-]{{20,}}",  # Google
+    rf"\bhf_[A-Za-z0-9]{{30,}}{_SPLIT}|\bnpm_[A-Za-z0-9]{{30,}}|\bSG\.[\w-]{{16,}}\.[\w-]{{16,}}{_SPLIT}",
     r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
     # Password-like assignments: `password=…`, `passwd: …`, `"secret": "…"`, `api_key='…'`.
     rf"(?i)(?P<L>{_SECRET_NAME}\\?[\"']?\s*[:=]\s*\\?[\"'])[^\"'\\\n]{{3,}}",
     rf"(?i)(?P<L>{_SECRET_NAME}\\?[\"']?\s*[:=]\s*)[^\s,;&\"'<>\\]{{3,}}",
+    # ... and in prose: "the db password is: Tr0ub4dor&3", "the passphrase was hunter2!" (without
+    # a colon the value must hold a digit or a symbol inside it: "the password is wrong!" is left
+    # alone).
+    r"(?i)(?P<L>\b(?:passw(?:or)?d|passphrase|passcode|pwd)\s{1,3}(?:is|was|will\s+be)\s{0,3}:\s{0,3}[\"'`]?)"
+    r"[^\s\"'`<>]{3,}",
+    r"(?i)(?P<L>\b(?:passw(?:or)?d|passphrase|passcode|pwd)\s{1,3}(?:is|was|will\s+be)\s{1,3}[\"'`]?)"
+    r"[^\s\"'`<>]{0,64}(?:\d|[!@#$%^&*+=?~][^\s\"'`<>.,;:])[^\s\"'`<>]{0,64}",
 )
 
 

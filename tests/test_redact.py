@@ -165,3 +165,28 @@ def test_url_fields_in_records_show_host_only() -> None:
     record = redact_value({"params": {"target": url}, "text": f"sent to {url}"})
     assert record["params"]["target"] == mask_url(url) and "hooks.example.com" in mask_url(url)
     assert "s3cretpass" not in str(record) and "zzzzzzzzzzzz" not in str(record)
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ9r8T2LpX", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ9r8T2LpX"),
+    ("key SG.aBcDeFgHiJkLmNoPqRsTuV.aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789aBcDeFg ok",
+     "SG.aBcDeFgHiJkLmNoPqRsTuV.aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789aBcDeFg"),
+    ("stripe sk_test_4eC39HqLyjWDarjtT1zdp7dc and rk_live_9fK39HqLyjWDarjtT1zdp7zz", "4eC39HqLyjWDarjtT1zdp7dc"),
+    ("the db password is: Tr0ub4dor&3xyzQ", "Tr0ub4dor&3xyzQ"),
+    ("the passphrase was Tr0ub4dor&3xyzQ, keep it", "Tr0ub4dor&3xyzQ"),
+    ("-----BEGIN  RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq0cVh1xYz\n-----END  RSA PRIVATE KEY-----",
+     "MIIEowIBAAKCAQEA7bq0cVh1xYz"),
+    ("my key sk-proj-AbCdEfGh IjKlMnOpQrStUv1234WxYz thanks", "IjKlMnOpQrStUv1234WxYz"),
+    ("my key sk-proj-AbCd\nEfGhIjKlMnOpQrStUv1234WxYz thanks", "EfGhIjKlMnOpQrStUv1234WxYz"),
+    ("id AKIAIOSFO DNN7EXAMPLE", "DNN7EXAMPLE"),
+])
+def test_new_key_shapes_and_split_keys_are_masked_whole(text: str, secret: str) -> None:
+    masked = redact_secrets(text)
+    assert MASK in masked
+    assert_no_piece(masked, [secret[i:i + 8] for i in range(max(1, len(secret) - 7))])
+
+
+@pytest.mark.parametrize("text", ["the password is wrong", "the password is wrong!", "is the password is correct?",
+                                  "sk-learn is a library", "sk-learn 2 is great"])
+def test_prose_about_passwords_and_libraries_is_left_alone(text: str) -> None:
+    assert redact_secrets(text) == text

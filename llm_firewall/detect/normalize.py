@@ -129,12 +129,17 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "braille": r"[\x{2801}-\x{28ff}]{3,}",
     "ascii85": r"<~[!-u\s]{10,}~>",
     "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
+    # A word of five letters or more spelt with a single space after every letter, the words
+    # set apart by several spaces (I g n o r e   a l l): the view joins each such run.
+    "spaced": r"(?i)(?:^|[^a-z] )[a-z](?: [a-z]){4,}(?:  |\s*$)",
     # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
-    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b"
-             r"|\s--(?:recursive|force|no-preserve-root)\b"
-             r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b",
+    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
+             r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b"
+             # a word opening with a quoted piece ('r'm), an empty substitution (r$()m, r``m),
+             # characters spelt as escapes ($(printf "\x72\x6d"), $'\x72\x6d')
+             r"|(?:^|[\s;&|(:])(?:'\w{1,4}'|\x22\w{1,4}\x22)\w|\$\(\s*\)|\w\x60\x60\w|\$\(\s*(?:printf|echo\s+-e)\s|\$'\\",
 }
 _DECODERS_ORDER = ("url", "html_entities", "js_escape", "base64", "base32", "hex", "morse",
                    "braille", "ascii85")
@@ -460,14 +465,29 @@ def _denoise(text: str) -> str | None:
     return out if out != text else None
 
 
-# Combining marks stacked on letters ("zalgo" text): two or more in a row is never spelling.
-_STACKED_MARKS_RE2 = re2.compile("[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{2,}")
+# Single letters set apart by one space, two or more in a run, between word gaps of 2+ spaces.
+_SPACED_RUN_RE = re.compile(r"(?<![^\W\d_])[^\W\d_](?: [^\W\d_])+(?![^\W\d_])")
 
 
-def _strip_marks(text: str) -> str | None:
+def _join_spaced(text: str) -> str | None:
+    """Letter-by-letter spellings with single spaces joined: "I g n o r e   a l l" reads
+    "Ignore   all" (the word gaps stay, so the rules' phrases still see separate words)."""
+    out = _SPACED_RUN_RE.sub(lambda m: m.group(0).replace(" ", ""), text)
+    return out if out != text else None
+
+
+# Combining marks stacked on letters ("zalgo" text): two or more in a row is never spelling; nor
+# is a mark after each of four characters in a row (I̶g̶n̶o̶, a strikethrough
+# or an accent on every letter), read on the text as sent, before NFKC composes some of them.
+_MARKS = "\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_STACKED_MARKS_RE2 = re2.compile(f"[{_MARKS}]{{2,}}|(?:[^\\s{_MARKS}][{_MARKS}]){{4,}}")
+
+
+def _strip_marks(text: str, sent: str | None = None) -> str | None:
     """Every mark (combining or enclosing) dropped after NFD, when marks are stacked as in
-    zalgo text."""
-    if search_bytes(_STACKED_MARKS_RE2, text.encode("utf-8", "surrogatepass")) is None:
+    zalgo text or follow every character; `sent` is the text as sent (default: `text`)."""
+    probe = text if sent is None else sent
+    if search_bytes(_STACKED_MARKS_RE2, probe.encode("utf-8", "surrogatepass")) is None:
         return None
     out = "".join(c for c in unicodedata.normalize("NFD", text)
                   if not unicodedata.category(c).startswith("M"))
@@ -497,9 +517,16 @@ def _hidden_tags(text: str) -> str | None:
 # those (all ASCII, so multi-byte text stays intact): Python's `re` took ~0.6 s over a 1 MiB text
 # with ordinary quotes and backslashes in it, this ~70 ms.
 _B64_PIPE_RE2 = re2.compile(
-    rb"""(?:\$\(|`)?\s*(?:echo|printf)\s+(?:-[ne]\s+)?['"]?([A-Za-z0-9+/=]{4,1000})['"]?\s*\|\s*base64\s+"""
+    rb"""(?:\$\(|`)?\s*(?:echo|printf)\s+(?:-[ne]\s+)?['"]?([A-Za-z0-9+/=]{4,1000})['"]?\s*\|\s*(?:openssl\s+(?:enc\s+-)?)?base64\s+"""
     rb"""(?:-d|-D|--decode)\b\s*(?:\)|`)?""")
 _IFS_RE2 = re2.compile(rb"\$\{IFS(?:[%#][^}\s]{0,8})?\}|\$IFS(?:\$\d)?")
+# Substitutions a shell expands to nothing: `r$()m`, `r``m` (not a markdown fence: ```).
+_EMPTY_SUBST_RE2 = re2.compile(rb"\$\(\s*\)|\w``\w")
+# Characters spelt as escapes and printed in place: `$(printf "\x72\x6d")`, `$'\x72\x6d'`.
+_ESCAPED_RE2 = re2.compile(
+    rb"""\$\(\s*(?:printf|echo\s+-e|echo\s+-ne)\s+['"]?(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}['"]?\s*\)"""
+    rb"""|\$'(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}'""")
+_ESCAPE_RE = re.compile(rb"\\x([0-9A-Fa-f]{2})|\\([0-7]{3})")
 # A word a shell would unquote, unescape or expand as a path glob.
 _SHELL_WORD_RE2 = re2.compile(rb"""[^\s'"\\?*\[]*(?:['"\\]|[?*\[][^\s]*/|/[^\s]*[?*\[])[^\s]*""")
 _OPTIONS_RE2 = re2.compile(rb"(?:^|\s)(?:--(?:recursive|force|verbose|interactive=never)|-[A-Za-z]{1,6})"
@@ -531,6 +558,14 @@ def _unbase64_pipe(match: bytes) -> bytes:
     return match if decoded is None else b" " + decoded.encode("utf-8", "surrogatepass") + b" "
 
 
+def _unescape(match: bytes) -> bytes:
+    """What `printf "\x72\x6d"` or `$'\x72\x6d'` prints: the escapes as the characters they name."""
+    body = match[2:-1] if match.startswith(b"$'") else re.sub(
+        rb"""^\$\(\s*(?:printf|echo\s+-ne?)\s+['"]?|['"]?\s*\)$""", b"", match)
+    out = _ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16) if m.group(1) else int(m.group(2), 8) & 0xFF]), body)
+    return out if out.isascii() and out.strip() else match
+
+
 def _shell_word(word: bytes) -> bytes:
     """One word as a shell passes it on: quotes and escapes gone, a globbed program named."""
     plain = word.replace(b"'", b"").replace(b'"', b"").replace(b"\\", b"")
@@ -553,11 +588,14 @@ def _join_options(run: bytes) -> bytes:
 
 def _shell(text: str) -> str | None:
     """The text as a shell reads its words: quoting and escapes inside words dropped, $IFS a
-    space, a base64 payload piped to `base64 -d` decoded, long options as short ones (joined:
+    space, empty substitutions gone, characters printed from escapes written out, a base64
+    payload piped to `base64 -d` (or `openssl base64 -d`) decoded, long options as short ones (joined:
     `-r -f` is `-rf`), a globbed program path named. Not a shell: a view for the rules."""
     data = text.encode("utf-8", "surrogatepass")
     out = _rewrite(_B64_PIPE_RE2, data, _unbase64_pipe)
     out = _rewrite(_IFS_RE2, out, lambda _: b" ")
+    out = _rewrite(_EMPTY_SUBST_RE2, out, lambda m: b"" if m.startswith(b"$") else m[:1] + m[-1:])
+    out = _rewrite(_ESCAPED_RE2, out, _unescape)
     out = _rewrite(_SHELL_WORD_RE2, out, _shell_word)
     out = _rewrite(_OPTIONS_RE2, out, _join_options)
     return None if out == data else out.decode("utf-8", "surrogatepass")
@@ -600,11 +638,13 @@ def derived_views(
         if hidden is not None:
             add(hidden, ("unicode_tags",))
         add(_skeleton(base.text), base.transforms + ("confusables",))
-        add(_strip_marks(base.text), base.transforms + ("combining_marks",))
+        add(_strip_marks(base.text, text), base.transforms + ("combining_marks",))
     if "whitespace" in hints:
         add(_collapse(base.text), base.transforms + ("whitespace",))
     if "noise" in hints:
         add(_denoise(base.text), base.transforms + ("noise",))
+    if "spaced" in hints:
+        add(_join_spaced(base.text), base.transforms + ("spaced",))
     if "shell" in hints:
         add(_shell(base.text), base.transforms + ("shell",))
     if "leetspeak" in hints:
