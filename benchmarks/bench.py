@@ -47,8 +47,8 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -58,14 +58,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as `python benchmarks/bench.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.traffic import DEFAULT_TEXTS, Texts, fixed_bodies, read_texts, real_bodies, write_bodies  # noqa: E402
+from benchmarks.traffic import DEFAULT_TEXTS, Texts, fixed_bodies, read_texts, real_bodies, write_bodies
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 PAYLOADS = ASSETS / "payloads"
@@ -460,7 +461,7 @@ def median_rows(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per target run: the median of each figure over the rounds (whose rows come in the
     same order); counts are summed, peak RSS is the highest."""
     out = []
-    for same in zip(*per_round):
+    for same in zip(*per_round, strict=False):
         row = dict(same[0], rounds=len(same))
         for key, value in same[0].items():
             values = [r[key] for r in same if r.get(key) is not None]
@@ -594,7 +595,7 @@ def add_stream_comparisons(targets: dict[str, dict[str, Any]]) -> None:
     for the firewall, what inspection costs per upstream event (its CPU less that of the same
     firewall with inspection off)."""
     fw, off = targets.get("firewall"), targets.get("uninspected")
-    if fw is not None and off is not None and fw["cpu_us_per_event"] is not None and off["cpu_us_per_event"] is not None:
+    if fw is not None and off is not None and fw["cpu_us_per_event"] is not None and off["cpu_us_per_event"] is not None:  # noqa: E501
         fw["inspection_us_per_event"] = fw["cpu_us_per_event"] - off["cpu_us_per_event"]
     base = targets.get("baseline")
     for name, t in targets.items():
@@ -602,7 +603,7 @@ def add_stream_comparisons(targets: dict[str, dict[str, Any]]) -> None:
             continue
         t["ttft_added_ms"] = (t["ttft_ms"] - base["ttft_ms"]
                               if t["ttft_ms"] is not None and base["ttft_ms"] is not None else None)
-        gaps = [a - b for a, b in zip(t["arrival_ms"], base["arrival_ms"]) if a is not None and b is not None]
+        gaps = [a - b for a, b in zip(t["arrival_ms"], base["arrival_ms"], strict=False) if a is not None and b is not None]  # noqa: E501
         t["event_delay_ms"] = statistics.median(gaps) if gaps else None
         t["event_cpu_added_us"] = (t["cpu_us_per_event"] - base["cpu_us_per_event"]
                                    if t["cpu_us_per_event"] is not None and base["cpu_us_per_event"] is not None
@@ -621,10 +622,10 @@ def scan_phase(quick: bool) -> dict[str, Any]:
         inspector = Inspector.load(learned=learned)
         load_s = time.perf_counter() - t0
         inspector.inspect_text(prompt)
-        warm_runs = timed_loop(lambda: inspector.inspect_text(prompt), 0.5 if quick else 3.0)
+        warm_runs = timed_loop(lambda: inspector.inspect_text(prompt), 0.5 if quick else 3.0)  # noqa: B023 - called within this iteration
         per_prompt = statistics.median(warm_runs)
-        cold = statistics.median(cold_runs(lambda: inspector.inspect_text(prompt), 100 if quick else 1000))
-        big_runs = [timed_once(lambda: inspector.inspect_text(big)) for _ in range(1 if quick else 3)]
+        cold = statistics.median(cold_runs(lambda: inspector.inspect_text(prompt), 100 if quick else 1000))  # noqa: B023 - called within this iteration
+        big_runs = [timed_once(lambda: inspector.inspect_text(big)) for _ in range(1 if quick else 3)]  # noqa: B023 - called within this iteration
         results[label] = {"load_s": load_s, "prompt_p50_us": per_prompt * 1e6,
                           "prompts": len(warm_runs),
                           "mb_s": results["prompt_bytes"] / per_prompt / 1e6,
@@ -703,7 +704,7 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
     procs.stop("firewall-mem")
     procs.stop("mock-mem")
     requests = raw["requests"]
-    return {"preflight": {"firewall": check}, "identities": identities, "distinct_identities_sent": min(requests, identities),
+    return {"preflight": {"firewall": check}, "identities": identities, "distinct_identities_sent": min(requests, identities),  # noqa: E501
             "requests": requests, "rps": requests / (raw["duration_us"] / 1e6 or 1), **answers(raw),
             "rss_start_mib": rss0 / 1024, "rss_end_mib": rss1 / 1024,
             "rss_max_mib": max(s[1] for s in samples) / 1024, "rss_growth_mib": (rss1 - rss0) / 1024,
@@ -755,8 +756,8 @@ def stream_table(stream: dict[str, Any]) -> Iterator[str]:
 
 
 def scan_lines(scan: dict[str, Any]) -> Iterator[str]:
-    yield f"Scanning (in-process Inspector.inspect_text; {scan['prompt_bytes']} B prompt, {scan['big_bytes']} B prompt):"
-    for label, text in (("full", "rules + learned detector + scorer"), ("rules_only", "rules only (no learned detector)")):
+    yield f"Scanning (in-process Inspector.inspect_text; {scan['prompt_bytes']} B prompt, {scan['big_bytes']} B prompt):"  # noqa: E501
+    for label, text in (("full", "rules + learned detector + scorer"), ("rules_only", "rules only (no learned detector)")):  # noqa: E501
         s = scan[label]
         yield (f"  {text:<36} {s['mb_s']:>8.2f} MB/s  ({s['prompt_p50_us']:.0f} us p50 per 1.5 KB prompt, "
                f"{s['prompts']} runs)   1 MiB prompt: {s['big_ms']:.0f} ms")
@@ -812,7 +813,7 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
     if fw_stream:
         inspection, added = fw_stream.get("inspection_us_per_event"), fw_stream.get("event_cpu_added_us")
         if inspection is not None:  # the target is the rules' cost; the proxying is shown beside it
-            yield line("stream: inspection CPU per SSE event (us)", inspection, "<= 10", inspection <= GOALS["event_us"])
+            yield line("stream: inspection CPU per SSE event (us)", inspection, "<= 10", inspection <= GOALS["event_us"])  # noqa: E501
             yield f"  {'stream: CPU per SSE event over baseline (us)':<44}{fmt(added, '.3g'):>10}  informational"
         else:
             yield line("stream: CPU per SSE event over baseline (us)", added, "<= 10",
@@ -840,7 +841,7 @@ def goal_lines(result: dict[str, Any]) -> Iterator[str]:
 
 def report(result: dict[str, Any]) -> str:
     env = result["environment"]
-    lines = [f"llm-firewall bench: policy {env['policy']}, payload {env['payload']}, load generator {env['load_generator']}, "
+    lines = [f"llm-firewall bench: policy {env['policy']}, payload {env['payload']}, load generator {env['load_generator']}, "  # noqa: E501
              f"{env['cpus']} CPUs, pinning {'on (mock+load CPU 0, proxy CPU 1)' if env['pinned'] else 'off'}, "
              f"{env['duration_s']:g} s per run"
              + (f", {env['rounds']} interleaved rounds (medians)"
@@ -848,7 +849,7 @@ def report(result: dict[str, Any]) -> str:
     texts = env.get("texts")
     if texts:
         only = f" labelled {texts['labels']}" if texts.get("labels") else ""
-        lines.append(f"real traffic: {texts['count']} texts{only} of {texts['path']} ({texts['attacks']} labelled attacks, "
+        lines.append(f"real traffic: {texts['count']} texts{only} of {texts['path']} ({texts['attacks']} labelled attacks, "  # noqa: E501
                      f"{texts['min_chars']}-{texts['max_chars']} chars) as the user turn after the payload's "
                      "system prompt, each request's text ending in a reference of its own; every request from "
                      "a client identity of its own")

@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 

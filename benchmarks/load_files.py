@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from llm_firewall.detect.rules import default_rules_dir, load_rules
 from llm_firewall.policy.model import default_policies_dir, list_presets, load_policy

@@ -28,8 +28,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
 
@@ -102,7 +103,7 @@ def _wrap_stages(spent: dict[str, float], calls: dict[str, int], stages: list[tu
 
 def serve(argv: list[str]) -> int:
     """The firewall CLI with the stages timed; SIGUSR1 writes the table to $STAGES_OUT and exits."""
-    import llm_firewall.app  # noqa: F401  (every stage's module is loaded before wrapping)
+    import llm_firewall.app
     import llm_firewall.gateway  # noqa: F401
     from llm_firewall.cli import main
 
@@ -123,8 +124,16 @@ def serve(argv: list[str]) -> int:
 
 
 def drive(args: argparse.Namespace) -> int:
-    from benchmarks.bench import (PAYLOADS, SSE_DELAY_MS, Load, Processes, Stack, pinning_available, sse_probe,
-                                  start_firewall)
+    from benchmarks.bench import (
+        PAYLOADS,
+        SSE_DELAY_MS,
+        Load,
+        Processes,
+        Stack,
+        pinning_available,
+        sse_probe,
+        start_firewall,
+    )
     from benchmarks.traffic import fixed_bodies, write_bodies
 
     pin = pinning_available()

@@ -18,8 +18,8 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +29,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.*
 
-from benchmarks.bench import Processes, start_firewall  # noqa: E402
+from benchmarks.bench import Processes, start_firewall
 
 WORDS = "the order shipping refund please explain how this works and why it failed yesterday".split()
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-stall-0123456789abcdef"}
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
         ap.error("--mb must be between 0.1 and 4.0 (the firewall refuses bodies over 4 MiB)")
     workdir = Path(tempfile.mkdtemp(prefix="llm-firewall-stall-"))
     procs = Processes(workdir, pin=False)
-    modes = [("thread", {})] + ([] if args.no_inline else [("inline", {"LLM_FIREWALL_THREAD_INSPECT_CHARS": "1000000000"})])
+    modes = [("thread", {})] + ([] if args.no_inline else [("inline", {"LLM_FIREWALL_THREAD_INSPECT_CHARS": "1000000000"})])  # noqa: E501
     print(f"{'inspection':>10}  {'round':>5}  {'large body':>10}  {'status':>6}  {'large s':>8}  "
           f"{'small median ms':>15}  {'small worst ms':>14}")
     try:

@@ -64,8 +64,8 @@ def main(argv: list[str]) -> int:
                 guard.feed(event)
         guard.finish()
         elapsed = time.perf_counter() - t0
-        kept = sum(len(t.text) for t in guard._texts.values()) + len(getattr(guard, "_joint", None) and
-                                                                     guard._joint.text or "")
+        kept = sum(len(t.text) for t in guard._texts.values()) + len((getattr(guard, "_joint", None) and
+                                                                     guard._joint.text) or "")
         print(f"{n:>8}  {guard.assembled_chars:>12,}  {elapsed / n * 1e6:>8.1f}  {kept:>9,}")
     return 0
 

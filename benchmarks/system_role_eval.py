@@ -11,6 +11,7 @@ user role.
 from __future__ import annotations
 
 import sys
+
 from llm_firewall.domain import Identity
 from llm_firewall.inspector import Inspector
 from llm_firewall.policy.decide import decide

@@ -46,7 +46,7 @@ def read_texts(path: Path, labels: set[str] | None = None) -> Texts:
 
     rows = [r for r in read_jsonl(path) if r.text.strip() and (labels is None or r.label in labels)]
     if not rows:
-        raise ValueError(f"{path}: no rows with a 'text'" + (f" labelled {', '.join(sorted(labels))}" if labels else ""))
+        raise ValueError(f"{path}: no rows with a 'text'" + (f" labelled {', '.join(sorted(labels))}" if labels else ""))  # noqa: E501
     return Texts(path, tuple(r.text for r in rows), sum(r.is_attack for r in rows))
 
 

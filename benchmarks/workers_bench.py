@@ -23,9 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench import (ASSETS, PAYLOADS, Load, Processes, child_env, cpu_seconds, free_port,  # noqa: E402
-                              port_open, start_firewall, wait_ready)
-from benchmarks.traffic import DEFAULT_TEXTS, read_texts, real_bodies, write_bodies  # noqa: E402
+from benchmarks.bench import (
+    ASSETS,
+    PAYLOADS,
+    Load,
+    Processes,
+    child_env,
+    cpu_seconds,
+    free_port,
+    port_open,
+    start_firewall,
+    wait_ready,
+)
+from benchmarks.traffic import DEFAULT_TEXTS, read_texts, real_bodies, write_bodies
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +75,7 @@ def main(argv: list[str]) -> int:
                                        raw["p50_us"] / 1000))
         finally:
             procs.stop_all()
-    print(f"real traffic (a new text every request), c={args.concurrency}, {args.duration:.0f} s a run, median of {args.rounds} rounds "
+    print(f"real traffic (a new text every request), c={args.concurrency}, {args.duration:.0f} s a run, median of {args.rounds} rounds "  # noqa: E501
           f"(taking turns); every process unpinned on {len(__import__('os').sched_getaffinity(0))} cores")
     print(f"{'workers':>8} {'req/s':>9} {'CPU us/req':>11} {'p50 ms':>8}")
     for n in counts:

@@ -28,16 +28,16 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_learned as TL  # noqa: E402
+import train_learned as TL
 
-from llm_firewall.detect.engine import Engine  # noqa: E402
-from llm_firewall.detect.learned import LearnedDetector  # noqa: E402
-from llm_firewall.detect.rules import default_rules_dir, load_rules  # noqa: E402
-from llm_firewall.domain import Finding  # noqa: E402
-from llm_firewall.evaluate import Outcome, _decider, attack_score, by_source, render_md, summarise  # noqa: E402
-from llm_firewall.score.corpus import Example  # noqa: E402
-from llm_firewall.score.features import FEATURES, ScoreContext  # noqa: E402
-from llm_firewall.score.fp import DEFAULT_PATH, FPScorer  # noqa: E402
+from llm_firewall.detect.engine import Engine
+from llm_firewall.detect.learned import LearnedDetector
+from llm_firewall.detect.rules import default_rules_dir, load_rules
+from llm_firewall.domain import Finding
+from llm_firewall.evaluate import Outcome, _decider, attack_score, by_source, render_md, summarise
+from llm_firewall.score.corpus import Example
+from llm_firewall.score.features import FEATURES, ScoreContext
+from llm_firewall.score.fp import DEFAULT_PATH, FPScorer
 
 SMOOTHING = 2.0  # pseudo-counts pulling a rarely seen rule's precision towards the average
 FP_C = 1.0  # inverse L2 strength of the scorer's logistic regression
@@ -113,7 +113,7 @@ def judge_corpus(examples: list[Example], margins: dict[int, float], cuts: dict,
 def _matrix(items: list[Judged], table: dict[str, float], base: float) -> tuple[np.ndarray, np.ndarray]:
     X, y = [], []
     for j in items:
-        for f, x in zip(j.findings, j.features):
+        for f, x in zip(j.findings, j.features, strict=False):
             p = table.get(f"{f.rule_id}:{f.severity}@{f.role}",
                           table.get(f"{f.rule_id}:{f.severity}", table.get(f.rule_id, base)))
             x = dict(x, rule_precision=_logit(p))
@@ -128,8 +128,8 @@ def fit_scorer(items: list[Judged]) -> FPScorer:
     table, base = precision_table(pairs)
     X, y = _matrix(items, table, base)
     model = LogisticRegression(C=FP_C, max_iter=1000).fit(X, y)
-    coef = dict(zip(FEATURES, model.coef_[0].tolist()))
-    reference = dict(zip(FEATURES, X.mean(axis=0).tolist()))
+    coef = dict(zip(FEATURES, model.coef_[0].tolist(), strict=False))
+    reference = dict(zip(FEATURES, X.mean(axis=0).tolist(), strict=False))
     return FPScorer(coef, float(model.intercept_[0]), reference, table, base)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loso  # noqa: E402
+import loso
 
 if __name__ == "__main__":
     raise SystemExit(loso.main([*sys.argv[1:], "--write-fp"]))

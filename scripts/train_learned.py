@@ -30,6 +30,7 @@ scorer + policy).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -174,7 +175,7 @@ def margins_of(texts: list[Example], w: np.ndarray, b: float, norm) -> list[floa
     if wins:
         z = vectorize(wins, _same) @ w + b
         best = defaultdict(lambda: -math.inf)
-        for i, v in zip(owner, z.tolist()):
+        for i, v in zip(owner, z.tolist(), strict=False):
             best[i] = max(best[i], v)
         for i, v in best.items():
             out[i] = v
@@ -197,7 +198,7 @@ def loso_margins(corpus: Corpus, examples: list[Example], norm, log=sys.stderr) 
     started = time.perf_counter()
     for n, (source, idx) in enumerate(sorted(targets.items())):
         w, b = corpus.fit(source) if source in trained else full
-        out.update(zip(idx, margins_of([examples[i] for i in idx], w, b, norm)))
+        out.update(zip(idx, margins_of([examples[i] for i in idx], w, b, norm), strict=False))
         print(f"  loso {n + 1}/{len(targets)} {source} ({time.perf_counter() - started:.0f}s)", file=log)
     return out
 
@@ -287,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Hand-written examples (no corpus text). Deterministic templated expansion.
-
-import itertools
 
 _BENIGN_FIXED = [
     "How do I ignore errors in my Python code?",

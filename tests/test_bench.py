@@ -23,10 +23,19 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from benchmarks.bench import (Load, add_comparisons, add_stream_comparisons, answers, cpu_seconds, median_rows,
-                              parse_args, report, summarise_stream, text_marks)
-from benchmarks.traffic import (DEFAULT_TEXTS, REF_SUFFIX, fixed_bodies, identity, read_texts, real_bodies,
-                                write_bodies)
+from benchmarks.bench import (
+    Load,
+    add_comparisons,
+    add_stream_comparisons,
+    answers,
+    cpu_seconds,
+    median_rows,
+    parse_args,
+    report,
+    summarise_stream,
+    text_marks,
+)
+from benchmarks.traffic import DEFAULT_TEXTS, REF_SUFFIX, fixed_bodies, identity, read_texts, real_bodies, write_bodies
 from llm_firewall.domain import TextItem
 from llm_firewall.proxy.openai_wire import parse_json_body, request_texts, validate_shape
 
@@ -54,7 +63,7 @@ def test_quick_run_prints_a_row_per_target_and_traffic() -> None:
             words = label.split()
             if cells[:len(words)] == words and len(cells) == len(words) + 11:
                 by_target[label, cells[len(words)]] = cells[len(words) + 1:]
-    assert set(by_target) == {(label, traffic) for label in ("direct", "baseline proxy", "firewall", "fw, inspection off")
+    assert set(by_target) == {(label, traffic) for label in ("direct", "baseline proxy", "firewall", "fw, inspection off")  # noqa: E501
                               for traffic in ("real", "fixed")}, out.stdout
     for (label, traffic), cells in by_target.items():
         assert cells[0] == "1", f"{label} row is not at concurrency 1: {cells}"
@@ -106,7 +115,7 @@ def test_real_bodies_keep_the_system_prompt_and_put_one_text_in_the_user_turn() 
     original = json.loads(PAYLOAD.read_bytes())
     bodies = real_bodies(PAYLOAD.read_bytes(), texts)
     assert len(bodies) == len(texts.texts) == 42 and texts.attacks == 20
-    for body, text in zip(bodies, texts.texts):
+    for body, text in zip(bodies, texts.texts, strict=False):
         assert b"\n" not in body  # one body per line of the file
         items = chat_texts(body)
         assert [(t.role, t.text) for t in items] == [("system", original["messages"][0]["content"]),
@@ -542,11 +551,11 @@ def test_server_stages_times_every_stage_once_per_request_and_stops_its_servers(
     spec.loader.exec_module(module)
     assert set(rows) == {qualname for _, qualname in module.STAGES}  # every stage was reached
     for stage in ("Gateway.identify", "Enforcer.check_now", "parse_json_body"):
-        per_request, per_call, calls = map(float, rows[stage])
+        per_request, _, calls = map(float, rows[stage])
         assert per_request > 0 and calls == 1.0, (stage, rows[stage])
     # recorded once the answer is back: the requests still in flight when the load stops (one per
     # connection, a few hundredths of a slow machine's run) never get there
-    per_request, per_call, calls = map(float, rows["UsageTracker.record"])
+    per_request, _, calls = map(float, rows["UsageTracker.record"])
     assert per_request > 0 and 0.95 <= calls <= 1.0, rows["UsageTracker.record"]
 
 
@@ -560,7 +569,7 @@ def test_server_stages_stream_mode_times_the_relay_once_per_upstream_event() -> 
     assert lines[1].split()[1:] == ["us/event", "us/call", "calls/event"]
     rows = {cells[0]: cells[1:] for cells in map(str.split, lines[2:]) if cells[0] != "not"}
     for stage in ("EventSplitter.feed", "StreamGuard.feed"):
-        per_event, per_call, calls = map(float, rows[stage])
+        per_event, _, calls = map(float, rows[stage])
         # once per read from the upstream: one event each, or fewer when a busy machine lets
         # TCP deliver two events in one read
         assert per_event > 0 and 0.5 <= calls <= 1.0, (stage, rows[stage])

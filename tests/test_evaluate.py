@@ -22,7 +22,7 @@ ROWS = [
 
 def write(tmp_path, rows=ROWS):
     path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "label": l, "category": c}) + "\n" for t, l, c in rows))
+    path.write_text("".join(json.dumps({"text": t, "label": lab, "category": c}) + "\n" for t, lab, c in rows))
     return path
 
 

@@ -94,7 +94,7 @@ def test_weights_file_holds_no_text(detector: LearnedDetector) -> None:
 def test_broken_model_file_names_the_file(tmp_path) -> None:
     bad = tmp_path / "m.json"
     bad.write_text('{"bits": 4}')
-    with pytest.raises(ValueError, match="m.json"):
+    with pytest.raises(ValueError, match=r"m\.json"):
         LearnedDetector.load(bad)
 
 
@@ -109,7 +109,7 @@ def test_cached_scores_equal_a_fresh_computation(detector: LearnedDetector) -> N
     assert warm[: len(texts)] == warm[len(texts):] == cold
     # The training path (features with repeats) gives the same log-odds.
     model = fresh.model
-    for text, z in zip(texts, cold):
+    for text, z in zip(texts, cold, strict=False):
         feats = learned.features(text, (1 << fresh.bits) - 1, model._normalize)
         total = sum(model._w[f] for f in feats)
         assert z == pytest.approx(model._bias + model._scale * total / len(feats) ** 0.5, abs=1e-9)

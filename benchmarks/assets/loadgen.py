@@ -26,13 +26,13 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.traffic
 
-from benchmarks.traffic import REF_PLACEHOLDER, identity  # noqa: E402
+from benchmarks.traffic import REF_PLACEHOLDER, identity
 
 TIMEOUT_S = 10.0
 SSE_RUN = 0xffff  # streams are benign: stream n comes from identity n of this run number, whatever the round
@@ -119,19 +119,19 @@ async def load_worker(host: str, port: int, path: str, body_for: Callable[[int],
             if writer is None:
                 try:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT_S)
-                except (OSError, asyncio.TimeoutError):
+                except (TimeoutError, OSError):
                     stats.errors["connect"] += 1
                     await asyncio.sleep(0.01)
                     continue
             n = next(counter)
-            request = build_request(f"{host}:{port}", path, body_for(n), identity(run, n % identities if identities else n))
+            request = build_request(f"{host}:{port}", path, body_for(n), identity(run, n % identities if identities else n))  # noqa: E501
             t0 = time.perf_counter()
             try:
                 writer.write(request)
                 status, headers = await asyncio.wait_for(read_head(reader), TIMEOUT_S)
                 async for _ in iter_body(reader, headers):
                     pass
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 stats.errors["timeout"] += 1
                 writer.close()
                 writer = None
@@ -222,7 +222,7 @@ async def run_sse(url: str, requests: int, body: bytes, connections: int = 1) ->
         for n in numbers:  # one shared iterator: the connections take turns at the next number
             try:
                 out.append(await asyncio.wait_for(one_stream(parts.hostname, parts.port, path, body, n), 60))
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
                 out.append({"status": 0, "error": type(exc).__name__, "events": []})
         return out
 

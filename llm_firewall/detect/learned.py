@@ -243,10 +243,10 @@ class LinearModel:
             return toks, (), (), ()
         entries = list(map(self._cache.get, toks))
         try:
-            values, lefts, rights = zip(*entries)
+            values, lefts, rights = zip(*entries, strict=False)
         except TypeError:  # a token not seen yet (None)
             self._learn(toks, entries)
-            values, lefts, rights = zip(*entries)
+            values, lefts, rights = zip(*entries, strict=False)
         return toks, values, lefts, rights
 
     def margin(self, text: str) -> float:
@@ -308,7 +308,7 @@ class LearnedDetector:
         return (fn, "views") if fn else (_basic_normalize, "basic")
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "LearnedDetector":
+    def load(cls, path: str | Path | None = None) -> LearnedDetector:
         p = Path(path) if path is not None else DEFAULT_PATH
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))

@@ -135,7 +135,7 @@ TRIGGER_PATTERNS: dict[str, str] = {
     # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
-    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"
+    "shell": r"(?i)\w(?:''|\x22\x22|\\)\w|\w['\x22]\w+['\x22]|['\x22]-\w{1,6}['\x22]|\$\{?IFS\b|\s--(?:recursive|force|no-preserve-root)\b"  # noqa: E501
              r"|\s-[a-z]{1,3}\s+-[a-z]{1,3}\s+/|/[\w?*\[\]/.-]*[?*\[][\w?*\[\]/.-]*(?:\s|$)|\bbase64\s+(?:-d|-D|--decode)\b"
              # a word opening with a quoted piece ('r'm), an empty substitution (r$()m, r``m),
              # characters spelt as escapes ($(printf "\x72\x6d"), $'\x72\x6d')
@@ -524,7 +524,7 @@ _IFS_RE2 = re2.compile(rb"\$\{IFS(?:[%#][^}\s]{0,8})?\}|\$IFS(?:\$\d)?")
 _EMPTY_SUBST_RE2 = re2.compile(rb"\$\(\s*\)|\w``\w")
 # Characters spelt as escapes and printed in place: `$(printf "\x72\x6d")`, `$'\x72\x6d'`.
 _ESCAPED_RE2 = re2.compile(
-    rb"""\$\(\s*(?:printf|echo\s+-e|echo\s+-ne)\s+['"]?(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}['"]?\s*\)"""
+    rb"""\$\(\s*(?:printf|echo\s+-e|echo\s+-ne)\s+['"]?(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}['"]?\s*\)"""  # noqa: E501
     rb"""|\$'(?:\\x[0-9A-Fa-f]{2}|\\[0-7]{3}|[A-Za-z0-9 ./_-]){1,200}'""")
 _ESCAPE_RE = re.compile(rb"\\x([0-9A-Fa-f]{2})|\\([0-7]{3})")
 # A word a shell would unquote, unescape or expand as a path glob.

@@ -16,7 +16,7 @@ from pathlib import Path
 HELDOUT_BUCKETS = 5
 # Attack categories the learned model is for (malicious_input is left to the rules).
 PROMPT_ATTACK_TOPS = ("prompt_injection", "jailbreak", "data_exfiltration", "indirect_injection_payload",
-                      "indirect_injection", "obfuscated_injection")  # one bucket in five (20 %) is never used for training
+                      "indirect_injection", "obfuscated_injection")  # one bucket in five (20 %) is never used for training  # noqa: E501
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,8 +71,8 @@ _EDUCATIONAL_RE = re.compile(
     r"for (my|a|our) (class|course|lesson|presentation|training|essay|article|blog|students?|team)|"
     r"(security|awareness) training|best practices?|in (python|java(script)?|bash|sql|c\+\+|rust|go)\b)",
     re.I)
-_NEGATION = re.compile(r"\b(not|never|don't|dont|do not|doesn't|shouldn't|avoid|without|no|prevent|stop)\b\W*(\w+\W+){0,3}\W*$", re.I)
-_QUOTING_WORDS_RE = re.compile(r"\b(the (phrase|sentence|string|word|text|line|prompt)|quote[sd]?|quoting|says?|said|wrote|example)\b", re.I)
+_NEGATION = re.compile(r"\b(not|never|don't|dont|do not|doesn't|shouldn't|avoid|without|no|prevent|stop)\b\W*(\w+\W+){0,3}\W*$", re.I)  # noqa: E501
+_QUOTING_WORDS_RE = re.compile(r"\b(the (phrase|sentence|string|word|text|line|prompt)|quote[sd]?|quoting|says?|said|wrote|example)\b", re.I)  # noqa: E501
 
 
 class _Screened:
@@ -144,7 +144,7 @@ class TextFacts:
     entropy: float
 
     @classmethod
-    def of(cls, text: str) -> "TextFacts":
+    def of(cls, text: str) -> TextFacts:
         head = text[:16384]
         view = base_view(head).text
         return cls(

@@ -26,6 +26,9 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "fp_model.json"
 EXPLAIN_TOP = 4
 
 
+NO_CONTEXT = ScoreContext()  # frozen: one shared default is safe
+
+
 @dataclass(frozen=True)
 class Bands:
     """Recommendation bands on the false-positive probability."""
@@ -61,7 +64,7 @@ class FPScorer:
         self.meta = dict(meta or {})
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "FPScorer":
+    def load(cls, path: str | Path | None = None) -> FPScorer:
         p = Path(path) if path is not None else DEFAULT_PATH
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
@@ -72,7 +75,7 @@ class FPScorer:
             raise ValueError(f"{p}: cannot load false-positive model ({exc})") from exc
 
     def features(self, findings: list[Finding], texts: Mapping[str, str],
-                 ctx: ScoreContext = ScoreContext()) -> list[dict[str, float]]:
+                 ctx: ScoreContext = NO_CONTEXT) -> list[dict[str, float]]:
         """The feature values of each finding (in order), for training and explanation."""
         by_path: dict[str, list[Finding]] = defaultdict(list)
         for f in findings:
@@ -95,9 +98,9 @@ class FPScorer:
         return p, contrib
 
     def score(self, findings: list[Finding], texts: Mapping[str, str],
-              ctx: ScoreContext = ScoreContext(), bands: Bands = Bands()) -> None:
+              ctx: ScoreContext = NO_CONTEXT, bands: Bands = Bands()) -> None:
         """Set fp_probability, fp_explanation and recommendation on every finding."""
-        for f, x in zip(findings, self.features(findings, texts, ctx)):
+        for f, x in zip(findings, self.features(findings, texts, ctx), strict=False):
             p, contrib = self.probability(x)
             top = sorted((c for c in contrib if abs(c[1]) >= 0.01), key=lambda c: -abs(c[1]))
             f.fp_probability = round(p, 4)
