@@ -24,6 +24,7 @@ from llm_firewall.domain import Finding
 LEARNED_RULE_ID = "ML-PI-001"
 
 # +1 trusted (written by the operator), 0 neutral, -1 less trusted than a user (fetched content).
+OPERATOR_ROLES = frozenset({"system", "developer", "instructions"})
 DEFAULT_ROLE_TRUST: Mapping[str, float] = MappingProxyType({
     "system": 1.0, "developer": 1.0, "instructions": 1.0,
     "user": 0.0, "prompt": 0.0, "input": 0.0, "embedding": 0.0,
@@ -192,8 +193,12 @@ def finding_features(
         agrees = any(s.rule_id == LEARNED_RULE_ID for s in siblings)
     # Most specific measured precision first: a rule's hits on operator system prompts say little
     # about its hits in a user's message, so the table also keeps it per role ("rule:sev@role").
-    p = precision.get(f"{f.rule_id}:{f.severity}@{f.role}",
-                      precision.get(f"{f.rule_id}:{f.severity}", precision.get(f.rule_id, default_precision)))
+    # Not for operator roles (system, developer, instructions): the corpora hold almost no attacks
+    # written there, so the measured precision only says that operators' prompts are benign,
+    # nothing about a client who writes an attack into a system message. Those roles are guarded
+    # by corroboration instead (score/corroborate.py: two detectors must agree to refuse).
+    overall = precision.get(f"{f.rule_id}:{f.severity}", precision.get(f.rule_id, default_precision))
+    p = overall if f.role in OPERATOR_ROLES else precision.get(f"{f.rule_id}:{f.severity}@{f.role}", overall)
     return {
         "rule_precision": _logit(p),
         "severity": float(f.rank),
