@@ -40,7 +40,7 @@ from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.policy.trust import untrusted
-from llm_firewall.proxy import hardening
+from llm_firewall.proxy import hardening, strict_json
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
@@ -452,8 +452,8 @@ class Gateway:
                 return _withheld(rid)
             if masked is not None:
                 data = masked.encode("utf-8")
-        elif answer.kind == "undecodable":
-            if parsed is not None or up.status >= 400:  # an answer that cannot be read is not relayed
+        elif answer.kind in ("undecodable", "ambiguous"):  # an answer that cannot be read is not relayed
+            if answer.kind == "ambiguous" or parsed is not None or up.status >= 400:
                 return json_error(502, f"The upstream answer {answer.reason}; the firewall does not relay "
                                   "what it cannot inspect.", code="upstream_undecodable",
                                   err_type="server_error", request_id=rid)
@@ -789,7 +789,9 @@ class Gateway:
         except UpstreamError as exc:
             return {**verdict, "answer": None, "status": exc.status, "code": exc.code}
         try:
-            answer = orjson.loads(await up.read()) if up.status < 400 else None
+            answer = strict_json.loads(await up.read()) if up.status < 400 else None
+        except ValueError:  # not JSON, or a repeated key: not read, not relayed
+            answer = None
         finally:
             up.release()
         if not isinstance(answer, dict):

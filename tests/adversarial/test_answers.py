@@ -404,6 +404,75 @@ def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall,
     assert_clean(raw.decode("utf-8", "replace"))
 
 
+# -- JSON that readers read differently: a repeated key, data lines that are JSON one by one -------------
+
+def repeated(body: bytes, field: str) -> bytes:
+    """`body` with its placeholder key `dupe` renamed to `field`, which it then holds twice."""
+    assert body.count(b'"dupe"') == 1
+    return body.replace(b'"dupe"', f'"{field}"'.encode())
+
+
+REPEATED_KEY_ANSWERS: dict[str, RawAnswer] = {
+    "content": RawAnswer(repeated(completion({"dupe": SECRET, "content": "ok"}), "content")),
+    "tool-call arguments": RawAnswer(repeated(completion({"content": None, "tool_calls": [{
+        "id": "call_1", "type": "function", "function": {"name": "send", "dupe": json.dumps({"key": SECRET}),
+                                                         "arguments": "{}"}}]}), "arguments")),
+    "responses output_text": RawAnswer(repeated(responses_answer({
+        "type": "message", "id": "m1", "role": "assistant", "status": "completed",
+        "content": [{"type": "output_text", "dupe": SECRET, "text": "ok", "annotations": []}]}), "text")),
+    "error body": RawAnswer(repeated(orjson.dumps({"error": {
+        "dupe": f"Incorrect API key provided: {SECRET}", "message": "bad key", "type": "invalid_request_error",
+        "param": None, "code": "invalid_api_key"}}), "message"), status=401),
+}
+
+
+@pytest.mark.parametrize("answer", REPEATED_KEY_ANSWERS.values(), ids=REPEATED_KEY_ANSWERS.keys())
+def test_an_answer_repeating_a_key_is_refused_not_relayed(firewall: Firewall, upstream: TestUpstream,
+                                                          answer: RawAnswer) -> None:
+    """The firewall's parser keeps the last value, a client's may keep the first: neither is trusted."""
+    upstream.script.raw = answer
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(firewall)
+    assert err.value.status_code == 502 and err.value.code == "upstream_undecodable"
+    assert "repeats a key" in err.value.message
+    assert_clean(str(err.value.body))
+
+
+def test_an_ordinary_answer_whose_text_looks_like_keys_arrives_unchanged(firewall: Firewall,
+                                                                         upstream: TestUpstream) -> None:
+    """Key-like text inside strings (`"a": "b"`) makes the check look twice, not refuse."""
+    text = 'Use {"content": "x", "content": "y"} and "role":"user" as written.'
+    upstream.script.raw = RawAnswer(completion({"content": text}))
+    assert make_client(firewall, Who()).chat.completions.create(
+        model="m", messages=ASK).choices[0].message.content == text
+
+
+STREAMS_READ_TWO_WAYS: dict[str, list[bytes]] = {
+    "repeated delta content": sse(chunk({"content": "Hello"}), repeated(orjson.dumps(chunk({
+        "dupe": SECRET, "content": "ok"})), "content")),
+    "repeated responses delta": sse(repeated(orjson.dumps({
+        "type": "response.output_text.delta", "item_id": "m1", "output_index": 0, "content_index": 0,
+        "dupe": SECRET, "delta": "ok"}), "delta")),
+    "two data lines, half a key each": [
+        b"data: " + orjson.dumps(chunk({"content": "Hello"})) + b"\n\n",
+        b"data: " + orjson.dumps(chunk({"content": SECRET[:HALF]})) + b"\n"
+        b"data: " + orjson.dumps(chunk({"content": SECRET[HALF:]})) + b"\n\n",
+        b"data: [DONE]\n\n"],
+}
+
+
+@pytest.mark.parametrize("events", STREAMS_READ_TWO_WAYS.values(), ids=STREAMS_READ_TWO_WAYS.keys())
+def test_a_stream_event_read_two_ways_ends_the_stream_with_an_error(firewall: Firewall, upstream: TestUpstream,
+                                                                    events: list[bytes]) -> None:
+    upstream.script.raw = RawAnswer(events, headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and b'"code":"upstream_error"' in raw
+    assert_clean(raw.decode())
+    assert SECRET[:HALF].encode() not in raw and SECRET[HALF:].encode() not in raw
+    with pytest.raises(openai.APIError):
+        chat_stream(firewall)
+
+
 # -- a key cut across fields, parts, tool calls or choices (read as the reader joins them) -------------
 
 HEAD, TAIL = SECRET[:19], SECRET[19:]  # neither half is a key on its own
@@ -754,7 +823,7 @@ def test_an_answer_is_json_text_or_refused_never_relayed_unread(body: bytes, cty
     elif answer.kind == "empty":
         assert not body.strip()
     else:
-        assert answer.kind == "undecodable"
+        assert answer.kind in ("undecodable", "ambiguous")
 
 
 def test_sse_is_told_by_its_first_bytes_not_its_label() -> None:
