@@ -43,7 +43,7 @@ from llm_firewall.policy.trust import untrusted
 from llm_firewall.proxy import hardening, strict_json
 from llm_firewall.proxy.http1 import Http1Response
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
-from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
+from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer, too_many_parts
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from llm_firewall.proxy.openai_wire import (IDENTIFIERS, JOINED, OPAQUE_TEXT, TEXTS, ParsedRequest, WireError,
                                             error_body, joined_orders, parse_json_body, request_texts, response_texts,
@@ -436,6 +436,12 @@ class Gateway:
         if answer.kind == "json":
             headers["Content-Type"] = "application/json"
             value = answer.value
+            limit = self.settings.limits.max_answer_parts
+            excess = too_many_parts(value, limit)
+            if excess is not None:
+                return json_error(502, f"The upstream answer has more than {limit} {excess}; the firewall does "
+                                  "not relay it.", code="upstream_too_many_parts", err_type="server_error",
+                                  request_id=rid)
             if parsed is not None and up.status < 400 and isinstance(value, dict):
                 self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
@@ -628,7 +634,8 @@ class Gateway:
         guard = StreamGuard(
             scan=scan, redact=lambda text: (self._mask(text), 0),
             window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
-            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
+            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)),
+            max_parts=self.settings.limits.max_answer_parts)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut

@@ -44,6 +44,29 @@ class Answer:
     reason: str = ""  # why an answer is undecodable
 
 
+def too_many_parts(value: Any, limit: int) -> str | None:
+    """What an answer has more than `limit` of (choices, tool calls of one message, output
+    items), or None. Every part is inspected and joined with the others: their number sets the
+    work, so it is bounded as the stream guard bounds it (`max_parts`)."""
+    if type(value) is not dict:
+        return None
+    choices = value.get("choices")
+    if type(choices) is list:
+        if len(choices) > limit:
+            return "choices"
+        for choice in choices:
+            message = choice.get("message") if type(choice) is dict else None
+            calls = message.get("tool_calls") if type(message) is dict else None
+            if type(calls) is list and len(calls) > limit:
+                return "tool calls"
+    response = value.get("response")
+    for holder in (value, response if type(response) is dict else {}):
+        output = holder.get("output")
+        if type(output) is list and len(output) > limit:
+            return "output items"
+    return None
+
+
 def read_answer(data: bytes, content_type: str) -> Answer:
     """The shape of a whole (non-SSE) answer body and its value."""
     if not data.strip():

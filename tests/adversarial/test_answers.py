@@ -13,6 +13,7 @@ import codecs
 import gzip
 import json
 import re
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,7 @@ import orjson
 import pytest
 
 from llm_firewall.detect.normalize import base_view
+from tests.adversarial.test_bombs import healthz_while
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
@@ -471,6 +473,50 @@ def test_a_stream_event_read_two_ways_ends_the_stream_with_an_error(firewall: Fi
     assert SECRET[:HALF].encode() not in raw and SECRET[HALF:].encode() not in raw
     with pytest.raises(openai.APIError):
         chat_stream(firewall)
+
+
+# -- many choices, tool calls or output items: bounded work, then refused ---------------------------------
+
+def test_a_stream_of_thousands_of_choices_is_cut_and_the_firewall_keeps_answering(firewall: Firewall,
+                                                                                 upstream: TestUpstream) -> None:
+    """Each choice is a text of its own; a stream opening 5,000 of them must not freeze the loop."""
+    upstream.script.raw = RawAnswer(sse(*({**chunk({"content": f"word {i} "}), "choices": [
+        {"index": i, "delta": {"content": f"word {i} "}, "finish_reason": None}]} for i in range(5000))),
+        headers={"Content-Type": "text/event-stream"})
+    result: dict[str, Any] = {}
+
+    def ask() -> None:
+        result["answer"] = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True},
+                                Who())
+
+    checks = healthz_while(firewall, threading.Thread(target=ask))
+    assert checks, "/healthz was never asked while the stream ran"
+    status, _, raw = result["answer"]
+    assert status == 200 and b'"code":"upstream_error"' in raw and b"more than 128 choices" in raw
+    assert b'"index":128,' not in raw and raw.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_stream_of_many_tool_calls_is_cut(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(sse(*(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                                                 "function": {"name": "f", "arguments": "{}"}}]})
+                                          for i in range(300))), headers={"Content-Type": "text/event-stream"})
+    with pytest.raises(openai.APIError) as err:
+        chat_stream(firewall)
+    assert "more than 128 choices, tool calls or output items" in str(err.value)
+
+
+def test_an_answer_with_too_many_choices_or_tool_calls_is_refused(firewall: Firewall, upstream: TestUpstream) -> None:
+    calls = [{"id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in range(129)]
+    many = orjson.loads(completion({"content": "ok"}))
+    many["choices"] = [{**many["choices"][0], "index": i} for i in range(129)]
+    for body in (orjson.dumps(many), completion({"content": None, "tool_calls": calls})):
+        upstream.script.raw = RawAnswer(body)
+        with pytest.raises(openai.APIStatusError) as err:
+            chat(firewall)
+        assert err.value.status_code == 502 and err.value.code == "upstream_too_many_parts"
+    upstream.script.raw = RawAnswer(completion({"content": None, "tool_calls": calls[:128]}))
+    assert len(make_client(firewall, Who()).chat.completions.create(
+        model="m", messages=ASK).choices[0].message.tool_calls or []) == 128
 
 
 # -- a key cut across fields, parts, tool calls or choices (read as the reader joins them) -------------
