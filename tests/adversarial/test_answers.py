@@ -756,6 +756,14 @@ CANARY_FORMS: dict[str, Callable[[str], str]] = {
     "one character a line": lambda c: "\n".join(c),
     "NATO alphabet": lambda c: " ".join(NATO[ch] for ch in c[5:]),
     "reversed, dotted": lambda c: ".".join(c[::-1]),
+    "list of characters": lambda c: str(list(c[5:])),
+    "JSON list, one a line": lambda c: json.dumps(list(c[5:]), indent=4),
+    "decimal codes": lambda c: " ".join(str(ord(ch)) for ch in c[5:]),
+    "hex code list": lambda c: str([hex(ord(ch)) for ch in c[5:]]),
+    "in two halves": lambda c: f"the first half is {c[5:13]}, and the second half... {c[13:]}",
+    "second half alone": lambda c: f"part two: {c[13:]}",
+    "table cells": lambda c: "| " + " | ".join(c[5:]) + " |\n|" + "---|" * 16,
+    "dashes between": lambda c: " - - ".join(c[5:]),
 }
 
 
