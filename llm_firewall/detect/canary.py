@@ -19,9 +19,10 @@ pass with no decoding step:
   encodings of the upper-cased canary too.
 
 The random part alone is matched (with or without the `cnry-` prefix): 64 random bits make an
-accidental match in ordinary text negligible. So is either half of it on its own, in every form
-above ("the first half is 7324cc5b"): 32 random bits, about one false match in four billion
-positions of hex text, none in ordinary prose (`benchmarks/canary_false_positives.py`). `anchor` is where such a match can start, for the
+accidental match in ordinary text negligible. So is either half of it on its own ("the first half
+is 7324cc5b"), spelled out, reversed, as codes or in hex (`_half_forms`): 32 random bits, about
+one false match in four billion positions of hex text, none in ordinary prose
+(`benchmarks/canary_false_positives.py`). `anchor` is where such a match can start, for the
 stream guard's hold-back; every form is shorter than the guard's window.
 """
 
@@ -145,6 +146,18 @@ def _forms(secret: str, units: int | None = None) -> list[str]:
     return list(dict.fromkeys(forms))
 
 
+def _half_forms(half: str, units: int | None = None) -> list[str]:
+    """A half's forms: spelled out (or escaped) forwards and reversed, as character codes and in
+    hex. Its ROT13, NATO words and base64/base32 are left out: each form added to the stream's
+    anchor makes every held character cost more to check."""
+    cut = (lambda s: s[:units]) if units else (lambda s: s)
+    forms = _spelled(cut(half)) + _spelled(cut(half[::-1])) + [_decimal(cut(half))]
+    for variant in dict.fromkeys((half.lower(), half.upper())):
+        data = variant.encode("ascii")
+        forms.append(_hex(data[:(units + 1) // 2] if units else data))
+    return forms
+
+
 @dataclass(frozen=True)
 class CanaryMatcher:
     """The compiled forms of one canary; `anchor`/`anchor_width` feed the stream hold-back."""
@@ -180,14 +193,16 @@ def canary_matcher(canary: str) -> CanaryMatcher:
     if len(secret) < 8 or not secret.isascii() or not secret.isalnum():
         raise ValueError("a canary needs at least 8 random ASCII letters or digits after its last dash")
     opts = re2.Options()
-    opts.max_mem = 128 << 20
+    opts.max_mem = 64 << 20
     # The whole first (a mask covers it in one span), then each half when it is long enough to be
     # random on its own (HALF_MIN characters: 32 bits for hex).
-    parts = [secret]
+    forms, anchors = _forms(secret), _forms(secret, ANCHOR_UNITS)
     if len(secret) >= 2 * HALF_MIN:
-        parts += [secret[:len(secret) // 2], secret[len(secret) // 2:]]
-    full = "|".join(f for part in parts for f in _forms(part))
-    anchor = "|".join(f for part in parts for f in _forms(part, ANCHOR_UNITS))
+        for half in (secret[:len(secret) // 2], secret[len(secret) // 2:]):
+            forms += _half_forms(half)
+            anchors += _half_forms(half, ANCHOR_UNITS)
+    full = "|".join(dict.fromkeys(forms))
+    anchor = "|".join(dict.fromkeys(anchors))
     return CanaryMatcher(re2.compile(full, opts), anchor, pattern_width(anchor), pattern_width(full))
 
 

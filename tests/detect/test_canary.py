@@ -37,11 +37,12 @@ def dressed(draw: st.DrawFn, canary: str, halves: bool = True) -> str:
     word = draw(st.sampled_from([canary, canary[5:], canary.upper()]))  # with or without its prefix
     data = word.encode()
     pad = draw(st.binary(max_size=4))  # the canary at any byte offset of the encoded input
-    kind = draw(st.sampled_from(["spelled", "reversed", "base64", "base64url", "hex", "hex_spaced",
-                                 "percent", "base32", "fullwidth", "entities", "escapes", "rot13",
-                                 "rot13_reversed", "words", "words_reversed", "lines", "list", "codes",
-                                 "table", *(["half"] if halves else [])]))
-    if kind == "half":  # either half on its own, spelled or encoded like the whole
+    kinds = ["spelled", "reversed", "hex", "hex_spaced", "percent", "fullwidth", "entities", "escapes", "lines",
+             "list", "codes", "table"]  # the forms a half is found in too
+    if halves:
+        kinds += ["base64", "base64url", "base32", "rot13", "rot13_reversed", "words", "words_reversed", "half"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "half":  # either half on its own, spelled out, listed or in hex
         half = canary[5:13] if draw(st.booleans()) else canary[13:]
         return draw(dressed("cnry-" + half, halves=False))
     if kind == "list":  # a Python or JSON list of its characters, flat or one a line
