@@ -447,13 +447,20 @@ class StreamGuard:
 
     def _add_raw(self, held: _Held) -> bool:
         """An event whose data is not JSON (or a comment): its text is inspected like any other,
-        never passed unread. False when the stream must stop; ValueError when it is not UTF-8."""
+        never passed unread, and its data lines also joined with nothing between them (the spec
+        joins them with "\n", a reader going line by line may not). False when the stream must
+        stop; ValueError when it is not UTF-8."""
         event = held.event
         try:
             text = (event.raw if event.data is None else event.data).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("an event that is not valid UTF-8") from None
         if event.data is not None:
+            if "\n" in text:  # several data lines: a reader going line by line joins them with nothing
+                found = self._scan(text.replace("\n", ""))
+                if found:
+                    self._record(found)
+                    return False
             if text:
                 self._add(held, ("raw",), text)
             return True

@@ -475,6 +475,16 @@ def test_a_stream_event_read_two_ways_ends_the_stream_with_an_error(firewall: Fi
         chat_stream(firewall)
 
 
+def test_text_data_lines_are_also_read_joined_as_a_line_by_line_reader_joins_them(firewall: Firewall,
+                                                                                 upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer([b"data: Hello\n\n", b"data: " + SECRET[:HALF].encode() + b"\ndata: "
+                                     + SECRET[HALF:].encode() + b"\n\n", b"data: [DONE]\n\n"],
+                                    headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and b"content_filter" in raw
+    assert SECRET[:HALF].encode() not in raw and SECRET[HALF:].encode() not in raw
+
+
 # -- many choices, tool calls or output items: bounded work, then refused ---------------------------------
 
 def test_a_stream_of_thousands_of_choices_is_cut_and_the_firewall_keeps_answering(firewall: Firewall,
