@@ -432,7 +432,11 @@ class Gateway:
         if not self.soc_enabled:
             headers["Content-Type"] = up.content_type
             return web.Response(status=up.status, body=data, headers=headers)
-        answer = read_answer(data, up.content_type)
+        if len(data) > self.settings.limits.thread_inspect_chars:  # parsing 64 MB takes ~1 s: off the loop
+            content_type = up.content_type
+            answer = await self._on_inspection_thread(lambda: read_answer(data, content_type))
+        else:
+            answer = read_answer(data, up.content_type)
         if answer.kind == "json":
             headers["Content-Type"] = "application/json"
             value = answer.value
