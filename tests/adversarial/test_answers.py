@@ -24,10 +24,10 @@ import orjson
 import pytest
 
 from llm_firewall.detect.normalize import base_view
-from tests.adversarial.test_bombs import healthz_while
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
+from tests.support.waiting import healthz_while
 
 SECRET = "sk-proj-" + "Qw7Er6Ty5Ui4Op3As2Df1Gh0Jk9Lz8Xc"
 AWS = "AKIA" + "IOSFODNN7QWERTY2"
