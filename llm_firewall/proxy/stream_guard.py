@@ -197,6 +197,7 @@ def part_of(key: Key) -> Key:
         return ("choice", key[1])
     return key[2:] if kind == "resp" else key
 
+
 # Choice and delta keys whose values the guard reads itself (the rest is read whole, see _whole_texts).
 _CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs", "text"})
 _DELTA_PARTS = frozenset({"tool_calls", "function_call", "audio"})
