@@ -807,6 +807,8 @@ class Gateway:
             up.release()
         if not isinstance(answer, dict):
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
+        if too_many_parts(answer, self.settings.limits.max_answer_parts) is not None:
+            return {**verdict, "answer": None, "status": 502, "code": "upstream_too_many_parts"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
         changed = await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid) if self.soc_enabled else None

@@ -529,6 +529,20 @@ def test_an_answer_with_too_many_choices_or_tool_calls_is_refused(firewall: Fire
         model="m", messages=ASK).choices[0].message.tool_calls or []) == 128
 
 
+def test_the_page_chat_refuses_the_same_answers(firewall: Firewall, upstream: TestUpstream) -> None:
+    """`/api/chat` asks the upstream itself: an answer repeating a key, or with too many choices,
+    gives no answer there either."""
+    many = orjson.loads(completion({"content": "ok"}))
+    many["choices"] = [{**many["choices"][0], "index": i} for i in range(129)]
+    for body, code in ((repeated(completion({"dupe": SECRET, "content": "ok"}), "content"), "upstream_error"),
+                       (orjson.dumps(many), "upstream_too_many_parts")):
+        upstream.script.raw = RawAnswer(body)
+        status, _, raw = post(firewall, "/api/chat", {"message": "hello"}, Who())
+        result = orjson.loads(raw)
+        assert status == 200 and result["answer"] is None and (result["status"], result["code"]) == (502, code)
+        assert_clean(raw.decode())
+
+
 # -- a key cut across fields, parts, tool calls or choices (read as the reader joins them) -------------
 
 HEAD, TAIL = SECRET[:19], SECRET[19:]  # neither half is a key on its own
