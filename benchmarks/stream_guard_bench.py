@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/stream_guard_bench.py [--events 50,500,5000,100000] [--window 128]
                                               [--field content|reasoning_content|reasoning+content]
+                                              [--parts N --spread choices|tools]
 In-process: the firewall's own event splitter and guard (every response rule's anchor, no
 policy filter) over a benign answer of one-word chunks, as a model streams it (with
 `reasoning+content`, a reasoning model's: the first half in `reasoning_content`, ending with a
@@ -9,6 +10,10 @@ blank line, then `content`, so that the guard also keeps the two texts joined). 
 cost should not grow with the answer, and the kept text should stay bounded. Inside the server
 the same work costs more per event (socket reads and writes in between); `llm-firewall bench
 --stream` measures that.
+
+`--parts N` spreads the events over N choices (or, with `--spread tools`, N tool calls of one
+choice), round robin, with the guard's cap raised to N: the per-event cost should not grow with
+N either (each event re-checks only the text it added to).
 """
 
 from __future__ import annotations
@@ -28,9 +33,17 @@ WORDS = ("the order was shipped on monday and should arrive within three busines
          "please keep the tracking number").split()
 
 
-def events(n: int, field: str = "content") -> list[bytes]:
+def events(n: int, field: str = "content", parts: int = 1, spread: str = "choices") -> list[bytes]:
     out = []
     for i in range(n):
+        if parts > 1:
+            part, word = i % parts, " " + WORDS[i % len(WORDS)]
+            choice = ({"index": part, "delta": {"content": word}} if spread == "choices" else
+                      {"index": 0, "delta": {"tool_calls": [{"index": part, "function": {"arguments": word}}]}})
+            out.append(b"data: " + orjson.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                                                 "created": 1, "model": "m",
+                                                 "choices": [{**choice, "finish_reason": None}]}) + b"\n\n")
+            continue
         text = " " + WORDS[i % len(WORDS)] + ("," if i % 7 == 0 else "")
         name = field if "+" not in field else field.split("+")[0 if i < n // 2 else 1]
         if "+" in field and i == n // 2 - 1:
@@ -46,6 +59,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--events", default="50,500,5000,100000", help="comma-separated stream lengths")
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--field", default="content", help="the delta field the text streams in")
+    ap.add_argument("--parts", type=int, default=1, help="choices or tool calls the events are spread over")
+    ap.add_argument("--spread", choices=("choices", "tools"), default="choices")
     args = ap.parse_args(argv)
     engine = Engine(load_rules(default_rules_dir()))
     anchor, width = engine.stream_anchor("response"), engine.stream_anchor_width("response")
@@ -55,8 +70,9 @@ def main(argv: list[str]) -> int:
 
     print(f"{'events':>8}  {'answer chars':>12}  {'us/event':>8}  {'text kept':>9}")
     for n in (int(x) for x in args.events.split(",")):
-        raw = events(n, args.field)
-        guard = StreamGuard(scan=scan, window=args.window, anchor=anchor, anchor_width=width)
+        raw = events(n, args.field, args.parts, args.spread)
+        guard = StreamGuard(scan=scan, window=args.window, anchor=anchor, anchor_width=width,
+                            max_parts=max(args.parts, 128))
         splitter = EventSplitter()
         t0 = time.perf_counter()
         for chunk in raw:

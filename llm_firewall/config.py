@@ -82,6 +82,10 @@ class Limits:
     max_answer_bytes: int = 64 * 1024 * 1024  # an upstream answer, decoded (a stream's whole length)
     max_json_depth: int = 64
     max_messages: int = 2048
+    # Distinct choices, tool calls (per choice) and output items in one answer or stream: more
+    # is refused (502) or ends the stream with an error event. Each is inspected on its own and
+    # joined with the others, so their number, not only the answer's size, sets the work.
+    max_answer_parts: int = 128
     # Requests and answers with more text than this are inspected on a worker thread (see gateway),
     # and at most `max_queued_inspections` requests may wait for it or be on it: more are refused
     # with a 503 rather than held in memory behind a long queue.
@@ -266,6 +270,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             max_answer_bytes=_int(env, "LLM_FIREWALL_MAX_ANSWER_BYTES", dl.max_answer_bytes),
             max_json_depth=_int(env, "LLM_FIREWALL_MAX_JSON_DEPTH", dl.max_json_depth),
             max_messages=_int(env, "LLM_FIREWALL_MAX_MESSAGES", dl.max_messages),
+            max_answer_parts=_int(env, "LLM_FIREWALL_MAX_ANSWER_PARTS", dl.max_answer_parts),
             thread_inspect_chars=_int(env, "LLM_FIREWALL_THREAD_INSPECT_CHARS", dl.thread_inspect_chars),
             max_queued_inspections=_int(env, "LLM_FIREWALL_MAX_QUEUED_INSPECTIONS", dl.max_queued_inspections),
             max_connections=_int(env, "LLM_FIREWALL_MAX_CONNECTIONS", dl.max_connections),

@@ -42,8 +42,8 @@ from llm_firewall.middlewares import CLIENT_REQUEST_ID
 from llm_firewall.policy.decide import Decision, decide
 from llm_firewall.policy.model import Policy
 from llm_firewall.policy.trust import untrusted
-from llm_firewall.proxy import hardening
-from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer
+from llm_firewall.proxy import hardening, strict_json
+from llm_firewall.proxy.answer_shape import HEAD_BYTES, is_sse, read_answer, too_many_parts
 from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whole
 from llm_firewall.proxy.forward import Upstream, UpstreamError, downstream_headers, upstream_headers
 from llm_firewall.proxy.http1 import Http1Response
@@ -227,7 +227,7 @@ class Gateway:
             if decision is not None and any(a.kind == "redact" for a in decision.actions):
                 redact = functools.partial(self._redact_request, parsed, findings)
                 texts = request_texts(parsed)
-                parsed = redact() if self._inline(texts) else await self._on_inspection_thread(redact, texts)
+                parsed = redact() if self._inline(texts) else await self._on_inspection_thread(redact, _chars(texts))
                 body = orjson.dumps(parsed.body)
         restore: Restore | None = None
         if parsed is not None and endpoint.name in hardening.ENDPOINTS:
@@ -307,7 +307,7 @@ class Gateway:
             findings = self.inspector.inspect(items, "request", ctx=ctx, bands=bands)
         else:
             findings = await self._on_inspection_thread(functools.partial(
-                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), items, may_refuse=True)
+                self.inspector.inspect, items, "request", ctx=ctx, bands=bands), _chars(items), may_refuse=True)
         self.metrics.child(self.metrics.inspect_seconds, "request").observe(time.perf_counter() - started)
         if not findings:
             return None, [], None
@@ -333,12 +333,12 @@ class Gateway:
         """Whether these texts are inspected on the event loop (else on an inspection thread)."""
         return _chars(items) <= self.settings.limits.thread_inspect_chars
 
-    async def _on_inspection_thread(self, inspect: Callable[[], T], items: list[TextItem], *,
+    async def _on_inspection_thread(self, inspect: Callable[[], T], size: int, *,
                                     may_refuse: bool = False) -> T:
-        """`inspect()` on the inspection thread of the texts' size lane. A request (`may_refuse`)
+        """`inspect()` on the inspection thread of the lane for `size` characters (or bytes). A request (`may_refuse`)
         finding its lane's queue full is refused with a 503; an answer the upstream has already
         produced waits."""
-        lane = self.inspect_lanes[_chars(items) > LARGE_TEXT_CHARS]
+        lane = self.inspect_lanes[size > LARGE_TEXT_CHARS]
         if may_refuse and lane.queued >= self.settings.limits.max_queued_inspections:
             raise WireError("The firewall is inspecting as many large requests as it queues; retry shortly.",
                             status=503, code="firewall_busy", err_type="server_error")
@@ -451,10 +451,20 @@ class Gateway:
         if not self.soc_enabled:
             headers["Content-Type"] = up.content_type
             return web.Response(status=up.status, body=data, headers=headers)
-        answer = read_answer(data, up.content_type)
+        if len(data) > self.settings.limits.thread_inspect_chars:  # parsing 64 MB takes ~1 s: off the loop
+            content_type = up.content_type
+            answer = await self._on_inspection_thread(lambda: read_answer(data, content_type), len(data))
+        else:
+            answer = read_answer(data, up.content_type)
         if answer.kind == "json":
             headers["Content-Type"] = "application/json"
             value = answer.value
+            limit = self.settings.limits.max_answer_parts
+            excess = too_many_parts(value, limit)
+            if excess is not None:
+                return json_error(502, f"The upstream answer has more than {limit} {excess}; the firewall does "
+                                  "not relay it.", code="upstream_too_many_parts", err_type="server_error",
+                                  request_id=rid)
             if parsed is not None and up.status < 400 and isinstance(value, dict):
                 self.usage.record(identity, parsed.model or value.get("model"), value.get("usage"),
                                   estimated_from=None)
@@ -471,8 +481,8 @@ class Gateway:
                 return _withheld(rid)
             if isinstance(masked, str):
                 data = masked.encode("utf-8")
-        elif answer.kind == "undecodable":
-            if parsed is not None or up.status >= 400:  # an answer that cannot be read is not relayed
+        elif answer.kind in ("undecodable", "ambiguous"):  # an answer that cannot be read is not relayed
+            if answer.kind == "ambiguous" or parsed is not None or up.status >= 400:
                 return json_error(502, f"The upstream answer {answer.reason}; the firewall does not relay "
                                   "what it cannot inspect.", code="upstream_undecodable",
                                   err_type="server_error", request_id=rid)
@@ -597,7 +607,7 @@ class Gateway:
     async def _answer_findings_of(self, items: list[TextItem], policy: Policy) -> dict[str, list[Finding]]:
         if self._inline(items):
             return self._answer_findings(items, policy)
-        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy), items)
+        return await self._on_inspection_thread(functools.partial(self._answer_findings, items, policy), _chars(items))
 
     def _mask(self, text: str) -> str:
         """An answer text with its secrets and personal data (and the canary) masked."""
@@ -647,7 +657,8 @@ class Gateway:
         guard = StreamGuard(
             scan=scan, redact=lambda text: (self._mask(text), []),
             window=window, mode=policy.response_action, anchor=anchor, anchor_width=width,
-            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)))
+            scan_opaque=lambda text: acted(self._opaque_findings(text, policy)),
+            max_parts=self.settings.limits.max_answer_parts)
         usage_seen: dict[str, Any] | None = None
         model = parsed.model if parsed else None
         deadline = Deadline(self.settings.client_timeouts.stream)  # a stream that never ends is cut
@@ -787,7 +798,7 @@ class Gateway:
         if decision is not None and not blocked and decision.redact:
             redact = functools.partial(self._redact_request, parsed, findings)
             texts = request_texts(parsed)
-            redacted = redact() if self._inline(texts) else await self._on_inspection_thread(redact, texts)
+            redacted = redact() if self._inline(texts) else await self._on_inspection_thread(redact, _chars(texts))
         return {"refused": False, "blocked": blocked, "alert": alert, "decision": decision, "findings": findings,
                 "redacted": redacted, "status": 400 if blocked else 200,
                 "code": "content_policy_violation" if blocked else None}
@@ -810,11 +821,15 @@ class Gateway:
         except UpstreamError as exc:
             return {**verdict, "answer": None, "status": exc.status, "code": exc.code}
         try:
-            answer = orjson.loads(await up.read()) if up.status < 400 else None
+            answer = strict_json.loads(await up.read()) if up.status < 400 else None
+        except ValueError:  # not JSON, or a repeated key: not read, not relayed
+            answer = None
         finally:
             up.release()
         if not isinstance(answer, dict):
             return {**verdict, "answer": None, "status": 502, "code": "upstream_error"}
+        if too_many_parts(answer, self.settings.limits.max_answer_parts) is not None:
+            return {**verdict, "answer": None, "status": 502, "code": "upstream_too_many_parts"}
         parsed = ParsedRequest("chat/completions", body, False, None)
         response_alert_before = self.alerts.counts["alerts"]
         changed = (await self._inspect_answer(answer, parsed.endpoint, identity, policy, rid)

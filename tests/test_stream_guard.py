@@ -407,3 +407,22 @@ def test_a_key_cut_anywhere_between_two_texts_never_leaks(cut: int, size: int, o
     text = delivered_fields(out)
     assert not [SECRET[i:i + 10] for i in range(len(SECRET) - 9) if SECRET[i:i + 10] in text]
     assert b"content_filter" in out
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_more_choices_or_tool_calls_than_the_cap_stop_the_guard(anchored: bool) -> None:
+    def ev(choice: dict) -> bytes:
+        return b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                         "choices": [{"finish_reason": None, **choice}]}) + b"\n\n"
+
+    def call(i: int) -> dict:
+        return {"index": 0, "delta": {"tool_calls": [{"index": i, "function": {"arguments": "{}"}}]}}
+
+    for events in ([ev({"index": i, "delta": {"content": "hi "}}) for i in range(5)], [ev(call(i)) for i in range(5)]):
+        guard = StreamGuard(scan=scan, window=128, max_parts=4, anchor=ANCHOR if anchored else None, anchor_width=WIDTH)
+        splitter = EventSplitter()
+        for event in splitter.feed(b"".join(events[:4])):
+            guard.feed(event)  # four are fine
+        with pytest.raises(ValueError, match="more than 4 choices, tool calls or output items"):
+            for event in splitter.feed(events[4]):
+                guard.feed(event)

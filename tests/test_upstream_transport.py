@@ -121,6 +121,15 @@ def test_own_upstream_variables_win_over_the_clients_ones(upstream: TestUpstream
     try:
         assert _ask(fw) == "Hello from the test upstream."
         assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-upstream-own-key"
+        own = {"x-goog-api-key": "AIzaSy-client-own-key", "Ocp-Apim-Subscription-Key": "client-subscription",
+               "anthropic-api-key": "sk-ant-client", "x-api-key": "client-x", "api-key": "client-azure",
+               "x-goog-user-project": "client-billing", "OpenAI-Organization": "org-client"}
+        reply = make_client(fw, Who()).with_options(default_headers=own).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "Hello from the test upstream."
+        sent = {k.lower() for k in upstream.requests[-1].headers}
+        assert sent.isdisjoint(k.lower() for k in own), "a client credential reached the upstream"
+        assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-upstream-own-key"
     finally:
         fw.stop()
     legacy = Firewall(data_dir=tmp_path / "e", env={"OPENAI_BASE_URL": upstream.base_url,

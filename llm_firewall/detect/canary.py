@@ -5,19 +5,24 @@ its instructions. A verbatim check misses a model told to "spell it out", encode
 so one RE2 pattern matches the canary's random part in every form listed below, in one linear
 pass with no decoding step:
 
-- as written, in any letter case, full-width or with look-alike letters, with up to three
-  separators (spaces, dashes, dots, zero-width characters, soft hyphens) or one escaped one
-  between its characters; or each character as `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX` or `\\xXX`;
+- as written, in any letter case, full-width or with look-alike letters, with a run of up to
+  eight separators (spaces, dashes, dots, quotes, commas, brackets, table bars, zero-width
+  characters, soft hyphens: `['7', '3', ...]`, `| 7 | 3 |`, `7 - - 3`) or one escaped one between
+  its characters; or each character as `%XX`, `&#NN;`, `&#xXX;`, `\\u00XX` or `\\xXX`;
 - reversed, the same way;
 - in ROT13 (letters rotated, digits kept), forwards and reversed, spelled out the same way;
 - each character as its NATO word ("alfa", "bravo"...) or digit name ("four", "niner"), or as
   itself, one to three separators (spaces, dashes, commas, newlines) apart, forwards or reversed;
-- hex (upper or lower case digits; `%`, `\\x`, `0x`, `:` or spaces between the bytes);
+- hex (upper or lower case digits; `%`, `\\x`, `0x`, `:`, spaces or a list's quotes and commas
+  between the bytes); each character as its decimal code (`55 51 50`, `[55, 51, 50]`);
 - base64 (standard and URL-safe, at each of the 3 byte alignments) and base32 (each of the 5);
   encodings of the upper-cased canary too.
 
 The random part alone is matched (with or without the `cnry-` prefix): 64 random bits make an
-accidental match in ordinary text negligible. `anchor` is where such a match can start, for the
+accidental match in ordinary text negligible. So is either half of it on its own ("the first half
+is 7324cc5b"), spelled out, reversed, as codes or in hex (`_half_forms`): 32 random bits, about
+one false match in four billion positions of hex text, none in ordinary prose
+(`benchmarks/canary_false_positives.py`). `anchor` is where such a match can start, for the
 stream guard's hold-back; every form is shorter than the guard's window.
 """
 
@@ -36,12 +41,15 @@ from llm_firewall.detect.rules import pattern_width
 from llm_firewall.redact import MASK
 
 ANCHOR_UNITS = 4  # characters of a form that mark where it may start
+HALF_MIN = 8  # characters each half needs to be matched on its own
 
-# Between two characters of a spelled-out canary: up to three non-alphanumerics, or one escaped
-# separator (`%20`, `&nbsp;`, `&#160;`, `\u200b`). Bounded so that every form stays shorter
-# than the stream guard's window (see `CanaryMatcher.width`).
-_SEP = r"(?:[^0-9A-Za-z]{1,3}|%[0-9A-Fa-f]{2}|&[A-Za-z]{2,4};|&#[0-9]{2,3};|\\u[0-9A-Fa-f]{4})?"
-_HEX_SEP = r"[^0-9A-Za-z]{0,3}(?:0?[xX])?"  # " ", ":", "%", "\\x", ", 0x", ";&#x" between bytes
+# Between two characters of a spelled-out canary: up to eight non-alphanumerics (a list's
+# `', '`, a table's ` | `, an indented JSON list's `",\n    "`), or one escaped separator (`%20`,
+# `&nbsp;`, `&#160;`, `\u200b`). Bounded: the stream guard's window is widened to the widest
+# form (see `CanaryMatcher.width`), and every character of it is held back that long.
+_SEP = r"(?:[^0-9A-Za-z]{1,8}|%[0-9A-Fa-f]{2}|&[A-Za-z]{2,4};|&#[0-9]{2,3};|\\u[0-9A-Fa-f]{4})?"
+_HEX_SEP = r"[^0-9A-Za-z]{0,6}(?:0?[xX])?"  # " ", ":", "%", "\\x", ", 0x", "', '0x" between bytes
+_CODE_SEP = r"[^0-9A-Za-z]{1,6}"  # between decimal character codes
 _LOOKALIKES: dict[str, set[str]] = {}
 for _other, _ascii in CONFUSABLES.items():
     _LOOKALIKES.setdefault(_ascii.lower(), set()).add(_other)
@@ -85,6 +93,12 @@ def _worded(chars: str) -> str:
         "(?:" + "|".join(re2.escape(w) for w in (*_WORDS[c.lower()], c.lower())) + ")" for c in chars) + ")"
 
 
+def _decimal(chars: str) -> str:
+    """Each character as its decimal code (either letter case), listed: `55 51 50`, `[55, 51]`."""
+    return _CODE_SEP.join("(?:" + "|".join(dict.fromkeys((str(ord(c.lower())), str(ord(c.upper()))))) + ")"
+                          for c in chars)
+
+
 def _rot13(text: str) -> str:
     return text.translate(_ROT13)
 
@@ -123,13 +137,25 @@ def _forms(secret: str, units: int | None = None) -> list[str]:
     cut = (lambda s: s[:units]) if units else (lambda s: s)
     forms = _spelled(cut(secret)) + _spelled(cut(secret[::-1]))
     forms += _spelled(cut(_rot13(secret))) + _spelled(cut(_rot13(secret)[::-1]))
-    forms += [_worded(cut(secret)), _worded(cut(secret[::-1]))]
+    forms += [_worded(cut(secret)), _worded(cut(secret[::-1])), _decimal(cut(secret))]
     for variant in dict.fromkeys((secret.lower(), secret.upper())):
         data = variant.encode("ascii")
         forms.append(_hex(data[:(units + 1) // 2] if units else data))
         forms += [_b64(cut(c)) for c in _cores(data, 3, 6, base64.b64encode)]
         forms += [_b32(cut(c)) for c in _cores(data, 5, 5, base64.b32encode)]
     return list(dict.fromkeys(forms))
+
+
+def _half_forms(half: str, units: int | None = None) -> list[str]:
+    """A half's forms: spelled out (or escaped) forwards and reversed, as character codes and in
+    hex. Its ROT13, NATO words and base64/base32 are left out: each form added to the stream's
+    anchor makes every held character cost more to check."""
+    cut = (lambda s: s[:units]) if units else (lambda s: s)
+    forms = _spelled(cut(half)) + _spelled(cut(half[::-1])) + [_decimal(cut(half))]
+    for variant in dict.fromkeys((half.lower(), half.upper())):
+        data = variant.encode("ascii")
+        forms.append(_hex(data[:(units + 1) // 2] if units else data))
+    return forms
 
 
 @dataclass(frozen=True)
@@ -168,8 +194,15 @@ def canary_matcher(canary: str) -> CanaryMatcher:
         raise ValueError("a canary needs at least 8 random ASCII letters or digits after its last dash")
     opts = re2.Options()
     opts.max_mem = 64 << 20
-    full = "|".join(_forms(secret))
-    anchor = "|".join(_forms(secret, ANCHOR_UNITS))
+    # The whole first (a mask covers it in one span), then each half when it is long enough to be
+    # random on its own (HALF_MIN characters: 32 bits for hex).
+    forms, anchors = _forms(secret), _forms(secret, ANCHOR_UNITS)
+    if len(secret) >= 2 * HALF_MIN:
+        for half in (secret[:len(secret) // 2], secret[len(secret) // 2:]):
+            forms += _half_forms(half)
+            anchors += _half_forms(half, ANCHOR_UNITS)
+    full = "|".join(dict.fromkeys(forms))
+    anchor = "|".join(dict.fromkeys(anchors))
     return CanaryMatcher(re2.compile(full, opts), anchor, pattern_width(anchor), pattern_width(full))
 
 

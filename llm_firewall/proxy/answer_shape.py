@@ -4,7 +4,8 @@ A hostile or broken upstream can label JSON `text/plain`, or SSE `application/js
 SDK parses the body whatever the label says. So the firewall inspects what the body is: a body
 that parses as JSON as JSON, an SSE-framed body as a stream, other text as text, and refuses one
 it cannot decode (invalid UTF-8; JSON under a JSON label that does not parse) rather than relay
-it unread. Pure: no aiohttp.
+it unread, and one whose JSON repeats a key (the firewall and the client would read different
+values: `strict_json`). Pure: no aiohttp.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from llm_firewall.proxy import strict_json
 
 # Enough leading bytes to tell `data:`/`event:`/`retry:` from `{`, `[` or prose.
 HEAD_BYTES = 8
@@ -36,9 +39,32 @@ def json_label(content_type: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    kind: str  # "empty" | "json" | "text" | "undecodable"
+    kind: str  # "empty" | "json" | "text" | "undecodable" | "ambiguous" (JSON repeating a key)
     value: Any = None  # the parsed JSON, or the decoded text
     reason: str = ""  # why an answer is undecodable
+
+
+def too_many_parts(value: Any, limit: int) -> str | None:
+    """What an answer has more than `limit` of (choices, tool calls of one message, output
+    items), or None. Every part is inspected and joined with the others: their number sets the
+    work, so it is bounded as the stream guard bounds it (`max_parts`)."""
+    if type(value) is not dict:
+        return None
+    choices = value.get("choices")
+    if type(choices) is list:
+        if len(choices) > limit:
+            return "choices"
+        for choice in choices:
+            message = choice.get("message") if type(choice) is dict else None
+            calls = message.get("tool_calls") if type(message) is dict else None
+            if type(calls) is list and len(calls) > limit:
+                return "tool calls"
+    response = value.get("response")
+    for holder in (value, response if type(response) is dict else {}):
+        output = holder.get("output")
+        if type(output) is list and len(output) > limit:
+            return "output items"
+    return None
 
 
 def read_answer(data: bytes, content_type: str) -> Answer:
@@ -46,7 +72,9 @@ def read_answer(data: bytes, content_type: str) -> Answer:
     if not data.strip():
         return Answer("empty")
     try:
-        return Answer("json", orjson.loads(data))
+        return Answer("json", strict_json.loads(data))
+    except strict_json.RepeatedKeyError as exc:
+        return Answer("ambiguous", reason=f"repeats a key in one JSON object ({exc.key!r})")
     except orjson.JSONDecodeError:
         pass
     try:

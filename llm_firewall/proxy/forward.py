@@ -36,8 +36,11 @@ _CLIENT_ONLY = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "x-llm-fi
                           # a method is what the firewall inspected, not what a header says
                           "x-http-method-override", "x-http-method", "x-method-override"})
 # With the firewall's own credential, the client may not choose whose account it is spent on or
-# add a credential of its own beside it.
-_ACCOUNT = frozenset({"authorization", "openai-organization", "openai-project", "api-key", "x-api-key"})
+# add a credential of its own beside it: OpenAI's, Azure's (`api-key`, API Management's
+# subscription key), Google's and Anthropic's headers.
+_ACCOUNT = frozenset({"authorization", "openai-organization", "openai-project", "api-key", "x-api-key",
+                      "ocp-apim-subscription-key", "x-goog-api-key", "x-goog-user-project",
+                      "anthropic-api-key"})
 
 
 # One set lookup per header on every request instead of three.

@@ -8,7 +8,6 @@ must not find a shape that the firewall skips but the model still reads.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from llm_firewall.domain import TextItem
+from llm_firewall.proxy import strict_json
 from llm_firewall.proxy.request_fields import DECODED, JOINED, Unreadable, map_strings, model_texts
 
 
@@ -37,22 +37,6 @@ def error_body(message: str, *, code: str, err_type: str = "invalid_request_erro
                param: str | None = None) -> bytes:
     """An OpenAI-shaped error object; the SDKs turn it into the matching exception."""
     return orjson.dumps({"error": {"message": message, "type": err_type, "param": param, "code": code}})
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise WireError(f"duplicate key {key!r} in JSON body", code="invalid_json", param=key)
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise WireError(f"{name} is not valid JSON", code="invalid_json")
-
-
-_STRICT = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 
 
 def _depth_ok(raw: bytes, max_depth: int) -> bool:
@@ -79,47 +63,22 @@ def _depth_ok(raw: bytes, max_depth: int) -> bool:
     return True
 
 
-# Where a key may end: a quote, optional whitespace, a colon. Every key's closing quote is one;
-# an escaped quote or a string that starts with a colon may be one too, which only ever adds.
-_KEY_END = re.compile(rb'"[ \t\n\r]*:')
-
-
-def _key_count(value: Any) -> int:
-    """Keys in every object of a parsed body."""
-    count, todo = 0, [value]
-    while todo:
-        item = todo.pop()
-        if type(item) is dict:
-            count += len(item)
-            todo.extend(item.values())
-        elif type(item) is list:
-            todo.extend(item)
-    return count
-
-
 def parse_json_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     """Parse a request body strictly: UTF-8, no NaN/Infinity, no duplicate keys, no lone surrogates.
 
-    orjson validates UTF-8, surrogates and numbers fast, but silently collapses duplicate keys
-    (last one wins, while some upstreams take the first). A repeated key leaves fewer keys in
-    the parsed body than the raw text has key ends, so only then (or when a string fakes a key
-    end) does the stdlib decoder, which refuses duplicates, read the body again.
+    orjson validates UTF-8, surrogates and numbers fast; `strict_json.loads` adds the check for
+    repeated keys (some upstreams take the first value, orjson the last).
     """
     if not raw.strip():
         raise WireError("request body is empty; a JSON object is required", code="invalid_json")
     if raw.count(b"[") + raw.count(b"{") > max_depth and not _depth_ok(raw, max_depth):
         raise WireError(f"JSON nesting deeper than {max_depth}", code="invalid_json")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        body = strict_json.loads(raw)
+    except strict_json.RepeatedKeyError as exc:
+        raise WireError(f"duplicate key {exc.key!r} in JSON body", code="invalid_json", param=exc.key) from None
+    except (orjson.JSONDecodeError, RecursionError) as exc:
         raise WireError(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    if len(_KEY_END.findall(raw)) != _key_count(body):  # a key may be repeated: ask the strict decoder
-        try:
-            body = _STRICT.decode(raw.decode("utf-8"))
-        except WireError:
-            raise
-        except (ValueError, RecursionError) as exc:
-            raise WireError(f"body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise WireError("the JSON body must be an object", code="invalid_json")
     return body

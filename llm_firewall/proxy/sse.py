@@ -5,6 +5,11 @@ the upstream sent it; only events the firewall changes are re-encoded. An event 
 keeps only its `data:`, `event:`, `id:` and numeric `retry:` lines: comments and unknown fields,
 which no client reads but a raw reader sees, are dropped from it. (A comment-only event, such as
 a keep-alive, is inspected whole instead.)
+
+An event's JSON is read by `strict_json`: one repeating a key raises ValueError (the relay ends
+the stream with an error), as does one whose data lines are JSON one by one but not joined
+(`data: {..half a key..}` twice): the spec joins them with "\n", which is not JSON, while a
+client reading line by line would take each chunk.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from llm_firewall.proxy import strict_json
 
 _SEPARATORS = (b"\r\n\r\n", b"\n\n", b"\r\r")
 _UNPARSED: Any = object()
@@ -34,11 +41,16 @@ class Event:
 
     def json(self) -> Any:
         """The event's JSON payload, or None when it is not JSON (decoded once, then shared).
-        `[DONE]` is not JSON, so it needs no check of its own."""
+        `[DONE]` is not JSON, so it needs no check of its own. ValueError for JSON that readers
+        would read differently (see the module docstring)."""
         if self._payload is _UNPARSED:
+            data = self.data
             try:
-                self._payload = None if self.data is None else orjson.loads(self.data)
+                self._payload = None if data is None else strict_json.loads(data)
             except orjson.JSONDecodeError:
+                if data is not None and b"\n" in data and any(
+                        line.lstrip()[:1] in (b"{", b"[") for line in data.split(b"\n")):
+                    raise ValueError("an event whose data lines are JSON chunks but not one JSON value") from None
                 self._payload = None
         return self._payload
 

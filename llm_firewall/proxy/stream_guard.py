@@ -17,7 +17,11 @@ checked, usually when the next chunk arrives; only a long checked beginning (`EA
 is cut off and sent ahead, in one event with the checked rest before it.
 
 Only the end of each text is kept (what is held, what the next scan needs, a window and an anchor
-back), so a long answer costs the same per event and holds a few KiB.
+back), so a long answer costs the same per event and holds a few KiB. Each event checks only the
+texts it added to (and the joint text): a text that got nothing new is as checked as it was.
+Distinct choices, tool calls and output items are capped per stream (`max_parts`): beyond it the
+guard raises ValueError and the relay ends the stream with an error event. (Re-checking every
+text on every event was quadratic: 3,000 tool calls froze the process for seconds.)
 
 On a hit the stream is ended (finish_reason `content_filter`, or an in-band error event) or, in
 redact mode, the match is masked in the held events.
@@ -194,6 +198,17 @@ def _joins_joint(key: Key) -> bool:
 
 _MAX_LABELS = 1024  # distinct labels remembered per stream (a new id in every chunk is read each time)
 
+
+def part_of(key: Key) -> Key:
+    """The choice, tool call or output item a text belongs to (what `max_parts` counts)."""
+    kind = key[0]
+    if kind == "field" and len(key) == 5 and key[2] == "tool":
+        return ("tool", key[1], key[3])
+    if kind in ("content", "field", "text"):
+        return ("choice", key[1])
+    return key[2:] if kind == "resp" else key
+
+
 # Choice and delta keys whose values the guard reads itself (the rest is read whole, see _whole_texts).
 _CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs", "text"})
 _DELTA_PARTS = frozenset({"tool_calls", "function_call", "audio"})
@@ -311,7 +326,7 @@ class StreamGuard:
     def __init__(self, *, scan: Scan, redact: Redact | None = None, window: int = 256, scan_every: int = 32,
                  mode: str = "content_filter", on_findings: Callable[[list[Finding]], None] | None = None,
                  anchor: Any | None = None, anchor_width: int = 0, trim_at: int = 8192,
-                 scan_opaque: Scan | None = None) -> None:
+                 scan_opaque: Scan | None = None, max_parts: int = 128) -> None:
         self._scan = scan
         self._scan_opaque = scan_opaque or scan
         self._redact = redact
@@ -333,6 +348,9 @@ class StreamGuard:
         self._mode = mode  # content_filter | error_event | redact
         self._on_findings = on_findings
         self._texts: dict[Key, _Text] = {}
+        self._dirty: dict[Key, None] = {}  # texts added to since their last check, in order
+        self._parts: set[Key] = set()  # see part_of
+        self._max_parts = max_parts
         self._joint: _Text | None = None  # see JOINT
         # The joint text since its last turn (where the next piece came from another text) repeats
         # one text, `_joint_from`, at offsets `_joint_shift` on: see _joint_quiet.
@@ -443,13 +461,20 @@ class StreamGuard:
 
     def _add_raw(self, held: _Held) -> bool:
         """An event whose data is not JSON (or a comment): its text is inspected like any other,
-        never passed unread. False when the stream must stop; ValueError when it is not UTF-8."""
+        never passed unread, and its data lines also joined with nothing between them (the spec
+        joins them with "\n", a reader going line by line may not). False when the stream must
+        stop; ValueError when it is not UTF-8."""
         event = held.event
         try:
             text = (event.raw if event.data is None else event.data).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("an event that is not valid UTF-8") from None
         if event.data is not None:
+            if "\n" in text:  # several data lines: a reader going line by line joins them with nothing
+                found = self._scan(text.replace("\n", ""))
+                if found:
+                    self._record(found)
+                    return False
             if text:
                 self._add(held, ("raw",), text)
             return True
@@ -461,6 +486,9 @@ class StreamGuard:
     def _add(self, held: _Held, key: Key, delta: str) -> None:
         buf = self._texts.get(key)
         if buf is None:
+            self._parts.add(part_of(key))
+            if len(self._parts) > self._max_parts:
+                raise ValueError(f"more than {self._max_parts} choices, tool calls or output items in one stream")
             buf = self._texts[key] = _Text(trim_at=self._trim_at)
             if self._joint is None and _joins_joint(key):
                 self._start_joint(key)
@@ -468,6 +496,7 @@ class StreamGuard:
         if len(buf.text) > buf.trim_at:
             self._trim(key, buf)
         buf.text += delta
+        self._dirty[key] = None
         self.assembled_chars += len(delta)
         seg = _Segment(key, start, start + len(delta), delta)
         held.segments.append(seg)
@@ -528,7 +557,7 @@ class StreamGuard:
         """Scan each buffer's unchecked tail (with overlap); False when the stream must stop."""
         if self._anchor is not None:
             return self._check_anchored(final)
-        for key, buf in self._buffers():
+        for key, buf in self._buffers(final):
             end = buf.end
             if key == JOINT and self._joint_quiet(buf):
                 continue
@@ -541,7 +570,7 @@ class StreamGuard:
 
     def _check_anchored(self, final: bool) -> bool:
         """Anchored: scan text[safe:end] only when that could release text (or is due)."""
-        for key, buf in self._buffers():
+        for key, buf in self._buffers(final):
             end = buf.end
             if key == JOINT and self._joint_quiet(buf):
                 continue
@@ -563,12 +592,16 @@ class StreamGuard:
             buf.safe = target
         return not self.padded
 
-    def _buffers(self) -> Any:
-        """Each text and its key, the joint text (when kept) last: it is read once the texts'
-        own matches are masked."""
-        if self._joint is None:
-            return self._texts.items()
-        return [*self._texts.items(), (JOINT, self._joint)]
+    def _buffers(self, final: bool) -> list[tuple[Key, _Text]]:
+        """The texts to check and their keys, the joint text (when kept) last: it is read once
+        the texts' own matches are masked. Before the end only the texts added to since their
+        last check: a check of an unchanged text decides what it decided last time."""
+        keys = self._texts if final else self._dirty
+        out = [(key, self._texts[key]) for key in keys]
+        self._dirty = {}
+        if self._joint is not None:
+            out.append((JOINT, self._joint))
+        return out
 
     def _scan_region(self, key: Key, buf: _Text, start: int, end: int) -> bool:
         """Scan text[start:end]; mask or stop on a match. False when the stream must stop."""

@@ -13,6 +13,7 @@ import codecs
 import gzip
 import json
 import re
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from llm_firewall.proxy.openai_wire import OPAQUE, OPAQUE_TEXT, response_texts
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
+from tests.support.waiting import healthz_while
 
 SECRET = "sk-proj-" + "Qw7Er6Ty5Ui4Op3As2Df1Gh0Jk9Lz8Xc"
 AWS = "AKIA" + "IOSFODNN7QWERTY2"
@@ -410,6 +412,143 @@ def test_an_invalid_utf8_event_ends_the_stream_with_an_error(firewall: Firewall,
     assert_clean(raw.decode("utf-8", "replace"))
 
 
+# -- JSON that readers read differently: a repeated key, data lines that are JSON one by one -------------
+
+def repeated(body: bytes, field: str) -> bytes:
+    """`body` with its placeholder key `dupe` renamed to `field`, which it then holds twice."""
+    assert body.count(b'"dupe"') == 1
+    return body.replace(b'"dupe"', f'"{field}"'.encode())
+
+
+REPEATED_KEY_ANSWERS: dict[str, RawAnswer] = {
+    "content": RawAnswer(repeated(completion({"dupe": SECRET, "content": "ok"}), "content")),
+    "tool-call arguments": RawAnswer(repeated(completion({"content": None, "tool_calls": [{
+        "id": "call_1", "type": "function", "function": {"name": "send", "dupe": json.dumps({"key": SECRET}),
+                                                         "arguments": "{}"}}]}), "arguments")),
+    "responses output_text": RawAnswer(repeated(responses_answer({
+        "type": "message", "id": "m1", "role": "assistant", "status": "completed",
+        "content": [{"type": "output_text", "dupe": SECRET, "text": "ok", "annotations": []}]}), "text")),
+    "error body": RawAnswer(repeated(orjson.dumps({"error": {
+        "dupe": f"Incorrect API key provided: {SECRET}", "message": "bad key", "type": "invalid_request_error",
+        "param": None, "code": "invalid_api_key"}}), "message"), status=401),
+}
+
+
+@pytest.mark.parametrize("answer", REPEATED_KEY_ANSWERS.values(), ids=REPEATED_KEY_ANSWERS.keys())
+def test_an_answer_repeating_a_key_is_refused_not_relayed(firewall: Firewall, upstream: TestUpstream,
+                                                          answer: RawAnswer) -> None:
+    """The firewall's parser keeps the last value, a client's may keep the first: neither is trusted."""
+    upstream.script.raw = answer
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(firewall)
+    assert err.value.status_code == 502 and err.value.code == "upstream_undecodable"
+    assert "repeats a key" in err.value.message
+    assert_clean(str(err.value.body))
+
+
+def test_an_ordinary_answer_whose_text_looks_like_keys_arrives_unchanged(firewall: Firewall,
+                                                                         upstream: TestUpstream) -> None:
+    """Key-like text inside strings (`"a": "b"`) makes the check look twice, not refuse."""
+    text = 'Use {"content": "x", "content": "y"} and "role":"user" as written.'
+    upstream.script.raw = RawAnswer(completion({"content": text}))
+    assert make_client(firewall, Who()).chat.completions.create(
+        model="m", messages=ASK).choices[0].message.content == text
+
+
+STREAMS_READ_TWO_WAYS: dict[str, list[bytes]] = {
+    "repeated delta content": sse(chunk({"content": "Hello"}), repeated(orjson.dumps(chunk({
+        "dupe": SECRET, "content": "ok"})), "content")),
+    "repeated responses delta": sse(repeated(orjson.dumps({
+        "type": "response.output_text.delta", "item_id": "m1", "output_index": 0, "content_index": 0,
+        "dupe": SECRET, "delta": "ok"}), "delta")),
+    "two data lines, half a key each": [
+        b"data: " + orjson.dumps(chunk({"content": "Hello"})) + b"\n\n",
+        b"data: " + orjson.dumps(chunk({"content": SECRET[:HALF]})) + b"\n"
+        b"data: " + orjson.dumps(chunk({"content": SECRET[HALF:]})) + b"\n\n",
+        b"data: [DONE]\n\n"],
+}
+
+
+@pytest.mark.parametrize("events", STREAMS_READ_TWO_WAYS.values(), ids=STREAMS_READ_TWO_WAYS.keys())
+def test_a_stream_event_read_two_ways_ends_the_stream_with_an_error(firewall: Firewall, upstream: TestUpstream,
+                                                                    events: list[bytes]) -> None:
+    upstream.script.raw = RawAnswer(events, headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and b'"code":"upstream_error"' in raw
+    assert_clean(raw.decode())
+    assert SECRET[:HALF].encode() not in raw and SECRET[HALF:].encode() not in raw
+    with pytest.raises(openai.APIError):
+        chat_stream(firewall)
+
+
+def test_text_data_lines_are_also_read_joined_as_a_line_by_line_reader_joins_them(firewall: Firewall,
+                                                                                 upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer([b"data: Hello\n\n", b"data: " + SECRET[:HALF].encode() + b"\ndata: "
+                                     + SECRET[HALF:].encode() + b"\n\n", b"data: [DONE]\n\n"],
+                                    headers={"Content-Type": "text/event-stream"})
+    status, _, raw = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True}, Who())
+    assert status == 200 and b"content_filter" in raw
+    assert SECRET[:HALF].encode() not in raw and SECRET[HALF:].encode() not in raw
+
+
+# -- many choices, tool calls or output items: bounded work, then refused ---------------------------------
+
+def test_a_stream_of_thousands_of_choices_is_cut_and_the_firewall_keeps_answering(firewall: Firewall,
+                                                                                 upstream: TestUpstream) -> None:
+    """Each choice is a text of its own; a stream opening 5,000 of them must not freeze the loop."""
+    upstream.script.raw = RawAnswer(sse(*({**chunk({"content": f"word {i} "}), "choices": [
+        {"index": i, "delta": {"content": f"word {i} "}, "finish_reason": None}]} for i in range(5000))),
+        headers={"Content-Type": "text/event-stream"})
+    result: dict[str, Any] = {}
+
+    def ask() -> None:
+        result["answer"] = post(firewall, "/v1/chat/completions", {"model": "m", "messages": ASK, "stream": True},
+                                Who())
+
+    checks = healthz_while(firewall, threading.Thread(target=ask))
+    assert checks, "/healthz was never asked while the stream ran"
+    status, _, raw = result["answer"]
+    assert status == 200 and b'"code":"upstream_error"' in raw and b"more than 128 choices" in raw
+    assert b'"index":128,' not in raw and raw.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_stream_of_many_tool_calls_is_cut(firewall: Firewall, upstream: TestUpstream) -> None:
+    upstream.script.raw = RawAnswer(sse(*(chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
+                                                                 "function": {"name": "f", "arguments": "{}"}}]})
+                                          for i in range(300))), headers={"Content-Type": "text/event-stream"})
+    with pytest.raises(openai.APIError) as err:
+        chat_stream(firewall)
+    assert "more than 128 choices, tool calls or output items" in str(err.value)
+
+
+def test_an_answer_with_too_many_choices_or_tool_calls_is_refused(firewall: Firewall, upstream: TestUpstream) -> None:
+    calls = [{"id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in range(129)]
+    many = orjson.loads(completion({"content": "ok"}))
+    many["choices"] = [{**many["choices"][0], "index": i} for i in range(129)]
+    for body in (orjson.dumps(many), completion({"content": None, "tool_calls": calls})):
+        upstream.script.raw = RawAnswer(body)
+        with pytest.raises(openai.APIStatusError) as err:
+            chat(firewall)
+        assert err.value.status_code == 502 and err.value.code == "upstream_too_many_parts"
+    upstream.script.raw = RawAnswer(completion({"content": None, "tool_calls": calls[:128]}))
+    assert len(make_client(firewall, Who()).chat.completions.create(
+        model="m", messages=ASK).choices[0].message.tool_calls or []) == 128
+
+
+def test_the_page_chat_refuses_the_same_answers(firewall: Firewall, upstream: TestUpstream) -> None:
+    """`/api/chat` asks the upstream itself: an answer repeating a key, or with too many choices,
+    gives no answer there either."""
+    many = orjson.loads(completion({"content": "ok"}))
+    many["choices"] = [{**many["choices"][0], "index": i} for i in range(129)]
+    for body, code in ((repeated(completion({"dupe": SECRET, "content": "ok"}), "content"), "upstream_error"),
+                       (orjson.dumps(many), "upstream_too_many_parts")):
+        upstream.script.raw = RawAnswer(body)
+        status, _, raw = post(firewall, "/api/chat", {"message": "hello"}, Who())
+        result = orjson.loads(raw)
+        assert status == 200 and result["answer"] is None and (result["status"], result["code"]) == (502, code)
+        assert_clean(raw.decode())
+
+
 # -- a key cut across fields, parts, tool calls or choices (read as the reader joins them) -------------
 
 HEAD, TAIL = SECRET[:19], SECRET[19:]  # neither half is a key on its own
@@ -648,6 +787,14 @@ CANARY_FORMS: dict[str, Callable[[str], str]] = {
     "one character a line": lambda c: "\n".join(c),
     "NATO alphabet": lambda c: " ".join(NATO[ch] for ch in c[5:]),
     "reversed, dotted": lambda c: ".".join(c[::-1]),
+    "list of characters": lambda c: str(list(c[5:])),
+    "JSON list, one a line": lambda c: json.dumps(list(c[5:]), indent=4),
+    "decimal codes": lambda c: " ".join(str(ord(ch)) for ch in c[5:]),
+    "hex code list": lambda c: str([hex(ord(ch)) for ch in c[5:]]),
+    "in two halves": lambda c: f"the first half is {c[5:13]}, and the second half... {c[13:]}",
+    "second half alone": lambda c: f"part two: {c[13:]}",
+    "table cells": lambda c: "| " + " | ".join(c[5:]) + " |\n|" + "---|" * 16,
+    "dashes between": lambda c: " - - ".join(c[5:]),
 }
 
 
@@ -754,7 +901,7 @@ def test_an_answer_is_json_text_or_refused_never_relayed_unread(body: bytes, cty
     elif answer.kind == "empty":
         assert not body.strip()
     else:
-        assert answer.kind == "undecodable"
+        assert answer.kind in ("undecodable", "ambiguous")
 
 
 def test_sse_is_told_by_its_first_bytes_not_its_label() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from llm_firewall.proxy.content_coding import CodingError, TooLarge, decode_whol
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import RawAnswer, TestUpstream
+from tests.support.waiting import healthz_while
 
 
 def gzip_bomb(prefix: bytes, mib: int, suffix: bytes = b"") -> bytes:
@@ -34,21 +34,6 @@ def fw(upstream: TestUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server = start_firewall(upstream, tmp_path_factory.mktemp("bombs"))
     yield server
     server.stop()
-
-
-def healthz_while(fw: Firewall, work: threading.Thread) -> list[float]:
-    """Seconds each /healthz took while `work` ran (the event loop's responsiveness)."""
-    times = []
-    work.start()
-    while work.is_alive() and len(times) < 50:
-        started = time.perf_counter()
-        conn = http.client.HTTPConnection("127.0.0.1", fw.port, timeout=30)
-        conn.request("GET", "/healthz")
-        assert conn.getresponse().status == 200
-        conn.close()
-        times.append(time.perf_counter() - started)
-    work.join(60)
-    return times
 
 
 def test_a_gzip_bomb_request_is_refused_without_holding_the_loop(fw: Firewall, upstream: TestUpstream) -> None:

@@ -21,24 +21,38 @@ ESCAPED_SEPARATORS = ["%20", "&nbsp;", "&#173;", "\\u200b"]
 
 @st.composite
 def spelled(draw: st.DrawFn, text: str) -> str:
-    """`text` with 0-3 separators (or one escaped) between its characters, letters in either case."""
+    """`text` with 0-8 separators (or one escaped) between its characters, letters in either case."""
     out = []
     for ch in text:
         out.append(ch.upper() if draw(st.booleans()) else ch)
-        out.append(draw(st.one_of(st.lists(st.sampled_from(SEPARATORS), max_size=3).map("".join),
+        out.append(draw(st.one_of(st.lists(st.sampled_from(SEPARATORS), max_size=8).map("".join),
                                   st.sampled_from(ESCAPED_SEPARATORS))))
     return "".join(out[:-1])
 
 
 @st.composite
-def dressed(draw: st.DrawFn, canary: str) -> str:
-    """One of the transformations a leaking model might apply."""
+def dressed(draw: st.DrawFn, canary: str, halves: bool = True) -> str:
+    """One of the transformations a leaking model might apply (to the canary or, with `halves`,
+    to either half of its random part)."""
     word = draw(st.sampled_from([canary, canary[5:], canary.upper()]))  # with or without its prefix
     data = word.encode()
     pad = draw(st.binary(max_size=4))  # the canary at any byte offset of the encoded input
-    kind = draw(st.sampled_from(["spelled", "reversed", "base64", "base64url", "hex", "hex_spaced",
-                                 "percent", "base32", "fullwidth", "entities", "escapes", "rot13",
-                                 "rot13_reversed", "words", "words_reversed", "lines"]))
+    kinds = ["spelled", "reversed", "hex", "hex_spaced", "percent", "fullwidth", "entities", "escapes", "lines",
+             "list", "codes", "table"]  # the forms a half is found in too
+    if halves:
+        kinds += ["base64", "base64url", "base32", "rot13", "rot13_reversed", "words", "words_reversed", "half"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "half":  # either half on its own, spelled out, listed or in hex
+        half = canary[5:13] if draw(st.booleans()) else canary[13:]
+        return draw(dressed("cnry-" + half, halves=False))
+    if kind == "list":  # a Python or JSON list of its characters, flat or one a line
+        quote = draw(st.sampled_from(["'", '"']))
+        sep = draw(st.sampled_from([", ", ",", ",\n    ", ",\n  "]))
+        return "[" + sep.join(f"{quote}{c}{quote}" for c in word) + "]"
+    if kind == "codes":  # decimal character codes, listed
+        return draw(st.sampled_from([" ", ", ", ",", "-", ",\n  "])).join(str(ord(c)) for c in word)
+    if kind == "table":  # one character a markdown-table cell, in a row or one a row
+        return draw(st.sampled_from(["|", " | ", " |\n| "])).join(word).join(["| ", " |"])
     if kind == "spelled":
         return draw(spelled(word))
     if kind == "reversed":
@@ -102,9 +116,10 @@ def test_text_without_the_canary_is_left_alone(data: st.DataObject, canary: str,
     assert not canary_found(f"{prose} {data.draw(dressed(other))} {prose}", canary)
 
 
-def test_every_form_fits_in_the_stream_window() -> None:
-    """A stream is checked a window at a time: a longer form could leave half-released."""
-    assert canary_matcher("cnry-0123456789abcdef").width <= Settings().stream_window_chars
+def test_every_form_fits_in_a_bounded_stream_window() -> None:
+    """A stream is checked a window at a time, which the relay widens to the widest form (a
+    longer one could leave half-released): that stays a small multiple of the default window."""
+    assert Settings().stream_window_chars <= canary_matcher("cnry-0123456789abcdef").width <= 160
 
 
 @settings(max_examples=40, deadline=None)  # each canary's prefix pattern takes ~0.1 s to build
