@@ -105,6 +105,9 @@ class Identity:
     agent: str | None = None
     scope: str | None = None
     user_bound: bool = False
+    # The upstream has accepted this client's own API key before: a real account, not one made up
+    # for the occasion. Sanctions others earn on the shared address do not reach it.
+    key_proven: bool = False
 
     def keys(self) -> dict[str, str]:
         """The sanction/rate-limit subjects this identity can be addressed by."""
@@ -130,7 +133,7 @@ class Identity:
     def address_anchor_for(self, kind: str) -> str | None:
         """``*@<address>`` when ids of `kind` are scoped to an API key: the client's offences
         count against its address too, so rotating keys (or inventing them) does not shed them."""
-        if self.anchor_for(kind) is None or self.scope == self.ip:
+        if self.anchor_for(kind) is None or self.scope == self.ip or self.key_proven:
             return None
         return f"*@{self.ip}"
 

@@ -10,6 +10,7 @@ that a costly body does not hold the event loop, and every other request, for it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import operator
@@ -116,6 +117,9 @@ class Gateway:
         self.counts = {"requests": 0, "blocked": 0, "refused": 0}
         # Recent alerts per client, one input of the false-positive scorer (bounded, 10 minutes).
         self._recent_alerts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=600)
+        # Client API keys the upstream has accepted (their hashes), for a day: offences others
+        # commit from the same address, under keys they make up, do not suspend these clients.
+        self.proven_keys: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=86_400)
         self.inflight: set[asyncio.Task[Any]] = set()
         # Texts over `limits.thread_inspect_chars` are inspected here: a 4 MB body can take a second
         # of CPU, and on the event loop it would hold every other request for as long. On this
@@ -146,8 +150,11 @@ class Gateway:
         return self._trust
 
     def identify(self, request: web.Request) -> Identity:
-        return identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust,
-                        keys_checked=self.settings.client_keys_checked)
+        ident = identify(request.remote or "", request.headers, self.policy.current.identity, trust=self.trust,
+                         keys_checked=self.settings.client_keys_checked)
+        if ident.api_key_hash is not None and ident.api_key_hash in self.proven_keys:
+            return dataclasses.replace(ident, key_proven=True)
+        return ident
 
     # -- the /v1 handler --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -420,6 +427,8 @@ class Gateway:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
+        if up.status < 300 and identity.api_key_hash is not None and self.settings.client_keys_checked:
+            self.proven_keys[identity.api_key_hash] = True  # the upstream took the client's own key
         if 300 <= up.status < 400 and up.status != 304:  # the client must not be sent elsewhere
             up.close()
             return json_error(502, "The upstream answered with a redirect; the firewall does not follow or relay it.",

@@ -238,6 +238,19 @@ def test_a_new_upstream_key_for_every_offence_ends_in_a_suspension_of_the_addres
     assert chat(fw, [("X-Forwarded-For", neighbour.ip), ("Authorization", "Bearer sk-invented-fresh")])[0] == 200
 
 
+def test_a_client_whose_key_the_upstream_accepted_is_not_suspended_by_its_neighbours(fw: Firewall) -> None:
+    """Behind one address, a client with a real key (the upstream has answered it) keeps being
+    served when others there earn the address a suspension with keys they make up."""
+    victim, attacker = Who(), Who()
+    own = [("X-Forwarded-For", attacker.ip), key(victim)]
+    assert chat(fw, own)[0] == 200  # the upstream takes the victim's key
+    for i in range(3):
+        invented = [("X-Forwarded-For", attacker.ip), ("Authorization", f"Bearer sk-made-up-{attacker.ip}-{i}")]
+        assert chat(fw, invented, INJECTION)[0] == 400
+    assert code(chat(fw, [("X-Forwarded-For", attacker.ip), ("Authorization", "Bearer sk-made-up-next")])) == (
+        403, "user_suspended")
+    assert chat(fw, own)[0] == 200
+
 def test_one_key_that_offends_is_suspended_without_its_address(fw: Firewall) -> None:
     """A caller who keeps one key answers by that key: others behind the same address are served."""
     offender, colleague = Who(), Who()
