@@ -320,7 +320,8 @@ def _string_items(role: str, field: str, *, tokens_read: bool) -> Handler:
             if value:
                 out.append(TextItem(value, role, f"{field}[0]"))
             return
-        if tokens_read and value and (_is_tokens(value) or (type(value) is list and any(_is_tokens(v) for v in value))):
+        if tokens_read and not (type(value) is list and all(type(v) is str for v in value)):
+            # anything but text (token ids, as ints or as floats a lenient server reads as ints)
             raise Unreadable("Prompts written as token ids cannot be inspected; send the text instead.", field)
         for i, item in enumerate(value if type(value) is list else [value]):
             if type(item) is str:
@@ -328,6 +329,16 @@ def _string_items(role: str, field: str, *, tokens_read: bool) -> Handler:
                     out.append(TextItem(item, role, f"{field}[{i}]"))
             elif not _is_tokens(item):
                 walk(item, role, f"{field}[{i}]", out)
+    return read
+
+
+def _text_only(role: str, field: str) -> Handler:
+    """A field the model reads that must be a string: anything else cannot be inspected."""
+    def read(value: Any, out: Out) -> None:
+        if type(value) is not str:
+            raise Unreadable(f"'{field}' must be a string to be inspected.", field)
+        if value:
+            out.append(TextItem(value, role, field))
     return read
 
 
@@ -343,7 +354,8 @@ FIELDS: dict[str, dict[str, Handler]] = {
         "response_format": _tools("response_format"),
         "prediction": _prediction,
     },
-    "completions": {"prompt": _string_items("prompt", "prompt", tokens_read=True), "suffix": _as("prompt", "suffix")},
+    "completions": {"prompt": _string_items("prompt", "prompt", tokens_read=True),
+                    "suffix": _text_only("prompt", "suffix")},
     "embeddings": {"input": _string_items("embedding", "input", tokens_read=False)},
     "responses": {
         "instructions": _as("instructions", "instructions"),

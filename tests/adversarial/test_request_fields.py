@@ -348,12 +348,20 @@ def test_content_the_firewall_cannot_read_is_refused(fw: Firewall, upstream: Tes
 
 
 
-@pytest.mark.parametrize("prompt", [[23805, 682, 3766, 11470], [[23805, 682], [3766, 11470]], ["Hello", [23805, 682]]])
+@pytest.mark.parametrize("prompt", [[23805, 682, 3766, 11470], [[23805, 682], [3766, 11470]], ["Hello", [23805, 682]],
+                                    [23805.0, 682.0], [[1e0, 2e0]], [True, False]])
 def test_a_completion_prompt_written_as_token_ids_is_refused(fw: Firewall, upstream: TestUpstream, who: Who,
                                                              prompt: Any) -> None:
     """The model obeys what the tokens say, and the firewall cannot read them: refused."""
     with pytest.raises(openai.BadRequestError) as err:
         make_client(fw, who).completions.create(model="test-model", prompt=prompt)
+    assert refused_code(err.value) == "uninspectable_content"
+    assert upstream.requests == []
+
+
+def test_a_suffix_that_is_not_text_is_refused(fw: Firewall, upstream: TestUpstream, who: Who) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        make_client(fw, who).completions.create(model="test-model", prompt="def f():", suffix=[1, 2])  # type: ignore[arg-type]
     assert refused_code(err.value) == "uninspectable_content"
     assert upstream.requests == []
 
