@@ -106,6 +106,13 @@ LEAKS = {
     "key with a space inside": (" ".join(KEY_HALVES), KEY_HALVES[1]),
     "key over two lines": ("\n".join(KEY_HALVES), KEY_HALVES[1]),
     "destructive command": ("To free space quickly run: sudo find / -delete", "find / -delete"),
+    "secret label": ("secret = wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ9r8T2LpX", "K7MDENG/bPxRfiCYzQ9r8T2LpX"),
+    "aws secret label": ("AWS secret: d0pQmZ3xYt8Vb5Kc2Lr9Nw4Hs7Gj1Fa6Ue0Io3Py", "Nw4Hs7Gj1Fa6Ue0Io3Py"),
+    "stripe key with a space": ("sk_test_4eC39HqLy jWDarjtT1zdp7dc", "jWDarjtT1zdp7dc"),
+    "github token with a space": ("ghp_1234567890abcdefghij klmnopqrstuvwxyz", "klmnopqrstuvwxyz"),
+    "password assigned": ("password: hunter2!Xq9", "hunter2!Xq9"),
+    "env password": ("DB_PASSWORD=Tr0ub4dor&3xyzQ", "Tr0ub4dor&3xyzQ"),
+    "pem with spaced dashes": ("- - - - - BEGIN RSA PRIVATE KEY - - - - -\nMIIEowIBAAKCAQEA7bq0cVh1Q", "MIIEowIBAAKCAQEA7bq0"),
 }
 
 
