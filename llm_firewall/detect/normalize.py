@@ -16,6 +16,7 @@ import base64
 import binascii
 import codecs
 import fnmatch
+import functools
 import html
 import re
 import unicodedata
@@ -131,7 +132,10 @@ TRIGGER_PATTERNS: dict[str, str] = {
     "noise": r"(?i)[a-z][|\x00-\x08\x0e-\x1f\x7f]{1,3}[a-z]|(?i)\b[a-z](?:[.*_-][a-z]){4,}\b",
     # A word of five letters or more spelt with a single space after every letter, the words
     # set apart by several spaces (I g n o r e   a l l): the view joins each such run.
-    "spaced": r"(?i)(?:^|[^a-z] )[a-z](?: [a-z]){4,}(?:  |\s*$)",
+    "spaced": r"(?i)(?:^|[^a-z][ \x{a0}])[a-z](?:[ \x{a0}][a-z]){4,}(?:[ \x{a0}]{2}|\s*$)",
+    # Every character, spaces included, followed by one separator (".".join(text): i.g.n.o.r.e. .a.l.l),
+    # or by two (i..g..n, i  g  n): the view keeps every other character of such a run.
+    "separated": r"(?i)(?:[a-z ](?:[._*|/,\t\n\x{a0}-]|\.\.|  )){6}[a-z ]",
     # Shell obfuscation: quotes or a backslash inside a word (r''m, r\m), $IFS for a space,
     # long options (--recursive), short options apart (-r -f), a glob for a program's path
     # (/bin/r?), a payload piped through `base64 -d`.
@@ -469,6 +473,26 @@ def _denoise(text: str) -> str | None:
 _SPACED_RUN_RE = re.compile(r"(?<![^\W\d_])[^\W\d_](?: [^\W\d_])+(?![^\W\d_])")
 
 
+_SEPARATED_RES = tuple(
+    (len(sep), re.compile(f"(?:.{re.escape(sep)}){{6,}}.", re.S))
+    for sep in (".", "_", "*", "|", "/", ",", "\t", "\n", "\u00a0", "-", "..", "  "))
+_LETTER_RE = re.compile(r"[^\W\d_]")
+
+
+def _unseparate(text: str) -> str | None:
+    """Runs of characters each followed by the same separator, read without the separators:
+    "i.g.n.o.r.e. .a.l.l" reads "ignore all" (spaces were characters of the run, so they stay)."""
+    out = text
+    for width, pattern in _SEPARATED_RES:
+        out = pattern.sub(functools.partial(_every_other, step=width + 1), out)
+    return out if out != text else None
+
+
+def _every_other(m: re.Match[str], step: int) -> str:
+    run = m.group(0)
+    return run[::step] if len(_LETTER_RE.findall(run)) >= 5 else run
+
+
 def _join_spaced(text: str) -> str | None:
     """Letter-by-letter spellings with single spaces joined: "I g n o r e   a l l" reads
     "Ignore   all" (the word gaps stay, so the rules' phrases still see separate words)."""
@@ -645,6 +669,8 @@ def derived_views(
         add(_denoise(base.text), base.transforms + ("noise",))
     if "spaced" in hints:
         add(_join_spaced(base.text), base.transforms + ("spaced",))
+    if "separated" in hints or "\u00a0" in text:  # NFKC made no-break separators spaces in the base
+        add(_unseparate(text), ("separated",))  # the text as sent: the base view has folded its spaces
     if "shell" in hints:
         add(_shell(base.text), base.transforms + ("shell",))
     if "leetspeak" in hints:
