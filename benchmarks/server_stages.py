@@ -105,7 +105,7 @@ def serve(argv: list[str]) -> int:
     """The firewall CLI with the stages timed; SIGUSR1 writes the table to $STAGES_OUT and exits."""
     import llm_firewall.app
     import llm_firewall.gateway  # noqa: F401
-    from llm_firewall.cli import main
+    from llm_firewall.tools.cli import main
 
     spent: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)

@@ -25,7 +25,6 @@ from llm_firewall.api import admin, chat, guard, scenarios, ws
 from llm_firewall.appkeys import GATEWAY, SETTINGS, STATE
 from llm_firewall.audit import AuditLog
 from llm_firewall.config import Settings
-from llm_firewall.demo_upstream import start_demo_upstream
 from llm_firewall.enforce.actions import Enforcer
 from llm_firewall.enforce.memory_store import MemoryStore
 from llm_firewall.gateway import Gateway
@@ -37,6 +36,7 @@ from llm_firewall.notify import WebhookNotifier
 from llm_firewall.policy.model import Policy, PolicyError
 from llm_firewall.proxy.forward import Upstream
 from llm_firewall.soc.wiring import build_pipeline
+from llm_firewall.tools.demo_upstream import start_demo_upstream
 from llm_firewall.usage import UsageTracker
 
 log = logging.getLogger("llm_firewall")

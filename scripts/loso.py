@@ -34,10 +34,10 @@ from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.learned import LearnedDetector
 from llm_firewall.detect.rules import default_rules_dir, load_rules
 from llm_firewall.domain import Finding
-from llm_firewall.evaluate import Outcome, _decider, attack_score, by_source, render_md, summarise
 from llm_firewall.score.corpus import Example
 from llm_firewall.score.features import FEATURES, ScoreContext
 from llm_firewall.score.fp import DEFAULT_PATH, FPScorer
+from llm_firewall.tools.evaluate import Outcome, _decider, attack_score, by_source, render_md, summarise
 
 SMOOTHING = 2.0  # pseudo-counts pulling a rarely seen rule's precision towards the average
 FP_C = 1.0  # inverse L2 strength of the scorer's logistic regression

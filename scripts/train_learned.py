@@ -221,7 +221,7 @@ def _quantile_cut(descending: list[float], rate: float) -> float:
 
 def written_examples() -> list[Example]:
     """The hand-written examples, minus the scenario catalogue's texts (kept for tests)."""
-    from llm_firewall import scenario_catalog
+    from llm_firewall.tools import scenario_catalog
 
     held = {c.message for c in scenario_catalog.SEED}
     held |= {s.message for sc in scenario_catalog.SCENARIOS.values() for s in sc.steps}

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from llm_firewall import scenario_catalog
+from llm_firewall.tools import scenario_catalog
 from tests.conftest import Who, make_client, start_firewall
 from tests.support.firewall import Firewall
 from tests.support.upstream import TestUpstream

@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from llm_firewall import scenario_catalog
 from llm_firewall.api.admin import admin_only
 from llm_firewall.appkeys import GATEWAY, STATE
 from llm_firewall.domain import Identity
 from llm_firewall.proxy.openai_wire import error_body
+from llm_firewall.tools import scenario_catalog
 
 KEEP_RUNS = 50
 SCENARIO_NET = "198.51.100."

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from llm_firewall.detect.engine import Engine
 from llm_firewall.detect.rules import default_rules_dir, load_rules
 from llm_firewall.domain import SEVERITY_RANK, Identity
-from llm_firewall.evaluate import PROMPT_ATTACK_TOPS
 from llm_firewall.inspector import Inspector
 from llm_firewall.policy.decide import decide
 from llm_firewall.policy.model import load_policy
+from llm_firewall.tools.evaluate import PROMPT_ATTACK_TOPS
 
 IDENTITY = Identity(ip="192.0.2.30", user="exclusions", session="exclusions")
 

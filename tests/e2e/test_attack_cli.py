@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from llm_firewall import scenario_catalog
+from llm_firewall.tools import scenario_catalog
 from tests.support.firewall import ROOT, Firewall, free_port
 
 

@@ -21,7 +21,7 @@ import openai
 import pytest
 import yaml
 
-from llm_firewall import scenario_catalog
+from llm_firewall.tools import scenario_catalog
 from tests.conftest import Who, start_firewall
 from tests.support.firewall import ROOT, Firewall, free_port
 from tests.support.upstream import TestUpstream

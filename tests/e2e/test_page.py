@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from llm_firewall import scenario_catalog
-from llm_firewall.demo_upstream import answer_for
+from llm_firewall.tools import scenario_catalog
+from llm_firewall.tools.demo_upstream import answer_for
 from tests.support.firewall import Firewall
 
 CHROMIUM = Path("/usr/bin/chromium")

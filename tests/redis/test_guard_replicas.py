@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llm_firewall import scenario_catalog
+from llm_firewall.tools import scenario_catalog
 from tests.redis.replicas import ADMIN, BENIGN, chat, code, start_pair, write_policy
 from tests.support.firewall import Firewall
 

@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TextIO
 
-from llm_firewall import scenario_catalog
-from llm_firewall.scenario_catalog import Scenario
+from llm_firewall.tools import scenario_catalog
+from llm_firewall.tools.scenario_catalog import Scenario
 
 DEFAULT_MODEL = "demo-mini"
 

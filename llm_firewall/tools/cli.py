@@ -130,8 +130,8 @@ def _scan(args: argparse.Namespace) -> int:
 
 _DELEGATED = {
     "rules": ("llm_firewall.detect.lint", "lint or test rule files: rules lint|test [DIR]"),
-    "eval": ("llm_firewall.evaluate", "measure detection on a labelled JSONL corpus"),
-    "attack": ("llm_firewall.attack", "run attack scenarios against a running firewall"),
+    "eval": ("llm_firewall.tools.evaluate", "measure detection on a labelled JSONL corpus"),
+    "attack": ("llm_firewall.tools.attack", "run attack scenarios against a running firewall"),
     "bench": ("benchmarks.bench", "measure throughput and latency against a baseline proxy (source checkout)"),
     "schema": ("llm_firewall.schema.cli", "print the JSON Schema of rule or policy files: schema rules|policy"),
 }
@@ -142,7 +142,7 @@ def _find_benchmarks() -> bool:
 
     The bench (mock upstream, minimal proxy, wrk scripts) is not part of the installed package,
     so `llm-firewall bench` runs it from the checkout next to the package."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "bench.py").is_file():
         print("llm-firewall bench: the benchmark is not part of the installed package; it needs a source "
               "checkout (git clone the repository, then `pip install -e .` there and run it again)",
