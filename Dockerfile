@@ -2,10 +2,11 @@
 # mounted on /app/rules and /app/policies).
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY llm_firewall ./llm_firewall
 COPY rules ./rules
 COPY policies ./policies
+COPY schemas ./schemas
 RUN pip install --no-cache-dir --prefix=/install ".[redis,fast]"
 
 FROM python:3.11.11-slim-bookworm
