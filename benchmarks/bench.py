@@ -346,11 +346,8 @@ class Stack:
 
     def up(self) -> None:
         python = sys.executable
-        self.ports["direct"] = port = free_port()
-        mock = self.procs.start("mock" + self.suffix, [python, str(ASSETS / "mock_upstream.py"), str(port)],
-                                MOCK_CPU, child_env(MOCK_UVLOOP=_uvloop_flag(), **self.mock_env))
-        self._await("mock" + self.suffix, mock, port_open(port), 30)
-        self.pids["direct"] = mock.pid
+        port, self.pids["direct"] = start_mock(self.procs, "mock" + self.suffix, **self.mock_env)
+        self.ports["direct"] = port
         if "baseline" in self.targets:
             self.ports["baseline"] = bport = free_port()
             base = self.procs.start("baseline" + self.suffix,
@@ -377,6 +374,16 @@ def _uvloop_flag() -> str:
         return "1"
     except ImportError:
         return "0"
+
+
+def start_mock(procs: Processes, name: str, **env: str) -> tuple[int, int]:
+    """The fast mock upstream on a free port, `env` added; (port, pid) once it listens."""
+    port = free_port()
+    mock = procs.start(name, [sys.executable, str(ASSETS / "mock_upstream.py"), str(port)], MOCK_CPU,
+                       child_env(MOCK_UVLOOP=_uvloop_flag(), **env))
+    if not wait_ready(port_open(port), mock, 30):
+        raise RuntimeError(f"{name} did not start within 30 s:\n{procs.log_tail(name)}")
+    return port, mock.pid
 
 
 def start_firewall(procs: Processes, name: str, mock_port: int | None, policy: str, inspect: bool = True,
@@ -683,11 +690,7 @@ def memory_phase(procs: Processes, load: Load, policy: str, identities: int, con
                  duration: float, bodies: Path, fixed: bytes) -> dict[str, Any]:
     """RSS of a fresh firewall while requests come from `identities` distinct identities, each
     request with a text never sent before (the real-traffic bodies); `fixed` is the preflight body."""
-    mock_port = free_port()
-    mock = procs.start("mock-mem", [sys.executable, str(ASSETS / "mock_upstream.py"), str(mock_port)],
-                       MOCK_CPU, child_env(MOCK_UVLOOP=_uvloop_flag()))
-    if not wait_ready(port_open(mock_port), mock, 30):
-        raise RuntimeError(f"mock did not start:\n{procs.log_tail('mock-mem')}")
+    mock_port, _ = start_mock(procs, "mock-mem")
     port, pid = start_firewall(procs, "firewall-mem", mock_port, policy)
     url = f"http://127.0.0.1:{port}"
     check = preflight(url, fixed)

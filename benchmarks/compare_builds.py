@@ -21,16 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench import (
-    ASSETS,
     PAYLOADS,
     Load,
     Processes,
-    child_env,
-    cpu_seconds,
-    free_port,
-    port_open,
+    measure,
     start_firewall,
-    wait_ready,
+    start_mock,
 )
 from benchmarks.traffic import DEFAULT_TEXTS, fixed_bodies, read_texts, real_bodies, write_bodies
 
@@ -53,21 +49,14 @@ def main(argv: list[str]) -> int:
         load = Load(use_wrk=True, pin=False, workdir=Path(tmp))
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
         try:
-            mock_port = free_port()
-            mock = procs.start("mock", [sys.executable, str(ASSETS / "mock_upstream.py"), str(mock_port)], 0,
-                               child_env())
-            if not wait_ready(port_open(mock_port), mock, 30):
-                raise RuntimeError(procs.log_tail("mock"))
+            mock_port, _ = start_mock(procs, "mock")
             servers = {name: start_firewall(procs, name, mock_port, args.policy, entry=entry)
                        for name, entry in builds.items()}
             for _ in range(args.rounds):
                 for traffic, body in bodies.items():
                     for name, (port, pid) in servers.items():
-                        cpu0 = cpu_seconds(pid)
-                        raw = load.run(f"http://127.0.0.1:{port}", args.concurrency, args.duration, body)
-                        requests = raw["requests"] or 1
-                        results.setdefault((traffic, name), []).append(
-                            (requests / (raw["duration_us"] / 1e6), (cpu_seconds(pid) - cpu0) / requests * 1e6))
+                        row = measure(load, f"http://127.0.0.1:{port}", pid, args.concurrency, args.duration, body)
+                        results.setdefault((traffic, name), []).append((row["rps"], row["cpu_us_per_req"] or 0.0))
         finally:
             procs.stop_all()
     print(f"c={args.concurrency}, {args.duration:.0f} s a run, median of {args.rounds} rounds taking turns; "

@@ -24,16 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench import (
-    ASSETS,
     PAYLOADS,
     Load,
     Processes,
-    child_env,
-    cpu_seconds,
-    free_port,
-    port_open,
+    measure,
     start_firewall,
-    wait_ready,
+    start_mock,
 )
 from benchmarks.traffic import DEFAULT_TEXTS, read_texts, real_bodies, write_bodies
 
@@ -54,33 +50,26 @@ def main(argv: list[str]) -> int:
         procs = Processes(workdir=Path(tmp), pin=False)
         load = Load(use_wrk=True, pin=False, workdir=Path(tmp))
         try:
-            mock_port = free_port()
-            mock = procs.start("mock", [sys.executable, str(ASSETS / "mock_upstream.py"), str(mock_port)], 0,
-                               child_env())
-            if not wait_ready(port_open(mock_port), mock, 30):
-                raise RuntimeError(procs.log_tail("mock"))
+            mock_port, _ = start_mock(procs, "mock")
             servers = {n: start_firewall(procs, f"fw{n}", mock_port, args.policy, inspect=True,
                                          entry=(sys.executable, "-m", "llm_firewall"),
                                          **({"LLM_FIREWALL_WORKERS": str(n)} if n > 1 else {}))
                        for n in counts}
-            results: dict[int, list[tuple[float, float, float]]] = {n: [] for n in counts}
+            results: dict[int, list[tuple[float, float, float, float]]] = {n: [] for n in counts}
             for _ in range(args.rounds):
                 for n in counts:
                     port, pid = servers[n]
-                    cpu0 = cpu_seconds(pid)
-                    raw = load.run(f"http://127.0.0.1:{port}", args.concurrency, args.duration, body)
-                    requests = raw["requests"] or 1
-                    cpu = cpu_seconds(pid) - cpu0
-                    results[n].append((requests / (raw["duration_us"] / 1e6), cpu / requests * 1e6,
-                                       raw["p50_us"] / 1000))
+                    row = measure(load, f"http://127.0.0.1:{port}", pid, args.concurrency, args.duration, body)
+                    results[n].append((row["rps"], row["cpu_us_per_req"] or 0.0, row["p50_ms"],
+                                       100 * (row["refused"] + row["errors"]) / max(1, row["requests"])))
         finally:
             procs.stop_all()
     print(f"real traffic (a new text every request), c={args.concurrency}, {args.duration:.0f} s a run, median of {args.rounds} rounds "  # noqa: E501
           f"(taking turns); every process unpinned on {len(__import__('os').sched_getaffinity(0))} cores")
-    print(f"{'workers':>8} {'req/s':>9} {'CPU us/req':>11} {'p50 ms':>8}")
+    print(f"{'workers':>8} {'req/s':>9} {'CPU us/req':>11} {'p50 ms':>8} {'refused or failed %':>20}")
     for n in counts:
-        rps, cpu, p50 = (statistics.median(x[i] for x in results[n]) for i in range(3))
-        print(f"{n:>8} {rps:>9.0f} {cpu:>11.0f} {p50:>8.2f}")
+        rps, cpu, p50, failed = (statistics.median(x[i] for x in results[n]) for i in range(4))
+        print(f"{n:>8} {rps:>9.0f} {cpu:>11.0f} {p50:>8.2f} {failed:>20.1f}")
     return 0
 
 
