@@ -427,8 +427,11 @@ class Gateway:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
-        if up.status < 300 and identity.api_key_hash is not None and self.settings.client_keys_checked:
-            self.proven_keys[identity.api_key_hash] = True  # the upstream took the client's own key
+        if (up.status < 300 and parsed is not None and identity.api_key_hash is not None
+                and self.settings.client_keys_checked):
+            # the upstream took the client's own key for a model call (a listing like /v1/models
+            # may be answered whatever the key)
+            self.proven_keys[identity.api_key_hash] = True
         if 300 <= up.status < 400 and up.status != 304:  # the client must not be sent elsewhere
             up.close()
             return json_error(502, "The upstream answered with a redirect; the firewall does not follow or relay it.",

@@ -285,13 +285,31 @@ def _first(headers: Mapping[str, str], name: str) -> str | None:
     return values[0] if values else None
 
 
-def api_key_of(headers: Mapping[str, str]) -> str | None:
-    auth = _first(headers, "authorization")
+# Headers that carry a client's credential, in the order the firewall reads them to know the
+# client (`credential_header`). Passed through, only that one is forwarded: a second credential
+# beside it would let the upstream bill one key while sanctions fall on another.
+CREDENTIAL_HEADERS = ("authorization", "api-key", "x-api-key", "ocp-apim-subscription-key", "x-goog-api-key",
+                      "anthropic-api-key")
+
+
+def credential_header(headers: Mapping[str, str]) -> str | None:
+    """The header whose credential names the client: a bearer Authorization, else the first
+    other credential header present (lower case), else None."""
+    auth = headers.get("authorization") or headers.get("Authorization")
     if auth:
         scheme, _, token = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return _first(headers, "api-key") or _first(headers, "x-api-key")
+            return "authorization"
+    return next((name for name in CREDENTIAL_HEADERS[1:] if headers.get(name)), None)
+
+
+def api_key_of(headers: Mapping[str, str]) -> str | None:
+    """The client's credential: the one header `credential_header` names (the only one forwarded)."""
+    name = credential_header(headers)
+    if name is None:
+        return None
+    value = _first(headers, name) or ""
+    return value.strip().partition(" ")[2].strip() if name == "authorization" else value.strip() or None
 
 
 def identify(peer: str, headers: Mapping[str, str], policy_identity: IdentityConfig,

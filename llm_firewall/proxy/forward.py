@@ -18,6 +18,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from llm_firewall.config import Timeouts, UpstreamTransport
+from llm_firewall.enforce.identity import CREDENTIAL_HEADERS, credential_header
 from llm_firewall.proxy.http1 import Http1Pool, Http1Response, UnsafeRequestError
 from llm_firewall.proxy.target import BASE_PATH
 
@@ -72,7 +73,11 @@ def upstream_headers(incoming: Mapping[str, str], *, authorization: str | None,
     """Headers to send upstream: end-to-end ones only, with our credential when configured
     (`authorization` is the whole header value, see `Upstream.authorization`)."""
     connection = incoming.get("Connection")
-    dropped = _DROPPED_WITH_KEY if authorization else _DROPPED
+    if authorization:
+        dropped = _DROPPED_WITH_KEY
+    else:  # the client's own credential goes through: only the one it is known by
+        own = credential_header(incoming)
+        dropped = _DROPPED | {name for name in CREDENTIAL_HEADERS if name != own}
     if connection:
         dropped = dropped | {t.strip().lower() for t in connection.split(",") if t.strip()}
     out = [(name, value) for name, value in incoming.items() if name.lower() not in dropped]

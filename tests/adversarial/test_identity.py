@@ -262,3 +262,18 @@ def test_one_key_that_offends_is_suspended_without_its_address(fw: Firewall) -> 
     # A later offence from that address under another key starts a new count, not a suspension.
     assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)], INJECTION)[0] == 400
     assert chat(fw, [("X-Forwarded-For", offender.ip), key(colleague)])[0] == 200
+
+
+def test_a_second_credential_beside_the_one_the_client_is_known_by_never_reaches_the_upstream(
+        fw: Firewall, upstream: TestUpstream) -> None:
+    """Sanctions fall on the credential the firewall reads; the upstream must bill that one, not
+    an `api-key` sent beside a made-up bearer token."""
+    who = Who()
+    headers = [("X-Forwarded-For", who.ip), ("Authorization", f"Bearer sk-made-up-{who.ip}"),
+               ("api-key", "sk-real-azure-key"), ("x-api-key", "sk-real-other-key")]
+    assert chat(fw, headers)[0] == 200
+    forwarded = {name.lower(): value for name, value in upstream.requests[-1].headers.items()}
+    assert forwarded["authorization"] == f"Bearer sk-made-up-{who.ip}"
+    assert "api-key" not in forwarded and "x-api-key" not in forwarded
+    assert chat(fw, [("X-Forwarded-For", who.ip), ("api-key", "sk-real-azure-key")])[0] == 200
+    assert {n.lower(): v for n, v in upstream.requests[-1].headers.items()}["api-key"] == "sk-real-azure-key"
