@@ -20,7 +20,6 @@ import os
 from functools import cache
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,13 +94,13 @@ def _rows(path: Path) -> list[dict]:
 def _corpus() -> tuple[list[str], list[str]]:
     """(attacks refused on their own, benign texts): a strided sample of the corpus."""
     root = _datasets()
-    if root is None:
-        return [], []
-    rows = _rows(root / "dev.jsonl")
+    # without the development corpus (a clone on its own), the project's own labelled sample
+    rows = _rows(root / "dev.jsonl") if root is not None else _rows(
+        Path(__file__).resolve().parents[2] / "examples" / "sample.jsonl")
     attacks = [r["text"] for r in rows if r["label"] == "attack" and len(r["text"]) < 4000
-               and r["category"].split("/")[0] in PROMPT_ATTACK_TOPS][::8]
-    extra = root / "train_extra.jsonl"  # documents, tool output and other languages, when present
-    if extra.is_file():
+               and r["category"].split("/")[0] in PROMPT_ATTACK_TOPS][::8 if root is not None else 1]
+    extra = None if root is None else root / "train_extra.jsonl"  # documents, tool output, other languages
+    if extra is not None and extra.is_file():
         rows += _rows(extra)
     benign = [r["text"] for r in rows if r["label"] == "benign" and len(r["text"]) < 4000][::10]
     return [a for a in attacks if refused(a)], benign
@@ -151,8 +150,6 @@ def test_benign_text_around_a_written_attack_does_not_launder_it(
 def test_benign_text_around_a_corpus_attack_does_not_launder_it(
         data: st.DataObject, sep: str, attack_first: bool) -> None:
     attacks, corpus_benign = _corpus()
-    if not attacks:
-        pytest.skip("labelled corpus not present")
     attack = data.draw(st.sampled_from(attacks))
     benign = data.draw(st.sampled_from(BENIGN + corpus_benign))
     text = attack + sep + benign if attack_first else benign + sep + attack
